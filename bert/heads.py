@@ -1,0 +1,148 @@
+"""Task heads on top of the encoder, and the models that combine them with it.
+
+Logits are always float32, whatever the compute dtype.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert.model import ACTIVATIONS, BertConfig, BertModel, dense, layer_norm
+
+Array = jax.Array
+
+
+def gather_positions(x: Array, positions: Array) -> Array:
+    """Picks `positions` [batch, predictions] out of `x` [batch, length, embed]."""
+    return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+class MaskedLMHead(nn.Module):
+    """Dense + activation + LayerNorm, then the tied word-embedding matrix and its own bias."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, embedding_table: Array) -> Array:
+        """Args: x [batch, predictions, embed]; embedding_table [vocab, embed].
+
+        Returns: logits [batch, predictions, vocab] in float32.
+        """
+        c = self.config
+        x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform")(x)
+        x = layer_norm(c, "transform_norm")(ACTIVATIONS[c.hidden_act](x))
+        bias = self.param(
+            "output_bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+            (c.vocab_size,),
+            c.param_dtype,
+        )
+        logits = jnp.einsum(
+            "bpe,ve->bpv",
+            x.astype(c.dtype),
+            embedding_table.astype(c.dtype),
+            preferred_element_type=jnp.float32,
+        )
+        return logits + bias.astype(jnp.float32)
+
+
+class BertForPreTraining(nn.Module):
+    """Encoder + masked LM head + next-sentence head.
+
+    With `masked_positions` [batch, predictions] the MLM head runs on those positions only
+    (the large saving in a training step); without it, on every position.
+    Returns a dict with `mlm_logits`, `nsp_logits`, `sequence_output`, `pooled_output`.
+    """
+
+    config: BertConfig
+
+    def setup(self):
+        self.bert = BertModel(self.config)
+        self.mlm = MaskedLMHead(self.config)
+        self.nsp = dense(self.config, 2, ("embed_out", "classes"), "nsp", dtype=jnp.float32)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        masked_positions: Array | None = None,
+        deterministic: bool = True,
+    ) -> dict[str, Array]:
+        seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic)
+        picked = seq if masked_positions is None else gather_positions(seq, masked_positions)
+        return {
+            "mlm_logits": self.mlm(picked, self.bert.word_embedding_table()),
+            "nsp_logits": self.nsp(pooled),
+            "sequence_output": seq,
+            "pooled_output": pooled,
+        }
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled [CLS] -> dropout -> Dense(num_labels). num_labels=1 is regression (STS-B)."""
+
+    config: BertConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        _, pooled = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic
+        )
+        pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
+        return dense(
+            self.config, self.num_labels, ("embed_out", "classes"), "classifier", jnp.float32
+        )(pooled)  # [batch, num_labels]
+
+
+class BertForTokenClassification(nn.Module):
+    """Every token's hidden state -> dropout -> Dense(num_labels) (NER tagging)."""
+
+    config: BertConfig
+    num_labels: int
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        seq, _ = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic
+        )
+        seq = nn.Dropout(self.config.hidden_dropout)(seq, deterministic=deterministic)
+        return dense(self.config, self.num_labels, ("embed", "classes"), "classifier", jnp.float32)(
+            seq
+        )  # [batch, length, num_labels]
+
+
+class BertForQuestionAnswering(nn.Module):
+    """Span extraction: every token's hidden state -> (start, end) logits.
+
+    Returns (start_logits, end_logits), each [batch, length] float32.
+    """
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, Array]:
+        seq, _ = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic
+        )
+        logits = dense(self.config, 2, ("embed", "classes"), "qa_outputs", jnp.float32)(seq)
+        return logits[..., 0], logits[..., 1]

@@ -1,0 +1,62 @@
+"""Losses and metrics as (sum, denominator) pairs in float32, so they add up across devices,
+hosts and accumulation steps before the one division at the end."""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+
+
+def weighted_cross_entropy(logits: Array, labels: Array, weights: Array) -> tuple[Array, Array]:
+    """Sum of per-example cross-entropy times weight, and the sum of weights.
+
+    Args:
+      logits: [..., classes], any float dtype (computed in float32).
+      labels: [...] integer class ids.
+      weights: [...] 0/1 (or real) weights; 0 drops an example (padding predictions).
+    """
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(losses * weights), jnp.sum(weights)
+
+
+def weighted_accuracy(logits: Array, labels: Array, weights: Array) -> tuple[Array, Array]:
+    """Number of (weighted) correct argmax predictions, and the sum of weights."""
+    weights = weights.astype(jnp.float32)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def pretraining_loss(
+    mlm_logits: Array,
+    masked_lm_ids: Array,
+    masked_lm_weights: Array,
+    nsp_logits: Array | None,
+    next_sentence_labels: Array | None,
+) -> tuple[Array, dict[str, tuple[Array, Array]]]:
+    """BERT's objective: mean MLM cross-entropy over real predictions + mean NSP cross-entropy.
+
+    Args:
+      mlm_logits: [batch, predictions, vocab] at the gathered masked positions.
+      masked_lm_ids: [batch, predictions] original token ids.
+      masked_lm_weights: [batch, predictions] 1 for a real prediction, 0 for padding.
+      nsp_logits: [batch, 2], or None in MLM-only pre-training.
+      next_sentence_labels: [batch] 0 = B follows A, 1 = B is random; or None.
+
+    Returns:
+      (loss, metrics) where metrics maps names to (sum, denominator) pairs.
+    """
+    mlm_sum, mlm_den = weighted_cross_entropy(mlm_logits, masked_lm_ids, masked_lm_weights)
+    metrics = {
+        "mlm_loss": (mlm_sum, mlm_den),
+        "mlm_accuracy": weighted_accuracy(mlm_logits, masked_lm_ids, masked_lm_weights),
+    }
+    loss = mlm_sum / jnp.maximum(mlm_den, 1.0)
+    if nsp_logits is not None and next_sentence_labels is not None:
+        ones = jnp.ones(next_sentence_labels.shape, jnp.float32)
+        nsp_sum, nsp_den = weighted_cross_entropy(nsp_logits, next_sentence_labels, ones)
+        metrics["nsp_loss"] = (nsp_sum, nsp_den)
+        metrics["nsp_accuracy"] = weighted_accuracy(nsp_logits, next_sentence_labels, ones)
+        loss = loss + nsp_sum / jnp.maximum(nsp_den, 1.0)
+    return loss, metrics

@@ -1,0 +1,267 @@
+"""BERT encoder in Flax Linen: embeddings, self-attention, transformer layers, pooler.
+
+Post-LayerNorm BERT exactly as Devlin et al. (2019) and Google's original release, so that
+Google and Hugging Face checkpoints load and give the same numbers. Modules are pure: no I/O.
+
+Logical axis names used for parameters and activations (mapped to mesh axes by bert/sharding.py):
+  vocab, embed, heads (the fused heads x head_dim axis), mlp, position, token_type,
+  batch, length, kv_length.
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Hyperparameters of the encoder; hashable so it can be a static jit argument."""
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    hidden_act: str = "gelu"
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    attention_impl: str = "xla"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) is not a multiple of "
+                f"model.num_heads ({self.num_heads})"
+            )
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(
+                f"model.hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(
+                f"model.attention_impl {self.attention_impl!r} is not one of "
+                f"{', '.join(ATTENTION_IMPLS)}"
+            )
+        for name in ("dtype", "param_dtype"):
+            try:
+                jnp.dtype(getattr(self, name))
+            except TypeError:
+                raise ValueError(f"model.{name} {getattr(self, name)!r} is not a dtype") from None
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "BertConfig":
+        """Builds a config from a dict (e.g. `config.model.to_dict()`), rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        return cls(**fields)
+
+
+def _init(config: BertConfig) -> nn.initializers.Initializer:
+    return nn.initializers.truncated_normal(stddev=config.initializer_range)
+
+
+def dense(
+    config: BertConfig, features: int, axes: tuple[str, str], name: str, dtype: Any = None
+) -> nn.Dense:
+    """A Dense layer with BERT's initialiser and logically partitioned kernel and bias."""
+    return nn.Dense(
+        features,
+        dtype=dtype or config.dtype,
+        param_dtype=config.param_dtype,
+        kernel_init=nn.with_logical_partitioning(_init(config), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+        name=name,
+    )
+
+
+def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+    """LayerNorm computed in float32 whatever the compute dtype."""
+    return nn.LayerNorm(
+        epsilon=config.layer_norm_eps,
+        dtype=jnp.float32,
+        param_dtype=config.param_dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+        name=name,
+    )
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings, then LayerNorm and dropout."""
+
+    config: BertConfig
+
+    def setup(self):
+        c = self.config
+        self.word_embeddings = self.param(
+            "word_embeddings",
+            nn.with_logical_partitioning(_init(c), ("vocab", "embed")),
+            (c.vocab_size, c.hidden_size),
+            c.param_dtype,
+        )
+        self.position_embeddings = self.param(
+            "position_embeddings",
+            nn.with_logical_partitioning(_init(c), ("position", "embed")),
+            (c.max_position_embeddings, c.hidden_size),
+            c.param_dtype,
+        )
+        self.token_type_embeddings = self.param(
+            "token_type_embeddings",
+            nn.with_logical_partitioning(_init(c), ("token_type", "embed")),
+            (c.type_vocab_size, c.hidden_size),
+            c.param_dtype,
+        )
+        self.layer_norm = layer_norm(c, "layer_norm")
+        self.dropout = nn.Dropout(c.hidden_dropout)
+
+    def __call__(
+        self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
+    ) -> Array:
+        x = (
+            jnp.take(self.word_embeddings, input_ids, axis=0)
+            + jnp.take(self.position_embeddings, position_ids, axis=0)
+            + jnp.take(self.token_type_embeddings, segment_ids, axis=0)
+        )  # [batch, length, embed]
+        x = self.layer_norm(x).astype(self.config.dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return self.dropout(x, deterministic=deterministic)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with the padding mask, output projection not included."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, input_mask: Array, deterministic: bool) -> Array:
+        c = self.config
+        batch, length, _ = x.shape
+
+        def heads(name: str) -> Array:
+            y = dense(c, c.hidden_size, ("embed", "heads"), name)(x)  # [batch, length, heads*kv]
+            return y.reshape(batch, length, c.num_heads, c.head_dim)
+
+        q, k, v = heads("query"), heads("key"), heads("value")
+        dropout_active = not deterministic and c.attention_dropout > 0.0
+        if dropout_active and c.attention_impl == "cudnn":
+            raise ValueError(
+                "model.attention_impl='cudnn' cannot apply attention dropout; "
+                "set model.attention_dropout=0.0 or model.attention_impl='xla'"
+            )
+        if dropout_active:
+            out = self._attention_with_dropout(q, k, v, input_mask)
+        elif c.attention_impl == "cudnn":
+            # cuDNN flash attention takes lengths, not masks: BERT inputs are right-padded.
+            lengths = jnp.sum(input_mask, axis=-1, dtype=jnp.int32)
+            out = jax.nn.dot_product_attention(
+                q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
+                implementation="cudnn",
+            )  # fmt: skip
+        else:
+            mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+        return out.reshape(batch, length, c.hidden_size)  # [batch, length, heads*kv]
+
+    def _attention_with_dropout(self, q: Array, k: Array, v: Array, input_mask: Array) -> Array:
+        """Explicit attention (softmax in float32) with dropout on the probabilities."""
+        c = self.config
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits / jnp.sqrt(jnp.float32(c.head_dim))
+        mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
+        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1)
+        probs = nn.Dropout(c.attention_dropout)(probs, deterministic=False)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(c.dtype), v)
+
+
+class TransformerLayer(nn.Module):
+    """One post-LN layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, input_mask: Array, deterministic: bool) -> Array:
+        c = self.config
+        drop = functools.partial(nn.Dropout(c.hidden_dropout), deterministic=deterministic)
+        attn = SelfAttention(c, name="attention")(x, input_mask, deterministic)
+        attn = dense(c, c.hidden_size, ("heads", "embed"), "attention_output")(attn)
+        x = layer_norm(c, "attention_norm")(x + drop(attn)).astype(c.dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+        h = dense(c, c.intermediate_size, ("embed", "mlp"), "intermediate")(x)
+        h = ACTIVATIONS[c.hidden_act](h)  # [batch, length, mlp]
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        h = dense(c, c.hidden_size, ("mlp", "embed"), "output")(h)
+        x = layer_norm(c, "output_norm")(x + drop(h)).astype(c.dtype)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class BertModel(nn.Module):
+    """The BERT encoder with its pooler.
+
+    Call with `input_ids`, `segment_ids`, `input_mask` (all [batch, length] integers; mask 1 for
+    real tokens, 0 for padding). Returns (sequence_output [batch, length, embed],
+    pooled_output [batch, embed]): the last hidden states and tanh(W h_[CLS] + b).
+    """
+
+    config: BertConfig
+
+    def setup(self):
+        c = self.config
+        self.embeddings = Embeddings(c)
+        self.layers = [TransformerLayer(c, name=f"layer_{i}") for i in range(c.num_layers)]
+        self.pooler = dense(c, c.hidden_size, ("embed", "embed_out"), "pooler")
+
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> tuple[Array, Array]:
+        if segment_ids is None:
+            segment_ids = jnp.zeros_like(input_ids)
+        if input_mask is None:
+            input_mask = jnp.ones_like(input_ids)
+        position_ids = jnp.arange(input_ids.shape[-1])[None, :]  # [1, length]
+        x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
+        for layer in self.layers:
+            x = layer(x, input_mask, deterministic)
+        pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed]
+        return x, pooled
+
+    def word_embedding_table(self) -> Array:
+        """The [vocab, embed] input embedding table (tied to the MLM output layer)."""
+        return self.embeddings.word_embeddings

@@ -1,0 +1,212 @@
+"""Checkpoint import/export: Google TF, HF safetensors/.bin/msgpack, ours, and round trips."""
+
+import json
+
+import numpy as np
+import pytest
+import reference
+import tensorflow as tf
+import torch
+import transformers
+from flax import traverse_util
+from safetensors.numpy import load_file
+
+from bert import convert
+from bert.heads import BertForPreTraining
+
+TOLERANCE = 1e-5
+
+
+def our_logits(imported, inputs):
+    out = BertForPreTraining(imported.config).apply(
+        {"params": imported.params},
+        inputs["input_ids"],
+        inputs["token_type_ids"],
+        inputs["attention_mask"],
+    )
+    return {k: np.asarray(out[k]) for k in ("mlm_logits", "nsp_logits")}
+
+
+def assert_close(got: dict, want: dict, tolerance: float = TOLERANCE):
+    for key in ("mlm_logits", "nsp_logits"):
+        error = float(np.max(np.abs(got[key] - want[key])))
+        assert error <= tolerance, f"{key}: max abs difference {error:.2e}"
+
+
+def google_variables(model: transformers.BertForPreTraining) -> dict[str, np.ndarray]:
+    """The variables of Google's original TF BERT, with their original names, written out here
+    independently of bert/convert.py's table."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    out = {
+        "bert/embeddings/word_embeddings": sd["bert.embeddings.word_embeddings.weight"],
+        "bert/embeddings/position_embeddings": sd["bert.embeddings.position_embeddings.weight"],
+        "bert/embeddings/token_type_embeddings": sd["bert.embeddings.token_type_embeddings.weight"],
+        "bert/embeddings/LayerNorm/gamma": sd["bert.embeddings.LayerNorm.weight"],
+        "bert/embeddings/LayerNorm/beta": sd["bert.embeddings.LayerNorm.bias"],
+        "bert/pooler/dense/kernel": sd["bert.pooler.dense.weight"].T,
+        "bert/pooler/dense/bias": sd["bert.pooler.dense.bias"],
+        "cls/predictions/transform/dense/kernel": sd["cls.predictions.transform.dense.weight"].T,
+        "cls/predictions/transform/dense/bias": sd["cls.predictions.transform.dense.bias"],
+        "cls/predictions/transform/LayerNorm/gamma": sd[
+            "cls.predictions.transform.LayerNorm.weight"
+        ],
+        "cls/predictions/transform/LayerNorm/beta": sd["cls.predictions.transform.LayerNorm.bias"],
+        "cls/predictions/output_bias": sd["cls.predictions.bias"],
+        # Google stores the NSP matrix as [2, hidden], like torch's Linear.
+        "cls/seq_relationship/output_weights": sd["cls.seq_relationship.weight"],
+        "cls/seq_relationship/output_bias": sd["cls.seq_relationship.bias"],
+    }
+    for i in range(model.config.num_hidden_layers):
+        t, h = f"bert/encoder/layer_{i}", f"bert.encoder.layer.{i}"
+        pairs = {
+            "attention/self/query": "attention.self.query",
+            "attention/self/key": "attention.self.key",
+            "attention/self/value": "attention.self.value",
+            "attention/output/dense": "attention.output.dense",
+            "intermediate/dense": "intermediate.dense",
+            "output/dense": "output.dense",
+        }
+        for tf_name, hf_name in pairs.items():
+            out[f"{t}/{tf_name}/kernel"] = sd[f"{h}.{hf_name}.weight"].T
+            out[f"{t}/{tf_name}/bias"] = sd[f"{h}.{hf_name}.bias"]
+        for tf_name, hf_name in (("attention/output", "attention.output"), ("output", "output")):
+            out[f"{t}/{tf_name}/LayerNorm/gamma"] = sd[f"{h}.{hf_name}.LayerNorm.weight"]
+            out[f"{t}/{tf_name}/LayerNorm/beta"] = sd[f"{h}.{hf_name}.LayerNorm.bias"]
+    return out
+
+
+def write_google_checkpoint(directory, model, extra: dict | None = None):
+    """A Google-style directory: bert_config.json + bert_model.ckpt.{index,data-*}, including
+    Adam slots and global_step as the original pre-training script saved them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    variables = google_variables(model)
+    slots = {}
+    for name, value in list(variables.items())[:5]:
+        slots[f"{name}/adam_m"] = np.zeros_like(value)
+        slots[f"{name}/adam_v"] = np.ones_like(value)
+    variables.update(slots)
+    variables["global_step"] = np.array(1000, np.int64)
+    variables.update(extra or {})
+    names = sorted(variables)
+    tf.raw_ops.SaveV2(
+        prefix=str(directory / "bert_model.ckpt"),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(variables[n]) for n in names],
+    )
+    c = model.config
+    google_config = {
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": c.hidden_act,
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": c.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": c.intermediate_size,
+        "max_position_embeddings": c.max_position_embeddings,
+        "num_attention_heads": c.num_attention_heads,
+        "num_hidden_layers": c.num_hidden_layers,
+        "type_vocab_size": c.type_vocab_size,
+        "vocab_size": c.vocab_size,
+    }
+    if c.layer_norm_eps != 1e-12:
+        pytest.skip("Google's config has no layer_norm_eps field")
+    (directory / "bert_config.json").write_text(json.dumps(google_config))
+    (directory / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A random BertForPreTraining saved as safetensors, and its model."""
+    model = reference.hf_model("odd_vocab", seed=3)
+    directory = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(directory)
+    return directory, model
+
+
+def test_google_tf_checkpoint_gives_reference_logits(tmp_path, hf_dir):
+    _, model = hf_dir
+    write_google_checkpoint(tmp_path / "google", model)
+    imported = convert.import_model(tmp_path / "google")
+    assert imported.source_format == "tf"
+    assert imported.groups == ("encoder", "pooler", "mlm", "nsp")
+    assert "global_step" in imported.ignored
+    assert sum(name.endswith(("/adam_m", "/adam_v")) for name in imported.ignored) == 10
+    inputs = reference.batch(reference.CONFIGS["odd_vocab"], seed=4)
+    assert_close(our_logits(imported, inputs), reference.hf_forward(model, inputs))
+
+
+def test_google_to_hf_cli_loads_in_transformers(tmp_path, hf_dir):
+    _, model = hf_dir
+    write_google_checkpoint(tmp_path / "google", model)
+    assert convert.main([str(tmp_path / "google"), str(tmp_path / "out"), "--to=hf"]) == 0
+    assert (tmp_path / "out" / "vocab.txt").is_file()
+    loaded, info = transformers.BertForPreTraining.from_pretrained(
+        tmp_path / "out", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    inputs = reference.batch(reference.CONFIGS["odd_vocab"], seed=5)
+    assert_close(reference.hf_forward(loaded.eval(), inputs), reference.hf_forward(model, inputs))
+
+
+def test_ours_to_hf_loads_with_no_missing_keys_and_same_logits(tmp_path):
+    config = convert.config_from_hf(
+        transformers.BertConfig(**reference.CONFIGS["three_heads"]).to_dict(), tmp_path
+    )
+    import jax
+
+    inputs = reference.batch(reference.CONFIGS["three_heads"])
+    variables = BertForPreTraining(config).init(jax.random.key(7), inputs["input_ids"])
+    params = jax.tree.map(np.asarray, traverse_util.unflatten_dict(
+        {k: v.value for k, v in traverse_util.flatten_dict(variables["params"]).items()}
+    ))  # fmt: skip
+    convert.save_orbax(params, config, tmp_path / "ours")
+    assert convert.main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to=hf"]) == 0
+    loaded, info = transformers.BertForPreTraining.from_pretrained(
+        tmp_path / "hf", output_loading_info=True
+    )
+    assert not any(info.values()), info
+    ours = our_logits(convert.import_model(tmp_path / "ours"), inputs)
+    assert_close(ours, reference.hf_forward(loaded.eval(), inputs))
+
+
+def test_hf_to_ours_to_hf_gives_identical_tensors(tmp_path, hf_dir):
+    source, _ = hf_dir
+    assert convert.main([str(source), str(tmp_path / "ours"), "--to=orbax"]) == 0
+    assert convert.main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to=hf"]) == 0
+    before = load_file(source / "model.safetensors")
+    after = load_file(tmp_path / "back" / "model.safetensors")
+    # save_pretrained writes the tied decoder weight/bias too; they are the same tensors.
+    before = {k: v for k, v in before.items() if k not in convert.HF_TIED}
+    assert sorted(before) == sorted(after)
+    for name in before:
+        np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+
+
+def test_pytorch_bin_and_flax_msgpack_import_equal_safetensors(tmp_path, hf_dir):
+    source, model = hf_dir
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "pytorch_model.bin").is_file()
+    flax_model = transformers.FlaxBertForPreTraining.from_pretrained(source, from_pt=True)
+    flax_model.save_pretrained(tmp_path / "flax")
+    assert (tmp_path / "flax" / "flax_model.msgpack").is_file()
+    want = traverse_util.flatten_dict(convert.import_model(source).params)
+    for directory in ("bin", "flax"):
+        got = traverse_util.flatten_dict(convert.import_model(tmp_path / directory).params)
+        assert set(got) == set(want), directory
+        for path in want:
+            np.testing.assert_array_equal(got[path], want[path], err_msg=f"{directory} {path}")
+
+
+def test_hf_bin_import_is_weights_only(tmp_path, hf_dir):
+    """A .bin file that would run code on unpickling is refused, not executed."""
+    _, model = hf_dir
+    (tmp_path / "evil").mkdir()
+    model.config.save_pretrained(tmp_path / "evil")
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "evil" / "pytorch_model.bin")
+    with pytest.raises(convert.CheckpointError, match="pytorch_model.bin"):
+        convert.import_model(tmp_path / "evil")

@@ -1,0 +1,148 @@
+"""Our model equals Hugging Face's PyTorch BertForPreTraining: outputs and gradients."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+import torch
+from flax import traverse_util
+
+from bert import convert, losses
+from bert.heads import BertForPreTraining
+from bert.model import BertConfig
+
+OUTPUT_TOLERANCE = 1e-5  # max abs difference, float32
+GRADIENT_TOLERANCE = 1e-4  # ||ours - theirs|| / ||theirs||, per parameter
+
+
+@pytest.fixture(scope="module", params=sorted(reference.CONFIGS))
+def converted(request, tmp_path_factory):
+    """(HF model, our config, our params) after a real save + import of the HF directory."""
+    hf = reference.hf_model(request.param)
+    directory = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(directory)
+    imported = convert.import_model(directory)
+    assert imported.groups == ("encoder", "pooler", "mlm", "nsp")
+    return request.param, hf, imported.config, imported.params
+
+
+def test_outputs_equal_reference(converted):
+    name, hf, config, params = converted
+    inputs = reference.batch(reference.CONFIGS[name])
+    want = reference.hf_forward(hf, inputs)
+    got = BertForPreTraining(config).apply(
+        {"params": params},
+        inputs["input_ids"],
+        inputs["token_type_ids"],
+        inputs["attention_mask"],
+    )
+    for key in ("sequence_output", "pooled_output", "mlm_logits", "nsp_logits"):
+        assert got[key].shape == want[key].shape, key
+        error = float(np.max(np.abs(np.asarray(got[key]) - want[key])))
+        assert error <= OUTPUT_TOLERANCE, f"{key}: max abs difference {error:.2e}"
+
+
+def test_gathered_mlm_logits_equal_full(converted):
+    name, _, config, params = converted
+    inputs = reference.batch(reference.CONFIGS[name])
+    model = BertForPreTraining(config)
+    args = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+    full = model.apply({"params": params}, *args)["mlm_logits"]
+    positions = np.array([[1, 5, 12], [0, 3, 6], [1, 0, 0]])
+    gathered = model.apply({"params": params}, *args, masked_positions=positions)["mlm_logits"]
+    want = np.take_along_axis(np.asarray(full), positions[..., None], axis=1)
+    np.testing.assert_allclose(np.asarray(gathered), want, rtol=0, atol=1e-6)
+
+
+def test_gradients_equal_reference(converted):
+    name, hf, config, params = converted
+    cfg = reference.CONFIGS[name]
+    inputs = reference.batch(cfg, seed=1)
+    rng = np.random.default_rng(2)
+    # Three predictions per sequence, the third one padding for the shortest sequence.
+    positions = np.array([[1, 4, 9], [2, 3, 6], [1, 0, 0]])
+    weights = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 0]], np.float32)
+    targets = rng.integers(0, cfg["vocab_size"], size=positions.shape)
+    nsp_labels = np.array([0, 1, 1])
+
+    labels = np.full(inputs["input_ids"].shape, -100)
+    for b in range(positions.shape[0]):
+        for p in range(positions.shape[1]):
+            if weights[b, p]:
+                labels[b, positions[b, p]] = targets[b, p]
+    hf.zero_grad()
+    out = hf(
+        **{k: torch.from_numpy(v) for k, v in inputs.items()},
+        labels=torch.from_numpy(labels),
+        next_sentence_label=torch.from_numpy(nsp_labels),
+    )
+    out.loss.backward()
+    hf_grads = {n: p.grad.numpy() for n, p in hf.named_parameters()}
+    want, _, _ = convert.params_from_hf(hf_grads, config, "torch gradients")
+
+    model = BertForPreTraining(config)
+
+    def loss_fn(p):
+        o = model.apply(
+            {"params": p},
+            inputs["input_ids"],
+            inputs["token_type_ids"],
+            inputs["attention_mask"],
+            masked_positions=positions,
+        )
+        loss, _ = losses.pretraining_loss(
+            o["mlm_logits"], targets, weights, o["nsp_logits"], nsp_labels
+        )
+        return loss
+
+    loss, grads = jax.value_and_grad(loss_fn)(jax.tree.map(jnp.asarray, params))
+    assert abs(float(loss) - out.loss.item()) <= 1e-5
+    got = traverse_util.flatten_dict(grads)
+    want = traverse_util.flatten_dict(want)
+    assert set(got) == set(want)
+    for path, reference_grad in want.items():
+        if path[-2:] == ("key", "bias"):
+            # Analytically zero (softmax is invariant to a per-query shift): both are noise.
+            assert np.linalg.norm(np.asarray(got[path])) < 1e-6
+            assert np.linalg.norm(reference_grad) < 1e-6
+            continue
+        norm = np.linalg.norm(reference_grad)
+        assert norm > 0, f"{path}: the reference gradient is zero, the test would be vacuous"
+        rel = np.linalg.norm(np.asarray(got[path]) - reference_grad) / norm
+        assert rel <= GRADIENT_TOLERANCE, f"{'/'.join(path)}: relative difference {rel:.2e}"
+
+
+def test_dropout_changes_outputs_and_is_seeded(converted):
+    _, _, config, params = converted
+    inputs = reference.batch(reference.CONFIGS[converted[0]])
+    model = BertForPreTraining(config)
+    args = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+
+    def run(seed):
+        rngs = {"dropout": jax.random.key(seed)}
+        return model.apply({"params": params}, *args, deterministic=False, rngs=rngs)
+
+    eval_out = model.apply({"params": params}, *args)["sequence_output"]
+    a, b, c = run(0)["sequence_output"], run(0)["sequence_output"], run(1)["sequence_output"]
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(a), np.asarray(c))
+    assert not np.allclose(np.asarray(a), np.asarray(eval_out))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits(converted):
+    name, hf, config, params = converted
+    bf16 = BertConfig.from_dict({**config.__dict__, "dtype": "bfloat16"})
+    inputs = reference.batch(reference.CONFIGS[name])
+    model = BertForPreTraining(bf16)
+    variables = model.init(jax.random.key(0), inputs["input_ids"])
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+    out = model.apply(
+        {"params": params}, inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"]
+    )
+    assert out["mlm_logits"].dtype == jnp.float32 and out["nsp_logits"].dtype == jnp.float32
+    assert out["sequence_output"].dtype == jnp.bfloat16
+    want = reference.hf_forward(hf, inputs)["mlm_logits"]
+    # bf16 has 8 bits of mantissa: the logits agree to a few percent of their spread.
+    error = np.max(np.abs(np.asarray(out["mlm_logits"]) - want)) / np.std(want)
+    assert error < 0.1, f"bf16 logits off by {error:.3f} standard deviations"
