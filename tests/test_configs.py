@@ -1,0 +1,59 @@
+"""Model sizes and config parsing."""
+
+import math
+
+import pytest
+import torch
+import transformers
+
+from bert import convert
+from bert.model import BertConfig
+from configs import bert_base, common
+
+# Published parameter counts of Google's English BERT (BertModel, uncased vocabulary).
+PUBLISHED = {"base": 110e6, "large": 340e6}
+
+
+@pytest.mark.parametrize("size", sorted(common.SIZES))
+def test_size_table_matches_hf_parameter_count(size):
+    model = bert_base.get_config(f"size={size}").model
+    layers, width = common.SIZES[size]
+    assert (model.num_layers, model.hidden_size) == (layers, width)
+    assert model.num_heads == width // 64 and model.intermediate_size == 4 * width
+    ours = sum(math.prod(s) for s in convert.expected_shapes(BertConfig(**model)).values())
+    hf_config = transformers.BertConfig(
+        vocab_size=model.vocab_size,
+        hidden_size=width,
+        num_hidden_layers=layers,
+        num_attention_heads=model.num_heads,
+        intermediate_size=model.intermediate_size,
+    )
+    with torch.device("meta"):
+        theirs = sum(p.numel() for p in transformers.BertForPreTraining(hf_config).parameters())
+    assert ours == theirs
+    if size in PUBLISHED:
+        assert abs(ours - PUBLISHED[size]) / PUBLISHED[size] < 0.02
+
+
+def test_config_arg_parsing():
+    config = bert_base.get_config("size=mini, vocab_size=8000")
+    assert config.model.hidden_size == 256 and config.model.vocab_size == 8000
+    with pytest.raises(ValueError, match="unknown config arg 'siz'; known: size, vocab_size"):
+        bert_base.get_config("siz=mini")
+    with pytest.raises(ValueError, match="vocab_size='many' is not a valid int"):
+        bert_base.get_config("vocab_size=many")
+    with pytest.raises(ValueError, match="'mini' is not of the form key=value"):
+        bert_base.get_config("mini")
+    with pytest.raises(ValueError, match="unknown model size 'huge'"):
+        bert_base.get_config("size=huge")
+
+
+def test_bad_model_values_name_the_field():
+    with pytest.raises(ValueError, match=r"hidden_size \(100\) is not a multiple of .*num_heads"):
+        BertConfig(vocab_size=10, hidden_size=100, num_heads=3)
+    with pytest.raises(ValueError, match="model.hidden_act 'tanhh'"):
+        BertConfig(vocab_size=10, hidden_act="tanhh")
+    with pytest.raises(ValueError, match="model.attention_impl 'flash'"):
+        BertConfig(vocab_size=10, attention_impl="flash")
+    with pytest.raises(ValueError, match="unknown model config fields: hiden_size"):
+        BertConfig.from_dict({"vocab_size": 10, "hiden_size": 8})
