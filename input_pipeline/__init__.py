@@ -1,0 +1,1 @@
+"""Data pipeline: tokenizers, corpus readers, record preparation and tf.data input."""

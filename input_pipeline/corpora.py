@@ -1,0 +1,503 @@
+"""Corpus readers: stream documents, each a list of sentences, from text on disk or TFDS.
+
+Formats (``read_corpus(paths, format)``):
+
+* ``"text"``: the original BERT format, one sentence per line, a blank line between documents.
+* ``"paragraphs"``: one paragraph per line, a blank line between documents; paragraphs are
+  cut into sentences by :func:`split_sentences`.
+* ``"jsonl"``: JSON Lines, one document per line, its text in a configurable field; the text
+  is cut into paragraphs at newlines, then into sentences.
+* ``"wikiextractor"``: WikiExtractor output, ``<doc id=.. url=.. title=..>``, the title line
+  (dropped), one paragraph per line, ``</doc>``.
+
+TFDS data sets are read by :func:`read_tfds`.
+
+Everything streams: a file is read line by line, a document is held only until it is yielded,
+so memory is bounded by the largest document, never by the file or the corpus. Files ending in
+``.gz``, ``.bz2`` or ``.xz`` are decompressed on the fly.
+
+Bad input:
+
+* A glob matching no file, a missing file: ``FileNotFoundError`` naming it.
+* An empty file, or one of blank lines only: skipped with a warning, counted in
+  ``CorpusStats.skipped_files``. A document without text (a WikiExtractor page holding only
+  its title, an empty JSON text) is skipped and counted in ``skipped_documents``.
+* Invalid UTF-8: by default (``errors="strict"``) a ``ValueError`` naming the file, the byte
+  offset and the line. ``errors="replace"`` puts U+FFFD for the bad bytes and counts the line
+  in ``replaced_lines``; ``errors="skip"`` drops the line and counts it in ``skipped_lines``.
+  In a compressed file the offset is in the decompressed stream.
+* Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line.
+"""
+
+import bz2
+import dataclasses
+import glob
+import gzip
+import html
+import json
+import logging
+import lzma
+import os
+import pathlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO
+
+Document = list[str]
+PathLike = str | os.PathLike
+FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor")
+ERRORS = ("strict", "replace", "skip")
+
+
+@dataclasses.dataclass
+class CorpusStats:
+    """Counts kept by the readers; pass one in to see what was read and what was skipped."""
+
+    files: int = 0  # files opened
+    documents: int = 0  # documents yielded
+    sentences: int = 0  # sentences in the yielded documents
+    skipped_files: int = 0  # files without any text (empty, or blank lines only)
+    skipped_documents: int = 0  # documents without any text
+    skipped_lines: int = 0  # lines dropped for invalid UTF-8 (errors="skip")
+    replaced_lines: int = 0  # lines with invalid UTF-8 replaced by U+FFFD (errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence splitting
+
+
+def _word_set(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# Abbreviations after which a full stop never ends a sentence (compared in lower case).
+_ABBREVIATIONS = _word_set(
+    "mr mrs ms messrs mme mlle dr prof rev fr hon gen col maj capt cpt lt sgt cmdr adm gov sen rep "
+    "pres supt insp st mt ft vs v cf viz approx ca e.g i.e a.k.a"
+)
+# Abbreviations that do not end a sentence when a number follows ("No. 5", "Jan. 1", "p. 12").
+_NUMBER_ABBREVIATIONS = _word_set(
+    "no nos vol vols p pp fig figs eq ch art sec op jan feb mar apr jun jul aug sep sept oct nov "
+    "dec c"
+)
+# Abbreviations that end a sentence only before a word from _SENTENCE_STARTERS.
+_WEAK_ABBREVIATIONS = _word_set("jr sr inc ltd co corp bros plc al")
+# Words that usually open a sentence; they decide the ambiguous cases (initials, "U.S.", "Inc.").
+_SENTENCE_STARTERS = _word_set(
+    "a an the he she it its they we i you his her their our my this that these those there "
+    "in on at as by for from with after before during since while when where if although "
+    "though but and or so yet however thus then also today later despite because unlike "
+    "according following under over some many most several both each all one another other "
+    "such no what who why how"
+)
+_TERMINATORS = ".?!\u2026"  # ... plus the ellipsis character
+_CLOSERS = "\"'\u201d\u2019\u00bb)]}"  # closing quotes and brackets that may follow a stop
+_OPENERS = "\"'\u201c\u2018\u00ab([{"
+# A stop run (not entered midway, never backtracked into, so linear time), closers, spaces.
+_CANDIDATE = re.compile(
+    rf"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{re.escape(_CLOSERS)}]*+\s++"
+    rf"(?=[{re.escape(_OPENERS)}]*+(\S))"
+)
+_DOTTED = re.compile(r"(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}")  # U.S, e.g, Ph.D (last dot excluded)
+
+
+def _is_boundary(text: str, match: re.Match) -> bool:
+    """Decides whether the candidate ``match`` (stop, closers, spaces) ends a sentence."""
+    following = match.group(1)
+    if following.islower():
+        return False  # "e.g. the", "approx. five", "Hello! said he"
+    stop = match.group(0).rstrip()
+    if stop != ".":
+        return True  # ? ! ..., or a stop followed by a closing quote or bracket
+    start = match.start()
+    before = text[max(0, start - 24) : start]
+    words = before.split()
+    if not words or before[-1].isspace():
+        return True
+    word = words[-1].lstrip(_OPENERS)
+    lower = word.lower()
+    if lower in _ABBREVIATIONS:
+        return False
+    is_initial = len(word) == 1 and word.isalpha() and word.isupper()
+    if is_initial or lower in _WEAK_ABBREVIATIONS or _DOTTED.fullmatch(word):
+        next_words = text[match.end() : match.end() + 24].split()
+        next_word = next_words[0].strip(_OPENERS + _CLOSERS + ",;:") if next_words else ""
+        return next_word.lower() in _SENTENCE_STARTERS
+    if following.isdigit():
+        return lower not in _NUMBER_ABBREVIATIONS
+    return True
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    """Cuts a paragraph into sentences with a rule-based splitter.
+
+    A sentence ends at ``.``, ``?``, ``!`` or ``…`` (runs like ``?!`` or ``...`` included),
+    with any closing quotes or brackets after it, when whitespace follows and the next word
+    does not start with a lower-case letter. A single full stop is further not an end:
+
+    * after a title or a fixed abbreviation (Dr., Mr., St., vs., v., e.g., i.e., approx., ...);
+    * before a number, after an abbreviation that precedes numbers (No. 5, Jan. 1, p. 12);
+    * after an initial (J. R. R. Tolkien), a dotted acronym (U.S., Ph.D., p.m.) or a suffix
+      (Inc., Ltd., Jr., et al.), unless the next word is a common sentence opener (The, He,
+      In, ...): "in the U.S. The war" splits, "the U.S. Army" does not.
+
+    Decimals (3.14), versions (v1.2) and stops without a following space never split. Words
+    are matched case-insensitively; scripts without letter case always split after a stop.
+    The known misses are abbreviations that really end a sentence ("... on Main St. Next")
+    and initials or acronyms before a sentence starting with an uncommon word.
+
+    Returns:
+      The sentences, stripped of surrounding whitespace; none empty.
+    """
+    sentences = []
+    begin = 0
+    for match in _CANDIDATE.finditer(paragraph):
+        if _is_boundary(paragraph, match):
+            sentence = paragraph[begin : match.start() + len(match.group(0).rstrip())].strip()
+            if sentence:
+                sentences.append(sentence)
+            begin = match.end()
+    last = paragraph[begin:].strip()
+    if last:
+        sentences.append(last)
+    return sentences
+
+
+def _identity_split(paragraph: str) -> list[str]:
+    paragraph = paragraph.strip()
+    return [paragraph] if paragraph else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading lines
+
+
+def _open_binary(path: pathlib.Path) -> BinaryIO:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rb")
+    if path.suffix == ".xz":
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its line ending), decoding UTF-8 line by line."""
+    if errors not in ERRORS:
+        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"corpus file {path} does not exist (or is not a file)")
+    offset = 0
+    with _open_binary(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if errors == "strict":
+                    bad = raw[e.start : e.end]
+                    raise ValueError(
+                        f"{path}: invalid UTF-8 at byte offset {offset + e.start} (line {number}, "
+                        f"bytes {bad!r}); pass errors='replace' or errors='skip' to go on"
+                    ) from None
+                offset += len(raw)
+                if errors == "skip":
+                    stats.skipped_lines += 1
+                    continue
+                stats.replaced_lines += 1
+                line = raw.decode("utf-8", "replace")
+            else:
+                offset += len(raw)
+            del raw  # a huge line is held once, as text, while the caller works on it
+            if number == 1 and line.startswith("\ufeff"):
+                line = line[1:]  # byte order mark
+            yield number, line.rstrip("\r\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers; each yields the documents of one file.
+
+
+def _blank_separated(
+    path: pathlib.Path, errors: str, stats: CorpusStats, split: Callable[[str], list[str]]
+) -> Iterator[Document]:
+    document: Document = []
+    for _, line in _lines(path, errors, stats):
+        if line and not line.isspace():  # no stripped copy of a huge line
+            document.extend(split(line))
+        elif document:
+            yield document
+            document = []
+    if document:
+        yield document
+
+
+def read_text(
+    path: PathLike, errors: str = "strict", stats: CorpusStats | None = None
+) -> Iterator[Document]:
+    """BERT's format: one sentence per line, blank lines between documents."""
+    return _read_files([path], _blank_separated, errors, stats, split=_identity_split)
+
+
+def read_paragraphs(
+    path: PathLike,
+    errors: str = "strict",
+    stats: CorpusStats | None = None,
+    sentence_split: bool = True,
+) -> Iterator[Document]:
+    """One paragraph per line, blank lines between documents.
+
+    Args:
+      sentence_split: cut paragraphs into sentences; False keeps one paragraph per item.
+    """
+    split = split_sentences if sentence_split else _identity_split
+    return _read_files([path], _blank_separated, errors, stats, split=split)
+
+
+def _jsonl(
+    path: pathlib.Path,
+    errors: str,
+    stats: CorpusStats,
+    split: Callable[[str], list[str]],
+    text_field: str,
+) -> Iterator[Document]:
+    for number, line in _lines(path, errors, stats):
+        if not line or line.isspace():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        if not isinstance(record, dict) or text_field not in record:
+            fields = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f"{path}:{number}: no field {text_field!r} (found {fields})")
+        text = record[text_field]
+        if not isinstance(text, str):
+            kind = type(text).__name__
+            raise ValueError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
+        document = [s for paragraph in text.split("\n") for s in split(paragraph)]
+        if document:
+            yield document
+        else:
+            stats.skipped_documents += 1
+
+
+def read_jsonl(
+    path: PathLike,
+    text_field: str = "text",
+    errors: str = "strict",
+    stats: CorpusStats | None = None,
+    sentence_split: bool = True,
+) -> Iterator[Document]:
+    """JSON Lines, one document per line; its ``text_field`` is cut at newlines, then sentences."""
+    split = split_sentences if sentence_split else _identity_split
+    return _read_files([path], _jsonl, errors, stats, split=split, text_field=text_field)
+
+
+_TITLE = re.compile(r'\btitle="([^"]*)"')
+
+
+def _wikiextractor(
+    path: pathlib.Path, errors: str, stats: CorpusStats, split: Callable[[str], list[str]]
+) -> Iterator[Document]:
+    opened_at = 0  # line of the open <doc>, 0 outside a document
+    title: str | None = None  # the title line still to drop, if any
+    document: Document = []
+    for number, line in _lines(path, errors, stats):
+        line = line.strip()
+        if line.startswith("<doc ") or line == "<doc>":
+            if opened_at:
+                raise ValueError(
+                    f"{path}:{number}: <doc> inside the document opened at line {opened_at} "
+                    "(missing </doc>)"
+                )
+            opened_at = number
+            found = _TITLE.search(line)
+            title = html.unescape(found.group(1)).strip() if found else None
+            document = []
+        elif line == "</doc>":
+            if not opened_at:
+                raise ValueError(f"{path}:{number}: </doc> without an open <doc>")
+            opened_at = 0
+            if document:
+                yield document
+            else:
+                stats.skipped_documents += 1
+        elif not line:
+            continue
+        elif not opened_at:
+            raise ValueError(f"{path}:{number}: text outside <doc> ... </doc>")
+        elif title is not None and html.unescape(line) == title:
+            title = None  # the title line WikiExtractor writes after the tag
+        else:
+            title = None
+            document.extend(split(line))
+    if opened_at:
+        raise ValueError(f"{path}: ends inside the document opened at line {opened_at} (no </doc>)")
+
+
+def read_wikiextractor(
+    path: PathLike,
+    errors: str = "strict",
+    stats: CorpusStats | None = None,
+    sentence_split: bool = True,
+) -> Iterator[Document]:
+    """WikiExtractor output: ``<doc ...>``, the title line (dropped), paragraphs, ``</doc>``.
+
+    The first non-empty line of a document is dropped when it equals the ``title`` attribute
+    (HTML entities decoded); every other non-empty line is a paragraph cut into sentences.
+    """
+    split = split_sentences if sentence_split else _identity_split
+    return _read_files([path], _wikiextractor, errors, stats, split=split)
+
+
+_READERS = {
+    "text": _blank_separated,
+    "paragraphs": _blank_separated,
+    "jsonl": _jsonl,
+    "wikiextractor": _wikiextractor,
+}
+
+
+def _read_files(
+    paths: Iterable[PathLike],
+    reader: Callable[..., Iterator[Document]],
+    errors: str,
+    stats: CorpusStats | None,
+    **kwargs,
+) -> Iterator[Document]:
+    """Chains ``reader`` over ``paths``, keeping ``stats``; a file without text is skipped."""
+    stats = CorpusStats() if stats is None else stats
+    for path in paths:
+        path = pathlib.Path(path)
+        stats.files += 1
+        documents_before = stats.documents + stats.skipped_documents
+        for document in reader(path, errors, stats, **kwargs):
+            stats.documents += 1
+            stats.sentences += len(document)
+            yield document
+        if stats.documents + stats.skipped_documents == documents_before:
+            stats.skipped_files += 1
+            logging.warning("corpus file %s holds no text; skipped", path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Front ends
+
+
+def expand_paths(paths: str | PathLike | Sequence[str | PathLike]) -> list[pathlib.Path]:
+    """Expands globs (``**`` included) into a sorted file list; order of patterns is kept.
+
+    Raises:
+      FileNotFoundError: a pattern or path matches no file.
+    """
+    patterns = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not patterns:
+        raise ValueError("no corpus paths given")
+    files = []
+    for pattern in patterns:
+        pattern = os.fspath(pattern)
+        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        if not matches:
+            raise FileNotFoundError(f"no corpus file matches {pattern!r}")
+        files.extend(pathlib.Path(p) for p in matches)
+    return files
+
+
+def read_corpus(
+    paths: str | PathLike | Sequence[str | PathLike],
+    format: str,
+    *,
+    text_field: str = "text",
+    errors: str = "strict",
+    sentence_split: bool = True,
+    stats: CorpusStats | None = None,
+) -> Iterator[Document]:
+    """Streams the documents of every file matched by ``paths``, file by file in sorted order.
+
+    Args:
+      paths: a glob, a path, or a list of them.
+      format: one of "text", "paragraphs", "jsonl", "wikiextractor" (see the module doc).
+      text_field: the JSON field holding the text ("jsonl" only).
+      errors: invalid UTF-8 handling: "strict" (error), "replace" or "skip" (counted).
+      sentence_split: cut paragraphs into sentences (not for "text", split already); False
+        keeps whole paragraphs.
+      stats: filled in while reading, if given.
+
+    Returns:
+      An iterator of documents, each a non-empty list of non-empty sentences.
+    """
+    if format not in _READERS:
+        raise ValueError(f"unknown corpus format {format!r}; expected one of {FORMATS}")
+    if errors not in ERRORS:
+        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+    files = expand_paths(paths)  # fails now, not at the first next()
+    kwargs: dict = {}
+    if format == "jsonl":
+        kwargs["text_field"] = text_field
+    split = split_sentences if sentence_split and format != "text" else _identity_split
+    return _read_files(files, _READERS[format], errors, stats, split=split, **kwargs)
+
+
+def read_tfds(
+    name: str,
+    split: str = "train",
+    text_field: str = "text",
+    data_dir: PathLike | None = None,
+    download: bool = False,
+    sentence_split: bool = True,
+    stats: CorpusStats | None = None,
+) -> Iterator[Document]:
+    """Streams a TFDS text data set, one example per document (paragraphs at newlines).
+
+    Args:
+      name: the TFDS name, e.g. "wikipedia/20230601.en".
+      split: the TFDS split, e.g. "train" or "train[:1%]".
+      text_field: the feature holding the text.
+      data_dir: where TFDS keeps its data (its default when None).
+      download: let TFDS download and prepare the data set if it is missing.
+
+    Raises:
+      RuntimeError: TFDS cannot load it (e.g. offline, not prepared); the message says how to
+        use local text files instead.
+    """
+    import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only this reader needs it)
+
+    stats = CorpusStats() if stats is None else stats
+    try:
+        dataset = tfds.load(name, split=split, data_dir=data_dir, download=download)
+    except Exception as e:  # TFDS raises many kinds: not found, no network, not prepared
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise RuntimeError(
+            f"TFDS could not load {name!r} split {split!r} ({reason}). Without network access, "
+            "either prepare it with TFDS on a connected machine and pass its data_dir, or put "
+            "the text in local files and read those with read_corpus('path/*.txt', format), "
+            "format being 'text' (one sentence per line), 'paragraphs' (one paragraph per "
+            "line), 'jsonl' or 'wikiextractor'"
+        ) from e
+    return _read_tfds_examples(tfds.as_numpy(dataset), name, text_field, sentence_split, stats)
+
+
+def _read_tfds_examples(
+    examples: Iterable[dict],
+    name: str,
+    text_field: str,
+    sentence_split: bool,
+    stats: CorpusStats,
+) -> Iterator[Document]:
+    split = split_sentences if sentence_split else _identity_split
+    for example in examples:
+        if text_field not in example:
+            raise ValueError(f"TFDS {name!r} has no feature {text_field!r}: {sorted(example)}")
+        text = example[text_field]
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        document = [s for paragraph in str(text).split("\n") for s in split(paragraph)]
+        if document:
+            stats.documents += 1
+            stats.sentences += len(document)
+            yield document
+        else:
+            stats.skipped_documents += 1

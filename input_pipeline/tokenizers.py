@@ -1,0 +1,553 @@
+"""SentencePiece and WordPiece tokenizers behind one small interface.
+
+Every tokenizer here carries the five BERT special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]``
+and exposes their ids, so the rest of the pipeline never needs to know which kind it has.
+
+* SentencePiece is for new models. :func:`train_sentencepiece` puts the special tokens at
+  fixed ids (``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4). They are
+  SentencePiece *control* symbols (``[UNK]`` is its unknown piece), so text never produces
+  them: a literal ``"[MASK]"`` in a corpus is tokenized as ordinary characters.
+* WordPiece is for existing checkpoints (Google's ``vocab.txt`` or an HF ``tokenizer.json``),
+  run by the ``tokenizers`` library and built the way ``transformers.BertTokenizerFast`` builds
+  it, so the ids are identical to HF's. As in HF, a literal special token in the text
+  (``"[SEP]"``) is matched as that special token.
+
+``encode`` returns the ids *without* special tokens; :meth:`Tokenizer.build_inputs` assembles
+``[CLS] a [SEP] b [SEP]`` and the segment ids, as HF does for a pair.
+"""
+
+import abc
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import sentencepiece as spm
+import tokenizers as hf_tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also their ids in a trained SentencePiece model
+SENTENCEPIECE_WORD_START = "\u2581"  # '▁', SentencePiece's whitespace marker
+WORDPIECE_PREFIX = "##"  # marks a WordPiece token that continues a word
+MODEL_TYPES = ("unigram", "bpe")
+
+PathLike = str | os.PathLike
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoding:
+    """The tokens of one text.
+
+    Attributes:
+      ids: token ids, without special tokens.
+      word_starts: ``word_starts[i]`` is True when token ``i`` begins a word (for whole-word
+        masking): a piece starting with '▁' for SentencePiece, a token not starting with '##'
+        for WordPiece.
+    """
+
+    ids: list[int]
+    word_starts: list[bool]
+
+
+class Tokenizer(abc.ABC):
+    """The interface the pipeline uses (see SentencePieceTokenizer and WordPieceTokenizer).
+
+    Instances are picklable (for worker processes); they hold no file handles.
+    """
+
+    def __init__(self, path: pathlib.Path, fingerprint: str, special: Mapping[str, int]):
+        self._path = path
+        self._fingerprint = fingerprint
+        self._special = dict(special)
+        self._word_start: list[bool] = []  # per id; filled by the subclass
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The file this tokenizer was loaded from."""
+        return self._path
+
+    @property
+    @abc.abstractmethod
+    def vocab_size(self) -> int:
+        """Number of ids (the embedding table's size)."""
+
+    @abc.abstractmethod
+    def encode_ids(self, text: str) -> list[int]:
+        """Token ids of ``text``, without special tokens."""
+
+    @abc.abstractmethod
+    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """``encode_ids`` for many texts, multi-threaded in C++."""
+
+    @abc.abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` without special tokens (WordPiece loses the original spacing)."""
+
+    @abc.abstractmethod
+    def id_to_token(self, token_id: int) -> str:
+        """The vocabulary entry of ``token_id``."""
+
+    @abc.abstractmethod
+    def token_to_id(self, token: str) -> int | None:
+        """The id of vocabulary entry ``token``, or None if it is not in the vocabulary."""
+
+    def encode(self, text: str) -> Encoding:
+        """Tokens of ``text`` (no special tokens) with their word-start flags."""
+        return self._encoding(self.encode_ids(text))
+
+    def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
+        """``encode`` for many texts, multi-threaded in C++."""
+        return [self._encoding(ids) for ids in self.encode_batch_ids(texts)]
+
+    def _encoding(self, ids: list[int]) -> Encoding:
+        table = self._word_start
+        return Encoding(ids=ids, word_starts=[table[i] for i in ids])
+
+    @property
+    def pad_id(self) -> int:
+        return self._special[PAD]
+
+    @property
+    def unk_id(self) -> int:
+        return self._special[UNK]
+
+    @property
+    def cls_id(self) -> int:
+        return self._special[CLS]
+
+    @property
+    def sep_id(self) -> int:
+        return self._special[SEP]
+
+    @property
+    def mask_id(self) -> int:
+        return self._special[MASK]
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (never chosen as masking targets)."""
+        return frozenset(self._special.values())
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the file contents and of any setting that changes the ids.
+
+        Two tokenizers with the same fingerprint give the same ids, on any machine; prepared
+        data records it so that training can refuse data made with another vocabulary.
+        """
+        return self._fingerprint
+
+    def build_inputs(
+        self, first: Sequence[int], second: Sequence[int] | None = None
+    ) -> tuple[list[int], list[int]]:
+        """``[CLS] first [SEP]`` or ``[CLS] first [SEP] second [SEP]``, as BERT and HF build them.
+
+        Returns:
+          (ids, segment ids): segment 0 up to and including the first [SEP], then 1.
+        """
+        ids = [self.cls_id, *first, self.sep_id]
+        segments = [0] * len(ids)
+        if second is not None:
+            ids += [*second, self.sep_id]
+            segments += [1] * (len(second) + 1)
+        return ids, segments
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self._path)!r}, vocab_size={self.vocab_size})"
+
+
+def _sha256(*parts: bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _read_bytes(path: PathLike, what: str) -> tuple[pathlib.Path, bytes]:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist (or is not a file)")
+    return path, path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# SentencePiece
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """A SentencePiece model (unigram or BPE) holding the five BERT special tokens."""
+
+    def __init__(self, model_file: PathLike, num_threads: int | None = None):
+        """Loads ``model_file``.
+
+        Args:
+          model_file: a ``.model`` file, e.g. from :func:`train_sentencepiece`.
+          num_threads: threads for ``encode_batch``; None uses every CPU.
+
+        Raises:
+          FileNotFoundError: no such file.
+          ValueError: not a SentencePiece model, or a special token is missing.
+        """
+        path, proto = _read_bytes(model_file, "SentencePiece model")
+        processor = spm.SentencePieceProcessor()
+        try:
+            processor.LoadFromSerializedProto(proto)
+        except (RuntimeError, OSError) as e:
+            raise ValueError(f"{path} is not a SentencePiece model: {e}") from e
+        special = {}
+        for token in SPECIAL_TOKENS:
+            token_id = processor.piece_to_id(token)
+            if processor.id_to_piece(token_id) != token:
+                hint = "train_sentencepiece makes models that have them all"
+                raise ValueError(
+                    f"SentencePiece model {path} lacks the special token {token}; {hint}"
+                )
+            special[token] = token_id
+        if processor.unk_id() != special[UNK]:
+            unk = processor.id_to_piece(processor.unk_id())
+            raise ValueError(f"SentencePiece model {path}: its unknown piece is {unk!r}, not {UNK}")
+        super().__init__(path, _sha256(b"sentencepiece", proto), special)
+        self._sp = processor
+        self._num_threads = num_threads or os.cpu_count() or 1
+        size = processor.get_piece_size()
+        self._word_start = [
+            processor.id_to_piece(i).startswith(SENTENCEPIECE_WORD_START) for i in range(size)
+        ]
+        for token in (PAD, CLS, SEP, MASK):
+            self._word_start[special[token]] = True
+
+    @property
+    def vocab_size(self) -> int:
+        return self._sp.get_piece_size()
+
+    def encode_ids(self, text: str) -> list[int]:
+        return self._sp.encode(text, out_type=int)
+
+    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        return self._sp.encode(list(texts), out_type=int, num_threads=self._num_threads)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._sp.decode(list(ids))
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._sp.id_to_piece(token_id)  # IndexError when out of range
+
+    def token_to_id(self, token: str) -> int | None:
+        token_id = self._sp.piece_to_id(token)
+        return token_id if self._sp.id_to_piece(token_id) == token else None
+
+    def normalize(self, text: str) -> str:
+        """``text`` after the model's normalization (NFKC etc., whitespace squeezed).
+
+        ``decode(encode(text).ids) == normalize(text)`` whenever no piece is unknown.
+        """
+        return self._sp.normalize(text).replace(SENTENCEPIECE_WORD_START, " ").strip(" ")
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path``, then renames it to ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def train_sentencepiece(
+    output_prefix: PathLike,
+    vocab_size: int,
+    *,
+    sentences: Iterable[str] | None = None,
+    files: Sequence[PathLike] | None = None,
+    model_type: str = "unigram",
+    character_coverage: float = 0.9995,
+    byte_fallback: bool = False,
+    input_sentence_size: int = 2_000_000,
+    num_threads: int | None = None,
+    verbose: bool = False,
+    extra_options: Mapping[str, Any] | None = None,
+) -> SentencePieceTokenizer:
+    """Trains a SentencePiece model with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` at ids 0..4.
+
+    Writes ``{output_prefix}.model`` and ``{output_prefix}.vocab`` (piece, tab, score), each
+    under a temporary name renamed at the end, so a failure leaves no partial file.
+
+    Args:
+      output_prefix: path prefix of the outputs; missing parent folders are created.
+      vocab_size: number of pieces, special tokens included.
+      sentences: the training text, one sentence per item (e.g. from ``corpora``).
+      files: instead of ``sentences``, plain-text files with one sentence per line.
+      model_type: "unigram" or "bpe".
+      character_coverage: share of characters the vocabulary covers; the rest are [UNK]
+        (or bytes, with ``byte_fallback``).
+      byte_fallback: spell characters outside the vocabulary as UTF-8 byte pieces instead of
+        [UNK] (takes 256 ids).
+      input_sentence_size: train on a uniform sample of at most this many sentences, which
+        bounds the trainer's memory; 0 takes every sentence.
+      num_threads: trainer threads; None uses every CPU.
+      verbose: let the trainer log its progress to stderr.
+      extra_options: further ``SentencePieceTrainer`` options (e.g. ``split_digits=True``).
+
+    Returns:
+      The trained tokenizer, loaded from the written model.
+    """
+    if (sentences is None) == (files is None):
+        raise ValueError("train_sentencepiece takes exactly one of sentences= or files=")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
+    prefix = pathlib.Path(output_prefix)
+    options: dict[str, Any] = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
+    options |= {"pad_piece": PAD, "unk_piece": UNK, "bos_piece": CLS, "eos_piece": SEP}
+    options |= {"control_symbols": [MASK], "minloglevel": 0 if verbose else 2}
+    options |= {"vocab_size": vocab_size, "model_type": model_type, "byte_fallback": byte_fallback}
+    options |= {"character_coverage": character_coverage, "shuffle_input_sentence": True}
+    options |= {"input_sentence_size": input_sentence_size}
+    options["num_threads"] = num_threads or os.cpu_count() or 1
+    options.update(extra_options or {})
+    if files is not None:
+        for f in files or [""]:
+            if not pathlib.Path(f).is_file():
+                raise FileNotFoundError(f"SentencePiece training file {f!r} does not exist")
+        options["input"] = [os.fspath(f) for f in files]
+    else:
+        options["sentence_iterator"] = iter(sentences)
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(model_writer=writer, **options)
+    except RuntimeError as e:
+        e.add_note(f"while training the SentencePiece model {prefix}.model")
+        raise
+    proto = writer.getvalue()
+    processor = spm.SentencePieceProcessor(model_proto=proto)
+    vocab_lines = "".join(
+        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
+        for i in range(processor.get_piece_size())
+    )
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    model_path = prefix.with_name(prefix.name + ".model")
+    _write_atomically(prefix.with_name(prefix.name + ".vocab"), vocab_lines.encode("utf-8"))
+    _write_atomically(model_path, proto)
+    tokenizer = SentencePieceTokenizer(model_path)
+    ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
+    assert ids == list(range(len(SPECIAL_TOKENS))), f"{model_path}: special ids {ids}"
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# WordPiece
+
+
+class WordPieceTokenizer(Tokenizer):
+    """A BERT WordPiece vocabulary run by the ``tokenizers`` library (ids identical to HF)."""
+
+    def __init__(
+        self,
+        tokenizer: hf_tokenizers.Tokenizer,
+        path: pathlib.Path,
+        fingerprint: str,
+        lowercase: bool | None,
+    ):
+        """Wraps a built ``tokenizers.Tokenizer``; use :func:`load_wordpiece` to make one."""
+        if not isinstance(tokenizer.model, models.WordPiece):
+            raise ValueError(
+                f"{path} holds a {type(tokenizer.model).__name__} model; "
+                "only WordPiece tokenizer.json files are supported"
+            )
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        vocab = tokenizer.get_vocab(with_added_tokens=True)
+        _check_specials(path, vocab)
+        special = {token: vocab[token] for token in SPECIAL_TOKENS}
+        if tokenizer.model.unk_token != UNK:
+            unk = tokenizer.model.unk_token
+            raise ValueError(f"{path}: the WordPiece unknown token is {unk!r}, not {UNK}")
+        super().__init__(path, fingerprint, special)
+        self._tokenizer = tokenizer
+        self._lowercase = lowercase
+        self._vocab_size = max(vocab.values()) + 1
+        prefix = tokenizer.model.continuing_subword_prefix
+        self._word_start = [True] * self._vocab_size
+        for token, token_id in vocab.items():
+            self._word_start[token_id] = not token.startswith(prefix)
+
+    @property
+    def lowercase(self) -> bool | None:
+        """Whether text is lower-cased (and accents stripped); None if a tokenizer.json decides."""
+        return self._lowercase
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode_ids(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._tokenizer.id_to_token(token_id)
+        if token is None:
+            raise IndexError(f"token id {token_id} is not in {self._path}")
+        return token
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+
+def _check_specials(path: pathlib.Path, vocab: Mapping[str, int]) -> None:
+    for token in SPECIAL_TOKENS:
+        if token not in vocab:
+            raise ValueError(f"WordPiece vocabulary {path} lacks the special token {token}")
+
+
+def _read_vocab_txt(path: pathlib.Path, data: bytes) -> dict[str, int]:
+    """Google's vocab.txt, read as HF's ``load_vocab`` does (a repeated token keeps its last id)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 (byte offset {e.start})") from e
+    vocab = {}
+    for index, line in enumerate(io.StringIO(text, newline=None)):
+        vocab[line.rstrip("\n")] = index
+    if not vocab:
+        raise ValueError(f"WordPiece vocabulary {path} is empty")
+    return vocab
+
+
+def _infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool, dict]:
+    """Lower-casing from a ``tokenizer_config.json`` beside the vocabulary, else from the vocab.
+
+    Returns:
+      (lowercase, the config's strip_accents and tokenize_chinese_chars if it has them).
+    """
+    config_path = path.parent / "tokenizer_config.json"
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+        if "do_lower_case" in config:
+            options = {
+                k: config[k] for k in ("strip_accents", "tokenize_chinese_chars") if k in config
+            }
+            return bool(config["do_lower_case"]), options
+    # An uncased vocabulary has no upper-case letter outside the bracketed special tokens.
+    cased = any(
+        not (token.startswith("[") and token.endswith("]")) and token != token.lower()
+        for token in vocab
+    )
+    return not cased, {}
+
+
+def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTokenizer:
+    """Loads Google's ``vocab.txt`` or an HF ``tokenizer.json`` holding a WordPiece model.
+
+    Args:
+      path: a ``.txt`` vocabulary (one token per line; the line number is the id) or a
+        ``.json`` file as written by the ``tokenizers`` library.
+      lowercase: for a vocab.txt, whether to lower-case and strip accents (``do_lower_case``
+        of HF). None takes ``do_lower_case`` from a ``tokenizer_config.json`` in the same
+        folder, and without one decides from the vocabulary itself (uncased if no token holds
+        an upper-case letter). Must be None for a tokenizer.json, which says it itself.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: malformed file, a missing special token, or a lowercase for tokenizer.json.
+    """
+    path, data = _read_bytes(path, "WordPiece vocabulary")
+    if path.suffix == ".json":
+        if lowercase is not None:
+            raise ValueError(
+                f"{path}: a tokenizer.json sets its own lower-casing; pass lowercase=None"
+            )
+        try:
+            tokenizer = hf_tokenizers.Tokenizer.from_str(data.decode("utf-8"))
+        except Exception as e:  # tokenizers raises a plain Exception; also bad UTF-8
+            raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
+        return WordPieceTokenizer(tokenizer, path, _sha256(b"tokenizer.json", data), None)
+
+    vocab = _read_vocab_txt(path, data)
+    _check_specials(path, vocab)  # before add_special_tokens would append them
+    options: dict = {}
+    if lowercase is None:
+        lowercase, options = _infer_lowercase(path, vocab)
+        logging.info("WordPiece vocabulary %s: lowercase=%s (inferred)", path, lowercase)
+    strip_accents = options.get("strip_accents")
+    handle_chinese_chars = bool(options.get("tokenize_chinese_chars", True))
+    tokenizer = hf_tokenizers.Tokenizer(models.WordPiece(vocab, unk_token=UNK))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=handle_chinese_chars,
+        strip_accents=strip_accents,  # None: follow lowercase, as HF does
+        lowercase=lowercase,
+    )
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece(prefix=WORDPIECE_PREFIX)
+    # HF registers the special tokens as added tokens: they are matched whole in the text.
+    tokenizer.add_special_tokens(
+        [hf_tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
+    )
+    settings = f"{lowercase},{strip_accents},{handle_chinese_chars}".encode()
+    return WordPieceTokenizer(tokenizer, path, _sha256(b"vocab.txt", settings, data), lowercase)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading by path
+
+
+def _find_in_directory(directory: pathlib.Path) -> pathlib.Path:
+    found = [directory / n for n in ("tokenizer.json", "vocab.txt") if (directory / n).is_file()]
+    found = found or sorted(directory.glob("*.model"))
+    if not found:
+        raise FileNotFoundError(f"no tokenizer in {directory}: no tokenizer.json/vocab.txt/*.model")
+    if found[0].suffix == ".model" and len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ValueError(f"{directory} holds several SentencePiece models ({names}); name one")
+    return found[0]
+
+
+def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
+    """Loads a tokenizer, its kind told by the path.
+
+    ``*.model`` is SentencePiece, ``*.json`` a WordPiece tokenizer.json, ``*.txt`` a WordPiece
+    vocab.txt; in a folder, ``tokenizer.json`` wins over ``vocab.txt``, then a single
+    ``*.model``.
+
+    Args:
+      path: a file or a folder (e.g. an HF checkpoint folder).
+      lowercase: only for a vocab.txt; see :func:`load_wordpiece`.
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        path = _find_in_directory(path)
+    elif not path.exists():
+        raise FileNotFoundError(f"tokenizer {path} does not exist")
+    if path.suffix == ".model":
+        if lowercase is not None:
+            raise ValueError(f"{path}: lowercase does not apply to a SentencePiece model")
+        return SentencePieceTokenizer(path)
+    if path.suffix in (".json", ".txt"):
+        return load_wordpiece(path, lowercase)
+    raise ValueError(
+        f"cannot tell the tokenizer kind of {path}: expected a .model (SentencePiece), "
+        "a vocab .txt or a tokenizer.json (WordPiece), or a folder holding one"
+    )

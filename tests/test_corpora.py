@@ -1,0 +1,290 @@
+"""Corpus readers: real WikiExtractor counts, formats, bad input, streaming memory, splitting."""
+
+import gzip
+import json
+import pathlib
+import re
+import tracemalloc
+
+import pytest
+
+from input_pipeline import corpora
+
+# ---------------------------------------------------------------------------------------------
+# Sentence splitting
+
+SPLITS = [
+    ("Dr. Smith went home. He slept.", ["Dr. Smith went home.", "He slept."]),
+    ("Pi is 3.14 or so. It never ends.", ["Pi is 3.14 or so.", "It never ends."]),
+    ("Fruit, e.g. apples, i.e. food. Yes.", ["Fruit, e.g. apples, i.e. food.", "Yes."]),
+    ("The U.S. Army grew. It won.", ["The U.S. Army grew.", "It won."]),
+    ("He moved to the U.S. The war began.", ["He moved to the U.S.", "The war began."]),
+    ("J. R. R. Tolkien wrote it. Bilbo. ", ["J. R. R. Tolkien wrote it.", "Bilbo."]),
+    ("George W. Bush spoke. Then he left.", ["George W. Bush spoke.", "Then he left."]),
+    ('He said "Stop." Then he left.', ['He said "Stop."', "Then he left."]),
+    ('He said "Stop." and left.', ['He said "Stop." and left.']),
+    ("(It was late.) We went home.", ["(It was late.)", "We went home."]),
+    ("Really?! Yes! Sure... Fine.", ["Really?!", "Yes!", "Sure...", "Fine."]),
+    ("Why? because. Ok!", ["Why? because.", "Ok!"]),
+    ("See No. 5 and p. 12. Next one.", ["See No. 5 and p. 12.", "Next one."]),
+    ("Born c. 1900 in Jan. 1901 it was.", ["Born c. 1900 in Jan. 1901 it was."]),
+    (
+        "Smith et al. found it. Smith et al. The end.",
+        ["Smith et al. found it.", "Smith et al.", "The end."],
+    ),
+    (
+        "Apple Inc. makes phones. Apple Inc. The firm.",
+        ["Apple Inc. makes phones.", "Apple Inc.", "The firm."],
+    ),
+    ("Texas v. Johnson was decided. It held.", ["Texas v. Johnson was decided.", "It held."]),
+    ("Mr. and Mrs. Jones met St. Peter.", ["Mr. and Mrs. Jones met St. Peter."]),
+    ("Version 1.2.3 shipped.Then v2. Done.", ["Version 1.2.3 shipped.Then v2.", "Done."]),
+    ("It rose 5%. 2010 was worse.", ["It rose 5%.", "2010 was worse."]),
+    ("«Oui.» Il part.", ["«Oui.»", "Il part."]),
+    ("Он пришёл. Она ушла.", ["Он пришёл.", "Она ушла."]),
+    ("At 5 p.m. we ate. At 6 p.m. The end.", ["At 5 p.m. we ate.", "At 6 p.m.", "The end."]),
+    ("  One.   Two.  ", ["One.", "Two."]),
+    ("", []),
+    ("No stop at the end", ["No stop at the end"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), SPLITS)
+def test_split_sentences(text, expected):
+    assert corpora.split_sentences(text) == expected
+
+
+def _squeeze(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real data
+
+
+def test_wikiextractor_reads_every_document(shared_data):
+    stats = corpora.CorpusStats()
+    glob = str(shared_data / "wikipedia" / "AA" / "wiki_*")
+    documents = 0
+    first = None
+    for document in corpora.read_corpus(glob, "wikiextractor", stats=stats):
+        first = first or document
+        documents += 1
+        assert document and all(sentence.strip() == sentence != "" for sentence in document)
+    # 5,247 <doc> elements; two ("Cogency", "Freestyle") hold only their title: counted skips.
+    assert documents + stats.skipped_documents == 5247
+    assert (documents, stats.skipped_documents) == (5245, 2)
+    assert stats.files == 80 and stats.skipped_files == 0 and stats.documents == documents
+    words = stats.sentences * 20  # order of magnitude check against the README's 13.0M words
+    assert 8_000_000 < words < 20_000_000
+    assert first[0].startswith("Anarchism is a political philosophy that advocates")  # no title
+    assert first[1] == "Anarchism holds the state to be undesirable, unnecessary, or harmful."
+
+
+def test_splitter_keeps_every_character_on_real_text(shared_data):
+    path = shared_data / "wikipedia" / "AA" / "wiki_03"
+    paragraphs = [p for d in corpora.read_wikiextractor(path, sentence_split=False) for p in d]
+    sentences = 0
+    for paragraph in paragraphs:
+        pieces = corpora.split_sentences(paragraph)
+        assert _squeeze(" ".join(pieces)) == _squeeze(paragraph)
+        sentences += len(pieces)
+    words = sum(len(p.split()) for p in paragraphs)
+    assert 12 < words / sentences < 35  # English Wikipedia averages about 20 words a sentence
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats
+
+
+def test_text_format(tmp_path):
+    path = tmp_path / "bert.txt"
+    path.write_bytes(
+        b"\xef\xbb\xbfFirst sentence. Still one line.\r\nSecond line.\n\n\n  \n"
+        b"Doc two, only line.\n\n"
+    )
+    stats = corpora.CorpusStats()
+    documents = list(corpora.read_corpus(str(path), "text", stats=stats))
+    assert documents == [
+        ["First sentence. Still one line.", "Second line."],
+        ["Doc two, only line."],
+    ]
+    assert (stats.documents, stats.sentences) == (2, 3)
+
+
+def test_paragraphs_format(tmp_path):
+    path = tmp_path / "paras.txt"
+    path.write_text("One. Two? Three!\nFour.\n\nFive. Six.", encoding="utf-8")
+    documents = list(corpora.read_corpus([path], "paragraphs"))
+    assert documents == [["One.", "Two?", "Three!", "Four."], ["Five.", "Six."]]
+    whole = list(corpora.read_paragraphs(path, sentence_split=False))
+    assert whole == [["One. Two? Three!", "Four."], ["Five. Six."]]
+
+
+def test_jsonl_format(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    records = [
+        {"body": "Para one. Second sentence.\n\nPara two.", "id": 1},
+        {"body": "   ", "id": 2},
+        {"body": "Only one.", "id": 3},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")
+    stats = corpora.CorpusStats()
+    documents = list(corpora.read_corpus(str(path), "jsonl", text_field="body", stats=stats))
+    assert documents == [["Para one.", "Second sentence.", "Para two."], ["Only one."]]
+    assert stats.skipped_documents == 1
+    with pytest.raises(
+        ValueError, match=r"docs\.jsonl:1: no field 'text' \(found \['body', 'id'\]\)"
+    ):
+        list(corpora.read_corpus(str(path), "jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine."}\n{"text": broken}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:2: not valid JSON"):
+        list(corpora.read_corpus(str(bad), "jsonl"))
+    bad.write_text('{"text": 5}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: field 'text' is a int"):
+        list(corpora.read_corpus(str(bad), "jsonl"))
+
+
+WIKI = """<doc id="1" url="u1" title="Q&amp;A">
+Q&amp;A
+
+Q&A is a format. It has questions.
+Second paragraph.
+</doc>
+<doc id="2" url="u2" title="Empty">
+Empty
+
+</doc>
+<doc id="3" url="u3" title="Title">
+Not the title line. Kept.
+</doc>
+"""
+
+
+def test_wikiextractor_format(tmp_path):
+    path = tmp_path / "wiki_00"
+    path.write_text(WIKI, encoding="utf-8")
+    stats = corpora.CorpusStats()
+    documents = list(corpora.read_corpus(str(path), "wikiextractor", stats=stats))
+    assert documents == [
+        ["Q&A is a format.", "It has questions.", "Second paragraph."],
+        ["Not the title line.", "Kept."],
+    ]
+    assert stats.skipped_documents == 1
+    cases = {
+        "<doc id='1'>\nT\ntext\n": r"wiki_bad: ends inside the document opened at line 1",
+        "<doc id='1'>\nT\n<doc id='2'>\n</doc>\n": r"wiki_bad:3: <doc> inside the document",
+        "stray text\n": r"wiki_bad:1: text outside <doc>",
+        "</doc>\n": r"wiki_bad:1: </doc> without an open <doc>",
+    }
+    bad = tmp_path / "wiki_bad"
+    for text, message in cases.items():
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            list(corpora.read_corpus(str(bad), "wikiextractor"))
+
+
+def test_compressed_files_read_like_plain_ones(tmp_path):
+    plain = tmp_path / "a.txt"
+    plain.write_text(WIKI, encoding="utf-8")
+    with gzip.open(tmp_path / "b.txt.gz", "wt", encoding="utf-8") as f:
+        f.write(WIKI)
+    first = list(corpora.read_corpus(str(plain), "wikiextractor"))
+    assert list(corpora.read_corpus(str(tmp_path / "b.txt.gz"), "wikiextractor")) == first
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_glob_matching_nothing_is_named(tmp_path):
+    pattern = str(tmp_path / "nothing-*.txt")
+    with pytest.raises(FileNotFoundError, match=re.escape(pattern)):
+        corpora.read_corpus(pattern, "text")  # raised at the call, before iteration
+    with pytest.raises(ValueError, match="unknown corpus format 'csv'"):
+        corpora.read_corpus(pattern, "csv")
+
+
+def test_empty_and_blank_files_are_counted_skips(tmp_path):
+    (tmp_path / "0-empty.txt").write_bytes(b"")
+    (tmp_path / "1-blank.txt").write_text("\n  \n\t\n\n")
+    (tmp_path / "2-real.txt").write_text("A sentence.\n")
+    stats = corpora.CorpusStats()
+    documents = list(corpora.read_corpus(str(tmp_path / "*.txt"), "paragraphs", stats=stats))
+    assert documents == [["A sentence."]]
+    assert (stats.files, stats.skipped_files, stats.documents) == (3, 2, 1)
+
+
+def _with_bad_bytes(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"First line ok.\n" + b"caf\xe9 au lait.\n" + b"Last line.\n")
+    return path  # the bad byte is at offset 15 + 3 = 18, on line 2
+
+
+def test_invalid_utf8_names_file_and_byte_offset(tmp_path):
+    path = _with_bad_bytes(tmp_path)
+    documents = corpora.read_corpus(str(path), "text")
+    with pytest.raises(ValueError, match=r"latin1\.txt: invalid UTF-8 at byte offset 18 \(line 2"):
+        list(documents)
+
+
+def test_invalid_utf8_replace_and_skip_are_counted(tmp_path):
+    path = _with_bad_bytes(tmp_path)
+    stats = corpora.CorpusStats()
+    replaced = list(corpora.read_corpus(str(path), "text", errors="replace", stats=stats))
+    assert replaced == [["First line ok.", "caf\ufffd au lait.", "Last line."]]
+    assert (stats.replaced_lines, stats.skipped_lines) == (1, 0)
+    stats = corpora.CorpusStats()
+    skipped = list(corpora.read_corpus(str(path), "text", errors="skip", stats=stats))
+    assert skipped == [["First line ok.", "Last line."]]
+    assert (stats.replaced_lines, stats.skipped_lines) == (0, 1)
+
+
+def test_reading_is_lazy(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"Doc one.\n\n" + b"Filler line.\n" * 1000 + b"\xff\n")
+    documents = corpora.read_corpus(str(path), "text")
+    assert next(documents) == ["Doc one."]  # yielded before the bad byte further on is read
+    with pytest.raises(ValueError, match="byte offset 13010"):
+        next(documents)
+
+
+def _peak_bytes(documents) -> tuple[int, int, int]:
+    """(documents, characters, peak traced allocation) while consuming ``documents``."""
+    tracemalloc.start()
+    try:
+        count = chars = 0
+        for document in documents:
+            count += 1
+            chars += sum(len(s) for s in document)
+        return count, chars, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_is_bounded_by_the_largest_document(tmp_path):
+    sentence = "The quick brown fox met Dr. Smith in the U.S. on a 3.5 km walk. "
+    repeats = 10_000_000 // len(sentence)
+    huge_line = sentence * repeats  # one 10 MB paragraph
+    path = tmp_path / "huge.txt"
+    path.write_text(f"Small doc.\n\n{huge_line}\n\nLast doc.\n", encoding="utf-8")
+    stats = corpora.CorpusStats()
+    count, chars, peak = _peak_bytes(corpora.read_corpus(str(path), "paragraphs", stats=stats))
+    assert (count, stats.sentences) == (3, repeats + 2)
+    assert chars == len("Small doc.") + len(huge_line) - repeats + len("Last doc.")  # spaces cut
+    assert peak < 6 * len(huge_line)  # a few copies of that one document (linear in it)
+    many = tmp_path / "many.txt"
+    many.write_text("A first sentence. And a second one!\n\n" * 50_000, encoding="utf-8")
+    count, _, peak = _peak_bytes(corpora.read_corpus(str(many), "paragraphs"))
+    assert count == 50_000
+    assert peak < 100_000  # 1.9 MB of text, read one document at a time
+
+
+def test_tfds_offline_error_says_how_to_use_local_files(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    for name in ["no_such_dataset_xyz", "imdb_reviews"]:  # unknown; known but not prepared
+        with pytest.raises(RuntimeError, match=rf"TFDS could not load '{name}'") as info:
+            corpora.read_tfds(name, "train", data_dir=tmp_path)
+        assert "read_corpus('path/*.txt', format)" in str(info.value)
+        assert "data_dir" in str(info.value)
