@@ -146,3 +146,32 @@ def test_bfloat16_compute_keeps_float32_params_and_logits(converted):
     # bf16 has 8 bits of mantissa: the logits agree to a few percent of their spread.
     error = np.max(np.abs(np.asarray(out["mlm_logits"]) - want)) / np.std(want)
     assert error < 0.1, f"bf16 logits off by {error:.3f} standard deviations"
+
+
+def test_explicit_attention_used_for_dropout_equals_fused(converted):
+    """Training with attention dropout takes an explicit softmax path; at a vanishing rate it
+    must give the fused jax.nn.dot_product_attention result."""
+    name, _, config, params = converted
+    inputs = reference.batch(reference.CONFIGS[name])
+    args = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+    fused = BertForPreTraining(config).apply({"params": params}, *args)
+    fields = {**config.__dict__, "hidden_dropout": 0.0, "attention_dropout": 1e-12}
+    explicit = BertForPreTraining(BertConfig(**fields)).apply(
+        {"params": params}, *args, deterministic=False, rngs={"dropout": jax.random.key(0)}
+    )
+    for key in ("sequence_output", "mlm_logits"):
+        np.testing.assert_allclose(
+            np.asarray(explicit[key]), np.asarray(fused[key]), rtol=0, atol=OUTPUT_TOLERANCE
+        )
+
+
+def test_cudnn_attention_with_dropout_is_a_clear_error(converted):
+    _, _, config, params = converted
+    cudnn = BertConfig(**{**config.__dict__, "attention_impl": "cudnn"})
+    with pytest.raises(ValueError, match="cannot apply attention dropout; set model.attention"):
+        BertForPreTraining(cudnn).apply(
+            {"params": params},
+            np.ones((1, 4), np.int32),
+            deterministic=False,
+            rngs={"dropout": jax.random.key(0)},
+        )
