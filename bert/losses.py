@@ -34,6 +34,8 @@ def pretraining_loss(
     masked_lm_weights: Array,
     nsp_logits: Array | None,
     next_sentence_labels: Array | None,
+    mlm_denominator: Array | None = None,
+    nsp_denominator: Array | None = None,
 ) -> tuple[Array, dict[str, tuple[Array, Array]]]:
     """BERT's objective: mean MLM cross-entropy over real predictions + mean NSP cross-entropy.
 
@@ -43,6 +45,9 @@ def pretraining_loss(
       masked_lm_weights: [batch, predictions] 1 for a real prediction, 0 for padding.
       nsp_logits: [batch, 2], or None in MLM-only pre-training.
       next_sentence_labels: [batch] 0 = B follows A, 1 = B is random; or None.
+      mlm_denominator, nsp_denominator: divide the sums by these instead of this batch's own
+        counts: with gradient accumulation, the counts of the whole batch, so that the
+        accumulated gradient equals the full-batch gradient exactly.
 
     Returns:
       (loss, metrics) where metrics maps names to (sum, denominator) pairs.
@@ -52,11 +57,13 @@ def pretraining_loss(
         "mlm_loss": (mlm_sum, mlm_den),
         "mlm_accuracy": weighted_accuracy(mlm_logits, masked_lm_ids, masked_lm_weights),
     }
-    loss = mlm_sum / jnp.maximum(mlm_den, 1.0)
+    mlm_den_total = mlm_den if mlm_denominator is None else mlm_denominator
+    loss = mlm_sum / jnp.maximum(mlm_den_total, 1.0)
     if nsp_logits is not None and next_sentence_labels is not None:
         ones = jnp.ones(next_sentence_labels.shape, jnp.float32)
         nsp_sum, nsp_den = weighted_cross_entropy(nsp_logits, next_sentence_labels, ones)
         metrics["nsp_loss"] = (nsp_sum, nsp_den)
         metrics["nsp_accuracy"] = weighted_accuracy(nsp_logits, next_sentence_labels, ones)
-        loss = loss + nsp_sum / jnp.maximum(nsp_den, 1.0)
+        nsp_den_total = nsp_den if nsp_denominator is None else nsp_denominator
+        loss = loss + nsp_sum / jnp.maximum(nsp_den_total, 1.0)
     return loss, metrics

@@ -1,0 +1,65 @@
+"""Optimizers (LAMB, AdamW), the learning-rate schedule and the weight-decay mask."""
+
+from typing import Any
+
+import jax
+import optax
+from flax import traverse_util
+
+OPTIMIZERS = ("lamb", "adamw")
+
+
+def learning_rate_schedule(
+    peak: float, warmup_steps: int, total_steps: int, end: float = 0.0, power: float = 1.0
+) -> optax.Schedule:
+    """Linear warm-up from 0 to `peak` over `warmup_steps`, then polynomial decay to `end` at
+    `total_steps` (power 1 is BERT's linear decay; NVIDIA's LAMB recipe uses 0.5)."""
+    if total_steps <= 0:
+        raise ValueError(f"train.steps must be positive, got {total_steps}")
+    if not 0 <= warmup_steps <= total_steps:
+        raise ValueError(f"train.warmup_steps ({warmup_steps}) must be in [0, {total_steps}]")
+    decay = optax.polynomial_schedule(peak, end, power, max(total_steps - warmup_steps, 1))
+    if warmup_steps == 0:
+        return decay
+    warmup = optax.linear_schedule(0.0, peak, warmup_steps)
+    return optax.join_schedules([warmup, decay], [warmup_steps])
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """True for matrices and embeddings; False for biases and LayerNorm parameters (BERT's rule)."""
+    flat = traverse_util.flatten_dict(params)
+    mask = {path: path[-1] not in ("bias", "scale", "output_bias") for path in flat}
+    return traverse_util.unflatten_dict(mask)
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    weight_decay: float,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    clip_norm: float | None = 1.0,
+) -> optax.GradientTransformation:
+    """Global-norm clipping followed by LAMB or AdamW with masked decoupled weight decay.
+
+    Args:
+      name: "lamb" or "adamw".
+      schedule: learning rate per step.
+      weight_decay: decoupled weight decay coefficient (0.01 in BERT).
+      b1, b2, eps: Adam moments.
+      clip_norm: maximum global gradient norm; None or 0 disables clipping.
+    """
+    if name == "lamb":
+        opt = optax.lamb(schedule, b1, b2, eps, weight_decay=weight_decay, mask=weight_decay_mask)
+    elif name == "adamw":
+        opt = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=weight_decay_mask)
+    else:
+        raise ValueError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    if clip_norm:
+        return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
+    return opt
+
+
+def global_norm(tree: Any) -> jax.Array:
+    return optax.global_norm(tree)

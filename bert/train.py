@@ -1,0 +1,244 @@
+"""Pre-training state and steps: abstract, sharded state creation; pure train and eval steps,
+jitted once with explicit shardings and donation."""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from bert import losses, optim, sharding
+from bert.heads import BertForPreTraining
+
+Array = jax.Array
+Batch = dict[str, Array]
+Metrics = dict[str, Array]
+
+BATCH_KEYS = (
+    "input_ids",
+    "segment_ids",
+    "input_mask",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training. The dropout key is derived from the seed and
+    the step, so a restored step restores the randomness too."""
+
+    step: Array  # int32 scalar
+    params: Any
+    opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static settings of a train step (hashable)."""
+
+    accumulation_steps: int = 1  # micro-batches per step; gradients summed exactly
+    use_nsp: bool = True  # add the next-sentence loss
+    seed: int = 0  # dropout randomness is fold_in(key(seed), step)
+
+
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_length: int):
+    def init(rng: Array) -> TrainState:
+        ids = jnp.ones((1, seq_length), jnp.int32)
+        params = model.init(rng, ids)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return init
+
+
+def state_shardings(
+    model: nn.Module, tx: optax.GradientTransformation, mesh: Mesh, seq_length: int
+) -> tuple[TrainState, TrainState]:
+    """(abstract state, NamedShardings) computed without allocating anything."""
+    boxed = jax.eval_shape(_init_fn(model, tx, seq_length), jax.random.key(0))
+    shardings = sharding.logical_shardings(boxed, mesh)
+    return nn.meta.unbox(boxed), shardings
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    seed: int,
+    seq_length: int,
+    params: Any | None = None,
+) -> TrainState:
+    """A fresh state, created directly in its sharded layout.
+
+    Args:
+      params: optional initial parameters (e.g. phase 1 of pre-training or an imported
+        checkpoint); entries present replace the random initialisation.
+    """
+    _, shardings = state_shardings(model, tx, mesh, seq_length)
+    init = _init_fn(model, tx, seq_length)
+
+    def init_unboxed(rng, given):
+        state = nn.meta.unbox(init(rng))
+        if given is None:
+            return state
+        merged = _merge(state.params, given)
+        return state.replace(params=merged, opt_state=tx.init(merged))
+
+    jitted = jax.jit(init_unboxed, out_shardings=shardings)
+    return jitted(jax.random.key(seed), params)
+
+
+def _merge(base: Any, given: Any) -> Any:
+    """`base` with every leaf that `given` holds replaced (shapes must agree)."""
+    flat_base = flax.traverse_util.flatten_dict(base)
+    flat_given = flax.traverse_util.flatten_dict(given)
+    for path, value in flat_given.items():
+        if path not in flat_base:
+            raise ValueError(f"initial parameter {'/'.join(path)} does not exist in the model")
+        if flat_base[path].shape != value.shape:
+            raise ValueError(
+                f"initial parameter {'/'.join(path)} has shape {value.shape}, "
+                f"the model needs {flat_base[path].shape}"
+            )
+        flat_base[path] = jnp.asarray(value, flat_base[path].dtype)
+    return flax.traverse_util.unflatten_dict(flat_base)
+
+
+def _forward_metrics(
+    model: nn.Module,
+    params: Any,
+    batch: Batch,
+    use_nsp: bool,
+    rng: Array | None,
+    mlm_total: Array | None = None,
+    nsp_total: Array | None = None,
+) -> tuple[Array, dict[str, tuple[Array, Array]]]:
+    out = model.apply(
+        {"params": params},
+        batch["input_ids"],
+        batch["segment_ids"],
+        batch["input_mask"],
+        masked_positions=batch["masked_lm_positions"],
+        deterministic=rng is None,
+        rngs=None if rng is None else {"dropout": rng},
+    )
+    return losses.pretraining_loss(
+        out["mlm_logits"],
+        batch["masked_lm_ids"],
+        batch["masked_lm_weights"],
+        out["nsp_logits"] if use_nsp else None,
+        batch["next_sentence_labels"] if use_nsp else None,
+        mlm_total,
+        nsp_total,
+    )
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    config: StepConfig,
+) -> tuple[TrainState, Metrics]:
+    """One optimizer step on a global batch, with exact gradient accumulation.
+
+    Returns the new state and metrics as sums with their denominators (`*_sum`, `*_count`),
+    plus `loss`, `grad_norm` and `learning_rate` for this step.
+    """
+    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    mlm_total = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
+    nsp_total = jnp.float32(batch["input_ids"].shape[0])
+    grad_fn = jax.value_and_grad(_forward_metrics, argnums=1, has_aux=True)
+    n = config.accumulation_steps
+    if n == 1:
+        (loss, sums), grads = grad_fn(
+            model, state.params, batch, config.use_nsp, rng, mlm_total, nsp_total
+        )
+    else:
+        # Micro-batch i takes rows i, i+n, i+2n, ...: each stays spread over every device.
+        micro = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]).swapaxes(0, 1), batch)
+
+        def micro_step(i):
+            micro_batch = jax.tree.map(lambda x: x[i], micro)
+            micro_rng = jax.random.fold_in(rng, i)
+            return grad_fn(
+                model, state.params, micro_batch, config.use_nsp, micro_rng, mlm_total, nsp_total
+            )
+
+        def accumulate(carry, i):
+            return jax.tree.map(jnp.add, carry, micro_step(i)), None
+
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(micro_step, 0))
+        ((loss, sums), grads), _ = jax.lax.scan(accumulate, zeros, jnp.arange(n))
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optim.global_norm(grads)}
+    metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    for name, (total, count) in sums.items():
+        metrics[f"{name}_sum"], metrics[f"{name}_count"] = total, count
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, use_nsp: bool) -> Metrics:
+    """Deterministic forward pass; metric sums and counts."""
+    _, sums = _forward_metrics(model, params, batch, use_nsp, None)
+    metrics = {}
+    for name, (total, count) in sums.items():
+        metrics[f"{name}_sum"], metrics[f"{name}_count"] = total, count
+    return metrics
+
+
+def compile_steps(
+    model: BertForPreTraining,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    state_sharding: TrainState,
+    config: StepConfig,
+) -> tuple[Callable, Callable]:
+    """The jitted train and eval steps, with in/out shardings and the state donated."""
+    batch_sharding = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
+    scalar = sharding.replicated(mesh)
+    train = jax.jit(
+        functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+        in_shardings=(state_sharding, batch_sharding),
+        out_shardings=(state_sharding, scalar),
+        donate_argnums=(0,),
+    )
+    evaluate = jax.jit(
+        functools.partial(eval_step, model=model, use_nsp=config.use_nsp),
+        in_shardings=(state_sharding.params, batch_sharding),
+        out_shardings=scalar,
+    )
+    return train, evaluate
+
+
+def summarize(metric_list: list[Metrics]) -> dict[str, float]:
+    """Host-side reduction of per-step metrics: sums over steps, then ratios.
+
+    Returns loss (mean over steps), mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (from the
+    summed numerators and denominators), and the last learning_rate / mean grad_norm.
+    """
+    fetched = jax.device_get(metric_list)
+    out: dict[str, float] = {}
+    names = {k[: -len("_sum")] for k in fetched[0] if k.endswith("_sum")}
+    for name in sorted(names):
+        total = sum(float(m[f"{name}_sum"]) for m in fetched)
+        count = sum(float(m[f"{name}_count"]) for m in fetched)
+        out[name] = total / max(count, 1.0)
+    for name in ("loss", "grad_norm"):
+        if name in fetched[0]:
+            out[name] = sum(float(m[name]) for m in fetched) / len(fetched)
+    if "learning_rate" in fetched[-1]:
+        out["learning_rate"] = float(fetched[-1]["learning_rate"])
+    return out

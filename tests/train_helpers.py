@@ -1,0 +1,50 @@
+"""Small synthetic pre-training batches and a tiny model for training tests."""
+
+import numpy as np
+
+from bert import optim, sharding, train
+from bert.heads import BertForPreTraining
+from bert.model import BertConfig
+
+TINY = BertConfig(
+    vocab_size=101,
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    intermediate_size=64,
+    max_position_embeddings=32,
+)
+
+
+def synthetic_batch(seed: int, batch: int = 16, length: int = 16, predictions: int = 4):
+    """A right-padded batch with the pipeline's keys and dtypes."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(6, length + 1, size=batch)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    ids = rng.integers(5, TINY.vocab_size, size=(batch, length)).astype(np.int32) * mask
+    segments = ((np.arange(length)[None] >= lengths[:, None] // 2) * mask).astype(np.int32)
+    positions = np.stack([rng.choice(np.arange(1, n), predictions, replace=False) for n in lengths])
+    weights = np.ones((batch, predictions), np.float32)
+    weights[::3, -1] = 0.0  # some padding predictions
+    return {
+        "input_ids": ids,
+        "segment_ids": segments,
+        "input_mask": mask,
+        "masked_lm_positions": positions.astype(np.int32) * (weights > 0),
+        "masked_lm_ids": np.take_along_axis(ids, positions, 1) * (weights > 0).astype(np.int32),
+        "masked_lm_weights": weights,
+        "next_sentence_labels": rng.integers(0, 2, size=batch).astype(np.int32),
+    }
+
+
+def setup(mesh_shape, devices=None, accumulation_steps=1, config=TINY, lr=1e-3, steps=100):
+    """(mesh, state, train_step, eval_step) for the tiny model with LAMB."""
+    mesh = sharding.make_mesh(mesh_shape, devices)
+    model = BertForPreTraining(config)
+    schedule = optim.learning_rate_schedule(lr, 2, steps)
+    tx = optim.make_optimizer("lamb", schedule, weight_decay=0.01)
+    state = train.create_train_state(model, tx, mesh, seed=0, seq_length=16)
+    _, shardings = train.state_shardings(model, tx, mesh, 16)
+    step_config = train.StepConfig(accumulation_steps=accumulation_steps, seed=0)
+    train_step, eval_step = train.compile_steps(model, tx, schedule, mesh, shardings, step_config)
+    return mesh, state, train_step, eval_step
