@@ -1,8 +1,17 @@
 """Pre-training BERT (masked LM + next sentence prediction).
 
-Usage: python main.py --config=configs/bert_base.py:size=mini --workdir=runs/mini
-The arg after the colon takes `size` (tiny, mini, small, medium, base, large; default base) and
-`vocab_size` (default 30522, the size of Google's uncased WordPiece vocabulary).
+Usage:
+  python main.py --config=configs/bert_base.py --workdir=runs/base
+  python main.py --config=configs/bert_base.py:size=mini,phase=2 --workdir=runs/mini2 \
+      --config.train.init_from=runs/mini
+
+The arg after the colon takes `size` (tiny, mini, small, medium, base, large; default base),
+`phase` (1: sequence 128; 2: sequence 512 continuing from a phase-1 run, as in BERT and
+NVIDIA's recipe) and `vocab_size` (0: take it from the tokenizer).
+
+By default the text comes from a TFDS data set (downloaded on first use). To train on local
+files instead: --config.data.input='/data/*.txt' --config.data.format=text (or paragraphs,
+jsonl, wikiextractor).
 """
 
 import ml_collections
@@ -11,9 +20,56 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, {"size": "base", "vocab_size": 30522})
+    args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0})
+    if args["phase"] not in (1, 2):
+        raise ValueError(f"config arg phase={args['phase']} must be 1 or 2")
+    phase2 = args["phase"] == 2
     config = ml_collections.ConfigDict()
     config.task = "pretrain"  # the job main.py runs
-    config.seed = 0  # seeds parameter initialisation, dropout and data order
+    config.seed = 0  # seeds parameter initialisation, dropout, data order and masking
     config.model = common.model_config(str(args["size"]), int(args["vocab_size"]))
+    config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
+
+    d = config.data = ml_collections.ConfigDict()
+    d.input = ""  # comma-separated globs of raw text files; empty: use the TFDS data set below
+    d.format = "text"  # text (sentence per line), paragraphs, jsonl or wikiextractor
+    d.text_field = "text"  # the field holding the text in jsonl input
+    d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
+    d.tfds_split = "train"  # its split
+    d.tfds_field = "text"  # its text feature
+    d.tokenizer = ""  # vocab.txt, tokenizer.json or SentencePiece .model; empty: train one
+    d.sentencepiece_vocab_size = 32768  # vocabulary of the trained SentencePiece model
+    d.sentencepiece_model_type = "unigram"  # unigram or bpe
+    d.num_shards = 64  # record shards written by preparation
+    d.eval_shards = 1  # the last shards, held out for evaluation
+    d.mode = "nsp"  # nsp: sentence pairs with NSP labels; packed: MLM only, packed sentences
+    d.seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS] and [SEP]s included
+    d.max_predictions_per_seq = 80 if phase2 else 20  # masked positions per sequence, at most
+    d.mask_rate = 0.15  # fraction of tokens selected for prediction
+    d.whole_word_masking = False  # select whole words (all their WordPiece/SentencePiece parts)
+    d.short_seq_prob = 0.1  # chance of a shorter target length (BERT's short_seq_prob)
+    d.nsp_random_prob = 0.5  # chance that segment B comes from another document
+
+    t = config.train = ml_collections.ConfigDict()
+    t.batch_size = 256  # global batch (sequences per optimizer step, all hosts together)
+    t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
+    t.steps = 100_000 if phase2 else 900_000  # optimizer steps (BERT: 90% at 128, 10% at 512)
+    t.warmup_steps = 1_000 if phase2 else 10_000  # linear warm-up steps
+    t.optimizer = "lamb"  # lamb or adamw
+    t.learning_rate = 1e-3  # peak learning rate (LAMB at batch 256)
+    t.end_learning_rate = 0.0  # learning rate at the last step
+    t.decay_power = 1.0  # polynomial decay power after warm-up (1: linear, BERT's schedule)
+    t.weight_decay = 0.01  # decoupled weight decay, not applied to biases and LayerNorm
+    t.b1 = 0.9  # first-moment decay
+    t.b2 = 0.999  # second-moment decay
+    t.eps = 1e-6  # Adam/LAMB epsilon
+    t.clip_norm = 1.0  # global gradient-norm clipping; 0 disables
+    t.init_from = ""  # start parameters: a pre-training workdir, HF or Google TF checkpoint
+    t.log_every = 100  # steps between metric reports
+    t.eval_every = 10_000  # steps between evaluations on the held-out shards
+    t.eval_batches = 50  # batches per evaluation
+    t.checkpoint_every = 10_000  # steps between checkpoints
+    t.max_to_keep = 3  # checkpoints kept
+    t.async_checkpoints = True  # save in the background while training goes on
+    t.peak_flops_per_device = 0.0  # for MFU; 0: look the device up in bert/flops.py
     return config

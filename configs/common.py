@@ -62,7 +62,7 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     layers, width = SIZES[size]
     m = ml_collections.ConfigDict()
-    m.vocab_size = vocab_size  # token ids; must equal the tokenizer's vocabulary size
+    m.vocab_size = vocab_size  # token ids; 0: the tokenizer's vocabulary size
     m.hidden_size = width  # width of the residual stream
     m.num_layers = layers  # transformer layers
     m.num_heads = width // 64  # attention heads of 64 dimensions each

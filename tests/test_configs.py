@@ -16,7 +16,7 @@ PUBLISHED = {"base": 110e6, "large": 340e6}
 
 @pytest.mark.parametrize("size", sorted(common.SIZES))
 def test_size_table_matches_hf_parameter_count(size):
-    model = bert_base.get_config(f"size={size}").model
+    model = bert_base.get_config(f"size={size},vocab_size=30522").model
     layers, width = common.SIZES[size]
     assert (model.num_layers, model.hidden_size) == (layers, width)
     assert model.num_heads == width // 64 and model.intermediate_size == 4 * width

@@ -37,12 +37,14 @@ def synthetic_batch(seed: int, batch: int = 16, length: int = 16, predictions: i
     }
 
 
-def setup(mesh_shape, devices=None, accumulation_steps=1, config=TINY, lr=1e-3, steps=100):
+def setup(
+    mesh_shape, devices=None, accumulation_steps=1, config=TINY, lr=1e-3, steps=100, opt="lamb"
+):
     """(mesh, state, train_step, eval_step) for the tiny model with LAMB."""
     mesh = sharding.make_mesh(mesh_shape, devices)
     model = BertForPreTraining(config)
     schedule = optim.learning_rate_schedule(lr, 2, steps)
-    tx = optim.make_optimizer("lamb", schedule, weight_decay=0.01)
+    tx = optim.make_optimizer(opt, schedule, weight_decay=0.01)
     state = train.create_train_state(model, tx, mesh, seed=0, seq_length=16)
     _, shardings = train.state_shardings(model, tx, mesh, 16)
     step_config = train.StepConfig(accumulation_steps=accumulation_steps, seed=0)

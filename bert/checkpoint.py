@@ -1,0 +1,101 @@
+"""Training checkpoints with Orbax: periodic async saves, retention, resume, and params-only
+loading for a second pre-training phase or fine-tuning.
+
+A checkpoint step directory holds two items: `state` (the TrainState: step, parameters,
+optimizer state) and `meta` (JSON: the step, the data position and the model config). Orbax
+writes each step to a temporary directory and renames it when complete, so a process killed
+mid-save leaves the previous checkpoint as the latest.
+"""
+
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _abstract(abstract_state: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings
+    )
+
+
+class Checkpoints:
+    """Wraps an Orbax CheckpointManager for `workdir/checkpoints`."""
+
+    def __init__(self, workdir: str | pathlib.Path, max_to_keep: int, async_save: bool = True):
+        self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "meta")
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Starts saving `state` at `step` (asynchronously when enabled)."""
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+
+    def restore(self, step: int, abstract_state: Any, shardings: Any) -> tuple[Any, dict]:
+        """The state at `step`, placed with `shardings`, and its metadata."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(abstract_state, shardings)),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored.state, restored.meta
+
+    def wait(self) -> None:
+        """Blocks until pending asynchronous saves are complete."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def is_training_workdir(path: str | pathlib.Path) -> bool:
+    return (pathlib.Path(path) / CHECKPOINT_DIR).is_dir()
+
+
+def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any, dict]:
+    """Parameters (as host arrays) and metadata of a training checkpoint, without the optimizer.
+
+    Args:
+      workdir: a pre-training workdir (holding `checkpoints/`).
+      step: which step; default the latest.
+    """
+    directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(directory, options=options, item_names=("state", "meta")) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{directory}: no complete checkpoint")
+        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        item = directory / str(step) / "state"
+        with ocp.PyTreeCheckpointer() as reader:
+            metadata = reader.metadata(item).item_metadata.tree
+            target = {"params": metadata["params"]}
+            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+            restored = reader.restore(
+                item,
+                args=ocp.args.PyTreeRestore(
+                    item=target, restore_args=restore_args, partial_restore=True
+                ),
+            )
+    return restored["params"], meta

@@ -1,0 +1,95 @@
+"""Metrics output: TensorBoard events and console lines (process 0 only), a progress bar with
+ETA on a terminal, and the throughput figures (sequences/s, tokens/s, MFU)."""
+
+import json
+import math
+import os
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+from clu import metric_writers
+
+
+def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
+    """TensorBoard + logging writer on process 0; other processes only log."""
+    return metric_writers.create_default_writer(
+        str(workdir), just_logging=jax.process_index() > 0, asynchronous=True
+    )
+
+
+def flat_hparams(config: Any) -> dict[str, Any]:
+    """The config flattened to `section.field` keys with scalar values, for write_hparams."""
+    out = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if hasattr(value, "items"):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif isinstance(value, bool | int | float | str) or value is None:
+            out[prefix] = "" if value is None else value
+        else:
+            out[prefix] = str(value)
+
+    walk("", config)
+    return out
+
+
+def write_json_atomically(path: pathlib.Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+class Progress:
+    """Throughput between reports, and a one-line progress bar with ETA on a terminal."""
+
+    def __init__(self, total_steps: int, start_step: int, sequences_per_step: int, seq_len: int):
+        self.total_steps = total_steps
+        self.sequences_per_step = sequences_per_step
+        self.seq_len = seq_len
+        self.interactive = sys.stdout.isatty() and jax.process_index() == 0
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+        self._start_step = start_step
+        self._start_time = self._last_time
+
+    def throughput(self, step: int) -> dict[str, float]:
+        """sequences/s, tokens/s and step time since the previous call."""
+        now = time.perf_counter()
+        steps = max(step - self._last_step, 1)
+        elapsed = max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        sequences = steps * self.sequences_per_step / elapsed
+        return {
+            "sequences_per_second": sequences,
+            "tokens_per_second": sequences * self.seq_len,
+            "step_time": elapsed / steps,
+        }
+
+    def eta_seconds(self, step: int) -> float:
+        done = step - self._start_step
+        if done <= 0:
+            return math.nan
+        rate = (time.perf_counter() - self._start_time) / done
+        return rate * (self.total_steps - step)
+
+    def update(self, step: int, loss: float | None = None) -> None:
+        """Redraws the progress bar (terminal only)."""
+        if not self.interactive:
+            return
+        width = 30
+        filled = int(width * step / max(self.total_steps, 1))
+        eta = self.eta_seconds(step)
+        eta_text = "?" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        loss_text = "" if loss is None else f" loss {loss:.4f}"
+        bar = "#" * filled + "." * (width - filled)
+        sys.stdout.write(f"\rstep {step}/{self.total_steps} [{bar}] ETA {eta_text}{loss_text}")
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.interactive:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
