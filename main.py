@@ -1,22 +1,31 @@
 """Entry point: python main.py --config=configs/bert_base.py --workdir=DIR
 
 Loads the ml_collections config (locked: a misspelt override is an error), keeps TensorFlow
-(used only by tf.data) off the accelerators, and runs the job named by `config.task`.
+(used only by tf.data) off the accelerators, joins a multi-host job when asked, and runs the
+job named by `config.task`.
 """
 
 import importlib
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bert_base.py:size=mini.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and outputs.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-host job (automatic on TPU VMs and SLURM)."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, where not automatic."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# config.task -> "module:function(config, workdir)". A job is listed once its module exists.
-TASKS: dict[str, str] = {}
+# config.task -> "module:function(config, workdir)".
+TASKS: dict[str, str] = {"pretrain": "bert.pretrain:run"}
 
 
 def main(argv: list[str]) -> None:
@@ -25,12 +34,15 @@ def main(argv: list[str]) -> None:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # tf.data must not take the accelerator from JAX
+    import jax
+
+    if _DISTRIBUTED.value or _COORDINATOR.value:
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    logging.info("process %d of %d, %d devices", jax.process_index(), jax.process_count(),
+                 jax.device_count())  # fmt: skip
     config = _CONFIG.value
     if config.task not in TASKS:
-        known = ", ".join(sorted(TASKS)) or "none yet"
-        raise app.UsageError(
-            f"config.task {config.task!r} is not available in this version (available: {known})"
-        )
+        raise app.UsageError(f"config.task {config.task!r} is not one of {', '.join(TASKS)}")
     module_name, function = TASKS[config.task].split(":")
     getattr(importlib.import_module(module_name), function)(config, _WORKDIR.value)
 

@@ -38,7 +38,7 @@ def test_size_table_matches_hf_parameter_count(size):
 def test_config_arg_parsing():
     config = bert_base.get_config("size=mini, vocab_size=8000")
     assert config.model.hidden_size == 256 and config.model.vocab_size == 8000
-    with pytest.raises(ValueError, match="unknown config arg 'siz'; known: size, vocab_size"):
+    with pytest.raises(ValueError, match="unknown config arg 'siz'; known: phase, size, vocab_size"):
         bert_base.get_config("siz=mini")
     with pytest.raises(ValueError, match="vocab_size='many' is not a valid int"):
         bert_base.get_config("vocab_size=many")
@@ -57,3 +57,11 @@ def test_bad_model_values_name_the_field():
         BertConfig(vocab_size=10, attention_impl="flash")
     with pytest.raises(ValueError, match="unknown model config fields: hiden_size"):
         BertConfig.from_dict({"vocab_size": 10, "hiden_size": 8})
+
+
+def test_phase_two_uses_long_sequences():
+    one, two = bert_base.get_config("phase=1"), bert_base.get_config("phase=2")
+    assert (one.data.seq_length, one.data.max_predictions_per_seq) == (128, 20)
+    assert (two.data.seq_length, two.data.max_predictions_per_seq) == (512, 80)
+    with pytest.raises(ValueError, match="phase=3 must be 1 or 2"):
+        bert_base.get_config("phase=3")
