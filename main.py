@@ -6,6 +6,7 @@ job named by `config.task`.
 """
 
 import importlib
+import logging as py_logging
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -28,9 +29,15 @@ flags.mark_flags_as_required(["config", "workdir"])
 TASKS: dict[str, str] = {"pretrain": "bert.pretrain:run"}
 
 
+def _library_info_filter(record: py_logging.LogRecord) -> bool:
+    """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
+    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.get_absl_handler().addFilter(_library_info_filter)
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # tf.data must not take the accelerator from JAX

@@ -76,14 +76,17 @@ class Progress:
         rate = (time.perf_counter() - self._start_time) / done
         return rate * (self.total_steps - step)
 
+    def eta_text(self, step: int) -> str:
+        eta = self.eta_seconds(step)
+        return "?" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+
     def update(self, step: int, loss: float | None = None) -> None:
         """Redraws the progress bar (terminal only)."""
         if not self.interactive:
             return
         width = 30
         filled = int(width * step / max(self.total_steps, 1))
-        eta = self.eta_seconds(step)
-        eta_text = "?" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        eta_text = self.eta_text(step)
         loss_text = "" if loss is None else f" loss {loss:.4f}"
         bar = "#" * filled + "." * (width - filled)
         sys.stdout.write(f"\rstep {step}/{self.total_steps} [{bar}] ETA {eta_text}{loss_text}")

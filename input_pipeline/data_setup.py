@@ -1,0 +1,81 @@
+"""Turns the `config.data` section into prepared records: raw text (local files or a TFDS data
+set) -> tokenizer (given, or SentencePiece trained on the corpus) -> shards in `workdir/data`,
+split into training and held-out evaluation shards."""
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any
+
+from input_pipeline import corpora, prepare, tokenizers
+from input_pipeline.manifest import Manifest
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingData:
+    tokenizer: tokenizers.Tokenizer
+    train_files: list[str]
+    eval_files: list[str]
+    manifest: Manifest
+
+
+def export_tfds(name: str, split: str, field: str, directory: pathlib.Path) -> pathlib.Path:
+    """Writes a TFDS text data set once as plain text (a sentence per line, a blank line between
+    documents); reused on later runs. The file appears only when complete."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{name}-{split}")
+    path = directory / f"{safe}.txt"
+    if path.is_file():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for document in corpora.read_tfds(name, split, field, download=True):
+                out.write("\n".join(s.replace("\n", " ") for s in document) + "\n\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def prepare_pretraining_data(data: Any, workdir: pathlib.Path) -> PretrainingData:
+    """Prepares (or finds prepared) records for `config.data` (the config section) under
+    `workdir/data`."""
+    if data.input:
+        patterns = [p.strip() for p in data.input.split(",") if p.strip()]
+        text_format = data.format
+    else:
+        try:
+            patterns = [export_tfds(data.tfds_name, data.tfds_split, data.tfds_field,
+                                    workdir / "raw")]  # fmt: skip
+        except Exception as e:
+            raise RuntimeError(
+                f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
+                "text instead, set --config.data.input='/path/to/*.txt' and "
+                "--config.data.format=text|paragraphs|jsonl|wikiextractor"
+            ) from e
+        text_format = "text"
+    manifest = prepare.prepare(
+        patterns,
+        workdir / "data",
+        text_format,
+        data.tokenizer or None,
+        train_sentencepiece_vocab_size=None if data.tokenizer else data.sentencepiece_vocab_size,
+        sentencepiece_model_type=data.sentencepiece_model_type,
+        num_shards=data.num_shards,
+        text_field=data.text_field,
+    )
+    shards = [str(p) for p in manifest.shard_paths]
+    if not 0 < data.eval_shards < len(shards):
+        raise ValueError(
+            f"config.data.eval_shards={data.eval_shards} must be at least 1 and leave training "
+            f"shards: {manifest.directory} has {len(shards)} (config.data.num_shards)"
+        )
+    tokenizer = tokenizers.load_tokenizer(manifest.tokenizer_path)
+    return PretrainingData(
+        tokenizer=tokenizer,
+        train_files=shards[: -data.eval_shards],
+        eval_files=shards[-data.eval_shards :],
+        manifest=manifest,
+    )
