@@ -1,0 +1,504 @@
+"""Raw text -> tokenized, sharded TFRecord files plus `manifest.json` (also a CLI).
+
+    python -m input_pipeline.prepare --input='wiki/AA/wiki_*' --output=data/wiki \\
+        --format=wikiextractor --tokenizer=vocab.txt [--num_shards=N --workers=N]
+
+Without ``--tokenizer``, ``--train_sentencepiece_vocab_size=N`` first trains a SentencePiece
+model on a sample of the input, written into the output folder.
+
+How it works:
+
+* The parent process streams documents with `corpora.read_corpus` (paragraphs, no sentence
+  split: reading is cheap) and cuts the stream into chunks of about ``chunk_chars``
+  characters. A pool of worker processes (``spawn``: no fork after the tokenizer's threads)
+  splits sentences, tokenizes each chunk with one ``encode_batch`` call (one thread per worker)
+  and serialises the records and their TFRecord framing with numpy (`record_encoder`): no
+  process imports TensorFlow. At most ``2 * workers`` chunks are in flight and one document is
+  held by the reader, so memory is bounded by the chunk size (or the largest document), never
+  by the corpus.
+* Document ``i`` (counted in reading order) goes to shard ``i % num_shards``, and results are
+  written in chunk order, so the same inputs and config give byte-identical shards whatever
+  the number of workers or the chunk size.
+* Shards are written under temporary names, synced and renamed; `manifest.json` is written
+  last, the same way. A folder without a manifest, or whose manifest records another config,
+  other inputs (path, size, mtime) or another tokenizer fingerprint, or whose shards are
+  missing or have other sizes, is cleaned (manifest first, then shards) and redone. A
+  finished folder with a matching manifest is left alone.
+* A user error (no file matching a glob, invalid UTF-8, malformed input) raises before any
+  manifest is written; the CLI prints it and exits with status 1. Empty files and files of
+  blank lines are skipped and counted in the manifest.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import inspect
+import itertools
+import logging
+import math
+import os
+import pathlib
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from input_pipeline import corpora, prepare_workers, record_encoder, tokenizers
+from input_pipeline.manifest import (
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    Manifest,
+    load_manifest,
+    manifest_path,
+    sync_directory,
+    write_manifest,
+)
+
+__all__ = ["Manifest", "is_complete", "load_manifest", "main", "prepare"]
+
+PathLike = str | os.PathLike
+SENTENCEPIECE_PREFIX = "sentencepiece"  # a trained model is DIR/sentencepiece.model
+LOCK_NAME = ".prepare.lock"
+_LOG = logging.getLogger(__name__)
+
+
+def auto_num_shards(input_bytes: int) -> int:
+    """The default shard count: one per 256 MiB of input, at least 16, at most 1024."""
+    return min(1024, max(16, math.ceil(input_bytes / (256 << 20))))
+
+
+def _input_identity(files: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
+    identity = []
+    for f in files:
+        stat = f.stat()
+        identity.append(
+            {"path": str(f.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        )
+    return identity
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything decided before any work: the inputs, the config and the tokenizer."""
+
+    directory: pathlib.Path
+    files: list[pathlib.Path]
+    inputs: list[dict[str, Any]]
+    config: dict[str, Any]
+    tokenizer: tokenizers.Tokenizer | None  # None until a SentencePiece model is trained
+
+
+def _plan(
+    input_patterns: str | PathLike | Sequence[str | PathLike],
+    output_dir: PathLike,
+    format: str,
+    tokenizer_path: PathLike | None,
+    lowercase: bool | None,
+    train_sentencepiece_vocab_size: int | None,
+    sentencepiece_model_type: str,
+    sentencepiece_sample_sentences: int,
+    num_shards: int | None,
+    text_field: str,
+    errors: str,
+    sentence_split: bool,
+) -> _Plan:
+    if format not in corpora.FORMATS:
+        raise ValueError(f"unknown corpus format {format!r}; expected one of {corpora.FORMATS}")
+    if errors not in corpora.ERRORS:
+        raise ValueError(f"errors must be one of {corpora.ERRORS}, got {errors!r}")
+    if (tokenizer_path is None) == (train_sentencepiece_vocab_size is None):
+        raise ValueError("give exactly one of a tokenizer path or train_sentencepiece_vocab_size")
+    if num_shards is not None and num_shards < 1:
+        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+    files = corpora.expand_paths(input_patterns)
+    inputs = _input_identity(files)
+    if num_shards is None:
+        num_shards = auto_num_shards(sum(i["bytes"] for i in inputs))
+    config: dict[str, Any] = {"format": format, "errors": errors, "num_shards": num_shards}
+    config |= {"sentence_split": sentence_split and format != "text"}
+    config["text_field"] = text_field if format == "jsonl" else None
+    tokenizer = None
+    if tokenizer_path is not None:
+        tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
+        config["tokenizer"] = {"path": str(tokenizer.path.resolve()), "lowercase": lowercase}
+    else:
+        # Checked here, before anything in the output folder is touched.
+        if sentencepiece_model_type not in tokenizers.MODEL_TYPES:
+            raise ValueError(f"sentencepiece_model_type must be one of {tokenizers.MODEL_TYPES}")
+        if train_sentencepiece_vocab_size <= len(tokenizers.SPECIAL_TOKENS):
+            raise ValueError(
+                f"the SentencePiece vocabulary size {train_sentencepiece_vocab_size} is too small"
+            )
+        if sentencepiece_sample_sentences < 1:
+            raise ValueError("sentencepiece_sample_sentences must be at least 1")
+        config["tokenizer"] = {
+            "train_sentencepiece": {
+                "vocab_size": train_sentencepiece_vocab_size,
+                "model_type": sentencepiece_model_type,
+                "sample_sentences": sentencepiece_sample_sentences,
+            }
+        }
+    return _Plan(pathlib.Path(output_dir), files, inputs, config, tokenizer)
+
+
+def _mismatch(plan: _Plan) -> str | None:
+    """Why ``plan.directory`` does not hold the finished output of ``plan``; None if it does."""
+    try:
+        manifest = load_manifest(plan.directory)
+    except FileNotFoundError:
+        return "no manifest (never prepared, or interrupted)"
+    except ValueError as e:
+        return f"unreadable manifest ({e})"
+    if manifest.config != plan.config:
+        changed = sorted(k for k in plan.config if plan.config[k] != manifest.config.get(k))
+        return f"the config differs ({', '.join(changed) or 'fields'})"
+    if manifest.inputs != plan.inputs:
+        return "the input files differ (list, size or modification time)"
+    if plan.tokenizer is not None:
+        fingerprint = plan.tokenizer.fingerprint()
+    else:
+        try:
+            fingerprint = tokenizers.load_tokenizer(manifest.tokenizer_path).fingerprint()
+        except (FileNotFoundError, ValueError) as e:
+            return f"the trained tokenizer is unusable ({e})"
+    if fingerprint != manifest.fingerprint:
+        return "the tokenizer fingerprint differs"
+    for shard, path in zip(manifest.shards, manifest.shard_paths, strict=True):
+        if not path.is_file() or path.stat().st_size != shard["bytes"]:
+            return f"shard {path.name} is missing or has another size"
+    return None
+
+
+def _clean(directory: pathlib.Path) -> None:
+    """Removes the manifest first, then shards and temporary files of earlier runs."""
+    manifest_path(directory).unlink(missing_ok=True)
+    for pattern in ("shard-*-of-*.tfrecord", ".shard-*.tmp", f".{MANIFEST_NAME}.*.tmp"):
+        for path in directory.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(directory: pathlib.Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``directory`` so two runs never write the same shards."""
+    with open(directory / LOCK_NAME, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another prepare run holds {directory / LOCK_NAME}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def is_complete(
+    input_patterns: str | PathLike | Sequence[str | PathLike],
+    output_dir: PathLike,
+    format: str,
+    tokenizer_path: PathLike | None = None,
+    **options: Any,
+) -> bool:
+    """Whether :func:`prepare` with the same arguments would find its work already done.
+
+    Args:
+      **options: any keyword options of :func:`prepare`, with the same defaults; those that do
+        not decide the output (``workers``, ``chunk_chars``, ``force``) are ignored.
+    """
+    bound = inspect.signature(prepare).bind(
+        input_patterns, output_dir, format, tokenizer_path, **options
+    )
+    bound.apply_defaults()
+    names = inspect.signature(_plan).parameters
+    plan = _plan(**{k: v for k, v in bound.arguments.items() if k in names})
+    return _mismatch(plan) is None
+
+
+def prepare(
+    input_patterns: str | PathLike | Sequence[str | PathLike],
+    output_dir: PathLike,
+    format: str,
+    tokenizer_path: PathLike | None = None,
+    *,
+    lowercase: bool | None = None,
+    train_sentencepiece_vocab_size: int | None = None,
+    sentencepiece_model_type: str = "unigram",
+    sentencepiece_sample_sentences: int = 1_000_000,
+    num_shards: int | None = None,
+    text_field: str = "text",
+    errors: str = "strict",
+    sentence_split: bool = True,
+    workers: int | None = None,
+    chunk_chars: int = 1 << 20,
+    force: bool = False,
+) -> Manifest:
+    """Tokenizes a corpus into sharded records and a manifest; does nothing if already done.
+
+    Args:
+      input_patterns: a glob, a path, or a list of them (see `corpora.expand_paths`).
+      output_dir: the folder for shards and `manifest.json` (created if missing).
+      format: "text", "paragraphs", "jsonl" or "wikiextractor" (see `corpora`).
+      tokenizer_path: a vocab.txt, tokenizer.json, SentencePiece .model, or a folder with one.
+      lowercase: for a vocab.txt only (see `tokenizers.load_wordpiece`); None infers it.
+      train_sentencepiece_vocab_size: instead of ``tokenizer_path``, train a SentencePiece
+        model of this size into ``output_dir/sentencepiece.model`` first.
+      sentencepiece_model_type: "unigram" or "bpe", for training.
+      sentencepiece_sample_sentences: sentences sampled uniformly (seeded, so reproducibly)
+        from the whole input to train on.
+      num_shards: number of shard files; None takes `auto_num_shards` of the input size.
+      text_field: the JSON field holding the text ("jsonl" only).
+      errors: invalid UTF-8: "strict" (error), "replace" or "skip" (counted in the manifest).
+      sentence_split: cut paragraphs into sentences (not for "text", which is split already).
+      workers: tokenizing processes; None uses every CPU this process may run on, 0 works in
+        this process (no subprocess). The output does not depend on it.
+      chunk_chars: characters of text per unit of work (a bigger document is one unit). The
+        output does not depend on it.
+      force: redo the work even if a matching manifest exists.
+
+    Returns:
+      The manifest of the finished output.
+    """
+    started = time.perf_counter()
+    plan = _plan(
+        input_patterns,
+        output_dir,
+        format,
+        tokenizer_path,
+        lowercase,
+        train_sentencepiece_vocab_size,
+        sentencepiece_model_type,
+        sentencepiece_sample_sentences,
+        num_shards,
+        text_field,
+        errors,
+        sentence_split,
+    )
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if workers < 0 or chunk_chars < 1:
+        raise ValueError(f"workers must be >= 0 and chunk_chars >= 1 ({workers}, {chunk_chars})")
+    plan.directory.mkdir(parents=True, exist_ok=True)
+    with _locked(plan.directory):
+        reason = "forced" if force else _mismatch(plan)
+        if reason is None:
+            _LOG.info("%s is already prepared; nothing to do", plan.directory)
+            return load_manifest(plan.directory)
+        _LOG.info("preparing %s: %s", plan.directory, reason)
+        _clean(plan.directory)
+        tokenizer, trained = plan.tokenizer, plan.tokenizer is None
+        if tokenizer is None:
+            tokenizer = _train(plan)
+        return _write(plan, tokenizer, trained, workers, chunk_chars, started)
+
+
+def _documents(plan: _Plan, stats: corpora.CorpusStats, sentence_split: bool) -> Iterator:
+    config = plan.config
+    return corpora.read_corpus(
+        plan.files,
+        config["format"],
+        text_field=config["text_field"] or "text",
+        errors=config["errors"],
+        sentence_split=sentence_split,
+        stats=stats,
+    )
+
+
+def _train(plan: _Plan) -> tokenizers.Tokenizer:
+    """Trains SentencePiece on a seeded uniform sample (reservoir) of the input's sentences."""
+    options = plan.config["tokenizer"]["train_sentencepiece"]
+    sample_size, rng = options["sample_sentences"], random.Random(0)
+    sample: list[str] = []
+    sentences = itertools.chain.from_iterable(
+        _documents(plan, corpora.CorpusStats(), plan.config["sentence_split"])
+    )
+    for seen, sentence in enumerate(sentences):
+        if seen < sample_size:
+            sample.append(sentence)
+        elif (slot := rng.randrange(seen + 1)) < sample_size:
+            sample[slot] = sentence
+    if not sample:
+        raise ValueError(f"no text to train a SentencePiece model on in {len(plan.files)} files")
+    vocab_size = options["vocab_size"]
+    _LOG.info("training a %d-piece SentencePiece model on %d sentences", vocab_size, len(sample))
+    return tokenizers.train_sentencepiece(
+        plan.directory / SENTENCEPIECE_PREFIX,
+        vocab_size,
+        sentences=sample,
+        model_type=options["model_type"],
+        input_sentence_size=0,  # the sample is already drawn
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write(
+    plan: _Plan,
+    tokenizer: tokenizers.Tokenizer,
+    trained: bool,
+    workers: int,
+    chunk_chars: int,
+    started: float,
+) -> Manifest:
+    """Writes every shard under a temporary name, renames them, then writes the manifest."""
+    num_shards = plan.config["num_shards"]
+    names = [
+        record_encoder.SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)
+    ]
+    temporary = [plan.directory / f".{name}.tmp" for name in names]
+    per_shard = np.zeros((num_shards, 3), np.int64)  # documents, sentences, tokens
+    counts = {"documents_without_tokens": 0, "empty_sentences": 0}
+    stats = corpora.CorpusStats()
+    documents = _documents(plan, stats, sentence_split=False)  # the workers split
+    chunks = prepare_workers.chunks(documents, chunk_chars)
+    split = plan.config["sentence_split"]
+    progress = _Progress(plan.inputs, stats)
+    try:
+        with contextlib.ExitStack() as stack:
+            files = [stack.enter_context(open(path, "wb")) for path in temporary]
+            for result in prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, split):
+                for shard, blob, *shard_counts in result.shards:
+                    files[shard].write(blob)
+                    per_shard[shard] += shard_counts
+                counts["documents_without_tokens"] += result.documents_without_tokens
+                counts["empty_sentences"] += result.empty_sentences
+                progress.update(int(per_shard[:, 0].sum()))
+            for f in files:
+                f.flush()
+                os.fsync(f.fileno())
+        for path, name in zip(temporary, names, strict=True):
+            os.replace(path, plan.directory / name)
+        sync_directory(plan.directory)
+    except BaseException:
+        for path in temporary:
+            path.unlink(missing_ok=True)
+        raise
+    documents_written, sentences, tokens = (int(x) for x in per_shard.sum(axis=0))
+    shards = [
+        {"name": name, "documents": int(d), "sentences": int(s), "tokens": int(t)}
+        | {"bytes": (plan.directory / name).stat().st_size}
+        for name, (d, s, t) in zip(names, per_shard, strict=True)
+    ]
+    all_counts = dataclasses.asdict(stats)  # documents read; sentences are paragraphs here
+    all_counts |= {"documents": documents_written, "sentences": sentences, "tokens": tokens}
+    all_counts |= counts
+    path = tokenizer.path.resolve()
+    if trained:
+        path = path.relative_to(plan.directory.resolve())
+    manifest = Manifest(
+        directory=plan.directory,
+        config=plan.config,
+        inputs=plan.inputs,
+        tokenizer={
+            "path": str(path),
+            "fingerprint": tokenizer.fingerprint(),
+            "kind": type(tokenizer).__name__,
+            "vocab_size": tokenizer.vocab_size,
+            "trained": trained,
+        },
+        counts=all_counts,
+        shards=shards,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=round(time.perf_counter() - started, 3),
+        workers=workers,
+        version=MANIFEST_VERSION,
+    )
+    write_manifest(manifest)
+    _LOG.info("prepared %s in %.1f s", plan.directory, manifest.seconds)
+    return manifest
+
+
+class _Progress:
+    """Logs how far reading has got, at most every 30 seconds."""
+
+    def __init__(self, inputs: list[dict[str, Any]], stats: corpora.CorpusStats):
+        self._ends = [0, *itertools.accumulate(i["bytes"] for i in inputs)]  # bytes before file i
+        self._stats = stats
+        self._start = self._last = time.perf_counter()
+
+    def update(self, documents: int) -> None:
+        now = time.perf_counter()
+        if now - self._last >= 30:
+            self._last, done = now, self._ends[max(0, self._stats.files - 1)] / 1e6
+            total, rate = self._ends[-1] / 1e6, done / (now - self._start)
+            _LOG.info("read %.0f of %.0f MB, %d documents, %.2f MB/s", done, total, documents, rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m input_pipeline.prepare",
+        description="Tokenize a corpus into sharded TFRecord files and a manifest.json.",
+    )
+    add = parser.add_argument
+    add("--input", action="append", required=True, help="glob of input files; repeatable")
+    add("--output", required=True, help="output folder")
+    add("--format", required=True, choices=corpora.FORMATS, help="input format")
+    add("--tokenizer", help="vocab.txt, tokenizer.json, SentencePiece .model, or a folder")
+    add("--lowercase", type=_parse_bool, help="vocab.txt only; default: inferred")
+    add("--train_sentencepiece_vocab_size", type=int, help="train SentencePiece (no --tokenizer)")
+    add("--sentencepiece_model_type", default="unigram", choices=tokenizers.MODEL_TYPES)
+    add("--sentencepiece_sample_sentences", type=int, default=1_000_000, help="training sample")
+    add("--num_shards", type=int, help="default: one per 256 MiB of input, 16 to 1024")
+    add("--workers", type=int, help="tokenizing processes; default: all CPUs; 0: in-process")
+    add("--text_field", default="text", help="JSON field holding the text (jsonl)")
+    add("--errors", default="strict", choices=corpora.ERRORS, help="invalid UTF-8 handling")
+    add("--sentence_split", type=_parse_bool, default=True, help="cut paragraphs into sentences")
+    add("--chunk_chars", type=int, default=1 << 20, help="characters per unit of work")
+    add("--force", action="store_true", help="redo even if the output is finished")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit status (1 on a user error, printed without traceback)."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if (args.tokenizer is None) == (args.train_sentencepiece_vocab_size is None):
+        print("error: give either --tokenizer or --train_sentencepiece_vocab_size", file=sys.stderr)
+        return 1
+    try:
+        manifest = prepare(
+            args.input,
+            args.output,
+            args.format,
+            args.tokenizer,
+            lowercase=args.lowercase,
+            train_sentencepiece_vocab_size=args.train_sentencepiece_vocab_size,
+            sentencepiece_model_type=args.sentencepiece_model_type,
+            sentencepiece_sample_sentences=args.sentencepiece_sample_sentences,
+            num_shards=args.num_shards,
+            text_field=args.text_field,
+            errors=args.errors,
+            sentence_split=args.sentence_split,
+            workers=args.workers,
+            chunk_chars=args.chunk_chars,
+            force=args.force,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    counts = manifest.counts
+    print(
+        f"{args.output}: {counts['documents']:,} documents, {counts['tokens']:,} tokens in "
+        f"{len(manifest.shards)} shards (manifest.json)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
