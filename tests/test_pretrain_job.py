@@ -1,0 +1,197 @@
+"""The pre-training job end to end through main.py: outputs, errors, signals, resume."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bert import checkpoint
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def job_args(shared_data, workdir, steps, **overrides):
+    """main.py arguments for a tiny model on four real Wikipedia files."""
+    wiki = shared_data / "wikipedia" / "AA"
+    settings = {
+        "data.input": f"{wiki}/wiki_00,{wiki}/wiki_01,{wiki}/wiki_02,{wiki}/wiki_03",
+        "data.format": "wikiextractor",
+        "data.tokenizer": str(shared_data / "vocab" / "bert-base-uncased-vocab.txt"),
+        "data.num_shards": 4,
+        "data.seq_length": 64,
+        "data.max_predictions_per_seq": 10,
+        "model.max_position_embeddings": 64,
+        "train.batch_size": 16,
+        "train.steps": steps,
+        "train.warmup_steps": 2,
+        "train.log_every": 1,
+        "train.eval_every": 1000,
+        "train.eval_batches": 2,
+        "train.checkpoint_every": 5,
+    }
+    settings.update(overrides)
+    return [
+        sys.executable,
+        str(ROOT / "main.py"),
+        "--config=configs/bert_base.py:size=tiny",
+        f"--workdir={workdir}",
+        *(f"--config.{k}={v}" for k, v in settings.items()),
+    ]
+
+
+def environment(devices=2):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def run_job(args, timeout=600):
+    result = subprocess.run(
+        args, cwd=ROOT, env=environment(), capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def start_job(args, log_path):
+    log = open(log_path, "w")  # noqa: SIM115 (closed by the caller through the process)
+    return subprocess.Popen(args, cwd=ROOT, env=environment(), stdout=log, stderr=log), log
+
+
+def wait_for(predicate, timeout, process=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        if process is not None and process.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+def scalars(workdir, tag):
+    """(step, value) pairs of a scalar written to the TensorBoard event files."""
+    import tensorflow as tf
+
+    values = []
+    for path in sorted(pathlib.Path(workdir).glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values.append((event.step, float(tf.make_ndarray(value.tensor))))
+    return values
+
+
+def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
+    result = run_job(job_args(shared_data, tmp_path, steps=6))
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = scalars(tmp_path, "train/loss")
+    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(v) and v > 5 for _, v in losses)
+    for tag in ("train/mlm_accuracy", "train/nsp_loss", "train/learning_rate",
+                "train/grad_norm", "train/sequences_per_second", "train/tokens_per_second",
+                "eval/mlm_accuracy", "eval/nsp_accuracy"):  # fmt: skip
+        assert scalars(tmp_path, tag), tag
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5", "6"]
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["step"] == 6 and 0 <= results["mlm_accuracy"] <= 1
+    assert (tmp_path / "data" / "manifest.json").is_file()
+
+
+def test_misspelt_config_field_is_a_clear_error(shared_data, tmp_path):
+    args = job_args(shared_data, tmp_path, steps=2)
+    args.append("--config.train.learnig_rate=0.1")
+    result = run_job(args)
+    assert result.returncode != 0
+    assert "learnig_rate" in result.stderr and 'Did you mean "learning_rate"' in result.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_data_path_is_a_clear_error(shared_data, tmp_path):
+    args = job_args(shared_data, tmp_path, steps=2, **{"data.input": "/no/such/dir/*.txt"})
+    result = run_job(args)
+    assert result.returncode != 0
+    assert "/no/such/dir/*.txt" in result.stderr
+    assert not (tmp_path / "data" / "manifest.json").exists()
+
+
+def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_path):
+    steps = 12
+    reference = tmp_path / "reference"
+    result = run_job(job_args(shared_data, reference, steps=steps))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    args = job_args(shared_data, interrupted, steps=steps, **{"train.checkpoint_every": 1000})
+    process, log = start_job(args, tmp_path / "log.txt")
+    assert wait_for(lambda: "step 4/12" in (tmp_path / "log.txt").read_text(), 300, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    log.close()
+    saved = checkpoint.Checkpoints(interrupted, 1).latest_step()
+    assert saved is not None and 4 <= saved < steps, saved
+
+    result = run_job(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from step {saved}" in result.stderr
+    want, _ = checkpoint.load_params(reference)
+    got, meta = checkpoint.load_params(interrupted)
+    assert meta["step"] == steps
+    for a, b in zip(_leaves(got), _leaves(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert scalars(interrupted, "train/loss")[-1] == scalars(reference, "train/loss")[-1]
+    assert json.loads((interrupted / "eval_results.json").read_text()) == json.loads(
+        (reference / "eval_results.json").read_text()
+    )
+
+
+def test_sigkill_restarts_from_the_last_complete_checkpoint(shared_data, tmp_path):
+    args = job_args(shared_data, tmp_path, steps=15)
+    process, log = start_job(args, tmp_path / "log.txt")
+    ten = tmp_path / "checkpoints" / "10"
+    assert wait_for(ten.exists, 300, process)
+    process.kill()
+    process.wait()
+    log.close()
+    result = run_job(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resumed from step 10" in result.stderr or "resumed from step 15" in result.stderr
+    assert checkpoint.Checkpoints(tmp_path, 1).latest_step() == 15
+
+
+def _leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_tiny_model_learns_on_wikipedia(shared_data, tmp_path):
+    """Measured: train MLM accuracy 0.0055 over the first 25 steps, held-out 0.057 at step 150
+    (MLM loss 10.3 -> 8.9); with 300 steps 0.070 (loss 7.35)."""
+    args = job_args(
+        shared_data,
+        tmp_path,
+        steps=150,
+        **{
+            "train.batch_size": 32,
+            "train.learning_rate": 5e-3,
+            "train.warmup_steps": 30,
+            "train.log_every": 25,
+            "train.checkpoint_every": 1000,
+            "train.eval_every": 75,
+            "train.eval_batches": 8,
+        },
+    )
+    result = run_job(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    accuracy = scalars(tmp_path, "eval/mlm_accuracy")
+    first_train = scalars(tmp_path, "train/mlm_accuracy")[0][1]
+    final = json.loads((tmp_path / "eval_results.json").read_text())
+    print(f"train MLM accuracy over steps 1-25: {first_train:.4f}; eval: {accuracy}")
+    assert first_train < 0.02
+    assert final["mlm_accuracy"] > 0.04 and final["mlm_accuracy"] > 4 * first_train, final
+    assert final["mlm_loss"] < 9.5, final
