@@ -1,0 +1,125 @@
+"""The pre-training `tf.data` pipeline: host sharding, shuffling, NSP pairs or packing, masking.
+
+`make_pretraining_dataset` is `instance_stream.make_instance_dataset` (the host's endless,
+deterministic, resumable stream of unmasked batches: sharding, per-epoch shuffling, NSP pairs
+as the original BERT or packed sentences) followed by `masking.mask_tokens` (15% of the tokens,
+80/10/10, with a stateless random stream keyed on each example's (host, epoch, index)) in a
+parallel `tf.data` map, then prefetching. See those modules for the details.
+
+Throughput on a 2-core CPU and how to measure it: `bench/pipeline_throughput.py`.
+"""
+
+import os
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from input_pipeline import instance_stream, masking
+
+MODES = instance_stream.MODES
+BATCH_KEYS = (
+    "input_ids",
+    "segment_ids",
+    "input_mask",
+    "masked_lm_positions",
+    "masked_lm_ids",
+    "masked_lm_weights",
+    "next_sentence_labels",
+)
+PathLike = str | os.PathLike
+
+
+def make_pretraining_dataset(
+    files: PathLike | Sequence[PathLike],
+    *,
+    batch_size: int,
+    seq_length: int,
+    max_predictions_per_seq: int,
+    vocab_size: int,
+    pad_id: int,
+    unk_id: int,
+    cls_id: int,
+    sep_id: int,
+    mask_id: int,
+    mode: str = "nsp",
+    mask_rate: float = 0.15,
+    whole_word_masking: bool = False,
+    short_seq_prob: float = 0.1,
+    nsp_random_prob: float = 0.5,
+    seed: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    start_step: int = 0,
+    block_documents: int = 1024,
+    files_in_parallel: int = 8,
+) -> tf.data.Dataset:
+    """The endless, deterministic stream of this host's masked pre-training batches.
+
+    Args:
+      files: record shards (`input_pipeline.records` format): paths, globs, or a list of them.
+      batch_size: B, examples per batch on this host.
+      seq_length: L, tokens per example, special tokens included.
+      max_predictions_per_seq: P, masked positions per example (BERT: 20 at L=128, 80 at 512).
+      vocab_size: the tokenizer's vocabulary size (random replacements are drawn below it).
+      pad_id, unk_id, cls_id, sep_id, mask_id: the tokenizer's special ids; none of them is
+        ever chosen for prediction or used as a random replacement.
+      mode: "nsp" (sentence pairs with next-sentence labels, as the original BERT; default) or
+        "packed" (one segment of whole sentences packed across documents, labels 0).
+      mask_rate: share of the non-special tokens chosen for prediction (default 0.15, BERT's).
+      whole_word_masking: choose whole words rather than single tokens (default False).
+      short_seq_prob: NSP only: chance that a document's pairs aim at a random shorter length
+        (default 0.1, BERT's).
+      nsp_random_prob: NSP only: chance that B comes from another document (default 0.5).
+      seed: decides every random choice (default 0); the same seed gives the same batches.
+      process_index, process_count: this host and the number of hosts (default 0 of 1).
+      start_step: resume at this step: the first batch is the one an uninterrupted run with
+        the same arguments yields at this step (default 0).
+      block_documents: documents shuffled together, and the pool of NSP's random documents;
+        memory holds about one block (default 1024).
+      files_in_parallel: files read interleaved, record by record (default 8).
+
+    Returns:
+      A dataset of dicts (`BATCH_KEYS`): input_ids, segment_ids, input_mask int32 [B, L];
+      masked_lm_positions, masked_lm_ids int32 [B, P]; masked_lm_weights float32 [B, P];
+      next_sentence_labels int32 [B] (1: B is a random segment).
+    """
+    special_ids = (pad_id, unk_id, cls_id, sep_id, mask_id)
+    if max(special_ids) >= vocab_size or min(special_ids) < 0:
+        raise ValueError(f"special ids {special_ids} must be in [0, vocab_size={vocab_size})")
+    dataset = instance_stream.make_instance_dataset(
+        files,
+        batch_size=batch_size,
+        seq_length=seq_length,
+        vocab_size=vocab_size,
+        pad_id=pad_id,
+        cls_id=cls_id,
+        sep_id=sep_id,
+        mode=mode,
+        short_seq_prob=short_seq_prob,
+        nsp_random_prob=nsp_random_prob,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        start_step=start_step,
+        word_starts=whole_word_masking,
+        block_documents=block_documents,
+        files_in_parallel=files_in_parallel,
+    )
+
+    def mask(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        masked = masking.mask_tokens(
+            batch["input_ids"],  # [B, L]
+            batch["example_keys"],  # [B, 3]
+            seed=seed,
+            max_predictions_per_seq=max_predictions_per_seq,
+            special_ids=special_ids,
+            mask_id=mask_id,
+            vocab_size=vocab_size,
+            mask_rate=mask_rate,
+            whole_word_masking=whole_word_masking,
+            word_starts=batch.get("word_starts"),
+        )
+        kept = {k: batch[k] for k in ("segment_ids", "input_mask", "next_sentence_labels")}
+        return {k: (masked | kept)[k] for k in BATCH_KEYS}
+
+    return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
