@@ -56,7 +56,7 @@ def step_ours(size: str, batch: dict):
     from bert.model import BertConfig
     from configs import common
 
-    config = BertConfig(**common.model_config(size, 30522))
+    config = BertConfig.from_dict(common.model_config(size, 30522).to_dict())
     mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     model = BertForPreTraining(config)
     schedule = optim.learning_rate_schedule(1e-4, 0, 1000)

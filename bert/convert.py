@@ -27,158 +27,20 @@ from bert import formats
 from bert.formats import CheckpointError
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
-
-# Parameter groups. The encoder is required; the others are optional heads that some
-# checkpoints lack (a sentence-embedding model has no MLM/NSP head; some have no pooler).
-ENCODER, POOLER, MLM, NSP = "encoder", "pooler", "mlm", "nsp"
-OPTIONAL_GROUPS = (POOLER, MLM, NSP)
-
-# HF tensors that are not parameters of their own: buffers and tied copies.
-HF_IGNORED = ("bert.embeddings.position_ids",)
-HF_TIED = {
-    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
-# TF variables that belong to training, not to the model.
-TF_TRAINING_NAMES = ("global_step", "good_steps", "current_loss_scale", "loss_scale")
-
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One parameter: our path, its HF and TF names, and whether each stores it transposed."""
-
-    ours: tuple[str, ...]
-    hf: str
-    tf: str
-    group: str
-    hf_transposed: bool = False  # torch.nn.Linear keeps [out, in]; ours is [in, out]
-    tf_transposed: bool = False
-
-
-def _dense(ours: tuple[str, ...], hf: str, tf: str, group: str, tf_kernel: str = "kernel"):
-    """Entries of a dense layer; `tf_kernel` names the kernel where TF differs."""
-    return [
-        Entry((*ours, "kernel"), f"{hf}.weight", f"{tf}/{tf_kernel}", group, hf_transposed=True),
-        Entry((*ours, "bias"), f"{hf}.bias", f"{tf}/bias", group),
-    ]
-
-
-def _norm(ours: tuple[str, ...], hf: str, tf: str, group: str):
-    return [
-        Entry((*ours, "scale"), f"{hf}.weight", f"{tf}/gamma", group),
-        Entry((*ours, "bias"), f"{hf}.bias", f"{tf}/beta", group),
-    ]
-
-
-def name_table(num_layers: int) -> list[Entry]:
-    """The full table for a BertForPreTraining with `num_layers` layers."""
-    emb, hemb, temb = ("bert", "embeddings"), "bert.embeddings", "bert/embeddings"
-    table = [
-        Entry((*emb, "word_embeddings"), f"{hemb}.word_embeddings.weight",
-              f"{temb}/word_embeddings", ENCODER),
-        Entry((*emb, "position_embeddings"), f"{hemb}.position_embeddings.weight",
-              f"{temb}/position_embeddings", ENCODER),
-        Entry((*emb, "token_type_embeddings"), f"{hemb}.token_type_embeddings.weight",
-              f"{temb}/token_type_embeddings", ENCODER),
-        *_norm((*emb, "layer_norm"), f"{hemb}.LayerNorm", f"{temb}/LayerNorm", ENCODER),
-    ]  # fmt: skip
-    for i in range(num_layers):
-        ours, hf, tf = ("bert", f"layer_{i}"), f"bert.encoder.layer.{i}", f"bert/encoder/layer_{i}"
-        for proj in ("query", "key", "value"):
-            table += _dense(
-                (*ours, "attention", proj),
-                f"{hf}.attention.self.{proj}",
-                f"{tf}/attention/self/{proj}",
-                ENCODER,
-            )
-        table += _dense(
-            (*ours, "attention_output"),
-            f"{hf}.attention.output.dense",
-            f"{tf}/attention/output/dense",
-            ENCODER,
-        )
-        table += _norm(
-            (*ours, "attention_norm"),
-            f"{hf}.attention.output.LayerNorm",
-            f"{tf}/attention/output/LayerNorm",
-            ENCODER,
-        )
-        table += _dense(
-            (*ours, "intermediate"), f"{hf}.intermediate.dense", f"{tf}/intermediate/dense", ENCODER
-        )
-        table += _dense((*ours, "output"), f"{hf}.output.dense", f"{tf}/output/dense", ENCODER)
-        table += _norm(
-            (*ours, "output_norm"), f"{hf}.output.LayerNorm", f"{tf}/output/LayerNorm", ENCODER
-        )
-    table += _dense(("bert", "pooler"), "bert.pooler.dense", "bert/pooler/dense", POOLER)
-    table += _dense(
-        ("mlm", "transform"), "cls.predictions.transform.dense",
-        "cls/predictions/transform/dense", MLM,
-    )  # fmt: skip
-    table += _norm(
-        ("mlm", "transform_norm"), "cls.predictions.transform.LayerNorm",
-        "cls/predictions/transform/LayerNorm", MLM,
-    )  # fmt: skip
-    table += [
-        Entry(("mlm", "output_bias"), "cls.predictions.bias", "cls/predictions/output_bias", MLM),
-        Entry(("nsp", "kernel"), "cls.seq_relationship.weight",
-              "cls/seq_relationship/output_weights", NSP, hf_transposed=True, tf_transposed=True),
-        Entry(("nsp", "bias"), "cls.seq_relationship.bias", "cls/seq_relationship/output_bias",
-              NSP),
-    ]  # fmt: skip
-    return table
-
-
-# ----------------------------------------------------------------------------- configs
-
-
-# (our field, HF/Google field, required)
-_CONFIG_FIELDS = (
-    ("vocab_size", "vocab_size", True),
-    ("hidden_size", "hidden_size", True),
-    ("num_layers", "num_hidden_layers", True),
-    ("num_heads", "num_attention_heads", True),
-    ("intermediate_size", "intermediate_size", True),
-    ("max_position_embeddings", "max_position_embeddings", False),
-    ("type_vocab_size", "type_vocab_size", False),
-    ("hidden_act", "hidden_act", False),
-    ("hidden_dropout", "hidden_dropout_prob", False),
-    ("attention_dropout", "attention_probs_dropout_prob", False),
-    ("layer_norm_eps", "layer_norm_eps", False),
-    ("initializer_range", "initializer_range", False),
+from bert.name_table import (  # noqa: F401 (re-exported for callers of convert)
+    ENCODER,
+    HF_IGNORED,
+    HF_TIED,
+    MLM,
+    NSP,
+    OPTIONAL_GROUPS,
+    POOLER,
+    TF_TRAINING_NAMES,
+    Entry,
+    config_from_hf,
+    config_to_hf,
+    name_table,
 )
-
-
-def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
-    """Our config from an HF `config.json` or a Google `bert_config.json` (read from `path`)."""
-    model_type = fields.get("model_type", "bert")
-    if model_type != "bert":
-        raise CheckpointError(f"{path}: model_type {model_type!r} is not BERT ('bert')")
-    position_type = fields.get("position_embedding_type", "absolute")
-    if position_type != "absolute":
-        raise CheckpointError(
-            f"{path}: position_embedding_type {position_type!r} is not supported (only absolute)"
-        )
-    values = {}
-    for ours, theirs, required in _CONFIG_FIELDS:
-        if theirs in fields:
-            values[ours] = fields[theirs]
-        elif required:
-            raise CheckpointError(f"{path}: required field {theirs!r} is missing")
-    try:
-        return BertConfig(**values)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: {e}") from None
-
-
-def config_to_hf(config: BertConfig, architecture: str) -> dict[str, Any]:
-    """An HF `config.json` dict for `config`."""
-    fields = {"architectures": [architecture], "model_type": "bert"}
-    for ours, theirs, _ in _CONFIG_FIELDS:
-        fields[theirs] = getattr(config, ours)
-    fields.update(pad_token_id=0, position_embedding_type="absolute", torch_dtype="float32")
-    return fields
-
 
 # ----------------------------------------------------------------------------- tensors
 

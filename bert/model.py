@@ -80,11 +80,17 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> "BertConfig":
-        """Builds a config from a dict (e.g. `config.model.to_dict()`), rejecting unknown keys."""
+        """Builds a config from a dict (e.g. `config.model.to_dict()`), rejecting unknown keys.
+
+        `dtype="auto"` becomes bfloat16 on GPU/TPU and float32 on CPU.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - known)
         if unknown:
             raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        fields = dict(fields)
+        if fields.get("dtype") == "auto":
+            fields["dtype"] = "float32" if jax.default_backend() == "cpu" else "bfloat16"
         return cls(**fields)
 
 

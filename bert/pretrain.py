@@ -151,7 +151,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     latest = ckpts.latest_step()
     meta_model = dataclasses.asdict(bert_config)
     if latest is not None:
-        state, meta = ckpts.restore(latest, abstract, shardings)
+        try:
+            state, meta = ckpts.restore(latest, abstract, shardings)
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the configured "
+                f"model and optimizer (did config.model or train.optimizer change? use a new "
+                f"workdir, with train.init_from to keep the parameters): {e}"
+            ) from e
         if meta.get("model") != meta_model:
             raise ValueError(
                 f"{ckpts.directory}/{latest}: saved with model {meta.get('model')}, "

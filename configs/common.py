@@ -74,7 +74,7 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
     m.attention_dropout = 0.1  # dropout on attention probabilities (xla implementation only)
     m.layer_norm_eps = 1e-12  # LayerNorm epsilon, as in the original BERT
     m.initializer_range = 0.02  # std of the truncated-normal initialiser
-    m.dtype = "float32"  # compute dtype; bfloat16 on GPU/TPU (LayerNorm/softmax/logits stay f32)
+    m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU (LN, logits: f32)
     m.param_dtype = "float32"  # parameter (master weight) dtype
     m.attention_impl = "xla"  # jax.nn.dot_product_attention implementation: xla or cudnn
     return m

@@ -20,7 +20,10 @@ def test_size_table_matches_hf_parameter_count(size):
     layers, width = common.SIZES[size]
     assert (model.num_layers, model.hidden_size) == (layers, width)
     assert model.num_heads == width // 64 and model.intermediate_size == 4 * width
-    ours = sum(math.prod(s) for s in convert.expected_shapes(BertConfig(**model)).values())
+    ours = sum(
+        math.prod(s)
+        for s in convert.expected_shapes(BertConfig.from_dict(model.to_dict())).values()
+    )
     hf_config = transformers.BertConfig(
         vocab_size=model.vocab_size,
         hidden_size=width,
@@ -67,3 +70,10 @@ def test_phase_two_uses_long_sequences():
     assert (two.data.seq_length, two.data.max_predictions_per_seq) == (512, 80)
     with pytest.raises(ValueError, match="phase=3 must be 1 or 2"):
         bert_base.get_config("phase=3")
+
+
+def test_auto_dtype_is_float32_on_cpu():
+    config = BertConfig.from_dict({"vocab_size": 10, "dtype": "auto"})
+    assert config.dtype == "float32"  # this suite runs on CPU; GPU/TPU get bfloat16
+    with pytest.raises(ValueError, match="model.dtype 'auto'"):
+        BertConfig(vocab_size=10, dtype="auto")  # only from_dict resolves it

@@ -195,3 +195,26 @@ def test_tiny_model_learns_on_wikipedia(shared_data, tmp_path):
     assert first_train < 0.02
     assert final["mlm_accuracy"] > 0.04 and final["mlm_accuracy"] > 4 * first_train, final
     assert final["mlm_loss"] < 9.5, final
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, tmp_path):
+    result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.checkpoint_every": 2}))
+    assert result.returncode == 0, result.stderr[-3000:]
+    # The same run continued with a learning rate that blows the parameters up.
+    overrides = {
+        "train.checkpoint_every": 2,
+        "train.learning_rate": 1e30,
+    }
+    result = run_job(job_args(shared_data, tmp_path, steps=10, **overrides))
+    assert result.returncode != 0
+    assert "non-finite loss" in result.stderr
+    assert "The last good checkpoint is step 4" in result.stderr
+    assert checkpoint.Checkpoints(tmp_path, 1).latest_step() == 4
+
+
+def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path):
+    result = run_job(job_args(shared_data, tmp_path, steps=2))
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.optimizer": "adamw"}))
+    assert result.returncode != 0
+    assert "cannot restore" in result.stderr and "train.optimizer" in result.stderr
