@@ -218,3 +218,18 @@ def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path)
     result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.optimizer": "adamw"}))
     assert result.returncode != 0
     assert "cannot restore" in result.stderr and "train.optimizer" in result.stderr
+
+
+def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_data, tmp_path):
+    wiki = shared_data / "wikipedia" / "AA"
+    overrides = {
+        "data.input": f"{wiki}/wiki_00,{wiki}/wiki_01",
+        "data.tokenizer": "",
+        "data.sentencepiece_vocab_size": 2000,
+        "data.num_shards": 2,
+    }
+    result = run_job(job_args(shared_data, tmp_path, steps=2, **overrides))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "data" / "sentencepiece.model").is_file()
+    _, meta = checkpoint.load_params(tmp_path)
+    assert meta["model"]["vocab_size"] == 2000
