@@ -47,6 +47,20 @@ def full_labels(batch: dict) -> np.ndarray:
     return labels
 
 
+def hf_config(size: str):
+    """The transformers BertConfig of one of our sizes (30,522-token vocabulary)."""
+    import transformers
+
+    sys.path.insert(0, ROOT)
+    from configs import common
+
+    m = common.model_config(size, 30522)
+    return transformers.BertConfig(
+        vocab_size=30522, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+        num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
+    )  # fmt: skip
+
+
 def step_ours(size: str, batch: dict):
     sys.path.insert(0, ROOT)
     import jax
@@ -81,14 +95,7 @@ def step_hf_flax(size: str, batch: dict):
     import optax
     import transformers
 
-    sys.path.insert(0, ROOT)
-    from configs import common
-
-    m = common.model_config(size, 30522)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
-    )  # fmt: skip
+    config = hf_config(size)
     model = transformers.FlaxBertForPreTraining(config, seed=0, dtype=jnp.float32)
     tx = optax.adamw(1e-4, weight_decay=0.01)
     labels = jnp.asarray(full_labels(batch))
@@ -127,14 +134,7 @@ def step_hf_torch(size: str, batch: dict):
     import torch
     import transformers
 
-    sys.path.insert(0, ROOT)
-    from configs import common
-
-    m = common.model_config(size, 30522)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
-    )  # fmt: skip
+    config = hf_config(size)
     torch.manual_seed(0)
     model = transformers.BertForPreTraining(config).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
