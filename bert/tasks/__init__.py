@@ -1,0 +1,1 @@
+"""Fine-tuning task families: data, features, metrics."""
