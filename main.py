@@ -26,7 +26,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> "module:function(config, workdir)".
-TASKS: dict[str, str] = {"pretrain": "bert.pretrain:run"}
+TASKS: dict[str, str] = {"pretrain": "bert.pretrain:run", "sts": "bert.sts_job:run"}
 
 
 def _library_info_filter(record: py_logging.LogRecord) -> bool:

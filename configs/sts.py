@@ -1,0 +1,33 @@
+"""Sentence embeddings: evaluate on STS, or encode a text file to a .npy matrix.
+
+Usage:
+  python main.py --config=configs/sts.py --workdir=runs/sts \
+      --config.init_from=path/to/checkpoint --config.eval_file=stsbenchmark/sts-dev.csv
+  python main.py --config=configs/sts.py:mode=encode --workdir=runs/emb \
+      --config.init_from=path/to/checkpoint --config.encode_input=sentences.txt
+
+The arg after the colon takes `mode` (evaluate or encode; default evaluate).
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    args = common.parse_arg(arg, {"mode": "evaluate"})
+    if args["mode"] not in ("evaluate", "encode"):
+        raise ValueError(f"config arg mode={args['mode']!r} must be evaluate or encode")
+    config = ml_collections.ConfigDict()
+    config.task = "sts"  # the job main.py runs
+    config.mode = args["mode"]  # evaluate: Spearman/Pearson on STS; encode: text file -> .npy
+    config.init_from = ""  # checkpoint: HF directory, Google TF checkpoint, or ours
+    config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
+    config.eval_file = ""  # STS benchmark .csv (tab-separated) or GLUE STS-B .tsv with scores
+    config.encode_input = ""  # text file, one sentence per line (mode=encode)
+    config.encode_output = "embeddings.npy"  # .npy written in the workdir (mode=encode)
+    config.pooling = "mean"  # mean (over real tokens) or cls
+    config.normalize = True  # L2-normalise the embeddings
+    config.max_length = 256  # tokens per sentence, [CLS] and [SEP] included
+    config.batch_size = 64  # sentences per forward pass
+    return config
