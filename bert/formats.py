@@ -173,3 +173,22 @@ def copy_tokenizer_files(source: pathlib.Path, destination: pathlib.Path) -> lis
             shutil.copyfile(source / name, destination / name)
             copied.append(name)
     return copied
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` (UTF-8) to a temporary file beside ``path``, then renames it to ``path``.
+
+    A failure leaves no partial file behind.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

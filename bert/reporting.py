@@ -3,7 +3,6 @@ ETA on a terminal, and the throughput figures (sequences/s, tokens/s, MFU)."""
 
 import json
 import math
-import os
 import pathlib
 import sys
 import time
@@ -11,6 +10,8 @@ from typing import Any
 
 import jax
 from clu import metric_writers
+
+from bert import formats
 
 
 def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
@@ -38,9 +39,7 @@ def flat_hparams(config: Any) -> dict[str, Any]:
 
 
 def write_json_atomically(path: pathlib.Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    formats.write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 class Progress:

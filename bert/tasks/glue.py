@@ -10,11 +10,11 @@ import csv
 import dataclasses
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from bert import formats
 from input_pipeline import tokenizers
 
 PathLike = str | os.PathLike
@@ -384,25 +384,6 @@ def convert_examples_to_features(
     }
 
 
-def write_text_atomically(path: PathLike, text: str) -> None:
-    """Writes ``text`` (UTF-8) to a temporary file beside ``path``, then renames it to ``path``.
-
-    A failure leaves no partial file behind.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_submission(
     path: PathLike,
     task: str | Task,
@@ -434,4 +415,4 @@ def write_submission(
                 raise ValueError(f"prediction {class_id} of example {index} is not a class id")
             value = task.labels[class_id]
         lines.append(f"{index}\t{value}\n")
-    write_text_atomically(path, "".join(lines))
+    formats.write_text_atomically(path, "".join(lines))

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from bert import formats
 from bert.tasks import glue
 from input_pipeline import tokenizers
 
@@ -177,4 +178,4 @@ def write_conll_predictions(
         for word, gold, tag in zip(sentence.words, sentence.tags, tags, strict=True):
             lines.append(f"{word} {gold} {tag}\n")
         lines.append("\n")
-    glue.write_text_atomically(path, "".join(lines))
+    formats.write_text_atomically(path, "".join(lines))

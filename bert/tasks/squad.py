@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tokenizers as hf_tokenizers
 
+from bert import formats
 from input_pipeline import tokenizers as tok_lib
 
 PathLike = str | os.PathLike
@@ -428,18 +428,8 @@ def decode_predictions(
     return predictions, null_odds, nbest
 
 
-def _write_json_atomically(path: pathlib.Path, obj: object) -> None:
-    """Writes ``obj`` as JSON to a temporary file beside ``path``, then renames it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+def _json(mapping: Mapping) -> str:
+    return json.dumps(dict(mapping), ensure_ascii=False, indent=2)
 
 
 def write_predictions(
@@ -457,8 +447,8 @@ def write_predictions(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [output_dir / "predictions.json"]
-    _write_json_atomically(written[0], dict(predictions))
+    formats.write_text_atomically(written[0], _json(predictions))
     if null_odds is not None:
         written.append(output_dir / "null_odds.json")
-        _write_json_atomically(written[1], dict(null_odds))
+        formats.write_text_atomically(written[1], _json(null_odds))
     return written
