@@ -7,12 +7,17 @@ writes each step to a temporary directory and renames it when complete, so a pro
 mid-save leaves the previous checkpoint as the latest.
 """
 
+import contextlib
 import pathlib
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -99,3 +104,23 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
                 ),
             )
     return restored["params"], meta
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs; previous handlers restored."""
+    event = threading.Event()
+    previous = {}
+
+    def handler(signum, frame):
+        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
+        event.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

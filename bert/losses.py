@@ -67,3 +67,50 @@ def pretraining_loss(
         nsp_den_total = nsp_den if nsp_denominator is None else nsp_denominator
         loss = loss + nsp_sum / jnp.maximum(nsp_den_total, 1.0)
     return loss, metrics
+
+
+# Fine-tuning objectives. Each returns {name: (sum, count)} with a "loss" entry; rows or tokens
+# without a label (class id -1, score NaN) count for nothing.
+
+
+def classification_sums(logits: Array, labels: Array) -> dict[str, tuple[Array, Array]]:
+    """Cross-entropy and accuracy; logits [..., classes], labels [...] (-1: no label)."""
+    weights = labels >= 0
+    safe = jnp.where(weights, labels, 0)
+    return {
+        "loss": weighted_cross_entropy(logits, safe, weights),
+        "accuracy": weighted_accuracy(logits, safe, weights),
+    }
+
+
+def regression_sums(predictions: Array, targets: Array) -> dict[str, tuple[Array, Array]]:
+    """Squared error (as BERT/HF use for STS-B); predictions [batch, 1], targets [batch]."""
+    weights = (~jnp.isnan(targets)).astype(jnp.float32)
+    errors = jnp.square(predictions[:, 0].astype(jnp.float32) - jnp.nan_to_num(targets))
+    return {"loss": (jnp.sum(errors * weights), jnp.sum(weights))}
+
+
+def span_sums(
+    start_logits: Array, end_logits: Array, start_positions: Array, end_positions: Array
+) -> dict[str, tuple[Array, Array]]:
+    """Mean of the start and end cross-entropies over each row's positions (BERT's SQuAD loss).
+
+    start_logits, end_logits: [batch, length]; start_positions, end_positions: [batch].
+    """
+    ones = jnp.ones(start_positions.shape, jnp.float32)
+    start_sum, count = weighted_cross_entropy(start_logits, start_positions, ones)
+    end_sum, _ = weighted_cross_entropy(end_logits, end_positions, ones)
+    start_right, _ = weighted_accuracy(start_logits, start_positions, ones)
+    end_right, _ = weighted_accuracy(end_logits, end_positions, ones)
+    return {
+        "loss": ((start_sum + end_sum) / 2, count),
+        "span_accuracy": ((start_right + end_right) / 2, count),
+    }
+
+
+def label_count(labels: Array) -> Array:
+    """How many entries of `labels` carry a label (class id >= 0, or a score that is not NaN):
+    the denominator of the losses above."""
+    if jnp.issubdtype(labels.dtype, jnp.floating):
+        return jnp.sum(~jnp.isnan(labels)).astype(jnp.float32)
+    return jnp.sum(labels >= 0).astype(jnp.float32)

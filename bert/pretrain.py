@@ -1,14 +1,10 @@
 """The pre-training job (`config.task = "pretrain"`): data, state, the loop, evaluation,
 checkpoints, logging, and a clean stop on SIGTERM/SIGINT."""
 
-import contextlib
 import dataclasses
 import math
 import pathlib
-import signal
 import sys
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -19,26 +15,6 @@ from bert import checkpoint, convert, flops, optim, reporting, sharding, train
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 from input_pipeline import data_setup, pretraining
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM or SIGINT while the block runs; previous handlers restored."""
-    event = threading.Event()
-    previous = {}
-
-    def handler(signum, frame):
-        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
-        event.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield event
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
@@ -73,24 +49,6 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
             f"is {config.max_position_embeddings}"
         )
     return params
-
-
-def _check_batch(train_cfg: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> int:
-    """The per-host batch; errors name the config fields."""
-    batch, accum = train_cfg.batch_size, train_cfg.accumulation_steps
-    if accum < 1 or batch % accum:
-        raise ValueError(
-            f"config.train.batch_size={batch} is not a multiple of accumulation {accum}"
-        )
-    divisor = sharding.batch_divisor(mesh) * accum
-    if batch % divisor:
-        raise ValueError(
-            f"config.train.batch_size={batch} must be a multiple of {divisor} "
-            f"(data x fsdp devices x accumulation steps)"
-        )
-    if batch % jax.process_count():
-        raise ValueError(f"config.train.batch_size={batch} does not split over the hosts")
-    return batch // jax.process_count()
 
 
 def _dataset(files, data_cfg, tokenizer, per_host_batch, seed, start_step):
@@ -133,7 +91,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     tokenizer = data.tokenizer
     bert_config = model_config(config.model, tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
-    per_host_batch = _check_batch(config.train, mesh)
+    per_host_batch = sharding.per_host_batch(config.train, mesh)
     t = config.train
     model = BertForPreTraining(bert_config)
     schedule = optim.learning_rate_schedule(
@@ -211,7 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
             logging.info("step %d/%d, ETA %s", step, t.steps, progress.eta_text(step))
 
     step = start
-    with stop_on_signals() as stop:
+    with checkpoint.stop_on_signals() as stop:
         while step < t.steps:
             batch = sharding.global_batch(next(train_batches), mesh)
             state, metrics = train_step(state, batch)

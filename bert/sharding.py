@@ -116,3 +116,25 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
 def batch_divisor(mesh: Mesh) -> int:
     """The global batch must be a multiple of this (devices along the batch axes)."""
     return mesh.shape[DATA] * mesh.shape[FSDP]
+
+
+def per_host_batch(train_cfg: Any, mesh: Mesh) -> int:
+    """This host's share of `train_cfg.batch_size`; errors name the config fields.
+
+    The global batch must split evenly into `train_cfg.accumulation_steps` micro-batches, each
+    over the data x fsdp devices, and over the hosts.
+    """
+    batch, accum = train_cfg.batch_size, train_cfg.accumulation_steps
+    if accum < 1 or batch % accum:
+        raise ValueError(
+            f"config.train.batch_size={batch} is not a multiple of accumulation {accum}"
+        )
+    divisor = batch_divisor(mesh) * accum
+    if batch % divisor:
+        raise ValueError(
+            f"config.train.batch_size={batch} must be a multiple of {divisor} "
+            f"(data x fsdp devices x accumulation steps)"
+        )
+    if batch % jax.process_count():
+        raise ValueError(f"config.train.batch_size={batch} does not split over the hosts")
+    return batch // jax.process_count()

@@ -118,8 +118,7 @@ def _forward_metrics(
     batch: Batch,
     use_nsp: bool,
     rng: Array | None,
-    mlm_total: Array | None = None,
-    nsp_total: Array | None = None,
+    totals: tuple[Array, Array] | None = None,
 ) -> tuple[Array, dict[str, tuple[Array, Array]]]:
     out = model.apply(
         {"params": params},
@@ -130,6 +129,7 @@ def _forward_metrics(
         deterministic=rng is None,
         rngs=None if rng is None else {"dropout": rng},
     )
+    mlm_total, nsp_total = (None, None) if totals is None else totals
     return losses.pretraining_loss(
         out["mlm_logits"],
         batch["masked_lm_ids"],
@@ -141,39 +141,54 @@ def _forward_metrics(
     )
 
 
+def _pretraining_totals(batch: Batch) -> tuple[Array, Array]:
+    """Denominators of the MLM and NSP losses over the whole global batch."""
+    mlm_total = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
+    return mlm_total, jnp.float32(batch["input_ids"].shape[0])
+
+
+# loss_fn(params, batch, rng, totals) -> (loss, {name: (sum, count)}); rng None: deterministic.
+# `totals` are the loss denominators of the whole global batch, from totals_fn(batch), so that
+# micro-batch losses add up to exactly the full batch's loss.
+LossFn = Callable[[Any, Batch, Array | None, Any], tuple[Array, dict[str, tuple[Array, Array]]]]
+TotalsFn = Callable[[Batch], Any]
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
     *,
-    model: nn.Module,
+    loss_fn: LossFn,
+    totals_fn: TotalsFn,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
-    config: StepConfig,
+    accumulation_steps: int = 1,
+    seed: int = 0,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step on a global batch, with exact gradient accumulation.
+
+    Args:
+      loss_fn, totals_fn: the objective (see LossFn); pre-training and every fine-tuning task
+        share this step.
+      accumulation_steps: micro-batches per step; gradients summed exactly.
+      seed: dropout randomness is fold_in(key(seed), step), so a resumed step repeats it.
 
     Returns the new state and metrics as sums with their denominators (`*_sum`, `*_count`),
     plus `loss`, `grad_norm` and `learning_rate` for this step.
     """
-    rng = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    mlm_total = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
-    nsp_total = jnp.float32(batch["input_ids"].shape[0])
-    grad_fn = jax.value_and_grad(_forward_metrics, argnums=1, has_aux=True)
-    n = config.accumulation_steps
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    totals = totals_fn(batch)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    n = accumulation_steps
     if n == 1:
-        (loss, sums), grads = grad_fn(
-            model, state.params, batch, config.use_nsp, rng, mlm_total, nsp_total
-        )
+        (loss, sums), grads = grad_fn(state.params, batch, rng, totals)
     else:
         # Micro-batch i takes rows i, i+n, i+2n, ...: each stays spread over every device.
         micro = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]).swapaxes(0, 1), batch)
 
         def micro_step(i):
             micro_batch = jax.tree.map(lambda x: x[i], micro)
-            micro_rng = jax.random.fold_in(rng, i)
-            return grad_fn(
-                model, state.params, micro_batch, config.use_nsp, micro_rng, mlm_total, nsp_total
-            )
+            return grad_fn(state.params, micro_batch, jax.random.fold_in(rng, i), totals)
 
         def accumulate(carry, i):
             return jax.tree.map(jnp.add, carry, micro_step(i)), None
@@ -184,18 +199,51 @@ def train_step(
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optim.global_norm(grads)}
     metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    metrics.update(flatten_sums(sums))
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def flatten_sums(sums: dict[str, tuple[Array, Array]]) -> Metrics:
+    """{name: (sum, count)} -> {name_sum: sum, name_count: count} (what summarize reduces)."""
+    metrics = {}
     for name, (total, count) in sums.items():
         metrics[f"{name}_sum"], metrics[f"{name}_count"] = total, count
-    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return metrics
 
 
 def eval_step(params: Any, batch: Batch, *, model: nn.Module, use_nsp: bool) -> Metrics:
     """Deterministic forward pass; metric sums and counts."""
     _, sums = _forward_metrics(model, params, batch, use_nsp, None)
-    metrics = {}
-    for name, (total, count) in sums.items():
-        metrics[f"{name}_sum"], metrics[f"{name}_count"] = total, count
-    return metrics
+    return flatten_sums(sums)
+
+
+def compile_train_step(
+    loss_fn: LossFn,
+    totals_fn: TotalsFn,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    mesh: Mesh,
+    state_sharding: TrainState,
+    batch_keys: tuple[str, ...],
+    accumulation_steps: int = 1,
+    seed: int = 0,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """train_step jitted with in/out shardings, the state donated."""
+    step = functools.partial(
+        train_step,
+        loss_fn=loss_fn,
+        totals_fn=totals_fn,
+        tx=tx,
+        schedule=schedule,
+        accumulation_steps=accumulation_steps,
+        seed=seed,
+    )
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, {k: sharding.batch_sharding(mesh) for k in batch_keys}),
+        out_shardings=(state_sharding, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
 
 
 def compile_steps(
@@ -206,19 +254,29 @@ def compile_steps(
     state_sharding: TrainState,
     config: StepConfig,
 ) -> tuple[Callable, Callable]:
-    """The jitted train and eval steps, with in/out shardings and the state donated."""
-    batch_sharding = {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS}
-    scalar = sharding.replicated(mesh)
-    train = jax.jit(
-        functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, scalar),
-        donate_argnums=(0,),
+    """The jitted pre-training train and eval steps."""
+
+    def loss_fn(params, batch, rng, totals):
+        return _forward_metrics(model, params, batch, config.use_nsp, rng, totals)
+
+    train = compile_train_step(
+        loss_fn,
+        _pretraining_totals,
+        tx,
+        schedule,
+        mesh,
+        state_sharding,
+        BATCH_KEYS,
+        config.accumulation_steps,
+        config.seed,
     )
     evaluate = jax.jit(
         functools.partial(eval_step, model=model, use_nsp=config.use_nsp),
-        in_shardings=(state_sharding.params, batch_sharding),
-        out_shardings=scalar,
+        in_shardings=(
+            state_sharding.params,
+            {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS},
+        ),
+        out_shardings=sharding.replicated(mesh),
     )
     return train, evaluate
 
