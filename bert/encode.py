@@ -3,15 +3,17 @@ pooling and optional L2 normalisation."""
 
 import dataclasses
 import functools
+import pathlib
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bert import checkpoint as ckpt
 from bert import convert
 from bert.model import BertConfig, BertModel
-from input_pipeline import tokenizers
+from input_pipeline import manifest, tokenizers
 
 POOLINGS = ("mean", "cls")
 
@@ -25,16 +27,45 @@ class Encoder:
     tokenizer: tokenizers.Tokenizer
 
 
-def load_encoder(checkpoint: str, tokenizer_path: str | None = None) -> Encoder:
-    """Imports `checkpoint` (HF, Google TF or ours) and its tokenizer (beside it, or given)."""
-    imported = convert.import_model(checkpoint)
-    tokenizer = tokenizers.load_tokenizer(tokenizer_path or imported.source)
-    if tokenizer.vocab_size != imported.config.vocab_size:
+def load_encoder(checkpoint_path: str, tokenizer_path: str | None = None) -> Encoder:
+    """The encoder of a checkpoint and its tokenizer.
+
+    Args:
+      checkpoint_path: an HF directory, a Google TF checkpoint, one exported by bert.convert,
+        or a training workdir of ours (pre-training or fine-tuning: its latest checkpoint).
+      tokenizer_path: a tokenizer file or folder; default the one beside the checkpoint (for a
+        workdir: the one it was trained with).
+    """
+    if ckpt.is_training_workdir(checkpoint_path):
+        params, meta = ckpt.load_params(checkpoint_path)
+        if "model" not in meta or "bert" not in params:
+            raise ValueError(f"{checkpoint_path}: the checkpoint holds no BERT encoder")
+        config = BertConfig.from_dict(meta["model"])
+        default_tokenizer = _workdir_tokenizer(checkpoint_path, meta)
+    else:
+        imported = convert.import_model(checkpoint_path)
+        config, params, default_tokenizer = imported.config, imported.params, imported.source
+    tokenizer = tokenizers.load_tokenizer(tokenizer_path or default_tokenizer)
+    if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(
             f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens but the model in "
-            f"{checkpoint} has {imported.config.vocab_size}"
+            f"{checkpoint_path} has {config.vocab_size}"
         )
-    return Encoder(imported.config, imported.params["bert"], tokenizer)
+    return Encoder(config, params["bert"], tokenizer)
+
+
+def _workdir_tokenizer(workdir: str, meta: dict) -> str:
+    """The tokenizer a training workdir used: its prepared data's, or the one its checkpoint
+    metadata names (fine-tuning)."""
+    data = pathlib.Path(workdir) / "data"
+    if manifest.manifest_path(data).is_file():
+        return str(manifest.load_manifest(data).tokenizer_path)
+    if meta.get("tokenizer"):
+        return meta["tokenizer"]
+    raise FileNotFoundError(
+        f"{workdir}: no prepared data in {data} and no tokenizer named in the checkpoint; "
+        "give the tokenizer in the config"
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("config", "pooling", "normalize"))

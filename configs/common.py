@@ -78,3 +78,52 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
     m.param_dtype = "float32"  # parameter (master weight) dtype
     m.attention_impl = "xla"  # jax.nn.dot_product_attention implementation: xla or cudnn
     return m
+
+
+def finetune_model() -> ml_collections.ConfigDict:
+    """`config.model` of a fine-tuning job: what may differ from the checkpoint's own config
+    (the sizes always come from the checkpoint)."""
+    m = ml_collections.ConfigDict()
+    m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU
+    m.attention_impl = "xla"  # xla, or cudnn (GPU; only with attention_dropout 0)
+    m.hidden_dropout = 0.1  # dropout on embeddings, residual branches and the task head
+    m.attention_dropout = 0.1  # dropout on attention probabilities
+    return m
+
+
+def finetune_train(
+    batch_size: int, learning_rate: float, epochs: float
+) -> ml_collections.ConfigDict:
+    """`config.train` of a fine-tuning job (AdamW, warm-up then linear decay, as BERT)."""
+    t = ml_collections.ConfigDict()
+    t.batch_size = batch_size  # global batch (sequences per optimizer step, all hosts together)
+    t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
+    t.epochs = epochs  # passes over the training set (whole batches only)
+    t.steps = 0  # optimizer steps; >0 overrides epochs
+    t.warmup_proportion = 0.1  # fraction of the steps spent in linear warm-up
+    t.optimizer = "adamw"  # adamw (BERT's fine-tuning optimizer) or lamb
+    t.learning_rate = learning_rate  # peak learning rate, decayed linearly to 0
+    t.weight_decay = 0.01  # decoupled weight decay, not applied to biases and LayerNorm
+    t.b1 = 0.9  # first-moment decay
+    t.b2 = 0.999  # second-moment decay
+    t.eps = 1e-6  # Adam epsilon (BERT's value)
+    t.clip_norm = 1.0  # global gradient-norm clipping; 0 disables
+    t.log_every = 50  # steps between training-metric reports
+    t.eval_every = 0  # steps between evaluations during training; 0: only at the end
+    t.checkpoint_every = 1000  # steps between checkpoints (and one at the end)
+    t.max_to_keep = 1  # checkpoints kept
+    t.async_checkpoints = True  # save in the background while training goes on
+    return t
+
+
+def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> None:
+    """Fields every fine-tuning job has, added to `config`."""
+    config.seed = 0  # seeds the head's initialisation, dropout and the data order
+    config.init_from = ""  # checkpoint: HF directory, Google TF checkpoint, or our workdir
+    config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
+    config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
+    config.train_limit = 0  # use only the first N training examples; 0: all
+    config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all
+    config.eval_batch_size = 64  # sequences per prediction batch (all hosts together)
+    config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
+    config.model = finetune_model()
