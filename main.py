@@ -26,7 +26,13 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> "module:function(config, workdir)".
-TASKS: dict[str, str] = {"pretrain": "bert.pretrain:run", "sts": "bert.sts_job:run"}
+TASKS: dict[str, str] = {
+    "pretrain": "bert.pretrain:run",
+    "glue": "bert.glue_job:run",
+    "squad": "bert.squad_job:run",
+    "ner": "bert.ner_job:run",
+    "sts": "bert.sts_job:run",
+}
 
 
 def _library_info_filter(record: py_logging.LogRecord) -> bool:

@@ -80,7 +80,7 @@ class Task:
 
 
 _STANDARD_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
-_BINARY = ("0", "1")
+BINARY = ("0", "1")
 _ENTAILMENT = ("entailment", "not_entailment")
 
 
@@ -114,19 +114,17 @@ TASKS: dict[str, Task] = {
         # No header: source, label, original label (starred), sentence.
         labeled=Layout(False, (3,), 1),
         unlabeled=Layout(True, ("sentence",), None, "index"),
-        labels=_BINARY,
+        labels=BINARY,
         metrics=("matthews_corrcoef",),
         submission_names={"test": "CoLA.tsv"},
     ),
-    "sst2": _pair_task(
-        "sst2", "SST-2", ("sentence",), "label", _BINARY, ("accuracy",), "SST-2.tsv"
-    ),
+    "sst2": _pair_task("sst2", "SST-2", ("sentence",), "label", BINARY, ("accuracy",), "SST-2.tsv"),
     "mrpc": _pair_task(
         "mrpc",
         "MRPC",
         ("#1 String", "#2 String"),
         "Quality",
-        _BINARY,
+        BINARY,
         ("f1", "accuracy"),
         "MRPC.tsv",
     ),
@@ -145,7 +143,7 @@ TASKS: dict[str, Task] = {
         splits=_STANDARD_SPLITS,
         labeled=Layout(True, ("question1", "question2"), "is_duplicate"),
         unlabeled=Layout(True, ("question1", "question2"), None, "id"),
-        labels=_BINARY,
+        labels=BINARY,
         metrics=("f1", "accuracy"),
         submission_names={"test": "QQP.tsv"},
     ),
@@ -172,7 +170,7 @@ TASKS: dict[str, Task] = {
         "rte", "RTE", ("sentence1", "sentence2"), "label", _ENTAILMENT, ("accuracy",), "RTE.tsv"
     ),
     "wnli": _pair_task(
-        "wnli", "WNLI", ("sentence1", "sentence2"), "label", _BINARY, ("accuracy",), "WNLI.tsv"
+        "wnli", "WNLI", ("sentence1", "sentence2"), "label", BINARY, ("accuracy",), "WNLI.tsv"
     ),
 }
 

@@ -1,0 +1,78 @@
+"""The GLUE fine-tuning job (`config.task = "glue"`, configs/glue.py): any of the nine tasks,
+from the GLUE TSV download or TFDS, evaluated on the dev sets and predicted on the test sets
+in the GLUE server's submission format."""
+
+import pathlib
+
+import numpy as np
+from absl import logging
+
+from bert import finetune, losses
+from bert.heads import BertForSequenceClassification
+from bert.tasks import glue, glue_tfds, metrics
+
+
+def read_split(task: glue.Task, config, split: str) -> list[glue.Example]:
+    """`split` from config.data_dir (GLUE TSVs), or from TFDS when data_dir is empty."""
+    if not config.data_dir:
+        return glue_tfds.read_split(task, split, config.tfds_data_dir or None)
+    path = pathlib.Path(config.data_dir) / task.splits.get(split, f"{split}.tsv")
+    if split in task.splits and not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file (config.data_dir is the {task.name} folder of the GLUE "
+            f"download, holding {', '.join(task.splits.values())})"
+        )
+    return glue.read_split(task, config.data_dir, split)
+
+
+def predictions_of(task: glue.Task, outputs: np.ndarray) -> np.ndarray:
+    """Class ids (argmax) or, for regression, the scores."""
+    return outputs[:, 0] if task.is_regression else np.argmax(outputs, axis=-1)
+
+
+def _eval_set(task, config, split, examples, features, out_dir) -> finetune.EvalSet:
+    labeled = split not in task.submission_names
+    inputs = {k: features[k] for k in finetune.INPUT_KEYS}
+
+    def finish(outputs: np.ndarray, write: bool) -> dict[str, float]:
+        predictions = predictions_of(task, outputs)
+        if write:
+            name = f"{split}.tsv" if labeled else task.submission_names[split]
+            glue.write_submission(out_dir / name, task, examples, predictions)
+        if not labeled:
+            return {}
+        return metrics.compute(task.metrics, predictions, features["label"])
+
+    return finetune.EvalSet(split, inputs, finish)
+
+
+def run(config, workdir: str) -> dict:
+    """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
+    task = glue.get_task(config.glue_task)
+    pretrained = finetune.load_pretrained(config)
+    tokenizer = pretrained.tokenizer
+
+    def features(split: str, limit: int) -> tuple[list[glue.Example], dict[str, np.ndarray]]:
+        examples = read_split(task, config, split)
+        examples = examples[:limit] if limit > 0 else examples
+        feats = glue.convert_examples_to_features(examples, task, tokenizer, config.max_seq_length)
+        logging.info("%s %s: %d examples", task.name, split, len(examples))
+        return examples, feats
+
+    _, train_features = features("train", config.train_limit)
+    out_dir = pathlib.Path(workdir) / "predictions"
+    evals = []
+    for split in (*config.eval_splits, *config.predict_splits):
+        examples, feats = features(split, config.eval_limit)
+        evals.append(_eval_set(task, config, split, examples, feats, out_dir))
+
+    def loss(logits, batch):
+        if task.is_regression:
+            return losses.regression_sums(logits, batch["label"])
+        return losses.classification_sums(logits, batch["label"])
+
+    model = BertForSequenceClassification(pretrained.config, task.num_labels)
+    spec = finetune.Task(f"glue/{task.name}", model, loss, ("label",), train_features, evals)
+    return finetune.run(
+        spec, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
+    )

@@ -1,0 +1,76 @@
+"""The CoNLL-2003 NER job (`config.task = "ner"`, configs/ner.py): token tagging with the label
+on each word's first sub-token, scored with entity-level F1 (conlleval rules), predictions
+written as `word gold predicted` columns."""
+
+import pathlib
+
+import numpy as np
+from absl import logging
+
+from bert import finetune, losses
+from bert.heads import BertForTokenClassification
+from bert.tasks import metrics, ner
+
+
+def read_split(config, split: str) -> list[ner.Sentence]:
+    if not config.data_dir:
+        raise ValueError("config.data_dir is empty: give the folder of CoNLL-2003 files")
+    path = pathlib.Path(config.data_dir) / f"{split}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (split {split!r} in config.data_dir)")
+    sentences = ner.read_conll(path)
+    limit = config.train_limit if split == config.train_split else config.eval_limit
+    return sentences[:limit] if limit > 0 else sentences
+
+
+def scores(predicted: list[list[str]], sentences: list[ner.Sentence]) -> dict[str, float]:
+    """Entity-level precision/recall/F1 and token accuracy, plus F1 per entity type."""
+    gold = [s.tags for s in sentences]
+    result = metrics.conll_scores(predicted, gold)
+    for entity_type, values in metrics.conll_scores_per_type(predicted, gold).items():
+        result[f"f1_{entity_type}"] = values["f1"]
+    return result
+
+
+def run(config, workdir: str) -> dict:
+    """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
+    pretrained = finetune.load_pretrained(config)
+    tokenizer = pretrained.tokenizer
+    train_sentences = read_split(config, config.train_split)
+    labels = list(config.labels) or ner.label_list(train_sentences)
+    logging.info("NER labels: %s", labels)
+
+    def features(sentences: list[ner.Sentence]) -> dict[str, np.ndarray]:
+        return ner.convert_sentences_to_features(
+            sentences, labels, tokenizer, config.max_seq_length
+        )
+
+    out_dir = pathlib.Path(workdir) / "predictions"
+    evals = []
+    for split in config.eval_splits:
+        sentences = read_split(config, split)
+        feats = features(sentences)
+
+        def finish(logits, write, sentences=sentences, feats=feats, split=split):
+            predicted = ner.predictions_to_tags(
+                np.argmax(logits, axis=-1), feats["word_starts"], sentences, labels
+            )
+            if write:
+                ner.write_conll_predictions(out_dir / f"{split}.txt", sentences, predicted)
+            return scores(predicted, sentences)
+
+        inputs = {k: feats[k] for k in finetune.INPUT_KEYS}
+        evals.append(finetune.EvalSet(split, inputs, finish))
+
+    model = BertForTokenClassification(pretrained.config, len(labels))
+    task = finetune.Task(
+        "ner",
+        model,
+        lambda logits, batch: losses.classification_sums(logits, batch["label"]),
+        ("label",),
+        features(train_sentences),
+        evals,
+    )
+    return finetune.run(
+        task, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
+    )

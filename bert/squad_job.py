@@ -1,0 +1,114 @@
+"""The SQuAD job (`config.task = "squad"`, configs/squad.py): span extraction over sliding
+windows, n-best decoding, the v2.0 null-answer threshold, the official exact match and F1, and
+`predictions.json` (plus `null_odds.json` and `nbest_predictions.json`) as SQuAD expects."""
+
+import dataclasses
+import json
+import pathlib
+
+from absl import logging
+
+from bert import finetune, formats, losses
+from bert.heads import BertForQuestionAnswering
+from bert.tasks import metrics, squad
+
+
+def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.SquadSet, dict]:
+    """The questions of a SQuAD JSON file (the first `limit`), and the parsed file itself."""
+    if not path:
+        raise ValueError(f"config.{field} is empty: give a SQuAD JSON file")
+    squad_set = squad.read_squad(path, is_training=is_training)
+    if squad_set.skipped:
+        logging.warning(
+            "%s: %d question(s) skipped, their answer is not in the context at answer_start",
+            path,
+            len(squad_set.skipped),
+        )
+    examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples
+    with open(path, encoding="utf-8") as f:
+        dataset = json.load(f)
+    return dataclasses.replace(squad_set, examples=examples), dataset
+
+
+def restrict(dataset: dict, qids: set[str]) -> dict:
+    """The dataset JSON with only the questions in `qids` (to score a slice of it)."""
+    articles = []
+    for article in dataset["data"]:
+        paragraphs = []
+        for paragraph in article["paragraphs"]:
+            qas = [qa for qa in paragraph["qas"] if qa["id"] in qids]
+            if qas:
+                paragraphs.append({**paragraph, "qas": qas})
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {**dataset, "data": articles}
+
+
+def _has_answers(dataset: dict) -> bool:
+    return any(
+        "answers" in qa or "is_impossible" in qa
+        for article in dataset["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    )
+
+
+def _nbest_json(nbest: dict[str, list[squad.Candidate]]) -> str:
+    table = {
+        qid: [{"text": c.text, "score": c.score} for c in cands] for qid, cands in nbest.items()
+    }
+    return json.dumps(table, ensure_ascii=False, indent=2)
+
+
+def run(config, workdir: str) -> dict:
+    """Fine-tunes and evaluates; returns {"step": ..., "dev": {metric: value}}."""
+    pretrained = finetune.load_pretrained(config)
+    tokenizer = pretrained.tokenizer
+    window = dict(max_seq_length=config.max_seq_length, doc_stride=config.doc_stride,
+                  max_query_length=config.max_query_length)  # fmt: skip
+    train_set, _ = read(config.train_file, "train_file", True, config.train_limit)
+    train_features = squad.make_features(train_set.examples, tokenizer, is_training=True, **window)
+    logging.info("SQuAD train: %d questions, %d windows", len(train_set.examples),
+                 len(train_features))  # fmt: skip
+    train_arrays = squad.features_to_arrays(train_features)
+    eval_set, dataset = read(config.predict_file, "predict_file", False, config.eval_limit)
+    eval_features = squad.make_features(eval_set.examples, tokenizer, is_training=False, **window)
+    out_dir = pathlib.Path(workdir) / "predictions"
+
+    def finish(outputs, write: bool) -> dict[str, float]:
+        start_logits, end_logits = outputs
+        predictions, null_odds, nbest = squad.decode_predictions(
+            eval_set.examples,
+            eval_features,
+            start_logits,
+            end_logits,
+            n_best_size=config.n_best_size,
+            max_answer_length=config.max_answer_length,
+            version_2_with_negative=config.version_2_with_negative,
+            null_score_diff_threshold=config.null_score_diff_threshold,
+        )
+        if write:
+            squad.write_predictions(
+                out_dir, predictions, null_odds if config.version_2_with_negative else None
+            )
+            formats.write_text_atomically(out_dir / "nbest_predictions.json", _nbest_json(nbest))
+        if not _has_answers(dataset):
+            return {}
+        scored = restrict(dataset, {e.qid for e in eval_set.examples})
+        return metrics.squad_scores(predictions, scored)
+
+    arrays = squad.features_to_arrays(eval_features)
+    inputs = {k: arrays[k] for k in finetune.INPUT_KEYS}
+    task = finetune.Task(
+        "squad",
+        BertForQuestionAnswering(pretrained.config),
+        lambda outputs, batch: losses.span_sums(
+            *outputs, batch["start_positions"], batch["end_positions"]
+        ),
+        ("start_positions", "end_positions"),
+        train_arrays,
+        [finetune.EvalSet("dev", inputs, finish)],
+    )
+    return finetune.run(
+        task, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
+    )
