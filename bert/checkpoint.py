@@ -66,6 +66,10 @@ class Checkpoints:
         )
         return restored.state, restored.meta
 
+    def meta(self, step: int) -> dict:
+        """The metadata of `step` alone (cheap: no arrays are read)."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are complete."""
         self.manager.wait_until_finished()

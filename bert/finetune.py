@@ -215,20 +215,20 @@ def run(
     meta_model = dataclasses.asdict(bert_config)
     latest = ckpts.latest_step()
     if latest is not None:
-        try:
-            state, meta = ckpts.restore(latest, abstract, shardings)
-        except (ValueError, KeyError) as e:
-            raise ValueError(
-                f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the {task.name} "
-                f"model and optimizer (did the task, model or train.optimizer change? use a new "
-                f"workdir): {e}"
-            ) from e
+        meta = ckpts.meta(latest)
         if meta.get("task") != task.name or meta.get("model") != meta_model:
             raise ValueError(
                 f"{ckpts.directory}/{latest}: saved for task {meta.get('task')!r} with model "
                 f"{meta.get('model')}; the config now says {task.name!r} with {meta_model}. "
                 "Use a new workdir"
             )
+        try:
+            state, _ = ckpts.restore(latest, abstract, shardings)
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the {task.name} "
+                f"model and optimizer (did train.optimizer change? use a new workdir): {e}"
+            ) from e
         logging.info("resumed from step %d", latest)
     else:
         state = train.create_train_state(

@@ -38,7 +38,7 @@ def _eval_set(task, config, split, examples, features, out_dir) -> finetune.Eval
         predictions = predictions_of(task, outputs)
         if write:
             name = f"{split}.tsv" if labeled else task.submission_names[split]
-            glue.write_submission(out_dir / name, task, examples, predictions)
+            glue.write_submission(out_dir / name, task, examples, predictions, labeled)
         if not labeled:
             return {}
         return metrics.compute(task.metrics, predictions, features["label"])

@@ -1,6 +1,10 @@
 """The Hugging Face PyTorch reference, used by the parity and conversion tests."""
 
+import json
+import shutil
+
 import numpy as np
+import tensorflow as tf
 import torch
 import transformers
 
@@ -74,3 +78,86 @@ def hf_forward(model: transformers.BertForPreTraining, inputs: dict[str, np.ndar
         "mlm_logits": out.prediction_logits.numpy(),
         "nsp_logits": out.seq_relationship_logits.numpy(),
     }
+
+
+def google_variables(model: transformers.BertForPreTraining) -> dict[str, np.ndarray]:
+    """The variables of Google's original TF BERT, with their original names, written out here
+    independently of bert/convert.py's table."""
+    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    out = {
+        "bert/embeddings/word_embeddings": sd["bert.embeddings.word_embeddings.weight"],
+        "bert/embeddings/position_embeddings": sd["bert.embeddings.position_embeddings.weight"],
+        "bert/embeddings/token_type_embeddings": sd["bert.embeddings.token_type_embeddings.weight"],
+        "bert/embeddings/LayerNorm/gamma": sd["bert.embeddings.LayerNorm.weight"],
+        "bert/embeddings/LayerNorm/beta": sd["bert.embeddings.LayerNorm.bias"],
+        "bert/pooler/dense/kernel": sd["bert.pooler.dense.weight"].T,
+        "bert/pooler/dense/bias": sd["bert.pooler.dense.bias"],
+        "cls/predictions/transform/dense/kernel": sd["cls.predictions.transform.dense.weight"].T,
+        "cls/predictions/transform/dense/bias": sd["cls.predictions.transform.dense.bias"],
+        "cls/predictions/transform/LayerNorm/gamma": sd[
+            "cls.predictions.transform.LayerNorm.weight"
+        ],
+        "cls/predictions/transform/LayerNorm/beta": sd["cls.predictions.transform.LayerNorm.bias"],
+        "cls/predictions/output_bias": sd["cls.predictions.bias"],
+        # Google stores the NSP matrix as [2, hidden], like torch's Linear.
+        "cls/seq_relationship/output_weights": sd["cls.seq_relationship.weight"],
+        "cls/seq_relationship/output_bias": sd["cls.seq_relationship.bias"],
+    }
+    for i in range(model.config.num_hidden_layers):
+        t, h = f"bert/encoder/layer_{i}", f"bert.encoder.layer.{i}"
+        pairs = {
+            "attention/self/query": "attention.self.query",
+            "attention/self/key": "attention.self.key",
+            "attention/self/value": "attention.self.value",
+            "attention/output/dense": "attention.output.dense",
+            "intermediate/dense": "intermediate.dense",
+            "output/dense": "output.dense",
+        }
+        for tf_name, hf_name in pairs.items():
+            out[f"{t}/{tf_name}/kernel"] = sd[f"{h}.{hf_name}.weight"].T
+            out[f"{t}/{tf_name}/bias"] = sd[f"{h}.{hf_name}.bias"]
+        for tf_name, hf_name in (("attention/output", "attention.output"), ("output", "output")):
+            out[f"{t}/{tf_name}/LayerNorm/gamma"] = sd[f"{h}.{hf_name}.LayerNorm.weight"]
+            out[f"{t}/{tf_name}/LayerNorm/beta"] = sd[f"{h}.{hf_name}.LayerNorm.bias"]
+    return out
+
+
+def write_google_checkpoint(directory, model, extra: dict | None = None, vocab=None):
+    """A Google-style directory: bert_config.json + bert_model.ckpt.{index,data-*}, including
+    Adam slots and global_step as the original pre-training script saved them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    variables = google_variables(model)
+    slots = {}
+    for name, value in list(variables.items())[:5]:
+        slots[f"{name}/adam_m"] = np.zeros_like(value)
+        slots[f"{name}/adam_v"] = np.ones_like(value)
+    variables.update(slots)
+    variables["global_step"] = np.array(1000, np.int64)
+    variables.update(extra or {})
+    names = sorted(variables)
+    tf.raw_ops.SaveV2(
+        prefix=str(directory / "bert_model.ckpt"),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(variables[n]) for n in names],
+    )
+    c = model.config
+    google_config = {
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": c.hidden_act,
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": c.hidden_size,
+        "initializer_range": 0.02,
+        "intermediate_size": c.intermediate_size,
+        "max_position_embeddings": c.max_position_embeddings,
+        "num_attention_heads": c.num_attention_heads,
+        "num_hidden_layers": c.num_hidden_layers,
+        "type_vocab_size": c.type_vocab_size,
+        "vocab_size": c.vocab_size,
+    }
+    assert c.layer_norm_eps == 1e-12, "Google's config has no layer_norm_eps field"
+    (directory / "bert_config.json").write_text(json.dumps(google_config))
+    if vocab is None:
+        (directory / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    else:
+        shutil.copyfile(vocab, directory / "vocab.txt")

@@ -1,11 +1,8 @@
 """Checkpoint import/export: Google TF, HF safetensors/.bin/msgpack, ours, and round trips."""
 
-import json
-
 import numpy as np
 import pytest
 import reference
-import tensorflow as tf
 import torch
 import transformers
 from flax import traverse_util
@@ -33,87 +30,6 @@ def assert_close(got: dict, want: dict, tolerance: float = TOLERANCE):
         assert error <= tolerance, f"{key}: max abs difference {error:.2e}"
 
 
-def google_variables(model: transformers.BertForPreTraining) -> dict[str, np.ndarray]:
-    """The variables of Google's original TF BERT, with their original names, written out here
-    independently of bert/convert.py's table."""
-    sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    out = {
-        "bert/embeddings/word_embeddings": sd["bert.embeddings.word_embeddings.weight"],
-        "bert/embeddings/position_embeddings": sd["bert.embeddings.position_embeddings.weight"],
-        "bert/embeddings/token_type_embeddings": sd["bert.embeddings.token_type_embeddings.weight"],
-        "bert/embeddings/LayerNorm/gamma": sd["bert.embeddings.LayerNorm.weight"],
-        "bert/embeddings/LayerNorm/beta": sd["bert.embeddings.LayerNorm.bias"],
-        "bert/pooler/dense/kernel": sd["bert.pooler.dense.weight"].T,
-        "bert/pooler/dense/bias": sd["bert.pooler.dense.bias"],
-        "cls/predictions/transform/dense/kernel": sd["cls.predictions.transform.dense.weight"].T,
-        "cls/predictions/transform/dense/bias": sd["cls.predictions.transform.dense.bias"],
-        "cls/predictions/transform/LayerNorm/gamma": sd[
-            "cls.predictions.transform.LayerNorm.weight"
-        ],
-        "cls/predictions/transform/LayerNorm/beta": sd["cls.predictions.transform.LayerNorm.bias"],
-        "cls/predictions/output_bias": sd["cls.predictions.bias"],
-        # Google stores the NSP matrix as [2, hidden], like torch's Linear.
-        "cls/seq_relationship/output_weights": sd["cls.seq_relationship.weight"],
-        "cls/seq_relationship/output_bias": sd["cls.seq_relationship.bias"],
-    }
-    for i in range(model.config.num_hidden_layers):
-        t, h = f"bert/encoder/layer_{i}", f"bert.encoder.layer.{i}"
-        pairs = {
-            "attention/self/query": "attention.self.query",
-            "attention/self/key": "attention.self.key",
-            "attention/self/value": "attention.self.value",
-            "attention/output/dense": "attention.output.dense",
-            "intermediate/dense": "intermediate.dense",
-            "output/dense": "output.dense",
-        }
-        for tf_name, hf_name in pairs.items():
-            out[f"{t}/{tf_name}/kernel"] = sd[f"{h}.{hf_name}.weight"].T
-            out[f"{t}/{tf_name}/bias"] = sd[f"{h}.{hf_name}.bias"]
-        for tf_name, hf_name in (("attention/output", "attention.output"), ("output", "output")):
-            out[f"{t}/{tf_name}/LayerNorm/gamma"] = sd[f"{h}.{hf_name}.LayerNorm.weight"]
-            out[f"{t}/{tf_name}/LayerNorm/beta"] = sd[f"{h}.{hf_name}.LayerNorm.bias"]
-    return out
-
-
-def write_google_checkpoint(directory, model, extra: dict | None = None):
-    """A Google-style directory: bert_config.json + bert_model.ckpt.{index,data-*}, including
-    Adam slots and global_step as the original pre-training script saved them."""
-    directory.mkdir(parents=True, exist_ok=True)
-    variables = google_variables(model)
-    slots = {}
-    for name, value in list(variables.items())[:5]:
-        slots[f"{name}/adam_m"] = np.zeros_like(value)
-        slots[f"{name}/adam_v"] = np.ones_like(value)
-    variables.update(slots)
-    variables["global_step"] = np.array(1000, np.int64)
-    variables.update(extra or {})
-    names = sorted(variables)
-    tf.raw_ops.SaveV2(
-        prefix=str(directory / "bert_model.ckpt"),
-        tensor_names=names,
-        shape_and_slices=[""] * len(names),
-        tensors=[tf.constant(variables[n]) for n in names],
-    )
-    c = model.config
-    google_config = {
-        "attention_probs_dropout_prob": 0.1,
-        "hidden_act": c.hidden_act,
-        "hidden_dropout_prob": 0.1,
-        "hidden_size": c.hidden_size,
-        "initializer_range": 0.02,
-        "intermediate_size": c.intermediate_size,
-        "max_position_embeddings": c.max_position_embeddings,
-        "num_attention_heads": c.num_attention_heads,
-        "num_hidden_layers": c.num_hidden_layers,
-        "type_vocab_size": c.type_vocab_size,
-        "vocab_size": c.vocab_size,
-    }
-    if c.layer_norm_eps != 1e-12:
-        pytest.skip("Google's config has no layer_norm_eps field")
-    (directory / "bert_config.json").write_text(json.dumps(google_config))
-    (directory / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
-
-
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     """A random BertForPreTraining saved as safetensors, and its model."""
@@ -125,7 +41,7 @@ def hf_dir(tmp_path_factory):
 
 def test_google_tf_checkpoint_gives_reference_logits(tmp_path, hf_dir):
     _, model = hf_dir
-    write_google_checkpoint(tmp_path / "google", model)
+    reference.write_google_checkpoint(tmp_path / "google", model)
     imported = convert.import_model(tmp_path / "google")
     assert imported.source_format == "tf"
     assert imported.groups == ("encoder", "pooler", "mlm", "nsp")
@@ -137,7 +53,7 @@ def test_google_tf_checkpoint_gives_reference_logits(tmp_path, hf_dir):
 
 def test_google_to_hf_cli_loads_in_transformers(tmp_path, hf_dir):
     _, model = hf_dir
-    write_google_checkpoint(tmp_path / "google", model)
+    reference.write_google_checkpoint(tmp_path / "google", model)
     assert convert.main([str(tmp_path / "google"), str(tmp_path / "out"), "--to=hf"]) == 0
     assert (tmp_path / "out" / "vocab.txt").is_file()
     loaded, info = transformers.BertForPreTraining.from_pretrained(

@@ -387,6 +387,7 @@ def write_submission(
     task: str | Task,
     examples: Sequence[Example],
     predictions: Sequence[int] | Sequence[float] | np.ndarray,
+    exact_scores: bool = False,
 ) -> None:
     """Writes test predictions in the GLUE server's format: ``index<TAB>prediction`` lines.
 
@@ -395,6 +396,8 @@ def write_submission(
       examples: the test examples, carrying their ``index``.
       predictions: class ids (written as label strings) or scores (written with 3 decimals,
         clipped to GLUE's 0..5 range), one per example.
+      exact_scores: write scores as predicted, every digit and no clipping (dev-set
+        predictions, from which the reported metrics can be recomputed).
     """
     task = get_task(task) if isinstance(task, str) else task
     predictions = np.asarray(predictions)
@@ -405,7 +408,9 @@ def write_submission(
     lines = ["index\tprediction\n"]
     for i, (example, prediction) in enumerate(zip(examples, predictions, strict=True)):
         index = example.index if example.index is not None else str(i)
-        if task.is_regression:
+        if task.is_regression and exact_scores:
+            value = f"{np.float32(prediction):.9g}"  # float32 round-trips exactly
+        elif task.is_regression:
             value = f"{min(max(float(prediction), 0.0), 5.0):.3f}"
         else:
             class_id = int(prediction)
