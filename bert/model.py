@@ -98,12 +98,27 @@ def _init(config: BertConfig) -> nn.initializers.Initializer:
     return nn.initializers.truncated_normal(stddev=config.initializer_range)
 
 
+def matmul_2d(lhs: Array, rhs: Array, dimension_numbers, precision=None, **kwargs) -> Array:
+    """`lax.dot_general` for Dense: [..., in] x [in, out] done as one 2-D matrix product.
+
+    The same numbers; but the weight gradient then contracts one dimension instead of
+    (batch, length), which XLA's CPU backend runs about 1.7x faster (bench/finetune_sst2.py).
+    """
+    (contract_lhs, contract_rhs), batch_dims = dimension_numbers
+    if lhs.ndim <= 2 or contract_lhs != (lhs.ndim - 1,) or contract_rhs != (0,) or batch_dims[0]:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision, **kwargs)
+    flat = lhs.reshape(-1, lhs.shape[-1])  # [batch * length, in]
+    out = jax.lax.dot_general(flat, rhs, (((1,), (0,)), ((), ())), precision, **kwargs)
+    return out.reshape(*lhs.shape[:-1], rhs.shape[-1])
+
+
 def dense(
     config: BertConfig, features: int, axes: tuple[str, str], name: str, dtype: Any = None
 ) -> nn.Dense:
     """A Dense layer with BERT's initialiser and logically partitioned kernel and bias."""
     return nn.Dense(
         features,
+        dot_general=matmul_2d,
         dtype=dtype or config.dtype,
         param_dtype=config.param_dtype,
         kernel_init=nn.with_logical_partitioning(_init(config), axes),
