@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from bert import checkpoint, encode, losses, optim, reporting, sharding, train
+from bert import checkpoint, encode, loop, losses, optim, reporting, sharding, train
 from bert.model import BertConfig
 
 Batch = dict[str, Any]
@@ -257,50 +257,31 @@ def run(
     if start == 0:
         writer.write_hparams(reporting.flat_hparams(config))
     progress = reporting.Progress(steps.total_steps, start, t.batch_size, seq_length)
-    pending: list[dict[str, Any]] = []
 
-    def report(step: int) -> None:
-        summary = train.summarize(pending)
-        pending.clear()
-        if not math.isfinite(summary["loss"]):
-            writer.flush()
-            ckpts.wait()
-            raise FloatingPointError(
-                f"non-finite loss {summary['loss']} by step {step}; lower train.learning_rate. "
-                f"The last good checkpoint is step {ckpts.latest_step()} in {ckpts.directory}"
-            )
-        summary.update(progress.throughput(step))
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        if not progress.interactive:
-            logging.info("step %d/%d, ETA %s", step, steps.total_steps, progress.eta_text(step))
+    def batch_at(step: int) -> dict[str, jax.Array]:
+        local = take_rows(train_arrays, _host_share(steps.rows(step)))
+        return sharding.global_batch(local, mesh)
 
-    def save(step: int) -> None:
+    def run_eval(step: int, state: Any) -> None:
+        _write_scalars(writer, step, _evaluate(task, predict_step, state.params, config, mesh))
+
+    def save(step: int, state: Any) -> None:
         meta = {"step": step, "task": task.name, "model": meta_model, "tokenizer": tokenizer_path}
         ckpts.save(step, state, meta)
 
-    step = start
-    with checkpoint.stop_on_signals() as stop:
-        while step < steps.total_steps:
-            local = take_rows(train_arrays, _host_share(steps.rows(step)))
-            state, metrics = train_step(state, sharding.global_batch(local, mesh))
-            if pending:  # at most two steps in flight
-                jax.block_until_ready(pending[-1]["loss"])
-            pending.append(metrics)
-            step += 1
-            progress.update(step)
-            last = step == steps.total_steps
-            if step % t.log_every == 0 or last or stop.is_set():
-                report(step)
-            if t.eval_every and step % t.eval_every == 0 and not last:
-                results = _evaluate(task, predict_step, state.params, config, mesh)
-                _write_scalars(writer, step, results)
-            if step % t.checkpoint_every == 0 or last or stop.is_set():
-                if pending:
-                    report(step)
-                save(step)
-            if stop.is_set():
-                break
-    progress.close()
+    state, step = loop.run(
+        state,
+        start,
+        steps.total_steps,
+        batch_at=batch_at,
+        train_step=train_step,
+        every=loop.Every(t.log_every, t.checkpoint_every, t.eval_every),
+        ckpts=ckpts,
+        save=save,
+        writer=writer,
+        progress=progress,
+        evaluate=run_eval,
+    )
     ckpts.wait()
     ckpts.close()
     if step < steps.total_steps:

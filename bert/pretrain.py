@@ -2,7 +2,6 @@
 checkpoints, logging, and a clean stop on SIGTERM/SIGINT."""
 
 import dataclasses
-import math
 import pathlib
 import sys
 from typing import Any
@@ -11,7 +10,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from bert import checkpoint, convert, flops, optim, reporting, sharding, train
+from bert import checkpoint, convert, flops, loop, optim, reporting, sharding, train
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 from input_pipeline import data_setup, pretraining
@@ -143,55 +142,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
     )
     peak = flops.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
     progress = reporting.Progress(t.steps, start, t.batch_size, seq_length)
-    pending: list[dict[str, Any]] = []
 
-    def meta(step: int) -> dict[str, Any]:
-        return {"step": step, "data_step": step, "model": meta_model}
+    def mfu(summary: dict[str, float]) -> dict[str, float]:
+        achieved = summary["sequences_per_second"] * flops_per_seq
+        utilisation = flops.mfu(achieved, jax.device_count(), peak)
+        return {} if utilisation is None else {"mfu": utilisation}
 
-    def report(step: int) -> None:
-        summary = train.summarize(pending)
-        pending.clear()
-        if not math.isfinite(summary["loss"]):
-            writer.flush()
-            ckpts.wait()
-            raise FloatingPointError(
-                f"non-finite loss {summary['loss']} by step {step}; stopping. The last good "
-                f"checkpoint is step {ckpts.latest_step()} in {ckpts.directory}"
-            )
-        speed = progress.throughput(step)
-        summary.update(speed)
-        utilisation = flops.mfu(speed["sequences_per_second"] * flops_per_seq,
-                                jax.device_count(), peak)  # fmt: skip
-        if utilisation is not None:
-            summary["mfu"] = utilisation
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        if not progress.interactive:
-            logging.info("step %d/%d, ETA %s", step, t.steps, progress.eta_text(step))
+    def run_eval(step: int, state: Any) -> None:
+        results = evaluate(eval_step, state.params, eval_batches, mesh)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
 
-    step = start
-    with checkpoint.stop_on_signals() as stop:
-        while step < t.steps:
-            batch = sharding.global_batch(next(train_batches), mesh)
-            state, metrics = train_step(state, batch)
-            if pending:
-                # At most two steps in flight: the host never runs far ahead of the devices.
-                jax.block_until_ready(pending[-1]["loss"])
-            pending.append(metrics)
-            step += 1
-            progress.update(step)
-            last = step == t.steps
-            if step % t.log_every == 0 or last or stop.is_set():
-                report(step)
-            if step % t.eval_every == 0 and not last:
-                results = evaluate(eval_step, state.params, eval_batches, mesh)
-                writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
-            if step % t.checkpoint_every == 0 or last or stop.is_set():
-                if pending:
-                    report(step)
-                ckpts.save(step, state, meta(step))
-            if stop.is_set():
-                break
-    progress.close()
+    def save(step: int, state: Any) -> None:
+        ckpts.save(step, state, {"step": step, "data_step": step, "model": meta_model})
+
+    state, step = loop.run(
+        state,
+        start,
+        t.steps,
+        batch_at=lambda _: sharding.global_batch(next(train_batches), mesh),
+        train_step=train_step,
+        every=loop.Every(t.log_every, t.checkpoint_every, t.eval_every),
+        ckpts=ckpts,
+        save=save,
+        writer=writer,
+        progress=progress,
+        evaluate=run_eval,
+        extra_metrics=mfu,
+    )
     ckpts.wait()
     results = evaluate(eval_step, state.params, eval_batches, mesh)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})

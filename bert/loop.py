@@ -1,0 +1,93 @@
+"""The training loop shared by pre-training and fine-tuning: steps, metric reports with the
+non-finite check, periodic evaluation and checkpoints, and a clean stop on SIGTERM/SIGINT."""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from absl import logging
+
+from bert import checkpoint, reporting, train
+
+
+@dataclasses.dataclass(frozen=True)
+class Every:
+    """How often things happen, in steps (eval 0: never during training)."""
+
+    log: int
+    checkpoint: int
+    eval: int = 0
+
+
+def run(
+    state: Any,
+    start: int,
+    total: int,
+    *,
+    batch_at: Callable[[int], dict],
+    train_step: Callable,
+    every: Every,
+    ckpts: checkpoint.Checkpoints,
+    save: Callable[[int, Any], None],
+    writer: Any,
+    progress: reporting.Progress,
+    evaluate: Callable[[int, Any], None] | None = None,
+    extra_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
+) -> tuple[Any, int]:
+    """Trains from step `start` to `total` (or until a signal), and returns (state, step).
+
+    Args:
+      batch_at: step -> the global batch of that step.
+      save: (step, state) -> starts a checkpoint; called every `every.checkpoint` steps, at the
+        end, and on a signal.
+      evaluate: (step, state) -> called every `every.eval` steps (not at the last step).
+      extra_metrics: summary -> more scalars to report (e.g. MFU from the throughput).
+
+    Raises:
+      FloatingPointError: a non-finite loss; the message names the last good checkpoint.
+    """
+    pending: list[dict[str, Any]] = []
+
+    def report(step: int) -> None:
+        summary = train.summarize(pending)
+        pending.clear()
+        if not math.isfinite(summary["loss"]):
+            writer.flush()
+            ckpts.wait()
+            raise FloatingPointError(
+                f"non-finite loss {summary['loss']} by step {step}; stopping (lower the learning "
+                f"rate?). The last good checkpoint is step {ckpts.latest_step()} in "
+                f"{ckpts.directory}"
+            )
+        summary.update(progress.throughput(step))
+        if extra_metrics is not None:
+            summary.update(extra_metrics(summary))
+        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+        if not progress.interactive:
+            logging.info("step %d/%d, ETA %s", step, total, progress.eta_text(step))
+
+    step = start
+    with checkpoint.stop_on_signals() as stop:
+        while step < total:
+            state, metrics = train_step(state, batch_at(step))
+            if pending:
+                # At most two steps in flight: the host never runs far ahead of the devices.
+                jax.block_until_ready(pending[-1]["loss"])
+            pending.append(metrics)
+            step += 1
+            progress.update(step)
+            last = step == total
+            if step % every.log == 0 or last or stop.is_set():
+                report(step)
+            if evaluate is not None and every.eval and step % every.eval == 0 and not last:
+                evaluate(step, state)
+            if step % every.checkpoint == 0 or last or stop.is_set():
+                if pending:
+                    report(step)
+                save(step, state)
+            if stop.is_set():
+                break
+    progress.close()
+    return state, step
