@@ -227,6 +227,11 @@ class SentencePieceTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
 
+    @property
+    def processor(self) -> spm.SentencePieceProcessor:
+        """The SentencePiece processor (for what this interface lacks, e.g. offsets)."""
+        return self._sp
+
     def encode_ids(self, text: str) -> list[int]:
         return self._sp.encode(text, out_type=int)
 

@@ -173,18 +173,53 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
     return SquadSet(examples, len(articles), str(data.get("version", "")), skipped)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Encoding:
+    ids: list[int]
+    offsets: list[tuple[int, int]]  # [start, end) character offsets in the text
+
+
+class _SentencePieceOffsets:
+    """A SentencePiece model behind the part of the ``tokenizers`` API used here: ids with
+    character offsets (SentencePiece reports byte offsets into the original text)."""
+
+    def __init__(self, tokenizer: tok_lib.SentencePieceTokenizer):
+        self._tokenizer = tokenizer
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+    def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False):
+        del add_special_tokens  # never added here
+        protos = self._tokenizer.processor.encode(list(texts), return_type="proto")
+        return [self._encoding(text, proto) for text, proto in zip(texts, protos, strict=True)]
+
+    encode_batch_fast = encode_batch
+
+    @staticmethod
+    def _encoding(text: str, proto) -> _Encoding:
+        widths = [len(ch.encode("utf-8")) for ch in text]
+        char_of_byte = np.repeat(np.arange(len(text)), widths).tolist() + [len(text)]
+        return _Encoding(
+            [p.id for p in proto.pieces],
+            [(char_of_byte[p.begin], char_of_byte[p.end]) for p in proto.pieces],
+        )
+
+
 def _backend(
-    tokenizer: tok_lib.WordPieceTokenizer | hf_tokenizers.Tokenizer,
-) -> tuple[hf_tokenizers.Tokenizer, int, int, int]:
-    """The ``tokenizers`` object (which gives offsets) and the [CLS], [SEP], [PAD] ids."""
+    tokenizer: tok_lib.Tokenizer | hf_tokenizers.Tokenizer,
+) -> tuple[object, int, int, int]:
+    """An encoder giving character offsets, and the [CLS], [SEP], [PAD] ids."""
     if isinstance(tokenizer, tok_lib.WordPieceTokenizer):
         backend = tokenizer._tokenizer  # the project interface exposes no offsets
+    elif isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
+        backend = _SentencePieceOffsets(tokenizer)
     elif isinstance(tokenizer, hf_tokenizers.Tokenizer):
         backend = tokenizer
     else:
         raise TypeError(
-            f"SQuAD features need a WordPieceTokenizer or a tokenizers.Tokenizer (for character "
-            f"offsets), got {type(tokenizer).__name__}"
+            f"SQuAD features need a WordPiece or SentencePiece tokenizer, or a "
+            f"tokenizers.Tokenizer (for character offsets), got {type(tokenizer).__name__}"
         )
     ids = [backend.token_to_id(t) for t in (tok_lib.CLS, tok_lib.SEP, tok_lib.PAD)]
     if None in ids:
@@ -229,7 +264,7 @@ def _answer_tokens(offsets: np.ndarray, answer: Answer) -> tuple[int, int] | Non
 
 def make_features(
     examples: Sequence[SquadExample],
-    tokenizer: tok_lib.WordPieceTokenizer | hf_tokenizers.Tokenizer,
+    tokenizer: tok_lib.Tokenizer | hf_tokenizers.Tokenizer,
     *,
     max_seq_length: int,
     doc_stride: int,
@@ -240,8 +275,8 @@ def make_features(
 
     Args:
       examples: from :func:`read_squad`.
-      tokenizer: the WordPiece tokenizer of the checkpoint (its ``tokenizers`` object gives
-        the character offsets), or a ``tokenizers.Tokenizer`` directly.
+      tokenizer: the checkpoint's WordPiece or SentencePiece tokenizer (both give character
+        offsets), or a ``tokenizers.Tokenizer`` directly.
       max_seq_length: tokens per window, special tokens included (384 in BERT).
       doc_stride: how far each window moves over the context (128).
       max_query_length: questions are cut to this many tokens (64).
