@@ -101,8 +101,9 @@ def _init(config: BertConfig) -> nn.initializers.Initializer:
 def matmul_2d(lhs: Array, rhs: Array, dimension_numbers, precision=None, **kwargs) -> Array:
     """`lax.dot_general` for Dense: [..., in] x [in, out] done as one 2-D matrix product.
 
-    The same numbers; but the weight gradient then contracts one dimension instead of
-    (batch, length), which XLA's CPU backend runs about 1.7x faster (bench/finetune_sst2.py).
+    The same numbers, but the weight gradient then contracts one dimension instead of
+    (batch, length): XLA's CPU backend ran a [32, 64, 384] x [384, 1536] layer's gradients in
+    0.031 s instead of 0.053 s, and whole fine-tuning steps ~1.8x faster (BENCHMARKS.md).
     """
     (contract_lhs, contract_rhs), batch_dims = dimension_numbers
     if lhs.ndim <= 2 or contract_lhs != (lhs.ndim - 1,) or contract_rhs != (0,) or batch_dims[0]:

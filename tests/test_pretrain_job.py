@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from bert import checkpoint
+from bert import checkpoint, glue_job
+from configs import glue as glue_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -99,6 +100,15 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5", "6"]
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert results["step"] == 6 and 0 <= results["mlm_accuracy"] <= 1
+    # The workdir is a checkpoint that fine-tuning starts from, with the tokenizer it recorded.
+    config = glue_config.get_config("task=sst2")
+    config.init_from = str(tmp_path)
+    config.data_dir = str(shared_data / "glue" / "SST-2")
+    config.max_seq_length, config.train_limit, config.eval_limit = 64, 32, 16
+    config.eval_batch_size, config.train.batch_size, config.train.steps = 16, 16, 2
+    config.predict_splits = ()
+    fine_tuned = glue_job.run(config, str(tmp_path / "sst2"))
+    assert fine_tuned["step"] == 2 and 0 <= fine_tuned["dev"]["accuracy"] <= 1
     assert (tmp_path / "data" / "manifest.json").is_file()
 
 
