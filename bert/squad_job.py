@@ -95,7 +95,11 @@ def run(config, workdir: str) -> dict:
         if not _has_answers(dataset):
             return {}
         scored = restrict(dataset, {e.qid for e in eval_set.examples})
-        return metrics.squad_scores(predictions, scored)
+        results = metrics.squad_scores(predictions, scored)
+        if config.version_2_with_negative:
+            spans = {qid: best[0].text if best else "" for qid, best in nbest.items()}
+            results.update(metrics.squad_best_null_threshold(spans, null_odds, scored))
+        return results
 
     arrays = squad.features_to_arrays(eval_features)
     inputs = {k: arrays[k] for k in finetune.INPUT_KEYS}

@@ -264,6 +264,35 @@ def test_squad_scores_v2_dataset() -> None:
     assert metrics.squad_scores(predictions, _squad_v2()["data"]) == result
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_best_null_threshold_equals_a_sweep_of_scored_predictions(seed: int) -> None:
+    """The threshold search gives the best score that thresholding the predictions at any
+    odds value gives through squad_scores, and that threshold reproduces it."""
+    rng = np.random.default_rng(seed)
+    words = ["red", "blue", "the cat", "a dog", "green tea", "ten"]
+    qas, spans, odds = [], {}, {}
+    for i in range(40):
+        answerable = rng.random() < 0.6
+        gold = [words[rng.integers(len(words))]] if answerable else []
+        qas.append({"id": f"q{i}", "answers": [{"text": g} for g in gold],
+                    "is_impossible": not answerable})  # fmt: skip
+        right = gold and rng.random() < 0.5
+        spans[f"q{i}"] = gold[0] if right else words[rng.integers(len(words))]
+        odds[f"q{i}"] = float(rng.integers(-4, 5))  # integers: many ties
+    data = {"data": [{"paragraphs": [{"qas": qas}]}]}
+    best = metrics.squad_best_null_threshold(spans, odds, data)
+
+    def scores_at(threshold: float) -> dict[str, float]:
+        predictions = {q: "" if odds[q] > threshold else spans[q] for q in spans}
+        return metrics.squad_scores(predictions, data)
+
+    candidates = [min(odds.values()) - 1.0, *sorted(set(odds.values()))]
+    for name in ("exact_match", "f1"):
+        top = best[f"best_{name}"]
+        assert top == pytest.approx(max(scores_at(t)[name] for t in candidates))
+        assert scores_at(best[f"best_{name}_threshold"])[name] == pytest.approx(top)
+
+
 def test_squad_scores_v1_has_no_breakdown() -> None:
     data = _squad_v2()
     data["data"][0]["paragraphs"][0]["qas"].pop(2)

@@ -268,6 +268,46 @@ def squad_scores(
     return result
 
 
+def squad_best_null_threshold(
+    span_texts: Mapping[str, str],
+    null_odds: Mapping[str, float],
+    dataset_json: Mapping[str, Any] | Sequence[Any],
+) -> dict[str, float]:
+    """SQuAD v2.0: the `null_score_diff_threshold` that would have scored best on this data.
+
+    With threshold t a question is answered "" when its null odds exceed t, else with its best
+    span. Every distinct odds value is tried as t, and one below them all (always "").
+
+    Args:
+      span_texts: qid -> the best non-null span (what is answered when the odds are <= t).
+      null_odds: qid -> null score - best span score (as decode_predictions gives).
+      dataset_json: the gold data; only its questions present in `null_odds` are counted.
+
+    Returns:
+      {"best_exact_match", "best_exact_match_threshold", "best_f1", "best_f1_threshold"}, the
+      scores in percent.
+    """
+    questions = [(q, gold) for q, gold in _squad_questions(dataset_json) if q in null_odds]
+    if not questions:
+        raise ValueError("none of the questions has null odds")
+    order = sorted(questions, key=lambda item: null_odds[item[0]])
+    result = {}
+    for name, index in (("exact_match", 0), ("f1", 1)):
+        # Below every odds value, every question is answered "".
+        total = sum(squad_max_over_gold("", gold)[index] for _, gold in questions)
+        best, best_threshold = total, null_odds[order[0][0]] - 1.0
+        for i, (qid, gold) in enumerate(order):
+            # Past this question's odds it gets its span instead of "".
+            total += squad_max_over_gold(span_texts[qid], gold)[index]
+            total -= squad_max_over_gold("", gold)[index]
+            tied = i + 1 < len(order) and null_odds[order[i + 1][0]] == null_odds[qid]
+            if not tied and total > best:
+                best, best_threshold = total, null_odds[qid]
+        result[f"best_{name}"] = 100.0 * best / len(questions)
+        result[f"best_{name}_threshold"] = float(best_threshold)
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # CoNLL-2003 entity-level scores (conlleval rules)
 # --------------------------------------------------------------------------------------------
