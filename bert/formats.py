@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from input_pipeline import atomic
+
 # Files that describe a tokenizer; carried along when a checkpoint is converted.
 TOKENIZER_FILES = (
     "vocab.txt",
@@ -180,15 +182,4 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
 
     A failure leaves no partial file behind.
     """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_atomically(path, text.encode("utf-8"))

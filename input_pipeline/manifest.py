@@ -22,8 +22,9 @@ import dataclasses
 import json
 import os
 import pathlib
-import tempfile
 from typing import Any
+
+from input_pipeline import atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -104,17 +105,8 @@ def load_manifest(directory: PathLike) -> Manifest:
 def write_manifest(manifest: Manifest) -> pathlib.Path:
     """Writes the manifest under a temporary name, syncs it, and renames it into place."""
     path = manifest_path(manifest.directory)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest is as readable as shards
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(manifest.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+    # mkstemp would make it private; the manifest is as readable as the shards.
+    atomic.write_atomically(path, manifest.to_json().encode("utf-8"), mode=0o644)
     sync_directory(path.parent)
     return path
 

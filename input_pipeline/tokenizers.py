@@ -24,13 +24,14 @@ import json
 import logging
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sentencepiece as spm
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from input_pipeline import atomic
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also their ids in a trained SentencePiece model
@@ -256,20 +257,6 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.normalize(text).replace(SENTENCEPIECE_WORD_START, " ").strip(" ")
 
 
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it to ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def train_sentencepiece(
     output_prefix: PathLike,
     vocab_size: int,
@@ -344,8 +331,8 @@ def train_sentencepiece(
     )
     prefix.parent.mkdir(parents=True, exist_ok=True)
     model_path = prefix.with_name(prefix.name + ".model")
-    _write_atomically(prefix.with_name(prefix.name + ".vocab"), vocab_lines.encode("utf-8"))
-    _write_atomically(model_path, proto)
+    atomic.write_atomically(prefix.with_name(prefix.name + ".vocab"), vocab_lines.encode("utf-8"))
+    atomic.write_atomically(model_path, proto)
     tokenizer = SentencePieceTokenizer(model_path)
     ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
     assert ids == list(range(len(SPECIAL_TOKENS))), f"{model_path}: special ids {ids}"
