@@ -18,12 +18,7 @@ def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.Sq
     if not path:
         raise ValueError(f"config.{field} is empty: give a SQuAD JSON file")
     squad_set = squad.read_squad(path, is_training=is_training)
-    if squad_set.skipped:
-        logging.warning(
-            "%s: %d question(s) skipped, their answer is not in the context at answer_start",
-            path,
-            len(squad_set.skipped),
-        )
+    # read_squad logs the questions it skips (answer not at answer_start), with their count.
     examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples
     with open(path, encoding="utf-8") as f:
         dataset = json.load(f)

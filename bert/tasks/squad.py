@@ -165,7 +165,7 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
                 )
     if skipped:
         logging.warning(
-            "%s: skipped %d question(s) whose answer is not at answer_start (first: %s)",
+            "%s: %d question(s) skipped, their answer is not at answer_start (first: %s)",
             path,
             len(skipped),
             ", ".join(skipped[:5]),
