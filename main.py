@@ -25,14 +25,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# config.task -> "module:function(config, workdir)".
-TASKS: dict[str, str] = {
-    "pretrain": "bert.pretrain:run",
-    "glue": "bert.glue_job:run",
-    "squad": "bert.squad_job:run",
-    "ner": "bert.ner_job:run",
-    "sts": "bert.sts_job:run",
-}
+# config.task -> its job module in bert/jobs/, whose run(config, workdir) is called.
+TASKS = ("pretrain", "glue", "squad", "ner", "sts")
 
 
 def _library_info_filter(record: py_logging.LogRecord) -> bool:
@@ -56,8 +50,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     if config.task not in TASKS:
         raise app.UsageError(f"config.task {config.task!r} is not one of {', '.join(TASKS)}")
-    module_name, function = TASKS[config.task].split(":")
-    getattr(importlib.import_module(module_name), function)(config, _WORKDIR.value)
+    importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

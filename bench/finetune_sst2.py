@@ -135,7 +135,7 @@ def run_hf(args: argparse.Namespace, seed: int) -> dict:
 def run_ours(args: argparse.Namespace, seed: int) -> dict:
     """Fine-tunes with this project's GLUE job; the time covers the whole glue_job.run call."""
     sys.path.insert(0, ROOT)
-    from bert import glue_job
+    from bert.jobs import glue as glue_job
     from configs import glue as glue_config
 
     config = glue_config.get_config("task=sst2")

@@ -146,3 +146,44 @@ class BertForQuestionAnswering(nn.Module):
         )
         logits = dense(self.config, 2, ("embed", "classes"), "qa_outputs", jnp.float32)(seq)
         return logits[..., 0], logits[..., 1]
+
+
+POOLINGS = ("mean", "cls")
+
+
+class BertForSentenceEmbedding(nn.Module):
+    """A sentence embedding: the encoder's last hidden states pooled (mean over real tokens, or
+    the [CLS] state), optionally L2-normalised, in float32.
+
+    Returns: [batch, embed].
+    """
+
+    config: BertConfig
+    pooling: str = "mean"
+    normalize: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if input_mask is None:
+            input_mask = jnp.ones_like(input_ids)
+        hidden, _ = BertModel(self.config, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic
+        )
+        hidden = hidden.astype(jnp.float32)  # [batch, length, embed]
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            weights = input_mask[..., None].astype(jnp.float32)  # [batch, length, 1]
+            pooled = jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+        if self.normalize:
+            norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
+            pooled = pooled / jnp.maximum(norm, 1e-12)
+        return pooled  # [batch, embed]

@@ -3,7 +3,8 @@
 Post-LayerNorm BERT exactly as Devlin et al. (2019) and Google's original release, so that
 Google and Hugging Face checkpoints load and give the same numbers. Modules are pure: no I/O.
 
-Logical axis names used for parameters and activations (mapped to mesh axes by bert/sharding.py):
+Logical axis names used for parameters and activations (mapped to mesh axes by
+bert/training/sharding.py):
   vocab, embed, heads (the fused heads x head_dim axis), mlp, position, token_type,
   batch, length, kv_length.
 """

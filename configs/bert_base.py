@@ -3,7 +3,7 @@
 Usage:
   python main.py --config=configs/bert_base.py --workdir=runs/base
   python main.py --config=configs/bert_base.py:size=mini,phase=2 --workdir=runs/mini2 \
-      --config.train.init_from=runs/mini
+      --config.init_from=runs/mini
 
 The arg after the colon takes `size` (tiny, mini, small, medium, base, large; default base),
 `phase` (1: sequence 128; 2: sequence 512 continuing from a phase-1 run, as in BERT and
@@ -27,6 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "pretrain"  # the job main.py runs
     config.seed = 0  # seeds parameter initialisation, dropout, data order and masking
+    config.init_from = ""  # start parameters: a workdir of ours, an HF or Google TF checkpoint
+    config.max_seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS]/[SEP]s included
     config.model = common.model_config(str(args["size"]), int(args["vocab_size"]))
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
 
@@ -43,7 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.num_shards = 64  # record shards written by preparation
     d.eval_shards = 1  # the last shards, held out for evaluation
     d.mode = "nsp"  # nsp: sentence pairs with NSP labels; packed: MLM only, packed sentences
-    d.seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS] and [SEP]s included
     d.max_predictions_per_seq = 80 if phase2 else 20  # masked positions per sequence, at most
     d.mask_rate = 0.15  # fraction of tokens selected for prediction
     d.whole_word_masking = False  # select whole words (all their WordPiece/SentencePiece parts)
@@ -64,7 +65,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.b2 = 0.999  # second-moment decay
     t.eps = 1e-6  # Adam/LAMB epsilon
     t.clip_norm = 1.0  # global gradient-norm clipping; 0 disables
-    t.init_from = ""  # start parameters: a pre-training workdir, HF or Google TF checkpoint
     t.log_every = 100  # steps between metric reports
     t.eval_every = 10_000  # steps between evaluations on the held-out shards
     t.eval_batches = 50  # batches per evaluation

@@ -21,13 +21,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "sts"  # the job main.py runs
     config.mode = args["mode"]  # evaluate: Spearman/Pearson on STS; encode: text file -> .npy
-    config.init_from = ""  # checkpoint: HF directory, Google TF checkpoint, or ours
+    config.init_from = ""  # checkpoint: a workdir of ours, an HF or Google TF checkpoint
     config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
     config.eval_file = ""  # STS benchmark .csv (tab-separated) or GLUE STS-B .tsv with scores
     config.encode_input = ""  # text file, one sentence per line (mode=encode)
     config.encode_output = "embeddings.npy"  # .npy written in the workdir (mode=encode)
     config.pooling = "mean"  # mean (over real tokens) or cls
     config.normalize = True  # L2-normalise the embeddings
-    config.max_length = 256  # tokens per sentence, [CLS] and [SEP] included
-    config.batch_size = 64  # sentences per forward pass
+    config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
+    config.eval_batch_size = 64  # sentences per forward pass
     return config

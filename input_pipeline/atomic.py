@@ -1,13 +1,23 @@
-"""Whole-file writes that never leave a partial file: a temporary file beside the target,
-flushed to disk, then renamed over it."""
+"""The one atomic file writer: content goes to a temporary file beside the target, is flushed to
+disk, and is renamed over the target only when complete, so a failure (or a kill) never leaves a
+partial file. Every file the project writes whole (tokenizer models, manifests, results,
+predictions, embeddings) goes through here."""
 
+import contextlib
+import json
 import os
 import pathlib
 import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
 
 
-def write_atomically(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
-    """Writes `data` to `path` (parent folders created); on failure `path` is untouched.
+@contextlib.contextmanager
+def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterator[IO[bytes]]:
+    """A binary file to write `path` through; it replaces `path` when the block succeeds.
+
+    Parent folders are created. If the block raises, the temporary file is removed and `path`
+    is untouched.
 
     Args:
       mode: permission bits for the file (mkstemp makes it private to the owner).
@@ -19,10 +29,21 @@ def write_atomically(path: str | os.PathLike, data: bytes, mode: int | None = No
         if mode is not None:
             os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str, mode: int | None = None) -> None:
+    """Writes `data` (text as UTF-8) to `path`; on failure `path` is untouched."""
+    with open_atomically(path, mode) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, value: Any) -> None:
+    """Writes `value` as indented JSON with sorted keys (results files), atomically."""
+    write_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")

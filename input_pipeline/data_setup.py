@@ -3,12 +3,11 @@ set) -> tokenizer (given, or SentencePiece trained on the corpus) -> shards in `
 split into training and held-out evaluation shards."""
 
 import dataclasses
-import os
 import pathlib
 import re
 from typing import Any
 
-from input_pipeline import corpora, prepare, tokenizers
+from input_pipeline import atomic, corpora, prepare, tokenizers
 from input_pipeline.manifest import Manifest
 
 
@@ -27,15 +26,9 @@ def export_tfds(name: str, split: str, field: str, directory: pathlib.Path) -> p
     path = directory / f"{safe}.txt"
     if path.is_file():
         return path
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            for document in corpora.read_tfds(name, split, field, download=True):
-                out.write("\n".join(s.replace("\n", " ") for s in document) + "\n\n")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.open_atomically(path) as out:
+        for document in corpora.read_tfds(name, split, field, download=True):
+            out.write(("\n".join(s.replace("\n", " ") for s in document) + "\n\n").encode())
     return path
 
 

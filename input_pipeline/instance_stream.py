@@ -341,6 +341,52 @@ def _guarded(
         guard.running.discard(token)
 
 
+def _check_sizes(
+    mode: str,
+    seq_length: int,
+    batch_size: int,
+    start_step: int,
+    block_documents: int,
+    files_in_parallel: int,
+) -> None:
+    """Raises a ValueError on a bad mode, sequence length, batch size, step or block size."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if seq_length < (5 if mode == "nsp" else 3):
+        raise ValueError(f"seq_length {seq_length} is too short for mode {mode!r}")
+    if batch_size < 1 or start_step < 0 or block_documents < 1 or files_in_parallel < 1:
+        raise ValueError(
+            "batch_size, block_documents and files_in_parallel must be >= 1 and start_step "
+            f">= 0; got {batch_size}, {block_documents}, {files_in_parallel}, {start_step}"
+        )
+
+
+def _check_host_and_probabilities(
+    process_index: int, process_count: int, short_seq_prob: float, nsp_random_prob: float
+) -> None:
+    """Raises a ValueError on a host index outside the hosts, or a probability outside [0, 1]."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    for name, value in (("short_seq_prob", short_seq_prob), ("nsp_random_prob", nsp_random_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str, tf.TensorSpec]:
+    """The `from_generator` output signature of `_batches`."""
+    matrix = tf.TensorSpec([batch_size, seq_length], tf.int32)
+    signature = {
+        "input_ids": matrix,
+        "segment_ids": matrix,
+        "input_mask": matrix,
+        "next_sentence_labels": tf.TensorSpec([batch_size], tf.int32),
+        "example_keys": tf.TensorSpec([batch_size, 3], tf.int64),
+    }
+    if word_starts:
+        signature["word_starts"] = matrix
+    return signature
+
+
 def make_instance_dataset(
     files: PathLike | Sequence[PathLike],
     *,
@@ -371,20 +417,8 @@ def make_instance_dataset(
       int32 [B]; example_keys int64 [B, 3] (host, epoch, index in the epoch); word_starts
       int32 [B, L] (1 on special tokens) if asked for.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if seq_length < (5 if mode == "nsp" else 3):
-        raise ValueError(f"seq_length {seq_length} is too short for mode {mode!r}")
-    if batch_size < 1 or start_step < 0 or block_documents < 1 or files_in_parallel < 1:
-        raise ValueError(
-            "batch_size, block_documents and files_in_parallel must be >= 1 and start_step "
-            f">= 0; got {batch_size}, {block_documents}, {files_in_parallel}, {start_step}"
-        )
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
-    for name, value in (("short_seq_prob", short_seq_prob), ("nsp_random_prob", nsp_random_prob)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    _check_sizes(mode, seq_length, batch_size, start_step, block_documents, files_in_parallel)
+    _check_host_and_probabilities(process_index, process_count, short_seq_prob, nsp_random_prob)
     all_files = expand_record_files(files)
     by_file = len(all_files) >= process_count
     spec = _StreamSpec(
@@ -405,20 +439,10 @@ def make_instance_dataset(
         pad_id=pad_id,
         word_starts=word_starts,
     )
-    matrix = tf.TensorSpec([batch_size, seq_length], tf.int32)
-    signature = {
-        "input_ids": matrix,
-        "segment_ids": matrix,
-        "input_mask": matrix,
-        "next_sentence_labels": tf.TensorSpec([batch_size], tf.int32),
-        "example_keys": tf.TensorSpec([batch_size, 3], tf.int64),
-    }
-    if word_starts:
-        signature["word_starts"] = matrix
     guard = _ExitGuard()
     dataset = tf.data.Dataset.from_generator(
         lambda: guard.track(_guarded(spec, batch_size, start_step * batch_size, guard)),
-        output_signature=signature,
+        output_signature=_signature(batch_size, seq_length, word_starts),
     )
     options = tf.data.Options()
     options.deterministic = True

@@ -134,6 +134,168 @@ def _replacement_ids(bits: tf.Tensor, vocab_size: int, special_ids: Sequence[int
     return ids
 
 
+def _check_arguments(
+    mask_rate: float,
+    max_predictions_per_seq: int,
+    whole_word_masking: bool,
+    word_starts: tf.Tensor | None,
+    mask_id: int,
+    special_ids: Sequence[int],
+) -> None:
+    """Raises a ValueError naming the first bad argument of `mask_tokens`."""
+    if not 0.0 < mask_rate < 1.0:
+        raise ValueError(f"mask_rate must be in (0, 1), got {mask_rate}")
+    if max_predictions_per_seq < 1:
+        raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
+    if whole_word_masking and word_starts is None:
+        raise ValueError("whole_word_masking needs word_starts")
+    if mask_id not in special_ids:
+        raise ValueError(f"special_ids {list(special_ids)} must include mask_id {mask_id}")
+
+
+def _budget(candidate: tf.Tensor, num_predictions: int, mask_rate: float) -> tf.Tensor:
+    """Tokens to choose per example: `min(P, max(1, round(n * rate)))`, 0 without candidates.
+
+    Args:
+      candidate: bool [B, L], the tokens that may be chosen.
+      num_predictions: the most tokens chosen per example.
+      mask_rate: share of the candidates to choose.
+
+    Returns:
+      int32 [B].
+    """
+    num_candidates = tf.reduce_sum(tf.cast(candidate, tf.int32), axis=1)  # [B]
+    wanted = tf.cast(tf.round(tf.cast(num_candidates, tf.float64) * mask_rate), tf.int32)
+    budget = tf.minimum(num_predictions, tf.maximum(1, wanted))
+    return tf.where(num_candidates > 0, budget, 0)  # [B]
+
+
+def _words(
+    candidate: tf.Tensor, word_starts: tf.Tensor | None
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Cuts the candidates into words; every candidate is a word of its own without `word_starts`.
+
+    A candidate starts a word if it is flagged in `word_starts`, or if the token before it is no
+    candidate.
+
+    Args:
+      candidate: bool [B, L], the tokens that may be chosen.
+      word_starts: int or bool [B, L], nonzero where a token starts a word; or None.
+
+    Returns:
+      word_id: int32 [B, L], each token's word (numbered from 0 in each example); L for the
+        non-candidates (a spare bucket).
+      word_lengths: int32 [B, W=L], tokens per word id; 0 past the last word.
+      num_words: int32 [B].
+    """
+    length = candidate.shape[-1]
+    batch = tf.shape(candidate)[0]
+    if word_starts is not None:
+        starts = tf.cast(word_starts, tf.bool)
+        previous = tf.pad(candidate[:, :-1], [[0, 0], [1, 0]])  # [B, L]
+        is_start = candidate & (starts | ~previous)
+    else:
+        is_start = candidate
+    word_id = tf.cumsum(tf.cast(is_start, tf.int32), axis=1) - 1  # [B, L]
+    word_id = tf.where(candidate, word_id, length)  # non-candidates go to a spare bucket
+    rows = tf.range(batch)[:, None]  # [B, 1]
+    word_lengths = tf.math.unsorted_segment_sum(
+        tf.ones_like(word_id), rows * (length + 1) + word_id, batch * (length + 1)
+    )
+    word_lengths = tf.reshape(word_lengths, [batch, length + 1])[:, :length]  # [B, W=L]
+    num_words = tf.reduce_sum(tf.cast(is_start, tf.int32), axis=1)  # [B]
+    return word_id, word_lengths, num_words
+
+
+def _choose_words(
+    state: tf.Tensor,
+    word_id: tf.Tensor,
+    word_lengths: tf.Tensor,
+    num_words: tf.Tensor,
+    budget: tf.Tensor,
+    whole_word_masking: bool,
+    num_predictions: int,
+) -> tf.Tensor:
+    """Visits the words in a random order and takes them within the budget.
+
+    Args:
+      state: uint32 [B, 1] from `example_state`.
+      word_id, word_lengths, num_words: from `_words`.
+      budget: int32 [B] from `_budget`.
+      whole_word_masking: words may be longer than one token (Google's greedy rule applies).
+      num_predictions: the most tokens chosen per example.
+
+    Returns:
+      bool [B, L], the chosen tokens.
+    """
+    positions = tf.range(word_id.shape[-1], dtype=tf.int32)[None, :]  # [1, W=L]
+    rows = tf.range(tf.shape(word_id)[0])[:, None]  # [B, 1]
+    # Sort by 31 random bits, absent words last.
+    order_bits = random_bits(state, positions, _STREAM_WORD_ORDER)  # [B, W]
+    order_key = tf.cast(tf.bitwise.right_shift(order_bits, tf.constant(1, tf.uint32)), tf.int32)
+    order_key = tf.where(positions < num_words[:, None], order_key, tf.int32.max)
+    order = tf.argsort(order_key, axis=1, stable=True)  # [B, W]
+    sorted_lengths = tf.gather(word_lengths, order, batch_dims=1)  # [B, W]
+    if whole_word_masking:
+        taken_sorted = _take_words(sorted_lengths, budget, num_predictions + 1)
+    else:  # every word is one token: the first `budget` words
+        taken_sorted = (positions < budget[:, None]) & (sorted_lengths > 0)
+    taken_words = tf.scatter_nd(
+        tf.stack([tf.broadcast_to(rows, tf.shape(order)), order], axis=-1),
+        tf.cast(taken_sorted, tf.int32),
+        tf.shape(order),
+    )  # [B, W], by word id
+    taken_words = tf.pad(taken_words, [[0, 0], [0, 1]])  # the spare bucket is never taken
+    return tf.gather(taken_words, word_id, batch_dims=1) > 0  # [B, L]
+
+
+def _corrupt(
+    input_ids: tf.Tensor,
+    chosen: tf.Tensor,
+    state: tf.Tensor,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+) -> tf.Tensor:
+    """80% [MASK], 10% random token, 10% unchanged, decided per chosen token; int32 [B, L]."""
+    positions = tf.range(input_ids.shape[-1], dtype=tf.int32)[None, :]  # [1, L]
+    action = _uniform(random_bits(state, positions, _STREAM_ACTION))  # [B, L]
+    random_ids = _replacement_ids(
+        random_bits(state, positions, _STREAM_RANDOM_TOKEN), vocab_size, special_ids
+    )  # [B, L]
+    corrupted = tf.where(action < MASK_TOKEN_SHARE, mask_id, input_ids)
+    corrupted = tf.where(
+        (action >= MASK_TOKEN_SHARE) & (action < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE),
+        random_ids,
+        corrupted,
+    )
+    return tf.where(chosen, corrupted, input_ids)  # [B, L]
+
+
+def _predictions(
+    input_ids: tf.Tensor, chosen: tf.Tensor, num_predictions: int, max_predictions_per_seq: int
+) -> dict[str, tf.Tensor]:
+    """The chosen positions in ascending order, their original ids and weights, padded to P.
+
+    Returns:
+      masked_lm_positions, masked_lm_ids: int32 [B, P]; masked_lm_weights: float32 [B, P].
+    """
+    length = input_ids.shape[-1]
+    positions = tf.range(length, dtype=tf.int32)[None, :]  # [1, L]
+    # The largest (L - position) scores first.
+    score = tf.where(chosen, length - positions, 0)  # [B, L]
+    top_scores, top_positions = tf.math.top_k(score, k=num_predictions, sorted=True)  # [B, k]
+    weights = tf.cast(top_scores > 0, tf.float32)
+    lm_positions = tf.where(top_scores > 0, top_positions, 0)
+    lm_ids = tf.where(top_scores > 0, tf.gather(input_ids, lm_positions, batch_dims=1), 0)
+    pad = [[0, 0], [0, max_predictions_per_seq - num_predictions]]
+    return {
+        "masked_lm_positions": tf.pad(lm_positions, pad),
+        "masked_lm_ids": tf.pad(lm_ids, pad),
+        "masked_lm_weights": tf.pad(weights, pad),
+    }
+
+
 def mask_tokens(
     input_ids: tf.Tensor,
     example_keys: tf.Tensor,
@@ -168,14 +330,9 @@ def mask_tokens(
       masked_lm_ids: int32, the original tokens at those positions, then 0.
       masked_lm_weights: float32, 1 for a real prediction, then 0.
     """
-    if not 0.0 < mask_rate < 1.0:
-        raise ValueError(f"mask_rate must be in (0, 1), got {mask_rate}")
-    if max_predictions_per_seq < 1:
-        raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
-    if whole_word_masking and word_starts is None:
-        raise ValueError("whole_word_masking needs word_starts")
-    if mask_id not in special_ids:
-        raise ValueError(f"special_ids {list(special_ids)} must include mask_id {mask_id}")
+    _check_arguments(
+        mask_rate, max_predictions_per_seq, whole_word_masking, word_starts, mask_id, special_ids
+    )
     input_ids = tf.convert_to_tensor(input_ids, tf.int32)
     single = input_ids.shape.rank == 1
     if single:
@@ -186,77 +343,19 @@ def mask_tokens(
     if length is None:
         raise ValueError("input_ids needs a static length")
     num_predictions = min(max_predictions_per_seq, length)
-    batch = tf.shape(input_ids)[0]
     state = example_state(seed, example_keys)  # [B, 1] uint32
-    positions = tf.range(length, dtype=tf.int32)[None, :]  # [1, L]
 
     special = tf.constant(sorted({int(s) for s in special_ids}), tf.int32)
     candidate = tf.reduce_all(input_ids[:, :, None] != special, axis=-1)  # [B, L]
-    num_candidates = tf.reduce_sum(tf.cast(candidate, tf.int32), axis=1)  # [B]
-    wanted = tf.cast(tf.round(tf.cast(num_candidates, tf.float64) * mask_rate), tf.int32)
-    budget = tf.minimum(num_predictions, tf.maximum(1, wanted))
-    budget = tf.where(num_candidates > 0, budget, 0)  # [B]
-
-    # Words: a candidate starts one if it is flagged, or if the token before is no candidate.
-    if whole_word_masking:
-        starts = tf.cast(word_starts, tf.bool)
-        previous = tf.pad(candidate[:, :-1], [[0, 0], [1, 0]])  # [B, L]
-        is_start = candidate & (starts | ~previous)
-    else:
-        is_start = candidate
-    word_id = tf.cumsum(tf.cast(is_start, tf.int32), axis=1) - 1  # [B, L]
-    word_id = tf.where(candidate, word_id, length)  # non-candidates go to a spare bucket
-    rows = tf.range(batch)[:, None]  # [B, 1]
-    word_lengths = tf.math.unsorted_segment_sum(
-        tf.ones_like(word_id), rows * (length + 1) + word_id, batch * (length + 1)
+    budget = _budget(candidate, num_predictions, mask_rate)  # [B]
+    word_id, word_lengths, num_words = _words(
+        candidate, word_starts if whole_word_masking else None
     )
-    word_lengths = tf.reshape(word_lengths, [batch, length + 1])[:, :length]  # [B, W=L]
-    num_words = tf.reduce_sum(tf.cast(is_start, tf.int32), axis=1)  # [B]
-
-    # Visit the words in a random order: sort by 31 random bits, absent words last.
-    order_bits = random_bits(state, positions, _STREAM_WORD_ORDER)  # [B, W]
-    order_key = tf.cast(tf.bitwise.right_shift(order_bits, tf.constant(1, tf.uint32)), tf.int32)
-    order_key = tf.where(positions < num_words[:, None], order_key, tf.int32.max)
-    order = tf.argsort(order_key, axis=1, stable=True)  # [B, W]
-    sorted_lengths = tf.gather(word_lengths, order, batch_dims=1)  # [B, W]
-    if whole_word_masking:
-        taken_sorted = _take_words(sorted_lengths, budget, num_predictions + 1)
-    else:  # every word is one token: the first `budget` words
-        taken_sorted = (positions < budget[:, None]) & (sorted_lengths > 0)
-    taken_words = tf.scatter_nd(
-        tf.stack([tf.broadcast_to(rows, tf.shape(order)), order], axis=-1),
-        tf.cast(taken_sorted, tf.int32),
-        tf.shape(order),
-    )  # [B, W], by word id
-    taken_words = tf.pad(taken_words, [[0, 0], [0, 1]])  # the spare bucket is never taken
-    chosen = tf.gather(taken_words, word_id, batch_dims=1) > 0  # [B, L]
-
-    # 80% [MASK], 10% random token, 10% unchanged, decided per chosen token.
-    action = _uniform(random_bits(state, positions, _STREAM_ACTION))  # [B, L]
-    random_ids = _replacement_ids(
-        random_bits(state, positions, _STREAM_RANDOM_TOKEN), vocab_size, special_ids
+    chosen = _choose_words(
+        state, word_id, word_lengths, num_words, budget, whole_word_masking, num_predictions
     )  # [B, L]
-    corrupted = tf.where(action < MASK_TOKEN_SHARE, mask_id, input_ids)
-    corrupted = tf.where(
-        (action >= MASK_TOKEN_SHARE) & (action < MASK_TOKEN_SHARE + RANDOM_TOKEN_SHARE),
-        random_ids,
-        corrupted,
-    )
-    masked_input_ids = tf.where(chosen, corrupted, input_ids)  # [B, L]
-
-    # Chosen positions in ascending order: the largest (L - position) scores first.
-    score = tf.where(chosen, length - positions, 0)  # [B, L]
-    top_scores, top_positions = tf.math.top_k(score, k=num_predictions, sorted=True)  # [B, k]
-    weights = tf.cast(top_scores > 0, tf.float32)
-    lm_positions = tf.where(top_scores > 0, top_positions, 0)
-    lm_ids = tf.where(top_scores > 0, tf.gather(input_ids, lm_positions, batch_dims=1), 0)
-    pad = [[0, 0], [0, max_predictions_per_seq - num_predictions]]
-    out = {
-        "input_ids": masked_input_ids,
-        "masked_lm_positions": tf.pad(lm_positions, pad),
-        "masked_lm_ids": tf.pad(lm_ids, pad),
-        "masked_lm_weights": tf.pad(weights, pad),
-    }
+    out = {"input_ids": _corrupt(input_ids, chosen, state, mask_id, vocab_size, special_ids)}
+    out |= _predictions(input_ids, chosen, num_predictions, max_predictions_per_seq)
     if single:
         out = {k: v[0] for k, v in out.items()}
     return out

@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import pathlib
-import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -47,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import corpora, prepare_workers, record_encoder, tokenizers
+from input_pipeline import atomic, corpora, prepare_workers, record_encoder, tokenizers
+from input_pipeline import sentencepiece_training as sp_training
 from input_pipeline.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -127,8 +127,8 @@ def _plan(
         config["tokenizer"] = {"path": str(tokenizer.path.resolve()), "lowercase": lowercase}
     else:
         # Checked here, before anything in the output folder is touched.
-        if sentencepiece_model_type not in tokenizers.MODEL_TYPES:
-            raise ValueError(f"sentencepiece_model_type must be one of {tokenizers.MODEL_TYPES}")
+        if sentencepiece_model_type not in sp_training.MODEL_TYPES:
+            raise ValueError(f"sentencepiece_model_type must be one of {sp_training.MODEL_TYPES}")
         if train_sentencepiece_vocab_size <= len(tokenizers.SPECIAL_TOKENS):
             raise ValueError(
                 f"the SentencePiece vocabulary size {train_sentencepiece_vocab_size} is too small"
@@ -309,16 +309,10 @@ def _documents(plan: _Plan, stats: corpora.CorpusStats, sentence_split: bool) ->
 def _train(plan: _Plan) -> tokenizers.Tokenizer:
     """Trains SentencePiece on a seeded uniform sample (reservoir) of the input's sentences."""
     options = plan.config["tokenizer"]["train_sentencepiece"]
-    sample_size, rng = options["sample_sentences"], random.Random(0)
-    sample: list[str] = []
     sentences = itertools.chain.from_iterable(
         _documents(plan, corpora.CorpusStats(), plan.config["sentence_split"])
     )
-    for seen, sentence in enumerate(sentences):
-        if seen < sample_size:
-            sample.append(sentence)
-        elif (slot := rng.randrange(seen + 1)) < sample_size:
-            sample[slot] = sentence
+    sample = sp_training.sample_sentences(sentences, options["sample_sentences"])
     if not sample:
         raise ValueError(f"no text to train a SentencePiece model on in {len(plan.files)} files")
     vocab_size = options["vocab_size"]
@@ -349,7 +343,6 @@ def _write(
     names = [
         record_encoder.SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)
     ]
-    temporary = [plan.directory / f".{name}.tmp" for name in names]
     per_shard = np.zeros((num_shards, 3), np.int64)  # documents, sentences, tokens
     counts = {"documents_without_tokens": 0, "empty_sentences": 0}
     stats = corpora.CorpusStats()
@@ -357,26 +350,19 @@ def _write(
     chunks = prepare_workers.chunks(documents, chunk_chars)
     split = plan.config["sentence_split"]
     progress = _Progress(plan.inputs, stats)
-    try:
-        with contextlib.ExitStack() as stack:
-            files = [stack.enter_context(open(path, "wb")) for path in temporary]
-            for result in prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, split):
-                for shard, blob, *shard_counts in result.shards:
-                    files[shard].write(blob)
-                    per_shard[shard] += shard_counts
-                counts["documents_without_tokens"] += result.documents_without_tokens
-                counts["empty_sentences"] += result.empty_sentences
-                progress.update(int(per_shard[:, 0].sum()))
-            for f in files:
-                f.flush()
-                os.fsync(f.fileno())
-        for path, name in zip(temporary, names, strict=True):
-            os.replace(path, plan.directory / name)
-        sync_directory(plan.directory)
-    except BaseException:
-        for path in temporary:
-            path.unlink(missing_ok=True)
-        raise
+    # Every shard is written through the atomic writer: renamed into place only once all are
+    # complete, and removed if anything fails.
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(atomic.open_atomically(plan.directory / name))
+                 for name in names]  # fmt: skip
+        for result in prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, split):
+            for shard, blob, *shard_counts in result.shards:
+                files[shard].write(blob)
+                per_shard[shard] += shard_counts
+            counts["documents_without_tokens"] += result.documents_without_tokens
+            counts["empty_sentences"] += result.empty_sentences
+            progress.update(int(per_shard[:, 0].sum()))
+    sync_directory(plan.directory)
     documents_written, sentences, tokens = (int(x) for x in per_shard.sum(axis=0))
     shards = [
         {"name": name, "documents": int(d), "sentences": int(s), "tokens": int(t)}
@@ -452,7 +438,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--tokenizer", help="vocab.txt, tokenizer.json, SentencePiece .model, or a folder")
     add("--lowercase", type=_parse_bool, help="vocab.txt only; default: inferred")
     add("--train_sentencepiece_vocab_size", type=int, help="train SentencePiece (no --tokenizer)")
-    add("--sentencepiece_model_type", default="unigram", choices=tokenizers.MODEL_TYPES)
+    add("--sentencepiece_model_type", default="unigram", choices=sp_training.MODEL_TYPES)
     add("--sentencepiece_sample_sentences", type=int, default=1_000_000, help="training sample")
     add("--num_shards", type=int, help="default: one per 256 MiB of input, 16 to 1024")
     add("--workers", type=int, help="tokenizing processes; default: all CPUs; 0: in-process")

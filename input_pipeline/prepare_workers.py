@@ -21,7 +21,8 @@ from concurrent import futures
 
 import numpy as np
 
-from input_pipeline import corpora, record_encoder, tokenizers
+from input_pipeline import record_encoder, tokenizers
+from input_pipeline.sentence_splitter import split_sentences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,7 @@ def _joins_sentences(tokenizer: tokenizers.Tokenizer) -> bool:
     return tokenizer.encode_ids(_SEPARATOR.join(_PROBES)) == expected[:-1]
 
 
-class Encoder:
+class ChunkTokenizer:
     """Tokenizes and serialises chunks of documents; make one per process (it holds tables)."""
 
     def __init__(self, tokenizer: tokenizers.Tokenizer):
@@ -67,7 +68,7 @@ class Encoder:
         per_document = np.empty(len(documents), np.int64)
         for d, document in enumerate(documents):
             if sentence_split:
-                document = [s for paragraph in document for s in corpora.split_sentences(paragraph)]
+                document = [s for paragraph in document for s in split_sentences(paragraph)]
             per_document[d] = len(document)
             if self._join and len(document) > 1 and not any(_LITERAL in s for s in document):
                 texts.append(_SEPARATOR.join(document))
@@ -112,7 +113,7 @@ class Encoder:
         Args:
           first_index: the reading-order index of ``documents[0]``; document
             ``first_index + d`` goes to shard ``(first_index + d) % num_shards``.
-          sentence_split: cut each paragraph with `corpora.split_sentences`; False takes each
+          sentence_split: cut each paragraph with `split_sentences`; False takes each
             item as a sentence.
         """
         ids, starts, lengths, per_document = self._tokenize(documents, sentence_split)
@@ -146,7 +147,7 @@ class _TokenizerSpec:
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_encoder(spec: _TokenizerSpec) -> Encoder:
+def _worker_encoder(spec: _TokenizerSpec) -> ChunkTokenizer:
     """The encoder of this worker process, made once per process."""
     if spec.sentencepiece:
         tokenizer = tokenizers.SentencePieceTokenizer(spec.path, num_threads=1)
@@ -154,7 +155,7 @@ def _worker_encoder(spec: _TokenizerSpec) -> Encoder:
         tokenizer = tokenizers.load_tokenizer(spec.path, spec.lowercase)
     if tokenizer.fingerprint() != spec.fingerprint:
         raise ValueError(f"tokenizer {spec.path} changed while the corpus was being prepared")
-    return Encoder(tokenizer)
+    return ChunkTokenizer(tokenizer)
 
 
 def _init_worker() -> None:
@@ -193,7 +194,7 @@ def encode_all(
 ) -> Iterator[ChunkResult]:
     """The results of every chunk, in order, with at most ``2 * workers`` chunks in flight."""
     if workers == 0:
-        encoder = Encoder(tokenizer)
+        encoder = ChunkTokenizer(tokenizer)
         for first, documents in chunks:
             yield encoder.encode_chunk(documents, first, num_shards, sentence_split)
         return

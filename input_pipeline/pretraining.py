@@ -10,23 +10,45 @@ Throughput on a 2-core CPU and how to measure it: `bench/pipeline_throughput.py`
 """
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
 from input_pipeline import instance_stream, masking
+from input_pipeline.batches import BATCH_KEYS
 
 MODES = instance_stream.MODES
-BATCH_KEYS = (
-    "input_ids",
-    "segment_ids",
-    "input_mask",
-    "masked_lm_positions",
-    "masked_lm_ids",
-    "masked_lm_weights",
-    "next_sentence_labels",
-)
 PathLike = str | os.PathLike
+
+
+def _masker(
+    seed: int,
+    max_predictions_per_seq: int,
+    special_ids: Sequence[int],
+    mask_id: int,
+    vocab_size: int,
+    mask_rate: float,
+    whole_word_masking: bool,
+) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
+    """The `tf.data` map from an unmasked `instance_stream` batch to a masked `BATCH_KEYS` one."""
+
+    def mask(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        masked = masking.mask_tokens(
+            batch["input_ids"],  # [B, L]
+            batch["example_keys"],  # [B, 3]
+            seed=seed,
+            max_predictions_per_seq=max_predictions_per_seq,
+            special_ids=special_ids,
+            mask_id=mask_id,
+            vocab_size=vocab_size,
+            mask_rate=mask_rate,
+            whole_word_masking=whole_word_masking,
+            word_starts=batch.get("word_starts"),
+        )
+        kept = {k: batch[k] for k in ("segment_ids", "input_mask", "next_sentence_labels")}
+        return {k: (masked | kept)[k] for k in BATCH_KEYS}
+
+    return mask
 
 
 def make_pretraining_dataset(
@@ -83,9 +105,9 @@ def make_pretraining_dataset(
       masked_lm_positions, masked_lm_ids int32 [B, P]; masked_lm_weights float32 [B, P];
       next_sentence_labels int32 [B] (1: B is a random segment).
     """
-    special_ids = (pad_id, unk_id, cls_id, sep_id, mask_id)
-    if max(special_ids) >= vocab_size or min(special_ids) < 0:
-        raise ValueError(f"special ids {special_ids} must be in [0, vocab_size={vocab_size})")
+    specials = (pad_id, unk_id, cls_id, sep_id, mask_id)
+    if max(specials) >= vocab_size or min(specials) < 0:
+        raise ValueError(f"special ids {specials} must be in [0, vocab_size={vocab_size})")
     dataset = instance_stream.make_instance_dataset(
         files,
         batch_size=batch_size,
@@ -105,21 +127,7 @@ def make_pretraining_dataset(
         block_documents=block_documents,
         files_in_parallel=files_in_parallel,
     )
-
-    def mask(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        masked = masking.mask_tokens(
-            batch["input_ids"],  # [B, L]
-            batch["example_keys"],  # [B, 3]
-            seed=seed,
-            max_predictions_per_seq=max_predictions_per_seq,
-            special_ids=special_ids,
-            mask_id=mask_id,
-            vocab_size=vocab_size,
-            mask_rate=mask_rate,
-            whole_word_masking=whole_word_masking,
-            word_starts=batch.get("word_starts"),
-        )
-        kept = {k: batch[k] for k in ("segment_ids", "input_mask", "next_sentence_labels")}
-        return {k: (masked | kept)[k] for k in BATCH_KEYS}
-
+    mask = _masker(
+        seed, max_predictions_per_seq, specials, mask_id, vocab_size, mask_rate, whole_word_masking
+    )
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -3,10 +3,11 @@
 Every tokenizer here carries the five BERT special tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]``
 and exposes their ids, so the rest of the pipeline never needs to know which kind it has.
 
-* SentencePiece is for new models. :func:`train_sentencepiece` puts the special tokens at
-  fixed ids (``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4). They are
-  SentencePiece *control* symbols (``[UNK]`` is its unknown piece), so text never produces
-  them: a literal ``"[MASK]"`` in a corpus is tokenized as ordinary characters.
+* SentencePiece is for new models. :func:`train_sentencepiece` (the trainer itself is in
+  `sentencepiece_training`) puts the special tokens at fixed ids (``[PAD]``=0, ``[UNK]``=1,
+  ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4). They are SentencePiece *control* symbols (``[UNK]``
+  is its unknown piece), so text never produces them: a literal ``"[MASK]"`` in a corpus is
+  tokenized as ordinary characters.
 * WordPiece is for existing checkpoints (Google's ``vocab.txt`` or an HF ``tokenizer.json``),
   run by the ``tokenizers`` library and built the way ``transformers.BertTokenizerFast`` builds
   it, so the ids are identical to HF's. As in HF, a literal special token in the text
@@ -24,20 +25,19 @@ import json
 import logging
 import os
 import pathlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sentencepiece as spm
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from input_pipeline import atomic
+from input_pipeline import sentencepiece_training
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also their ids in a trained SentencePiece model
 SENTENCEPIECE_WORD_START = "\u2581"  # '▁', SentencePiece's whitespace marker
 WORDPIECE_PREFIX = "##"  # marks a WordPiece token that continues a word
-MODEL_TYPES = ("unigram", "bpe")
 
 PathLike = str | os.PathLike
 
@@ -258,81 +258,26 @@ class SentencePieceTokenizer(Tokenizer):
 
 
 def train_sentencepiece(
-    output_prefix: PathLike,
-    vocab_size: int,
-    *,
-    sentences: Iterable[str] | None = None,
-    files: Sequence[PathLike] | None = None,
-    model_type: str = "unigram",
-    character_coverage: float = 0.9995,
-    byte_fallback: bool = False,
-    input_sentence_size: int = 2_000_000,
-    num_threads: int | None = None,
-    verbose: bool = False,
-    extra_options: Mapping[str, Any] | None = None,
+    output_prefix: PathLike, vocab_size: int, **options: Any
 ) -> SentencePieceTokenizer:
     """Trains a SentencePiece model with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` at ids 0..4.
 
-    Writes ``{output_prefix}.model`` and ``{output_prefix}.vocab`` (piece, tab, score), each
-    under a temporary name renamed at the end, so a failure leaves no partial file.
+    Writes ``{output_prefix}.model`` and ``{output_prefix}.vocab`` (piece, tab, score) with
+    `sentencepiece_training.train_model`, which leaves no partial file on a failure.
 
     Args:
       output_prefix: path prefix of the outputs; missing parent folders are created.
       vocab_size: number of pieces, special tokens included.
-      sentences: the training text, one sentence per item (e.g. from ``corpora``).
-      files: instead of ``sentences``, plain-text files with one sentence per line.
-      model_type: "unigram" or "bpe".
-      character_coverage: share of characters the vocabulary covers; the rest are [UNK]
-        (or bytes, with ``byte_fallback``).
-      byte_fallback: spell characters outside the vocabulary as UTF-8 byte pieces instead of
-        [UNK] (takes 256 ids).
-      input_sentence_size: train on a uniform sample of at most this many sentences, which
-        bounds the trainer's memory; 0 takes every sentence.
-      num_threads: trainer threads; None uses every CPU.
-      verbose: let the trainer log its progress to stderr.
-      extra_options: further ``SentencePieceTrainer`` options (e.g. ``split_digits=True``).
+      **options: the keyword arguments of `sentencepiece_training.train_model`: exactly one of
+        ``sentences=`` or ``files=``, then model_type, character_coverage, byte_fallback,
+        input_sentence_size, num_threads, verbose, extra_options.
 
     Returns:
       The trained tokenizer, loaded from the written model.
     """
-    if (sentences is None) == (files is None):
-        raise ValueError("train_sentencepiece takes exactly one of sentences= or files=")
-    if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must exceed {len(SPECIAL_TOKENS)}, got {vocab_size}")
-    prefix = pathlib.Path(output_prefix)
-    options: dict[str, Any] = {"pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
-    options |= {"pad_piece": PAD, "unk_piece": UNK, "bos_piece": CLS, "eos_piece": SEP}
-    options |= {"control_symbols": [MASK], "minloglevel": 0 if verbose else 2}
-    options |= {"vocab_size": vocab_size, "model_type": model_type, "byte_fallback": byte_fallback}
-    options |= {"character_coverage": character_coverage, "shuffle_input_sentence": True}
-    options |= {"input_sentence_size": input_sentence_size}
-    options["num_threads"] = num_threads or os.cpu_count() or 1
-    options.update(extra_options or {})
-    if files is not None:
-        for f in files or [""]:
-            if not pathlib.Path(f).is_file():
-                raise FileNotFoundError(f"SentencePiece training file {f!r} does not exist")
-        options["input"] = [os.fspath(f) for f in files]
-    else:
-        options["sentence_iterator"] = iter(sentences)
-    writer = io.BytesIO()
-    try:
-        spm.SentencePieceTrainer.train(model_writer=writer, **options)
-    except RuntimeError as e:
-        e.add_note(f"while training the SentencePiece model {prefix}.model")
-        raise
-    proto = writer.getvalue()
-    processor = spm.SentencePieceProcessor(model_proto=proto)
-    vocab_lines = "".join(
-        f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n"
-        for i in range(processor.get_piece_size())
+    model_path = sentencepiece_training.train_model(
+        output_prefix, vocab_size, SPECIAL_TOKENS, **options
     )
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    model_path = prefix.with_name(prefix.name + ".model")
-    atomic.write_atomically(prefix.with_name(prefix.name + ".vocab"), vocab_lines.encode("utf-8"))
-    atomic.write_atomically(model_path, proto)
     tokenizer = SentencePieceTokenizer(model_path)
     ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
     assert ids == list(range(len(SPECIAL_TOKENS))), f"{model_path}: special ids {ids}"

@@ -21,7 +21,7 @@ if num_processes > 1:
 
 import train_helpers  # noqa: E402
 
-from bert import sharding  # noqa: E402
+from bert.training import sharding  # noqa: E402
 
 mesh, state, train_step, _ = train_helpers.setup((jax.device_count(), 1, 1))
 rows = 16 // num_processes

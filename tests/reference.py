@@ -82,7 +82,7 @@ def hf_forward(model: transformers.BertForPreTraining, inputs: dict[str, np.ndar
 
 def google_variables(model: transformers.BertForPreTraining) -> dict[str, np.ndarray]:
     """The variables of Google's original TF BERT, with their original names, written out here
-    independently of bert/convert.py's table."""
+    independently of bert/convert/name_table.py."""
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     out = {
         "bert/embeddings/word_embeddings": sd["bert.embeddings.word_embeddings.weight"],

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from bert import convert
+from bert.convert import params as convert_params
 from bert.model import BertConfig
 from configs import bert_base, common
 
@@ -22,7 +22,7 @@ def test_size_table_matches_hf_parameter_count(size):
     assert model.num_heads == width // 64 and model.intermediate_size == 4 * width
     ours = sum(
         math.prod(s)
-        for s in convert.expected_shapes(BertConfig.from_dict(model.to_dict())).values()
+        for s in convert_params.expected_shapes(BertConfig.from_dict(model.to_dict())).values()
     )
     hf_config = transformers.BertConfig(
         vocab_size=model.vocab_size,
@@ -66,8 +66,8 @@ def test_bad_model_values_name_the_field():
 
 def test_phase_two_uses_long_sequences():
     one, two = bert_base.get_config("phase=1"), bert_base.get_config("phase=2")
-    assert (one.data.seq_length, one.data.max_predictions_per_seq) == (128, 20)
-    assert (two.data.seq_length, two.data.max_predictions_per_seq) == (512, 80)
+    assert (one.max_seq_length, one.data.max_predictions_per_seq) == (128, 20)
+    assert (two.max_seq_length, two.data.max_predictions_per_seq) == (512, 80)
     with pytest.raises(ValueError, match="phase=3 must be 1 or 2"):
         bert_base.get_config("phase=3")
 

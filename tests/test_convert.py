@@ -9,6 +9,7 @@ from flax import traverse_util
 from safetensors.numpy import load_file
 
 from bert import convert
+from bert.convert import cli, name_table
 from bert.heads import BertForPreTraining
 
 TOLERANCE = 1e-5
@@ -54,7 +55,7 @@ def test_google_tf_checkpoint_gives_reference_logits(tmp_path, hf_dir):
 def test_google_to_hf_cli_loads_in_transformers(tmp_path, hf_dir):
     _, model = hf_dir
     reference.write_google_checkpoint(tmp_path / "google", model)
-    assert convert.main([str(tmp_path / "google"), str(tmp_path / "out"), "--to=hf"]) == 0
+    assert cli.main([str(tmp_path / "google"), str(tmp_path / "out"), "--to=hf"]) == 0
     assert (tmp_path / "out" / "vocab.txt").is_file()
     loaded, info = transformers.BertForPreTraining.from_pretrained(
         tmp_path / "out", output_loading_info=True
@@ -65,7 +66,7 @@ def test_google_to_hf_cli_loads_in_transformers(tmp_path, hf_dir):
 
 
 def test_ours_to_hf_loads_with_no_missing_keys_and_same_logits(tmp_path):
-    config = convert.config_from_hf(
+    config = name_table.config_from_hf(
         transformers.BertConfig(**reference.CONFIGS["three_heads"]).to_dict(), tmp_path
     )
     import jax
@@ -76,7 +77,7 @@ def test_ours_to_hf_loads_with_no_missing_keys_and_same_logits(tmp_path):
         {k: v.value for k, v in traverse_util.flatten_dict(variables["params"]).items()}
     ))  # fmt: skip
     convert.save_orbax(params, config, tmp_path / "ours")
-    assert convert.main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to=hf"]) == 0
+    assert cli.main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to=hf"]) == 0
     loaded, info = transformers.BertForPreTraining.from_pretrained(
         tmp_path / "hf", output_loading_info=True
     )
@@ -87,12 +88,12 @@ def test_ours_to_hf_loads_with_no_missing_keys_and_same_logits(tmp_path):
 
 def test_hf_to_ours_to_hf_gives_identical_tensors(tmp_path, hf_dir):
     source, _ = hf_dir
-    assert convert.main([str(source), str(tmp_path / "ours"), "--to=orbax"]) == 0
-    assert convert.main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to=hf"]) == 0
+    assert cli.main([str(source), str(tmp_path / "ours"), "--to=orbax"]) == 0
+    assert cli.main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to=hf"]) == 0
     before = load_file(source / "model.safetensors")
     after = load_file(tmp_path / "back" / "model.safetensors")
     # save_pretrained writes the tied decoder weight/bias too; they are the same tensors.
-    before = {k: v for k, v in before.items() if k not in convert.HF_TIED}
+    before = {k: v for k, v in before.items() if k not in name_table.HF_TIED}
     assert sorted(before) == sorted(after)
     for name in before:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)

@@ -8,7 +8,9 @@ import pytest
 import reference
 from safetensors.numpy import load_file, save_file
 
-from bert import convert, formats
+from bert import convert
+from bert.convert import cli, formats
+from bert.convert import params as convert_params
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,7 @@ def fails(source, destination, match):
     """Runs the CLI, expects exit 1 with `match` in stderr and no destination directory."""
     with pytest.raises(convert.CheckpointError, match=match):
         convert.import_model(source)
-    assert convert.main([str(source), str(destination), "--to=hf"]) == 1
+    assert cli.main([str(source), str(destination), "--to=hf"]) == 1
     assert not destination.exists()
     leftovers = [p.name for p in destination.parent.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers
@@ -110,7 +112,7 @@ def test_missing_tensor_names_are_listed(good, tmp_path):
     with pytest.raises(
         convert.CheckpointError, match=r"missing tensors: cls.seq_relationship.bias"
     ):
-        convert.params_from_hf(
+        convert_params.params_from_hf(
             {k: v for k, v in load_file(good / "model.safetensors").items()
              if k != "cls.seq_relationship.bias"},
             convert.import_model(good).config,
@@ -127,7 +129,7 @@ def test_absent_heads_are_reported_not_invented(good, tmp_path):
     imported = convert.import_model(source)
     assert imported.missing_heads == ("mlm", "nsp")
     assert "mlm" not in imported.params and "nsp" not in imported.params
-    assert convert.main([str(source), str(tmp_path / "out"), "--to=hf"]) == 0
+    assert cli.main([str(source), str(tmp_path / "out"), "--to=hf"]) == 0
     written = load_file(tmp_path / "out" / "model.safetensors")
     assert not any(k.startswith("cls.") for k in written)
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [
@@ -138,9 +140,9 @@ def test_absent_heads_are_reported_not_invented(good, tmp_path):
 def test_existing_output_is_not_overwritten(good, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
-    assert convert.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 1
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 1
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
-    assert convert.main([str(good), str(tmp_path / "out"), "--to=hf", "--overwrite"]) == 0
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf", "--overwrite"]) == 0
     assert not (tmp_path / "out" / "keep.txt").exists()
     assert (tmp_path / "out" / "model.safetensors").is_file()
 

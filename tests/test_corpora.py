@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from input_pipeline import corpora
+from input_pipeline import corpora, sentence_splitter
 
 # ---------------------------------------------------------------------------------------------
 # Sentence splitting
@@ -51,7 +51,7 @@ SPLITS = [
 
 @pytest.mark.parametrize(("text", "expected"), SPLITS)
 def test_split_sentences(text, expected):
-    assert corpora.split_sentences(text) == expected
+    assert sentence_splitter.split_sentences(text) == expected
 
 
 def _squeeze(text: str) -> str:
@@ -86,7 +86,7 @@ def test_splitter_keeps_every_character_on_real_text(shared_data):
     paragraphs = [p for d in corpora.read_wikiextractor(path, sentence_split=False) for p in d]
     sentences = 0
     for paragraph in paragraphs:
-        pieces = corpora.split_sentences(paragraph)
+        pieces = sentence_splitter.split_sentences(paragraph)
         assert _squeeze(" ".join(pieces)) == _squeeze(paragraph)
         sentences += len(pieces)
     words = sum(len(p.split()) for p in paragraphs)

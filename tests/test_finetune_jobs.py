@@ -18,8 +18,12 @@ import transformers
 from flax import traverse_util
 from tensorboard.backend.event_processing import event_accumulator
 
-from bert import checkpoint, encode, glue_job, ner_job, squad_job
+from bert import pretrained
+from bert.jobs import glue as glue_job
+from bert.jobs import ner as ner_job
+from bert.jobs import squad as squad_job
 from bert.tasks import glue, metrics, ner
+from bert.training import checkpoints
 from configs import glue as glue_config
 from configs import ner as ner_config
 from configs import squad as squad_config
@@ -127,11 +131,11 @@ def test_resumed_glue_run_equals_uninterrupted(shared_data, tiny_hf, sst2_workdi
     """Run 6 steps, drop the final checkpoint, run again: it resumes at step 4 and ends with
     the same parameters (bitwise) and the same predictions."""
     shutil.copytree(sst2_workdir, tmp_path / "run", dirs_exist_ok=True)
-    full, _ = checkpoint.load_params(sst2_workdir, 6)
+    full, _ = checkpoints.load_params(sst2_workdir, 6)
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
     (tmp_path / "run" / "predictions" / "dev.tsv").unlink()
     glue_run("sst2", shared_data, tiny_hf, tmp_path / "run", steps=6)
-    resumed, meta = checkpoint.load_params(tmp_path / "run", 6)
+    resumed, meta = checkpoints.load_params(tmp_path / "run", 6)
     assert meta["step"] == 6 and meta["task"] == "glue/sst2"
     flat_full, flat_resumed = (traverse_util.flatten_dict(p) for p in (full, resumed))
     assert flat_full.keys() == flat_resumed.keys()
@@ -143,7 +147,7 @@ def test_resumed_glue_run_equals_uninterrupted(shared_data, tiny_hf, sst2_workdi
 
 
 def test_fine_tuned_workdir_is_a_checkpoint_with_its_tokenizer(sst2_workdir, tiny_hf):
-    encoder = encode.load_encoder(str(sst2_workdir))
+    encoder = pretrained.load(str(sst2_workdir))
     assert encoder.tokenizer.vocab_size == TINY["vocab_size"]
     assert encoder.config.hidden_size == TINY["hidden_size"]
 
@@ -362,4 +366,4 @@ def test_glue_from_tfds(tiny_hf, tmp_path):
 def glue_tfds_examples(task: str, split: str):
     from bert.tasks import glue_tfds
 
-    return glue_tfds.read_split(glue.get_task(task), split)
+    return glue_tfds.load_split(glue.get_task(task), split)

@@ -11,8 +11,11 @@ import torch
 import train_helpers
 from flax import traverse_util
 
-from bert import finetune, losses, optim, sharding, train
+from bert import losses
 from bert.heads import BertForTokenClassification
+from bert.tasks.features import ENCODER_INPUTS
+from bert.training import objectives, optim, sharding
+from bert.training import step as train_step
 
 RNG = np.random.default_rng(0)
 
@@ -68,28 +71,19 @@ def test_accumulated_tagging_step_equals_full_batch():
     batch = train_helpers.synthetic_batch(1)
     labels = np.where(batch["input_mask"] > 0, RNG.integers(0, 3, batch["input_ids"].shape), -1)
     labels[::4, 5:] = -1  # some rows have far fewer labelled tokens
-    batch = {k: batch[k] for k in finetune.INPUT_KEYS} | {"label": labels.astype(np.int32)}
+    batch = {k: batch[k] for k in ENCODER_INPUTS} | {"label": labels.astype(np.int32)}
     no_dropout = dataclasses.replace(train_helpers.TINY, hidden_dropout=0, attention_dropout=0)
     model = BertForTokenClassification(no_dropout, 3)
-    task = finetune.Task("tagging", model, lambda logits, b: losses.classification_sums(
-        logits, b["label"]), ("label",), batch, [])  # fmt: skip
+    objective = objectives.finetuning(model, lambda logits, b: losses.classification_sums(
+        logits, b["label"]), ENCODER_INPUTS, ("label",))  # fmt: skip
     mesh = sharding.make_mesh((8, 1, 1))
     schedule = optim.learning_rate_schedule(1e-3, 0, 10)
     tx = optim.make_optimizer("adamw", schedule, 0.01)
-    _, shardings = train.state_shardings(model, tx, mesh, 16)
+    _, shardings = train_step.state_shardings(model, tx, mesh, 16)
     results = []
     for accumulation in (1, 4):
-        state = train.create_train_state(model, tx, mesh, 0, 16)
-        step = train.compile_train_step(
-            finetune._loss_fn(task),
-            lambda b: losses.label_count(b["label"]),
-            tx,
-            schedule,
-            mesh,
-            shardings,
-            tuple(batch),
-            accumulation,
-        )
+        state = train_step.create_train_state(model, tx, mesh, 0, 16)
+        step = train_step.compile_train_step(objective, tx, schedule, mesh, shardings, accumulation)
         state, metrics = step(state, sharding.global_batch(batch, mesh))
         results.append((jax.device_get(state.params), float(metrics["loss"])))
     (full, full_loss), (accumulated, accumulated_loss) = results

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from bert import checkpoint
+from bert.training import checkpoints
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(__file__).with_name("golden.json")
@@ -55,7 +55,7 @@ def _run(args: list[str]) -> None:
 
 def _digest(workdir: pathlib.Path, files: list[str]) -> dict:
     """SHA-256 and per-parameter norms of the newest checkpoint, and hashes of `files`."""
-    params, meta = checkpoint.load_params(workdir)
+    params, meta = checkpoints.load_params(workdir)
     flat = traverse_util.flatten_dict(params)
     sha = hashlib.sha256()
     norms = {}
@@ -85,7 +85,7 @@ def _pretrain_args(shared_data, workdir) -> list[str]:
         "data.format": "wikiextractor",
         "data.tokenizer": shared_data / "vocab" / "bert-base-uncased-vocab.txt",
         "data.num_shards": 4,
-        "data.seq_length": 64,
+        "max_seq_length": 64,
         "data.max_predictions_per_seq": 10,
         "model.max_position_embeddings": 64,
         "train.batch_size": 16,

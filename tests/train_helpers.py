@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from bert import optim, sharding, train
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
+from bert.training import objectives, optim, sharding, step
 
 TINY = BertConfig(
     vocab_size=101,
@@ -45,8 +45,11 @@ def setup(
     model = BertForPreTraining(config)
     schedule = optim.learning_rate_schedule(lr, 2, steps)
     tx = optim.make_optimizer(opt, schedule, weight_decay=0.01)
-    state = train.create_train_state(model, tx, mesh, seed=0, seq_length=16)
-    _, shardings = train.state_shardings(model, tx, mesh, 16)
-    step_config = train.StepConfig(accumulation_steps=accumulation_steps, seed=0)
-    train_step, eval_step = train.compile_steps(model, tx, schedule, mesh, shardings, step_config)
+    state = step.create_train_state(model, tx, mesh, seed=0, seq_length=16)
+    _, shardings = step.state_shardings(model, tx, mesh, 16)
+    objective = objectives.pretraining(model)
+    train_step = step.compile_train_step(
+        objective, tx, schedule, mesh, shardings, accumulation_steps, seed=0
+    )
+    eval_step = step.compile_eval_step(objective, mesh, shardings.params)
     return mesh, state, train_step, eval_step

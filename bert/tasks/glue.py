@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bert import formats
-from input_pipeline import tokenizers
+from bert.tasks import features
+from input_pipeline import atomic, tokenizers
 
 PathLike = str | os.PathLike
 Column = str | int  # a header name, or a 0-based index for files without a header
@@ -302,37 +302,6 @@ def read_split(task: str | Task, data_dir: PathLike, split: str) -> list[Example
     return read_examples(task, pathlib.Path(data_dir) / task.splits[split])
 
 
-def truncate_pair(first: list[int], second: list[int], max_tokens: int) -> None:
-    """Shortens the longer of the two lists, one token at a time, until both fit ``max_tokens``.
-
-    Edits the lists in place; on a tie the second loses a token.
-    """
-    while len(first) + len(second) > max_tokens:
-        if len(first) > len(second):
-            first.pop()
-        else:
-            second.pop()
-
-
-def pack(
-    rows: Sequence[tuple[list[int], list[int]]], max_seq_length: int, pad_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pads (ids, segment ids) rows to ``max_seq_length``.
-
-    Returns:
-      (input_ids, segment_ids, input_mask), each int32 [num_rows, max_seq_length].
-    """
-    shape = (len(rows), max_seq_length)
-    input_ids = np.full(shape, pad_id, np.int32)  # [rows, length]
-    segment_ids = np.zeros(shape, np.int32)  # [rows, length]
-    input_mask = np.zeros(shape, np.int32)  # [rows, length]
-    for i, (ids, segments) in enumerate(rows):
-        input_ids[i, : len(ids)] = ids
-        segment_ids[i, : len(ids)] = segments
-        input_mask[i, : len(ids)] = 1
-    return input_ids, segment_ids, input_mask
-
-
 def convert_examples_to_features(
     examples: Sequence[Example],
     task: str | Task,
@@ -349,21 +318,8 @@ def convert_examples_to_features(
       unlabelled) [num_examples].
     """
     task = get_task(task) if isinstance(task, str) else task
-    min_length = 3 if task.is_pair else 2
-    if max_seq_length <= min_length:
-        raise ValueError(f"max_seq_length must exceed {min_length}, got {max_seq_length}")
-    firsts = tokenizer.encode_batch_ids([e.text_a for e in examples])
-    seconds: list[list[int] | None] = [None] * len(examples)
-    if task.is_pair:
-        seconds = tokenizer.encode_batch_ids([e.text_b or "" for e in examples])
-    rows = []
-    for first, second in zip(firsts, seconds, strict=True):
-        if second is None:
-            first = first[: max_seq_length - 2]
-        else:
-            truncate_pair(first, second, max_seq_length - 3)
-        rows.append(tokenizer.build_inputs(first, second))
-    input_ids, segment_ids, input_mask = pack(rows, max_seq_length, tokenizer.pad_id)
+    seconds = [e.text_b or "" for e in examples] if task.is_pair else None
+    inputs = features.encode_texts(tokenizer, [e.text_a for e in examples], seconds, max_seq_length)
     if task.is_regression:
         label = np.array([np.nan if e.label is None else e.label for e in examples], np.float32)
     else:
@@ -374,12 +330,7 @@ def convert_examples_to_features(
                 if e.label not in label_ids:
                     raise ValueError(f"{e.guid}: label {e.label!r} not in {list(task.labels)}")
                 label[i] = label_ids[e.label]
-    return {
-        "input_ids": input_ids,
-        "segment_ids": segment_ids,
-        "input_mask": input_mask,
-        "label": label,
-    }
+    return {**inputs, "label": label}
 
 
 def write_submission(
@@ -418,4 +369,4 @@ def write_submission(
                 raise ValueError(f"prediction {class_id} of example {index} is not a class id")
             value = task.labels[class_id]
         lines.append(f"{index}\t{value}\n")
-    formats.write_text_atomically(path, "".join(lines))
+    atomic.write_atomically(path, "".join(lines))

@@ -51,7 +51,7 @@ def tfds_label(task: glue.Task, value: int | float, names: list[str] | None) -> 
     return name
 
 
-def read_split(task: glue.Task, split: str, data_dir: str | None = None) -> list[glue.Example]:
+def load_split(task: glue.Task, split: str, data_dir: str | None = None) -> list[glue.Example]:
     """The examples of `split` ("train", "dev", "dev_matched", "test", ...) of TFDS glue/<task>.
 
     Args:

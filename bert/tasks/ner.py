@@ -12,9 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from bert import formats
-from bert.tasks import glue
-from input_pipeline import tokenizers
+from bert.tasks import features
+from input_pipeline import atomic, tokenizers
 
 PathLike = str | os.PathLike
 IGNORE = -1  # label of sub-tokens that do not start a word, and of special and padding tokens
@@ -119,11 +118,8 @@ def convert_sentences_to_features(
                 word_starts[s, start] = 1
             ids.extend(pieces)
         rows.append(tokenizer.build_inputs(ids[: max_seq_length - 2]))
-    input_ids, segment_ids, input_mask = glue.pack(rows, max_seq_length, tokenizer.pad_id)
     return {
-        "input_ids": input_ids,
-        "segment_ids": segment_ids,
-        "input_mask": input_mask,
+        **features.pack(rows, max_seq_length, tokenizer.pad_id),
         "label": label,
         "word_starts": word_starts,
     }
@@ -178,4 +174,4 @@ def write_conll_predictions(
         for word, gold, tag in zip(sentence.words, sentence.tags, tags, strict=True):
             lines.append(f"{word} {gold} {tag}\n")
         lines.append("\n")
-    formats.write_text_atomically(path, "".join(lines))
+    atomic.write_atomically(path, "".join(lines))

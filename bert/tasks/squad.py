@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tokenizers as hf_tokenizers
 
-from bert import formats
+from input_pipeline import atomic
 from input_pipeline import tokenizers as tok_lib
 
 PathLike = str | os.PathLike
@@ -262,6 +262,48 @@ def _answer_tokens(offsets: np.ndarray, answer: Answer) -> tuple[int, int] | Non
     return int(inside[0]), int(inside[-1])
 
 
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    example: int  # the example's index
+    number: int  # the window's number within the example
+    start: int  # its first context token
+    length: int  # its context tokens
+    is_max: np.ndarray  # [context tokens] bool: the window is the token's max-context one
+
+
+def _window_feature(
+    window: _Window,
+    query: np.ndarray,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    target: tuple[int, int] | None,
+    special: Sequence[int],
+    max_seq_length: int,
+) -> SquadFeature:
+    """``[CLS] query [SEP] context window [SEP]`` padded, with offsets and the span target."""
+    cls_id, sep_id, pad_id = special
+    start, length = window.start, window.length
+    shift = len(query) + 2  # position of the first context token in a window
+    input_ids = np.full(max_seq_length, pad_id, np.int32)
+    input_ids[0] = cls_id
+    input_ids[1 : shift - 1] = query
+    input_ids[shift - 1] = sep_id
+    input_ids[shift : shift + length] = ids[start : start + length]
+    input_ids[shift + length] = sep_id
+    used = shift + length + 1
+    input_mask = (np.arange(max_seq_length) < used).astype(np.int32)
+    segment_ids = ((np.arange(max_seq_length) >= shift) & (input_mask > 0)).astype(np.int32)
+    window_offsets = np.full((max_seq_length, 2), -1, np.int32)
+    window_offsets[shift : shift + length] = offsets[start : start + length]
+    token_is_max = np.zeros(max_seq_length, bool)
+    token_is_max[shift : shift + length] = window.is_max[start : start + length]
+    start_pos = end_pos = 0
+    if target is not None and start <= target[0] and target[1] < start + length:
+        start_pos, end_pos = target[0] - start + shift, target[1] - start + shift
+    return SquadFeature(window.example, window.number, input_ids, input_mask, segment_ids,
+                        window_offsets, token_is_max, start_pos, end_pos)  # fmt: skip
+
+
 def make_features(
     examples: Sequence[SquadExample],
     tokenizer: tok_lib.Tokenizer | hf_tokenizers.Tokenizer,
@@ -292,7 +334,7 @@ def make_features(
         )
     if doc_stride <= 0:
         raise ValueError(f"doc_stride must be positive, got {doc_stride}")
-    backend, cls_id, sep_id, pad_id = _backend(tokenizer)
+    backend, *special = _backend(tokenizer)  # special: [CLS], [SEP], [PAD] ids
     contexts = list(dict.fromkeys(e.context for e in examples))
     context_index = {c: i for i, c in enumerate(contexts)}
     encoded = backend.encode_batch(contexts, add_special_tokens=False)
@@ -313,37 +355,10 @@ def make_features(
         if is_training and not example.is_impossible and example.answers:
             target = _answer_tokens(offsets, example.answers[0])
             unlocated += target is None
-        shift = len(query) + 2  # position of the first context token in a window
         for w, (start, length) in enumerate(spans):
-            input_ids = np.full(max_seq_length, pad_id, np.int32)
-            input_ids[0] = cls_id
-            input_ids[1 : shift - 1] = query
-            input_ids[shift - 1] = sep_id
-            input_ids[shift : shift + length] = ids[start : start + length]
-            input_ids[shift + length] = sep_id
-            used = shift + length + 1
-            input_mask = (np.arange(max_seq_length) < used).astype(np.int32)
-            segment_ids = ((np.arange(max_seq_length) >= shift) & (input_mask > 0)).astype(np.int32)
-            window_offsets = np.full((max_seq_length, 2), -1, np.int32)
-            window_offsets[shift : shift + length] = offsets[start : start + length]
-            token_is_max = np.zeros(max_seq_length, bool)
-            token_is_max[shift : shift + length] = is_max[w, start : start + length]
-            start_pos = end_pos = 0
-            if target is not None and start <= target[0] and target[1] < start + length:
-                start_pos, end_pos = target[0] - start + shift, target[1] - start + shift
-            features.append(
-                SquadFeature(
-                    index,
-                    w,
-                    input_ids,
-                    input_mask,
-                    segment_ids,
-                    window_offsets,
-                    token_is_max,
-                    start_pos,
-                    end_pos,
-                )
-            )
+            window = _Window(index, w, start, length, is_max[w])
+            features.append(_window_feature(window, query, ids, offsets, target, special,
+                                            max_seq_length))  # fmt: skip
     if unlocated:
         logging.warning("%d answer(s) cover no context token; their targets are 0/0", unlocated)
     return features
@@ -482,8 +497,8 @@ def write_predictions(
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [output_dir / "predictions.json"]
-    formats.write_text_atomically(written[0], _json(predictions))
+    atomic.write_atomically(written[0], _json(predictions))
     if null_odds is not None:
         written.append(output_dir / "null_odds.json")
-        formats.write_text_atomically(written[1], _json(null_odds))
+        atomic.write_atomically(written[1], _json(null_odds))
     return written

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from bert.tasks import glue
+from bert.tasks import features, glue
 from input_pipeline import tokenizers
 
 PathLike = str | os.PathLike
@@ -90,12 +90,7 @@ def sentence_features(
     Returns:
       "input_ids", "segment_ids", "input_mask": int32 [num_sentences, max_seq_length].
     """
-    if max_seq_length <= 2:
-        raise ValueError(f"max_seq_length must exceed 2, got {max_seq_length}")
-    encoded = tokenizer.encode_batch_ids(list(sentences)) if sentences else []
-    rows = [tokenizer.build_inputs(ids[: max_seq_length - 2]) for ids in encoded]
-    input_ids, segment_ids, input_mask = glue.pack(rows, max_seq_length, tokenizer.pad_id)
-    return {"input_ids": input_ids, "segment_ids": segment_ids, "input_mask": input_mask}
+    return features.encode_texts(tokenizer, sentences, None, max_seq_length)
 
 
 def pair_features(
@@ -108,7 +103,8 @@ def pair_features(
       ids and mask [num_pairs, max_seq_length], and "label" float32 [num_pairs] (NaN where
       unscored).
     """
-    examples = [
-        glue.Example(f"pair:{i}", p.sentence1, p.sentence2, p.score) for i, p in enumerate(pairs)
-    ]
-    return glue.convert_examples_to_features(examples, "stsb", tokenizer, max_seq_length)
+    inputs = features.encode_texts(
+        tokenizer, [p.sentence1 for p in pairs], [p.sentence2 for p in pairs], max_seq_length
+    )
+    scores = [np.nan if p.score is None else p.score for p in pairs]
+    return {**inputs, "label": np.array(scores, np.float32)}

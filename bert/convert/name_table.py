@@ -5,7 +5,7 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from bert.formats import CheckpointError
+from bert.convert.formats import CheckpointError
 from bert.model import BertConfig
 
 # Parameter groups. The encoder is required; the others are optional heads that some

@@ -1,7 +1,7 @@
-"""Pre-training state and steps: abstract, sharded state creation; pure train and eval steps,
-jitted once with explicit shardings and donation."""
+"""The training state and the generic steps: abstract, sharded state creation; the pure train
+step (any objective, exact gradient accumulation) and evaluation step, each jitted once with
+explicit shardings (the state donated); host-side reduction of their metrics."""
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -13,22 +13,11 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from bert import losses, optim, sharding
-from bert.heads import BertForPreTraining
+from bert.training import objectives, optim, sharding
 
 Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
-
-BATCH_KEYS = (
-    "input_ids",
-    "segment_ids",
-    "input_mask",
-    "masked_lm_positions",
-    "masked_lm_ids",
-    "masked_lm_weights",
-    "next_sentence_labels",
-)
 
 
 @flax.struct.dataclass
@@ -39,15 +28,6 @@ class TrainState:
     step: Array  # int32 scalar
     params: Any
     opt_state: Any
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-    """Static settings of a train step (hashable)."""
-
-    accumulation_steps: int = 1  # micro-batches per step; gradients summed exactly
-    use_nsp: bool = True  # add the next-sentence loss
-    seed: int = 0  # dropout randomness is fold_in(key(seed), step)
 
 
 def _init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_length: int):
@@ -112,54 +92,11 @@ def _merge(base: Any, given: Any) -> Any:
     return flax.traverse_util.unflatten_dict(flat_base)
 
 
-def _forward_metrics(
-    model: nn.Module,
-    params: Any,
-    batch: Batch,
-    use_nsp: bool,
-    rng: Array | None,
-    totals: tuple[Array, Array] | None = None,
-) -> tuple[Array, dict[str, tuple[Array, Array]]]:
-    out = model.apply(
-        {"params": params},
-        batch["input_ids"],
-        batch["segment_ids"],
-        batch["input_mask"],
-        masked_positions=batch["masked_lm_positions"],
-        deterministic=rng is None,
-        rngs=None if rng is None else {"dropout": rng},
-    )
-    mlm_total, nsp_total = (None, None) if totals is None else totals
-    return losses.pretraining_loss(
-        out["mlm_logits"],
-        batch["masked_lm_ids"],
-        batch["masked_lm_weights"],
-        out["nsp_logits"] if use_nsp else None,
-        batch["next_sentence_labels"] if use_nsp else None,
-        mlm_total,
-        nsp_total,
-    )
-
-
-def _pretraining_totals(batch: Batch) -> tuple[Array, Array]:
-    """Denominators of the MLM and NSP losses over the whole global batch."""
-    mlm_total = jnp.sum(batch["masked_lm_weights"].astype(jnp.float32))
-    return mlm_total, jnp.float32(batch["input_ids"].shape[0])
-
-
-# loss_fn(params, batch, rng, totals) -> (loss, {name: (sum, count)}); rng None: deterministic.
-# `totals` are the loss denominators of the whole global batch, from totals_fn(batch), so that
-# micro-batch losses add up to exactly the full batch's loss.
-LossFn = Callable[[Any, Batch, Array | None, Any], tuple[Array, dict[str, tuple[Array, Array]]]]
-TotalsFn = Callable[[Batch], Any]
-
-
 def train_step(
     state: TrainState,
     batch: Batch,
     *,
-    loss_fn: LossFn,
-    totals_fn: TotalsFn,
+    objective: objectives.Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     accumulation_steps: int = 1,
@@ -168,8 +105,8 @@ def train_step(
     """One optimizer step on a global batch, with exact gradient accumulation.
 
     Args:
-      loss_fn, totals_fn: the objective (see LossFn); pre-training and every fine-tuning task
-        share this step.
+      objective: the loss (bert/training/objectives.py); pre-training and every fine-tuning
+        task share this step.
       accumulation_steps: micro-batches per step; gradients summed exactly.
       seed: dropout randomness is fold_in(key(seed), step), so a resumed step repeats it.
 
@@ -177,8 +114,8 @@ def train_step(
     plus `loss`, `grad_norm` and `learning_rate` for this step.
     """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    totals = totals_fn(batch)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    totals = objective.totals_fn(batch)
+    grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
     n = accumulation_steps
     if n == 1:
         (loss, sums), grads = grad_fn(state.params, batch, rng, totals)
@@ -211,28 +148,25 @@ def flatten_sums(sums: dict[str, tuple[Array, Array]]) -> Metrics:
     return metrics
 
 
-def eval_step(params: Any, batch: Batch, *, model: nn.Module, use_nsp: bool) -> Metrics:
-    """Deterministic forward pass; metric sums and counts."""
-    _, sums = _forward_metrics(model, params, batch, use_nsp, None)
+def eval_step(params: Any, batch: Batch, *, objective: objectives.Objective) -> Metrics:
+    """Deterministic forward pass: the objective's metric sums and counts."""
+    _, sums = objective.loss_fn(params, batch, None, None)
     return flatten_sums(sums)
 
 
 def compile_train_step(
-    loss_fn: LossFn,
-    totals_fn: TotalsFn,
+    objective: objectives.Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     mesh: Mesh,
     state_sharding: TrainState,
-    batch_keys: tuple[str, ...],
     accumulation_steps: int = 1,
     seed: int = 0,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """train_step jitted with in/out shardings, the state donated."""
     step = functools.partial(
         train_step,
-        loss_fn=loss_fn,
-        totals_fn=totals_fn,
+        objective=objective,
         tx=tx,
         schedule=schedule,
         accumulation_steps=accumulation_steps,
@@ -240,45 +174,21 @@ def compile_train_step(
     )
     return jax.jit(
         step,
-        in_shardings=(state_sharding, {k: sharding.batch_sharding(mesh) for k in batch_keys}),
+        in_shardings=(state_sharding, sharding.batch_shardings(mesh, objective.batch_keys)),
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
 
 
-def compile_steps(
-    model: BertForPreTraining,
-    tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
-    mesh: Mesh,
-    state_sharding: TrainState,
-    config: StepConfig,
-) -> tuple[Callable, Callable]:
-    """The jitted pre-training train and eval steps."""
-
-    def loss_fn(params, batch, rng, totals):
-        return _forward_metrics(model, params, batch, config.use_nsp, rng, totals)
-
-    train = compile_train_step(
-        loss_fn,
-        _pretraining_totals,
-        tx,
-        schedule,
-        mesh,
-        state_sharding,
-        BATCH_KEYS,
-        config.accumulation_steps,
-        config.seed,
-    )
-    evaluate = jax.jit(
-        functools.partial(eval_step, model=model, use_nsp=config.use_nsp),
-        in_shardings=(
-            state_sharding.params,
-            {k: sharding.batch_sharding(mesh) for k in BATCH_KEYS},
-        ),
+def compile_eval_step(
+    objective: objectives.Objective, mesh: Mesh, params_sharding: Any
+) -> Callable[[Any, Batch], Metrics]:
+    """eval_step jitted with in/out shardings (metrics replicated)."""
+    return jax.jit(
+        functools.partial(eval_step, objective=objective),
+        in_shardings=(params_sharding, sharding.batch_shardings(mesh, objective.batch_keys)),
         out_shardings=sharding.replicated(mesh),
     )
-    return train, evaluate
 
 
 def summarize(metric_list: list[Metrics]) -> dict[str, float]:

@@ -74,6 +74,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
+def batch_shardings(mesh: Mesh, keys: Sequence[str]) -> dict[str, NamedSharding]:
+    """batch_sharding for each key of a batch dict."""
+    return {k: batch_sharding(mesh) for k in keys}
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

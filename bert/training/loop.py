@@ -1,5 +1,6 @@
-"""The training loop shared by pre-training and fine-tuning: steps, metric reports with the
-non-finite check, periodic evaluation and checkpoints, and a clean stop on SIGTERM/SIGINT."""
+"""The inner training loop of every job (bert/training/runner.py calls it): steps, metric
+reports with the non-finite check, periodic evaluation and checkpoints, and a clean stop on
+SIGTERM/SIGINT."""
 
 import dataclasses
 import math
@@ -9,7 +10,8 @@ from typing import Any
 import jax
 from absl import logging
 
-from bert import checkpoint, reporting, train
+from bert.training import checkpoints, reporting
+from bert.training.step import summarize
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,7 +23,7 @@ class Every:
     eval: int = 0
 
 
-def run(
+def train_loop(
     state: Any,
     start: int,
     total: int,
@@ -29,7 +31,7 @@ def run(
     batch_at: Callable[[int], dict],
     train_step: Callable,
     every: Every,
-    ckpts: checkpoint.Checkpoints,
+    ckpts: checkpoints.Checkpoints,
     save: Callable[[int, Any], None],
     writer: Any,
     progress: reporting.Progress,
@@ -51,7 +53,7 @@ def run(
     pending: list[dict[str, Any]] = []
 
     def report(step: int) -> None:
-        summary = train.summarize(pending)
+        summary = summarize(pending)
         pending.clear()
         if not math.isfinite(summary["loss"]):
             writer.flush()
@@ -69,7 +71,7 @@ def run(
             logging.info("step %d/%d, ETA %s", step, total, progress.eta_text(step))
 
     step = start
-    with checkpoint.stop_on_signals() as stop:
+    with checkpoints.stop_on_signals() as stop:
         while step < total:
             state, metrics = train_step(state, batch_at(step))
             if pending:

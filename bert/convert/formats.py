@@ -1,7 +1,7 @@
 """Low-level checkpoint file I/O: tensor readers for each format and atomic output directories.
 
 Every reader returns a flat `{name: np.ndarray}` dict and raises a clear error naming the file.
-The name mapping between formats lives in bert/convert.py.
+The name mapping between formats lives in bert/convert/params.py.
 """
 
 import contextlib
@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
-from input_pipeline import atomic
 
 # Files that describe a tokenizer; carried along when a checkpoint is converted.
 TOKENIZER_FILES = (
@@ -175,11 +173,3 @@ def copy_tokenizer_files(source: pathlib.Path, destination: pathlib.Path) -> lis
             shutil.copyfile(source / name, destination / name)
             copied.append(name)
     return copied
-
-
-def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` (UTF-8) to a temporary file beside ``path``, then renames it to ``path``.
-
-    A failure leaves no partial file behind.
-    """
-    atomic.write_atomically(path, text.encode("utf-8"))

@@ -7,15 +7,17 @@ import pathlib
 import numpy as np
 from absl import logging
 
-from bert import finetune, losses
+from bert import losses
 from bert.heads import BertForSequenceClassification
+from bert.jobs import finetune
 from bert.tasks import glue, glue_tfds, metrics
+from bert.tasks.features import ENCODER_INPUTS
 
 
-def read_split(task: glue.Task, config, split: str) -> list[glue.Example]:
+def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
     """`split` from config.data_dir (GLUE TSVs), or from TFDS when data_dir is empty."""
     if not config.data_dir:
-        return glue_tfds.read_split(task, split, config.tfds_data_dir or None)
+        return glue_tfds.load_split(task, split, config.tfds_data_dir or None)
     path = pathlib.Path(config.data_dir) / task.splits.get(split, f"{split}.tsv")
     if split in task.splits and not path.is_file():
         raise FileNotFoundError(
@@ -32,7 +34,7 @@ def predictions_of(task: glue.Task, outputs: np.ndarray) -> np.ndarray:
 
 def _eval_set(task, config, split, examples, features, out_dir) -> finetune.EvalSet:
     labeled = split not in task.submission_names
-    inputs = {k: features[k] for k in finetune.INPUT_KEYS}
+    inputs = {k: features[k] for k in ENCODER_INPUTS}
 
     def finish(outputs: np.ndarray, write: bool) -> dict[str, float]:
         predictions = predictions_of(task, outputs)
@@ -53,7 +55,7 @@ def run(config, workdir: str) -> dict:
     tokenizer = pretrained.tokenizer
 
     def features(split: str, limit: int) -> tuple[list[glue.Example], dict[str, np.ndarray]]:
-        examples = read_split(task, config, split)
+        examples = _examples(task, config, split)
         examples = examples[:limit] if limit > 0 else examples
         feats = glue.convert_examples_to_features(examples, task, tokenizer, config.max_seq_length)
         logging.info("%s %s: %d examples", task.name, split, len(examples))
@@ -72,7 +74,5 @@ def run(config, workdir: str) -> dict:
         return losses.classification_sums(logits, batch["label"])
 
     model = BertForSequenceClassification(pretrained.config, task.num_labels)
-    spec = finetune.Task(f"glue/{task.name}", model, loss, ("label",), train_features, evals)
-    return finetune.run(
-        spec, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
-    )
+    spec = finetune.Spec(f"glue/{task.name}", model, loss, ("label",), train_features, evals)
+    return finetune.run(spec, pretrained, config, workdir)

@@ -8,9 +8,12 @@ import pathlib
 
 from absl import logging
 
-from bert import finetune, formats, losses
+from bert import losses
 from bert.heads import BertForQuestionAnswering
+from bert.jobs import finetune
 from bert.tasks import metrics, squad
+from bert.tasks.features import ENCODER_INPUTS
+from input_pipeline import atomic
 
 
 def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.SquadSet, dict]:
@@ -86,7 +89,7 @@ def run(config, workdir: str) -> dict:
             squad.write_predictions(
                 out_dir, predictions, null_odds if config.version_2_with_negative else None
             )
-            formats.write_text_atomically(out_dir / "nbest_predictions.json", _nbest_json(nbest))
+            atomic.write_atomically(out_dir / "nbest_predictions.json", _nbest_json(nbest))
         if not _has_answers(dataset):
             return {}
         scored = restrict(dataset, {e.qid for e in eval_set.examples})
@@ -97,8 +100,8 @@ def run(config, workdir: str) -> dict:
         return results
 
     arrays = squad.features_to_arrays(eval_features)
-    inputs = {k: arrays[k] for k in finetune.INPUT_KEYS}
-    task = finetune.Task(
+    inputs = {k: arrays[k] for k in ENCODER_INPUTS}
+    spec = finetune.Spec(
         "squad",
         BertForQuestionAnswering(pretrained.config),
         lambda outputs, batch: losses.span_sums(
@@ -108,6 +111,4 @@ def run(config, workdir: str) -> dict:
         train_arrays,
         [finetune.EvalSet("dev", inputs, finish)],
     )
-    return finetune.run(
-        task, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
-    )
+    return finetune.run(spec, pretrained, config, workdir)

@@ -7,12 +7,14 @@ import pathlib
 import numpy as np
 from absl import logging
 
-from bert import finetune, losses
+from bert import losses
 from bert.heads import BertForTokenClassification
+from bert.jobs import finetune
 from bert.tasks import metrics, ner
+from bert.tasks.features import ENCODER_INPUTS
 
 
-def read_split(config, split: str) -> list[ner.Sentence]:
+def _sentences(config, split: str) -> list[ner.Sentence]:
     if not config.data_dir:
         raise ValueError("config.data_dir is empty: give the folder of CoNLL-2003 files")
     path = pathlib.Path(config.data_dir) / f"{split}.txt"
@@ -36,7 +38,7 @@ def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
     pretrained = finetune.load_pretrained(config)
     tokenizer = pretrained.tokenizer
-    train_sentences = read_split(config, config.train_split)
+    train_sentences = _sentences(config, config.train_split)
     labels = list(config.labels) or ner.label_list(train_sentences)
     logging.info("NER labels: %s", labels)
 
@@ -48,7 +50,7 @@ def run(config, workdir: str) -> dict:
     out_dir = pathlib.Path(workdir) / "predictions"
     evals = []
     for split in config.eval_splits:
-        sentences = read_split(config, split)
+        sentences = _sentences(config, split)
         feats = features(sentences)
 
         def finish(logits, write, sentences=sentences, feats=feats, split=split):
@@ -59,11 +61,11 @@ def run(config, workdir: str) -> dict:
                 ner.write_conll_predictions(out_dir / f"{split}.txt", sentences, predicted)
             return scores(predicted, sentences)
 
-        inputs = {k: feats[k] for k in finetune.INPUT_KEYS}
+        inputs = {k: feats[k] for k in ENCODER_INPUTS}
         evals.append(finetune.EvalSet(split, inputs, finish))
 
     model = BertForTokenClassification(pretrained.config, len(labels))
-    task = finetune.Task(
+    spec = finetune.Spec(
         "ner",
         model,
         lambda logits, batch: losses.classification_sums(logits, batch["label"]),
@@ -71,6 +73,4 @@ def run(config, workdir: str) -> dict:
         features(train_sentences),
         evals,
     )
-    return finetune.run(
-        task, pretrained.config, pretrained.params, config, workdir, str(tokenizer.path)
-    )
+    return finetune.run(spec, pretrained, config, workdir)

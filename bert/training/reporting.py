@@ -1,7 +1,6 @@
 """Metrics output: TensorBoard events and console lines (process 0 only), a progress bar with
 ETA on a terminal, and the throughput figures (sequences/s, tokens/s, MFU)."""
 
-import json
 import math
 import pathlib
 import sys
@@ -10,8 +9,6 @@ from typing import Any
 
 import jax
 from clu import metric_writers
-
-from bert import formats
 
 
 def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
@@ -38,8 +35,15 @@ def flat_hparams(config: Any) -> dict[str, Any]:
     return out
 
 
-def write_json_atomically(path: pathlib.Path, value: dict[str, Any]) -> None:
-    formats.write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+def eval_scalars(results: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
+    """Nested results -> flat TensorBoard tags: {"dev": {"f1": x}} -> {"eval/dev/f1": x}."""
+    out = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            out.update(eval_scalars(value, f"{prefix}/{key}"))
+        else:
+            out[f"{prefix}/{key}"] = value
+    return out
 
 
 class Progress:

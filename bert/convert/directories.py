@@ -1,0 +1,181 @@
+"""Checkpoint directories: detect the format, import any of them into our parameters, and export
+ours as an HF directory or our own Orbax format (written atomically, tokenizer files carried).
+
+An HF directory has `config.json`; a Google directory has `bert_config.json` and
+`bert_model.ckpt.*`; ours has `model.json` and `params/`.
+"""
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+
+from bert.convert import formats
+from bert.convert.formats import CheckpointError
+from bert.convert.name_table import MLM, NSP, OPTIONAL_GROUPS, config_from_hf, config_to_hf
+from bert.convert.params import (
+    flax_to_torch_names,
+    groups_of,
+    params_from_hf,
+    params_from_tf,
+    params_to_hf,
+)
+from bert.model import BertConfig
+
+
+@dataclasses.dataclass
+class Imported:
+    """A model read from a checkpoint: config, parameters, and which heads it had."""
+
+    config: BertConfig
+    params: dict[str, Any]  # nested, ours; only the groups in `groups`
+    groups: tuple[str, ...]  # ENCODER plus the optional groups present
+    source_format: str  # "hf", "tf" or "orbax"
+    source: pathlib.Path
+    ignored: tuple[str, ...] = ()  # source tensors skipped on purpose (optimizer slots, ...)
+
+    @property
+    def missing_heads(self) -> tuple[str, ...]:
+        return tuple(g for g in OPTIONAL_GROUPS if g not in self.groups)
+
+
+def detect_format(path: pathlib.Path) -> str:
+    """'orbax', 'hf' or 'tf' for a checkpoint directory; a clear error otherwise."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint directory not found")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected a checkpoint directory, got a file")
+    if (path / "model.json").is_file():
+        return "orbax"
+    if (path / "config.json").is_file():
+        return "hf"
+    if (path / "bert_config.json").is_file():
+        return "tf"
+    raise CheckpointError(
+        f"{path}: not a BERT checkpoint directory: expected config.json (Hugging Face), "
+        "bert_config.json with bert_model.ckpt.* (Google TF) or model.json with params/ (ours)"
+    )
+
+
+def _read_hf_tensors(path: pathlib.Path) -> tuple[dict[str, np.ndarray], pathlib.Path]:
+    """The weights of an HF directory: safetensors first, then PyTorch .bin, then Flax msgpack."""
+    candidates = (
+        ("model.safetensors", formats.read_safetensors),
+        ("model.safetensors.index.json", None),
+        ("pytorch_model.bin", formats.read_torch_bin),
+        ("pytorch_model.bin.index.json", None),
+        ("flax_model.msgpack", formats.read_flax_msgpack),
+    )
+    for name, reader in candidates:
+        file = path / name
+        if not file.is_file():
+            continue
+        if name == "flax_model.msgpack":
+            return flax_to_torch_names(reader(file)), file
+        if reader is None:
+            shard_reader = (
+                formats.read_safetensors if "safetensors" in name else formats.read_torch_bin
+            )
+            return formats.read_sharded(file, shard_reader), file
+        return reader(file), file
+    names = ", ".join(n for n, _ in candidates)
+    raise CheckpointError(f"{path}: no weights file (looked for {names})")
+
+
+def import_model(path: str | pathlib.Path, ignore_unknown: bool = False) -> Imported:
+    """Reads a checkpoint directory of any supported format into our parameters.
+
+    Args:
+      path: an HF directory, a Google TF checkpoint directory, or one of ours.
+      ignore_unknown: skip tensors that the table does not know (e.g. a fine-tuned classifier)
+        instead of failing.
+    """
+    path = pathlib.Path(path)
+    kind = detect_format(path)
+    if kind == "orbax":
+        return load_orbax(path)
+    if kind == "hf":
+        config = config_from_hf(formats.read_json(path / "config.json"), path / "config.json")
+        tensors, file = _read_hf_tensors(path)
+        params, groups, ignored = params_from_hf(tensors, config, str(file), ignore_unknown)
+    else:
+        config_file = path / "bert_config.json"
+        config = config_from_hf(formats.read_json(config_file), config_file)
+        prefix = formats.find_tf_checkpoint(path)
+        tensors = formats.read_tf_checkpoint(prefix)
+        params, groups, ignored = params_from_tf(tensors, config, prefix, ignore_unknown)
+    return Imported(config, params, groups, kind, path, ignored)
+
+
+def _architecture(groups: tuple[str, ...]) -> str:
+    if MLM in groups and NSP in groups:
+        return "BertForPreTraining"
+    return "BertForMaskedLM" if MLM in groups else "BertModel"
+
+
+def export_hf(
+    params: dict[str, Any],
+    config: BertConfig,
+    destination: str | pathlib.Path,
+    tokenizer_dir: pathlib.Path | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Writes an HF directory (config.json, model.safetensors, tokenizer files).
+
+    A model with MLM and NSP heads is written with BertForPreTraining names; one without heads
+    with bare BertModel names, as `save_pretrained` would. Returns the tokenizer files copied.
+    """
+    from safetensors.numpy import save_file
+
+    groups = groups_of(params, config)
+    state = params_to_hf(params, config)
+    architecture = _architecture(groups)
+    if architecture == "BertModel":
+        state = {k.removeprefix("bert."): v for k, v in state.items()}
+    with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        hf_config = config_to_hf(config, architecture)
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
+
+
+def save_orbax(
+    params: dict[str, Any],
+    config: BertConfig,
+    destination: str | pathlib.Path,
+    tokenizer_dir: pathlib.Path | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Writes our format: `model.json` (config and heads), `params/` (Orbax), tokenizer files."""
+    import orbax.checkpoint as ocp
+
+    groups = groups_of(params, config)
+    with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
+        meta = {"format": "jax-bert", "version": 1, "groups": list(groups)}
+        meta["config"] = dataclasses.asdict(config)
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save((tmp / "params").absolute(), params)
+            checkpointer.wait_until_finished()
+        return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
+
+
+def load_orbax(path: pathlib.Path) -> Imported:
+    """Reads a directory written by `save_orbax`."""
+    import orbax.checkpoint as ocp
+
+    meta = formats.read_json(path / "model.json")
+    try:
+        config = BertConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / 'model.json'}: bad model config ({e})") from None
+    if not (path / "params").is_dir():
+        raise CheckpointError(f"{path / 'params'}: parameter directory not found")
+    with ocp.StandardCheckpointer() as checkpointer:
+        restored = checkpointer.restore((path / "params").absolute())
+    params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), restored)
+    groups = groups_of(params, config)
+    return Imported(config, params, groups, "orbax", path)

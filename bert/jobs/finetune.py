@@ -1,0 +1,228 @@
+"""Fine-tuning, shared by the GLUE, SQuAD and NER jobs.
+
+A job loads the pretrained encoder with its tokenizer (`load_pretrained`), turns its data into
+feature arrays, and hands `run` a `Spec`: the task's name, the model with its head, the loss
+over named inputs and labels, the training arrays and the evaluation sets. `run` gives them to
+the run skeleton (bert/training/runner.py) with AdamW/LAMB, warm-up and linear decay, and a
+prediction step: every evaluation set turns the model's outputs into its metrics and writes its
+own predictions.
+
+The training order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the
+same rows and a resumed run is identical to an uninterrupted one.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from bert import pretrained
+from bert.model import BertConfig
+from bert.tasks.features import ENCODER_INPUTS
+from bert.training import objectives, optim, runner, sharding
+
+Batch = dict[str, Any]
+Sums = dict[str, tuple[jax.Array, jax.Array]]
+# config.model fields that may differ from the checkpoint's own model config.
+MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    """One split to evaluate or predict.
+
+    Attributes:
+      name: the split ("dev", "dev_matched", "test"); its metrics are reported under it.
+      inputs: the model's inputs (the Spec's input_keys), one row per feature.
+      finish: (outputs, write) -> metrics. `outputs` are the model's outputs for every row as
+        numpy arrays; `write` is True on the process that writes files (predictions).
+    """
+
+    name: str
+    inputs: dict[str, np.ndarray]
+    finish: Callable[[Any, bool], dict[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a job hands `run`.
+
+    Attributes:
+      task: the task's name ("glue/sst2", "squad", "ner"), recorded in checkpoints.
+      model: a head model (bert/heads.py) over the encoder, called as
+        model(*inputs in input_keys order, deterministic=...).
+      loss: (outputs, batch) -> {name: (sum, count)} with a "loss" entry (bert/losses.py).
+      label_keys: the batch keys holding labels; the first one counts the loss's denominator.
+      train: input_keys and label_keys arrays, one row per training feature.
+      evals: the splits evaluated at the end (and every train.eval_every steps).
+      input_keys: the batch keys the model takes, in order (pairs or several texts for a
+        bi-encoder take more).
+    """
+
+    task: str
+    model: nn.Module
+    loss: Callable[[Any, Batch], Sums]
+    label_keys: tuple[str, ...]
+    train: dict[str, np.ndarray]
+    evals: Sequence[EvalSet]
+    input_keys: tuple[str, ...] = ENCODER_INPUTS
+
+
+def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
+    """The checkpoint in `config.init_from` with its tokenizer, and config.model's overrides."""
+    if not config.init_from:
+        raise ValueError(
+            "config.init_from is empty: give a checkpoint (HF directory, Google TF checkpoint, "
+            "or a workdir of ours)"
+        )
+    loaded = pretrained.load(config.init_from, config.tokenizer)
+    overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
+    fields = {**dataclasses.asdict(loaded.config), **overrides}
+    return dataclasses.replace(loaded, config=BertConfig.from_dict(fields))
+
+
+def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+def limit_rows(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:
+    """The first `limit` rows (all when `limit` is 0)."""
+    return arrays if limit <= 0 else {k: v[:limit] for k, v in arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RowOrder:
+    """How many steps, and which rows each step takes."""
+
+    num_rows: int
+    batch_size: int
+    total_steps: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_rows // self.batch_size
+
+    def rows(self, step: int) -> np.ndarray:
+        """Row indices of the global batch of `step`: epoch e is permutation(seed, e)."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng((self.seed, epoch)).permutation(self.num_rows)
+        return order[position * self.batch_size : (position + 1) * self.batch_size]
+
+
+def make_row_order(t: ml_collections.ConfigDict, num_rows: int, seed: int) -> RowOrder:
+    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped)."""
+    if num_rows < t.batch_size:
+        raise ValueError(
+            f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
+        )
+    steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
+    if steps <= 0:
+        raise ValueError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
+    return RowOrder(num_rows, t.batch_size, steps, seed)
+
+
+def _host_share(rows: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of a global batch's rows."""
+    return rows.reshape(jax.process_count(), -1)[jax.process_index()]
+
+
+def predict(
+    predict_step: Callable, params: Any, inputs: dict[str, np.ndarray], batch_size: int, mesh
+) -> Any:
+    """The model's outputs for every row of `inputs` (numpy), in `batch_size` global batches.
+
+    The last batch is filled up with copies of row 0, whose outputs are dropped.
+    """
+    num_rows = len(inputs["input_ids"])
+    padded = -(-num_rows // batch_size) * batch_size
+    order = np.concatenate([np.arange(num_rows), np.zeros(padded - num_rows, np.int64)])
+    outputs = []
+    for start in range(0, padded, batch_size):
+        rows = _host_share(order[start : start + batch_size])
+        batch = sharding.global_batch(take_rows(inputs, rows), mesh)
+        outputs.append(predict_step(params, batch))
+    outputs = jax.device_get(outputs)
+    return jax.tree.map(lambda *parts: np.concatenate(parts)[:num_rows], *outputs)
+
+
+def _evaluate(spec: Spec, predict_step, params, config, mesh) -> dict[str, dict[str, float]]:
+    write = jax.process_index() == 0
+    results = {}
+    for eval_set in spec.evals:
+        outputs = predict(predict_step, params, eval_set.inputs, config.eval_batch_size, mesh)
+        results[eval_set.name] = eval_set.finish(outputs, write)
+        logging.info("%s %s: %s", spec.task, eval_set.name, results[eval_set.name])
+    return results
+
+
+def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
+    per_host = sharding.per_host_batch(config.train, mesh)
+    divisor = sharding.batch_divisor(mesh) * jax.process_count()
+    if config.eval_batch_size % divisor:
+        raise ValueError(
+            f"config.eval_batch_size={config.eval_batch_size} must be a multiple of {divisor} "
+            "(data x fsdp devices x hosts)"
+        )
+    return per_host
+
+
+def run(
+    spec: Spec, encoder: pretrained.Pretrained, config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+    """Fine-tunes `spec` from the pretrained encoder, resuming from `workdir`'s checkpoint.
+
+    Args:
+      encoder: the pretrained model and tokenizer (`load_pretrained`); its encoder parameters
+        start the model, its tokenizer is recorded in the checkpoints.
+      config: the job's config (configs/glue.py etc.: train, mesh, eval_batch_size, seed).
+
+    Returns:
+      {"step": last step, split: {metric: value}} (also written to workdir/eval_results.json).
+    """
+    mesh = sharding.make_mesh(config.mesh)
+    _check_config(config, mesh)
+    t = config.train
+    order = make_row_order(t, len(spec.train[spec.input_keys[0]]), config.seed)
+    warmup = round(t.warmup_proportion * order.total_steps)
+    schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
+    tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
+    objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
+    train_arrays = {k: spec.train[k] for k in objective.batch_keys}
+
+    def batches(start: int):
+        def batch_at(step: int) -> dict[str, jax.Array]:
+            local = take_rows(train_arrays, _host_share(order.rows(step)))
+            return sharding.global_batch(local, mesh)
+
+        return batch_at
+
+    def make_evaluate(params_sharding):
+        predict_step = jax.jit(
+            lambda p, batch: spec.model.apply({"params": p}, *(batch[k] for k in spec.input_keys)),
+            in_shardings=(params_sharding, sharding.batch_shardings(mesh, spec.input_keys)),
+            out_shardings=sharding.replicated(mesh),
+        )
+        return lambda params: _evaluate(spec, predict_step, params, config, mesh)
+
+    job = runner.Run(
+        task=spec.task,
+        model=spec.model,
+        model_config=encoder.config,
+        tokenizer=str(encoder.tokenizer.path),
+        objective=objective,
+        tx=tx,
+        schedule=schedule,
+        total_steps=order.total_steps,
+        seq_length=spec.train[spec.input_keys[0]].shape[1],
+        initial_params=lambda: {"bert": encoder.encoder},
+        batches=batches,
+        make_evaluate=make_evaluate,
+    )
+    return runner.train_and_evaluate(job, config, workdir, mesh)

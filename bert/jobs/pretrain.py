@@ -1,0 +1,145 @@
+"""The pre-training job (`config.task = "pretrain"`, configs/bert_base.py): prepares the data,
+builds BERT with its MLM and NSP heads, LAMB or AdamW, and hands the run skeleton
+(bert/training/runner.py) its batches and held-out evaluation."""
+
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from bert import flops, pretrained
+from bert.heads import BertForPreTraining
+from bert.model import BertConfig
+from bert.training import objectives, optim, runner, sharding, step
+from input_pipeline import data_setup, pretraining
+
+TASK = "pretrain"
+
+
+def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
+    """The model config, with the vocabulary size taken from the tokenizer when it is 0."""
+    values = fields.to_dict()
+    if values["vocab_size"] == 0:
+        values["vocab_size"] = vocab_size
+    elif values["vocab_size"] != vocab_size:
+        raise ValueError(
+            f"config.model.vocab_size={values['vocab_size']} but the tokenizer has "
+            f"{vocab_size} tokens; set it to 0 to follow the tokenizer"
+        )
+    return BertConfig.from_dict(values)
+
+
+def initial_params(init_from: str, config: BertConfig) -> Any | None:
+    """Parameters to start from (config.init_from: any checkpoint bert/pretrained.py loads)."""
+    if not init_from:
+        return None
+    params = pretrained.load(init_from, with_tokenizer=False).params
+    given = params.get("bert", {}).get("embeddings", {}).get("position_embeddings")
+    if given is not None and given.shape[0] != config.max_position_embeddings:
+        raise ValueError(
+            f"{init_from} has {given.shape[0]} positions, config.model.max_position_embeddings "
+            f"is {config.max_position_embeddings}"
+        )
+    return params
+
+
+def _dataset(files, config, tokenizer, per_host_batch, seed, start_step):
+    d = config.data
+    return pretraining.make_pretraining_dataset(
+        files,
+        batch_size=per_host_batch,
+        seq_length=config.max_seq_length,
+        max_predictions_per_seq=d.max_predictions_per_seq,
+        vocab_size=tokenizer.vocab_size,
+        pad_id=tokenizer.pad_id,
+        unk_id=tokenizer.unk_id,
+        cls_id=tokenizer.cls_id,
+        sep_id=tokenizer.sep_id,
+        mask_id=tokenizer.mask_id,
+        mode=d.mode,
+        mask_rate=d.mask_rate,
+        whole_word_masking=d.whole_word_masking,
+        short_seq_prob=d.short_seq_prob,
+        nsp_random_prob=d.nsp_random_prob,
+        seed=seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        start_step=start_step,
+    )
+
+
+def _mfu_metrics(config, bert_config: BertConfig, use_nsp: bool):
+    """summary -> {"mfu": ...} where the device's peak is known."""
+    flops_per_seq = flops.train_flops_per_sequence(
+        bert_config, config.max_seq_length, config.data.max_predictions_per_seq, use_nsp
+    )
+    peak = flops.peak_flops(jax.devices()[0].device_kind, config.train.peak_flops_per_device)
+
+    def mfu(summary: dict[str, float]) -> dict[str, float]:
+        achieved = summary["sequences_per_second"] * flops_per_seq
+        utilisation = flops.mfu(achieved, jax.device_count(), peak)
+        return {} if utilisation is None else {"mfu": utilisation}
+
+    return mfu
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Pre-trains per `config` in `workdir`, resuming from its newest checkpoint.
+
+    Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
+    """
+    data = data_setup.prepare_pretraining_data(config.data, pathlib.Path(workdir))
+    tokenizer = data.tokenizer
+    bert_config = model_config(config.model, tokenizer.vocab_size)
+    if config.max_seq_length > bert_config.max_position_embeddings:
+        raise ValueError(
+            f"config.max_seq_length={config.max_seq_length} exceeds "
+            f"config.model.max_position_embeddings={bert_config.max_position_embeddings}"
+        )
+    mesh = sharding.make_mesh(config.mesh)
+    per_host_batch = sharding.per_host_batch(config.train, mesh)
+    t = config.train
+    schedule = optim.learning_rate_schedule(
+        t.learning_rate, t.warmup_steps, t.steps, t.end_learning_rate, t.decay_power
+    )
+    tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
+    model = BertForPreTraining(bert_config)
+    use_nsp = config.data.mode == "nsp"
+    objective = objectives.pretraining(model, use_nsp)
+    eval_ds = _dataset(data.eval_files, config, tokenizer, per_host_batch, config.seed + 1, 0)
+    eval_batches = list(eval_ds.take(t.eval_batches).as_numpy_iterator())
+
+    def batches(start: int):
+        stream = _dataset(data.train_files, config, tokenizer, per_host_batch, config.seed, start)
+        iterator = stream.as_numpy_iterator()
+        return lambda _: sharding.global_batch(next(iterator), mesh)
+
+    def make_evaluate(params_sharding):
+        eval_step = step.compile_eval_step(objective, mesh, params_sharding)
+
+        def evaluate(params) -> dict[str, float]:
+            return step.summarize([eval_step(params, sharding.global_batch(b, mesh))
+                                   for b in eval_batches])  # fmt: skip
+
+        return evaluate
+
+    job = runner.Run(
+        task=TASK,
+        model=model,
+        model_config=bert_config,
+        tokenizer=str(tokenizer.path),
+        objective=objective,
+        tx=tx,
+        schedule=schedule,
+        total_steps=t.steps,
+        seq_length=config.max_seq_length,
+        initial_params=lambda: initial_params(config.init_from, bert_config),
+        batches=batches,
+        make_evaluate=make_evaluate,
+        extra_metrics=_mfu_metrics(config, bert_config, use_nsp),
+    )
+    results = runner.train_and_evaluate(job, config, workdir, mesh)
+    logging.info("pre-training stopped at step %d", results["step"])
+    return results

@@ -1,0 +1,84 @@
+"""The one loader of pretrained models: a workdir of ours (pre-trained or fine-tuned: its newest
+checkpoint) or any checkpoint directory bert/convert reads (Hugging Face, Google TF, our exported
+format), with the tokenizer found beside it."""
+
+import dataclasses
+import pathlib
+from typing import Any
+
+from absl import logging
+
+from bert import convert
+from bert.model import BertConfig
+from bert.training import checkpoints
+from input_pipeline import tokenizers
+
+
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """A loaded checkpoint.
+
+    Attributes:
+      config: the encoder's config.
+      params: our nested parameters: "bert" (the encoder) and whichever heads the checkpoint
+        holds ("mlm", "nsp", a fine-tuned task's head, ...).
+      tokenizer: the tokenizer beside the checkpoint (or the one asked for); None when loaded
+        without one.
+      source: the path it was loaded from.
+    """
+
+    config: BertConfig
+    params: dict[str, Any]
+    tokenizer: tokenizers.Tokenizer | None
+    source: str
+
+    @property
+    def encoder(self) -> dict[str, Any]:
+        """The encoder's parameters (BertModel's tree)."""
+        return self.params["bert"]
+
+
+def load(path: str, tokenizer: str = "", *, with_tokenizer: bool = True) -> Pretrained:
+    """Loads a checkpoint and its tokenizer.
+
+    Args:
+      path: a training workdir of ours, an HF directory, a Google TF checkpoint directory or one
+        exported by bert.convert.
+      tokenizer: a tokenizer file or folder; empty: the one beside the checkpoint (for a
+        workdir: the one its checkpoints record).
+      with_tokenizer: False to load the parameters alone (e.g. to continue pre-training).
+
+    Raises:
+      ValueError: the checkpoint holds no encoder, or the tokenizer's vocabulary does not fit
+        the model; FileNotFoundError: no tokenizer can be found.
+    """
+    if checkpoints.is_training_workdir(path):
+        params, meta = checkpoints.load_params(path)
+        if "model" not in meta or "bert" not in params:
+            raise ValueError(f"{path}: the checkpoint holds no BERT encoder")
+        config = BertConfig.from_dict(meta["model"])
+        logging.info("loaded %s step %s", path, meta.get("step"))
+        default_tokenizer = _recorded_tokenizer(path, meta)
+    else:
+        imported = convert.import_model(path)
+        config, params, default_tokenizer = imported.config, imported.params, str(imported.source)
+        if imported.missing_heads:
+            logging.info("%s has no %s", path, ", ".join(imported.missing_heads))
+    if not with_tokenizer:
+        return Pretrained(config, params, None, str(path))
+    loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)
+    if loaded.vocab_size != config.vocab_size:
+        raise ValueError(
+            f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
+            f"{path} has {config.vocab_size}"
+        )
+    return Pretrained(config, params, loaded, str(path))
+
+
+def _recorded_tokenizer(workdir: str, meta: dict) -> str:
+    """The tokenizer a workdir's checkpoints record (a relative path is inside the workdir)."""
+    if not meta.get("tokenizer"):
+        raise FileNotFoundError(
+            f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
+        )
+    return str(pathlib.Path(workdir) / meta["tokenizer"])  # an absolute path stays as it is

@@ -1,0 +1,167 @@
+"""The run skeleton every training job uses (pre-training and each fine-tuning task).
+
+`train_and_evaluate` restores the newest checkpoint of the workdir or initialises the state,
+sets up TensorBoard and progress, runs the loop (periodic reports, evaluations and
+checkpoints), then evaluates and writes `eval_results.json`. Every checkpoint records the same
+metadata: the step, the task, the model config and the tokenizer, so that any workdir can be
+resumed (only for the same task and model) or loaded as a pretrained model (bert/pretrained.py).
+SIGTERM or Ctrl-C saves a checkpoint and stops without the final evaluation (a preempted VM has
+seconds, not minutes); running the same command again resumes and finishes the run.
+"""
+
+import dataclasses
+import os
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import optax
+from absl import logging
+
+from bert.model import BertConfig
+from bert.training import checkpoints, loop, objectives, reporting, step
+from input_pipeline import atomic
+
+Batch = dict[str, jax.Array]
+Results = dict[str, Any]  # metric name -> value, or split -> {metric name -> value}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a training job hands the skeleton.
+
+    Attributes:
+      task: recorded in checkpoints; a workdir is never resumed for another task.
+      model: the module trained (a head over the encoder).
+      model_config: the encoder's config, recorded; a resume with another one is refused.
+      tokenizer: the tokenizer file the inputs were made with, recorded (relative to the
+        workdir when it lies inside it, so a moved workdir still finds it).
+      objective: the loss (bert/training/objectives.py).
+      tx, schedule: the optimizer and its learning-rate schedule.
+      total_steps: optimizer steps of the whole run.
+      seq_length: the sequence length (initialisation shapes and throughput).
+      initial_params: () -> parameters to start from (None: random); called on a fresh start only.
+      batches: start step -> (step -> the global batch of that step).
+      make_evaluate: the parameters' shardings -> (params -> results); called every
+        train.eval_every steps and at the end.
+      extra_metrics: a report's summary -> more scalars (e.g. MFU).
+    """
+
+    task: str
+    model: nn.Module
+    model_config: BertConfig
+    tokenizer: str
+    objective: objectives.Objective
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    total_steps: int
+    seq_length: int
+    initial_params: Callable[[], Any | None]
+    batches: Callable[[int], Callable[[int], Batch]]
+    make_evaluate: Callable[[Any], Callable[[Any], Results]]
+    extra_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
+
+
+def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
+    """The tokenizer path as checkpoints record it: relative when inside the workdir."""
+    path = pathlib.Path(tokenizer).absolute()
+    try:
+        return str(path.relative_to(workdir.absolute()))
+    except ValueError:
+        return str(path)
+
+
+def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> step.TrainState:
+    latest = ckpts.latest_step()
+    if latest is None:
+        return step.create_train_state(
+            run.model, run.tx, mesh, seed, run.seq_length, run.initial_params()
+        )
+    meta = ckpts.meta(latest)
+    model = dataclasses.asdict(run.model_config)
+    task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
+    if task != run.task or meta.get("model") != model:
+        raise ValueError(
+            f"{ckpts.directory}/{latest}: saved for task {task!r} with model "
+            f"{meta.get('model')}; the config now says {run.task!r} with {model}. "
+            "Use a new workdir (with init_from to start from this one)"
+        )
+    try:
+        state, _ = ckpts.restore(latest, abstract, shardings)
+    except (ValueError, KeyError) as e:
+        raise ValueError(
+            f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the configured "
+            f"model and optimizer (did train.optimizer change? use a new workdir, with "
+            f"init_from to keep the parameters): {e}"
+        ) from e
+    logging.info("resumed from step %d", latest)
+    return state
+
+
+def train_and_evaluate(
+    run: Run, config: ml_collections.ConfigDict, workdir: str | os.PathLike, mesh
+) -> Results:
+    """Trains `run` in `workdir` (resuming from its newest checkpoint), then evaluates.
+
+    Args:
+      config: the job's config: `seed`, and `train` (batch_size, accumulation_steps,
+        log_every, eval_every, checkpoint_every, max_to_keep, async_checkpoints).
+      mesh: the device mesh (bert/training/sharding.py).
+
+    Returns:
+      {"step": last step, **results} (also written to workdir/eval_results.json), or only
+      {"step": ...} when a signal stopped the run before its last step.
+    """
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t = config.train
+    abstract, shardings = step.state_shardings(run.model, run.tx, mesh, run.seq_length)
+    ckpts = checkpoints.Checkpoints(workdir, t.max_to_keep, t.async_checkpoints)
+    state = _restore_or_init(run, ckpts, abstract, shardings, mesh, config.seed)
+    start = int(jax.device_get(state.step))
+    train_step = step.compile_train_step(
+        run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, config.seed
+    )
+    evaluate = run.make_evaluate(shardings.params)
+    writer = reporting.make_writer(workdir)
+    if start == 0:
+        writer.write_hparams(reporting.flat_hparams(config))
+    meta = {"task": run.task, "model": dataclasses.asdict(run.model_config),
+            "tokenizer": recorded_tokenizer(run.tokenizer, workdir)}  # fmt: skip
+
+    def save(at: int, current: step.TrainState) -> None:
+        ckpts.save(at, current, {"step": at, **meta})
+
+    def run_eval(at: int, current: step.TrainState) -> None:
+        writer.write_scalars(at, reporting.eval_scalars(evaluate(current.params)))
+
+    state, last = loop.train_loop(
+        state,
+        start,
+        run.total_steps,
+        batch_at=run.batches(start),
+        train_step=train_step,
+        every=loop.Every(t.log_every, t.checkpoint_every, t.eval_every),
+        ckpts=ckpts,
+        save=save,
+        writer=writer,
+        progress=reporting.Progress(run.total_steps, start, t.batch_size, run.seq_length),
+        evaluate=run_eval,
+        extra_metrics=run.extra_metrics,
+    )
+    ckpts.wait()
+    ckpts.close()
+    if last < run.total_steps:
+        writer.flush()
+        logging.info("stopped at step %d of %d; run again to resume", last, run.total_steps)
+        return {"step": last}
+    results = evaluate(state.params)
+    writer.write_scalars(last, reporting.eval_scalars(results))
+    writer.flush()
+    if jax.process_index() == 0:
+        atomic.write_json(workdir / "eval_results.json", {"step": last, **results})
+    logging.info("%s: finished at step %d; evaluation %s", run.task, last, results)
+    return {"step": last, **results}

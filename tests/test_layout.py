@@ -1,0 +1,69 @@
+"""The house rules that a reader relies on: README's Layout lists every module and nothing else,
+each folder imports only what its concern allows, and files and functions stay short."""
+
+import ast
+import pathlib
+import re
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+MAX_FILE_LINES = 510  # "about 500"
+MAX_FUNCTION_LINES = 80
+MODEL_LIBRARY = ("bert/model.py", "bert/heads.py", "bert/losses.py", "bert/flops.py")
+
+
+def _modules() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return sorted(f for f in listed if (ROOT / f).is_file())
+
+
+def _imports(path: str) -> set[str]:
+    tree = ast.parse((ROOT / path).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_readme_layout_lists_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Tests")]
+    listed = set(re.findall(r"^((?:bert|configs|input_pipeline)/[\w/]+\.py|main\.py)", layout,
+                            re.M))  # fmt: skip
+    code = {
+        f
+        for f in _modules()
+        if (f.startswith(("bert/", "configs/", "input_pipeline/")) or f == "main.py")
+        and not f.endswith(("__init__.py", "__main__.py"))
+    }
+    assert sorted(code - listed) == [], "modules missing from README's Layout"
+    assert sorted(listed - code) == [], "README's Layout lists modules that do not exist"
+
+
+def test_each_folder_imports_only_its_concern():
+    for path in _modules():
+        imports = _imports(path)
+        if path.startswith("input_pipeline/"):
+            assert not {i for i in imports if i.split(".")[0] in ("flax", "optax", "bert")}, path
+        if path in MODEL_LIBRARY:
+            assert not {i for i in imports if i.startswith(("bert.", "input_pipeline"))} - {
+                "bert.model"
+            }, path
+        if path.startswith(("bert/training/", "bert/convert/", "bert/tasks/")):
+            assert not {i for i in imports if i.startswith("bert.jobs")}, path
+
+
+def test_files_and_functions_stay_short():
+    for path in _modules():
+        text = (ROOT / path).read_text()
+        assert text.count("\n") <= MAX_FILE_LINES, f"{path}: {text.count(chr(10))} lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                assert lines <= MAX_FUNCTION_LINES, f"{path}:{node.lineno} {node.name}: {lines}"
