@@ -7,7 +7,11 @@ Usage:
 
 The arg after the colon takes `size` (tiny, mini, small, medium, base, large; default base),
 `phase` (1: sequence 128; 2: sequence 512 continuing from a phase-1 run, as in BERT and
-NVIDIA's recipe) and `vocab_size` (0: take it from the tokenizer).
+NVIDIA's recipe), `vocab_size` (0: take it from the tokenizer) and `mode` (train; or evaluate:
+the MLM loss, accuracy and perplexity and the NSP accuracy of the checkpoint in `init_from` on
+the corpus in `data.input`, without training:
+  python main.py --config=configs/bert_base.py:mode=evaluate --workdir=runs/eval \
+      --config.init_from=runs/mini --config.data.input='held_out/*.txt').
 
 By default the text comes from a TFDS data set (downloaded on first use). To train on local
 files instead: --config.data.input='/data/*.txt' --config.data.format=text (or paragraphs,
@@ -20,12 +24,15 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0})
+    args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0, "mode": "train"})
+    if args["mode"] not in ("train", "evaluate"):
+        raise ValueError(f"config arg mode={args['mode']!r} must be train or evaluate")
     if args["phase"] not in (1, 2):
         raise ValueError(f"config arg phase={args['phase']} must be 1 or 2")
     phase2 = args["phase"] == 2
     config = ml_collections.ConfigDict()
     config.task = "pretrain"  # the job main.py runs
+    config.mode = args["mode"]  # train; or evaluate: init_from on data.input, no training
     config.seed = 0  # seeds parameter initialisation, dropout, data order and masking
     config.init_from = ""  # start parameters: a workdir of ours, an HF or Google TF checkpoint
     config.max_seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS]/[SEP]s included
@@ -43,7 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.sentencepiece_vocab_size = 32768  # vocabulary of the trained SentencePiece model
     d.sentencepiece_model_type = "unigram"  # unigram or bpe
     d.num_shards = 64  # record shards written by preparation
-    d.eval_shards = 1  # the last shards, held out for evaluation
+    d.eval_shards = 1  # the last shards, held out for evaluation (or eval_input's shards)
+    d.eval_input = ""  # globs of a separate held-out corpus (data.format); empty: eval_shards
     d.mode = "nsp"  # nsp: sentence pairs with NSP labels; packed: MLM only, packed sentences
     d.max_predictions_per_seq = 80 if phase2 else 20  # masked positions per sequence, at most
     d.mask_rate = 0.15  # fraction of tokens selected for prediction

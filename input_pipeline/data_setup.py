@@ -32,43 +32,65 @@ def export_tfds(name: str, split: str, field: str, directory: pathlib.Path) -> p
     return path
 
 
-def prepare_pretraining_data(data: Any, workdir: pathlib.Path) -> PretrainingData:
-    """Prepares (or finds prepared) records for `config.data` (the config section) under
-    `workdir/data`."""
+def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
+    """The input globs and their format: `data.input`, or the TFDS set exported as text."""
     if data.input:
-        patterns = [p.strip() for p in data.input.split(",") if p.strip()]
-        text_format = data.format
-    else:
-        try:
-            patterns = [export_tfds(data.tfds_name, data.tfds_split, data.tfds_field,
-                                    workdir / "raw")]  # fmt: skip
-        except Exception as e:
-            raise RuntimeError(
-                f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
-                "text instead, set --config.data.input='/path/to/*.txt' and "
-                "--config.data.format=text|paragraphs|jsonl|wikiextractor"
-            ) from e
-        text_format = "text"
+        return [p.strip() for p in data.input.split(",") if p.strip()], data.format
+    try:
+        path = export_tfds(data.tfds_name, data.tfds_split, data.tfds_field, workdir / "raw")
+    except Exception as e:
+        raise RuntimeError(
+            f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
+            "text instead, set --config.data.input='/path/to/*.txt' and "
+            "--config.data.format=text|paragraphs|jsonl|wikiextractor"
+        ) from e
+    return [str(path)], "text"
+
+
+def prepare_pretraining_data(
+    data: Any, workdir: pathlib.Path, tokenizer: str = "", evaluate_only: bool = False
+) -> PretrainingData:
+    """Prepares (or finds prepared) records for `config.data` (the config section) under
+    `workdir/data`, and `data.eval_input` (if given) under `workdir/eval_data`.
+
+    Args:
+      tokenizer: the tokenizer to use when `data.tokenizer` is empty (e.g. the checkpoint's,
+        when evaluating one); with both empty, SentencePiece is trained on the corpus.
+      evaluate_only: every shard is for evaluation (no training files).
+
+    Held-out data: the `data.eval_input` corpus, prepared with the same tokenizer into
+    `data.eval_shards` shards, or else the last `data.eval_shards` shards of the corpus.
+    """
+    patterns, text_format = _patterns(data, workdir)
+    tokenizer = data.tokenizer or tokenizer
     manifest = prepare.prepare(
         patterns,
         workdir / "data",
         text_format,
-        data.tokenizer or None,
-        train_sentencepiece_vocab_size=None if data.tokenizer else data.sentencepiece_vocab_size,
+        tokenizer or None,
+        train_sentencepiece_vocab_size=None if tokenizer else data.sentencepiece_vocab_size,
         sentencepiece_model_type=data.sentencepiece_model_type,
         num_shards=data.num_shards,
         text_field=data.text_field,
     )
     shards = [str(p) for p in manifest.shard_paths]
+    loaded = tokenizers.load_tokenizer(manifest.tokenizer_path)
+    if evaluate_only:
+        return PretrainingData(loaded, [], shards, manifest)
+    if data.eval_input:
+        held_out = prepare.prepare(
+            [p.strip() for p in data.eval_input.split(",") if p.strip()],
+            workdir / "eval_data",
+            data.format,
+            manifest.tokenizer_path,
+            num_shards=data.eval_shards,
+            text_field=data.text_field,
+        )
+        return PretrainingData(loaded, shards, [str(p) for p in held_out.shard_paths], manifest)
     if not 0 < data.eval_shards < len(shards):
         raise ValueError(
             f"config.data.eval_shards={data.eval_shards} must be at least 1 and leave training "
             f"shards: {manifest.directory} has {len(shards)} (config.data.num_shards)"
         )
-    tokenizer = tokenizers.load_tokenizer(manifest.tokenizer_path)
-    return PretrainingData(
-        tokenizer=tokenizer,
-        train_files=shards[: -data.eval_shards],
-        eval_files=shards[-data.eval_shards :],
-        manifest=manifest,
-    )
+    split = len(shards) - data.eval_shards
+    return PretrainingData(loaded, shards[:split], shards[split:], manifest)

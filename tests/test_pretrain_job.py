@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from bert.jobs import glue as glue_job
 from bert.training import checkpoints
@@ -244,3 +245,34 @@ def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_d
     assert (tmp_path / "data" / "sentencepiece.model").is_file()
     _, meta = checkpoints.load_params(tmp_path)
     assert meta["model"]["vocab_size"] == 2000
+
+
+def test_eval_input_and_evaluate_mode_agree(shared_data, tmp_path):
+    """A run holding out a separate corpus (data.eval_input), then mode=evaluate of its final
+    checkpoint on that corpus: the same held-out batches give the same metrics."""
+    wiki = shared_data / "wikipedia" / "AA"
+    held_out = {"data.eval_input": f"{wiki}/wiki_10", "data.eval_shards": 1}
+    result = run_job(job_args(shared_data, tmp_path / "run", steps=6, **held_out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert (tmp_path / "run" / "eval_data" / "manifest.json").is_file()
+
+    args = job_args(shared_data, tmp_path / "eval", steps=6,
+                    **{"data.input": f"{wiki}/wiki_10", "data.num_shards": 1,
+                       "data.tokenizer": "", "init_from": tmp_path / "run"})  # fmt: skip
+    args[2] = "--config=configs/bert_base.py:size=tiny,mode=evaluate"
+    result = run_job(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    assert not (tmp_path / "eval" / "checkpoints").exists()  # nothing was trained
+    for name in ("mlm_loss", "mlm_accuracy", "nsp_loss", "nsp_accuracy", "mlm_perplexity"):
+        assert evaluated[name] == pytest.approx(trained[name], rel=1e-5), name
+    assert evaluated["mlm_perplexity"] == pytest.approx(np.exp(evaluated["mlm_loss"]), rel=1e-6)
+
+
+def test_evaluate_mode_without_a_checkpoint_is_a_clear_error(shared_data, tmp_path):
+    args = job_args(shared_data, tmp_path, steps=2)
+    args[2] = "--config=configs/bert_base.py:size=tiny,mode=evaluate"
+    result = run_job(args)
+    assert result.returncode != 0
+    assert "mode=evaluate needs config.init_from" in result.stderr

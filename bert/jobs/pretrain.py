@@ -2,18 +2,21 @@
 builds BERT with its MLM and NSP heads, LAMB or AdamW, and hands the run skeleton
 (bert/training/runner.py) its batches and held-out evaluation."""
 
+import math
 import pathlib
 from typing import Any
 
+import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from bert import flops, pretrained
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 from bert.training import objectives, optim, runner, sharding, step
-from input_pipeline import data_setup, pretraining
+from input_pipeline import atomic, data_setup, pretraining
 
 TASK = "pretrain"
 
@@ -85,11 +88,65 @@ def _mfu_metrics(config, bert_config: BertConfig, use_nsp: bool):
     return mfu
 
 
+def _evaluator(objective, mesh, params_sharding, eval_batches):
+    """params -> held-out metrics: MLM loss, accuracy and perplexity; NSP loss and accuracy."""
+    eval_step = step.compile_eval_step(objective, mesh, params_sharding)
+
+    def evaluate(params) -> dict[str, float]:
+        results = step.summarize([eval_step(params, sharding.global_batch(b, mesh))
+                                  for b in eval_batches])  # fmt: skip
+        results["mlm_perplexity"] = math.exp(min(results["mlm_loss"], 700.0))
+        return results
+
+    return evaluate
+
+
+def _eval_batches(files, config, tokenizer, per_host_batch) -> list:
+    dataset = _dataset(files, config, tokenizer, per_host_batch, config.seed + 1, 0)
+    return list(dataset.take(config.train.eval_batches).as_numpy_iterator())
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """mode=evaluate: the held-out metrics of `config.init_from` on all of `data.input`."""
+    if not config.init_from:
+        raise ValueError("mode=evaluate needs config.init_from: the checkpoint to evaluate")
+    loaded = pretrained.load(config.init_from, config.data.tokenizer)
+    if "mlm" not in loaded.params:
+        raise ValueError(f"{config.init_from} has no MLM head: nothing to evaluate")
+    data = data_setup.prepare_pretraining_data(
+        config.data, pathlib.Path(workdir), str(loaded.tokenizer.path), evaluate_only=True
+    )
+    if config.max_seq_length > loaded.config.max_position_embeddings:
+        positions = loaded.config.max_position_embeddings
+        raise ValueError(
+            f"config.max_seq_length={config.max_seq_length} exceeds the checkpoint's {positions}"
+        )
+    mesh = sharding.make_mesh(config.mesh)
+    model = BertForPreTraining(loaded.config)
+    use_nsp = config.data.mode == "nsp" and "nsp" in loaded.params
+    fresh = model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
+    fresh = jax.device_get(nn.meta.unbox(fresh))
+    params = {**fresh, **loaded.params}  # a head the checkpoint lacks is never scored
+    batches = _eval_batches(data.eval_files, config, data.tokenizer,
+                            sharding.per_host_batch(config.train, mesh))  # fmt: skip
+    objective = objectives.pretraining(model, use_nsp)
+    evaluate = _evaluator(objective, mesh, sharding.replicated(mesh), batches)
+    results = evaluate(params)
+    if jax.process_index() == 0:
+        atomic.write_json(pathlib.Path(workdir) / "eval_results.json",
+                          {"checkpoint": config.init_from, **results})  # fmt: skip
+    logging.info("%s on %s: %s", config.init_from, config.data.input, results)
+    return results
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Pre-trains per `config` in `workdir`, resuming from its newest checkpoint.
+    """Pre-trains per `config` in `workdir`, resuming from its newest checkpoint (or, with
+    config.mode=evaluate, evaluates config.init_from).
 
     Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
     """
+    if config.mode == "evaluate":
+        return evaluate_checkpoint(config, workdir)
     data = data_setup.prepare_pretraining_data(config.data, pathlib.Path(workdir))
     tokenizer = data.tokenizer
     bert_config = model_config(config.model, tokenizer.vocab_size)
@@ -108,22 +165,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     model = BertForPreTraining(bert_config)
     use_nsp = config.data.mode == "nsp"
     objective = objectives.pretraining(model, use_nsp)
-    eval_ds = _dataset(data.eval_files, config, tokenizer, per_host_batch, config.seed + 1, 0)
-    eval_batches = list(eval_ds.take(t.eval_batches).as_numpy_iterator())
+    eval_batches = _eval_batches(data.eval_files, config, tokenizer, per_host_batch)
 
     def batches(start: int):
         stream = _dataset(data.train_files, config, tokenizer, per_host_batch, config.seed, start)
         iterator = stream.as_numpy_iterator()
         return lambda _: sharding.global_batch(next(iterator), mesh)
-
-    def make_evaluate(params_sharding):
-        eval_step = step.compile_eval_step(objective, mesh, params_sharding)
-
-        def evaluate(params) -> dict[str, float]:
-            return step.summarize([eval_step(params, sharding.global_batch(b, mesh))
-                                   for b in eval_batches])  # fmt: skip
-
-        return evaluate
 
     job = runner.Run(
         task=TASK,
@@ -137,7 +184,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         seq_length=config.max_seq_length,
         initial_params=lambda: initial_params(config.init_from, bert_config),
         batches=batches,
-        make_evaluate=make_evaluate,
+        make_evaluate=lambda shardings: _evaluator(objective, mesh, shardings, eval_batches),
         extra_metrics=_mfu_metrics(config, bert_config, use_nsp),
     )
     results = runner.train_and_evaluate(job, config, workdir, mesh)

@@ -1,4 +1,15 @@
-"""Optimizers (LAMB, AdamW), the learning-rate schedule and the weight-decay mask."""
+"""Optimizers (LAMB and AdamW as BERT defines them), the learning-rate schedule, and the mask of
+the parameters they decay and adapt.
+
+LAMB here is the one BERT is pre-trained with (NVIDIA's FusedLAMB, TF Model Garden's LAMB with
+`exclude_from_layer_adaptation`, timm's `Lamb(always_adapt=False)`): Adam moments with bias
+correction, epsilon added to the square root of the corrected second moment, decoupled weight
+decay added to the update, then the layer-wise trust ratio ||w|| / ||update|| (1 where either
+norm is 0), all on weight matrices and embeddings only: biases and LayerNorm parameters get the
+plain Adam update, neither decayed nor adapted. (`optax.lamb`'s mask covers only the decay: its
+trust ratio scales every parameter, so a bias that starts at zero could only grow by a factor
+(1 + learning rate) per step.) Gradients are clipped to a global norm before any of this.
+"""
 
 from typing import Any
 
@@ -25,8 +36,9 @@ def learning_rate_schedule(
     return optax.join_schedules([warmup, decay], [warmup_steps])
 
 
-def weight_decay_mask(params: Any) -> Any:
-    """True for matrices and embeddings; False for biases and LayerNorm parameters (BERT's rule)."""
+def matrices_mask(params: Any) -> Any:
+    """True for weight matrices and embeddings, the parameters BERT's optimizers decay and LAMB
+    adapts; False for biases and LayerNorm parameters."""
     flat = traverse_util.flatten_dict(params)
     mask = {path: path[-1] not in ("bias", "scale", "output_bias") for path in flat}
     return traverse_util.unflatten_dict(mask)
@@ -41,7 +53,7 @@ def make_optimizer(
     eps: float = 1e-6,
     clip_norm: float | None = 1.0,
 ) -> optax.GradientTransformation:
-    """Global-norm clipping followed by LAMB or AdamW with masked decoupled weight decay.
+    """Global-norm clipping followed by LAMB or AdamW (see the module doc).
 
     Args:
       name: "lamb" or "adamw".
@@ -51,9 +63,14 @@ def make_optimizer(
       clip_norm: maximum global gradient norm; None or 0 disables clipping.
     """
     if name == "lamb":
-        opt = optax.lamb(schedule, b1, b2, eps, weight_decay=weight_decay, mask=weight_decay_mask)
+        opt = optax.chain(
+            optax.scale_by_adam(b1, b2, eps),
+            optax.add_decayed_weights(weight_decay, matrices_mask),
+            optax.masked(optax.scale_by_trust_ratio(), matrices_mask),
+            optax.scale_by_learning_rate(schedule),
+        )
     elif name == "adamw":
-        opt = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=weight_decay_mask)
+        opt = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=matrices_mask)
     else:
         raise ValueError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
     if clip_norm:

@@ -1,0 +1,112 @@
+"""fill-mask, as users know it from Hugging Face's pipeline: the most likely tokens, with their
+probabilities, for each [MASK] in a sentence, from any checkpoint with an MLM head (ours, HF,
+Google TF).
+
+CLI:
+  python -m bert.fill_mask CHECKPOINT "Paris is the [MASK] of France." [MORE ...] [--top_k=5]
+"""
+
+import argparse
+import dataclasses
+import functools
+import sys
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bert import pretrained
+from bert.convert import CheckpointError
+from bert.heads import BertForPreTraining
+from bert.model import BertConfig
+
+MASK = "[MASK]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Filler:
+    """One candidate for one [MASK]: its token id, its text and its probability."""
+
+    token_id: int
+    token: str
+    score: float
+
+
+def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> list[int]:
+    """[CLS] sentence [SEP] with each literal "[MASK]" as the mask token."""
+    tok = model.tokenizer
+    pieces = sentence.split(MASK)
+    ids: list[int] = []
+    for i, ids_of_piece in enumerate(tok.encode_batch_ids(pieces)):
+        if i:
+            ids.append(tok.mask_id)
+        ids.extend(ids_of_piece)
+    if MASK not in sentence:
+        raise ValueError(f"no {MASK} in {sentence!r}")
+    if len(ids) + 2 > max_seq_length:
+        raise ValueError(f"{sentence!r} has {len(ids) + 2} tokens, more than {max_seq_length}")
+    return tok.build_inputs(ids)[0]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _probabilities(params, ids, positions, *, config: BertConfig):
+    """Softmax over the vocabulary at `positions` [1, masks] of one unpadded sentence `ids`."""
+    out = BertForPreTraining(config).apply(
+        {"params": params}, ids, jnp.zeros_like(ids), jnp.ones_like(ids),
+        masked_positions=positions,
+    )  # fmt: skip
+    return jax.nn.softmax(out["mlm_logits"], axis=-1)  # [1, masks, vocab]
+
+
+def fill_mask(
+    model: pretrained.Pretrained, sentences: Sequence[str], top_k: int = 5
+) -> list[list[list[Filler]]]:
+    """The `top_k` fillers of every [MASK] of every sentence, most likely first.
+
+    Returns: [sentence][mask][rank] -> Filler. Each mask is predicted independently, with the
+    other masks left as [MASK] (as HF's pipeline does).
+    """
+    if "mlm" not in model.params:
+        raise ValueError(f"{model.source} has no MLM head: fill-mask needs one")
+    tok = model.tokenizer
+    out = []
+    for sentence in sentences:
+        ids = np.asarray(encode(model, sentence, model.config.max_position_embeddings), np.int32)
+        positions = np.nonzero(ids == tok.mask_id)[0].astype(np.int32)
+        probs = _probabilities(model.params, ids[None], positions[None], config=model.config)
+        probs = np.asarray(probs[0], np.float64)  # [masks, vocab]
+        sentence_fillers = []
+        for row in probs:
+            best = np.argsort(-row, kind="stable")[:top_k]
+            sentence_fillers.append([Filler(int(i), tok.id_to_token(int(i)), float(row[i]))
+                                     for i in best])  # fmt: skip
+        out.append(sentence_fillers)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bert.fill_mask", description="Top fillers of each [MASK]."
+    )
+    parser.add_argument("checkpoint", help="a workdir of ours, an HF or Google TF checkpoint")
+    parser.add_argument("sentences", nargs="+", help=f"text with one or more {MASK}")
+    parser.add_argument("--top_k", type=int, default=5, help="fillers shown per mask")
+    parser.add_argument("--tokenizer", default="", help="tokenizer; default: beside the checkpoint")
+    args = parser.parse_args(argv)
+    try:
+        model = pretrained.load(args.checkpoint, args.tokenizer)
+        results = fill_mask(model, args.sentences, args.top_k)
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for sentence, masks in zip(args.sentences, results, strict=True):
+        print(sentence)
+        for number, fillers in enumerate(masks, 1):
+            shown = "  ".join(f"{f.token} {f.score:.4f}" for f in fillers)
+            print(f"  mask {number}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
