@@ -32,7 +32,7 @@ def checkpoint(shared_data, tmp_path_factory):
 
 def test_fillers_and_probabilities_equal_the_pipeline(checkpoint):
     ours = fill_mask.fill_mask(pretrained.load(str(checkpoint)), SENTENCES, top_k=5)
-    pipe = transformers.pipeline("fill-mask", model=str(checkpoint), top_k=5)
+    pipe = transformers.pipeline("fill-mask", model=str(checkpoint), top_k=5, framework="pt")
     for sentence, got in zip(SENTENCES, ours, strict=True):
         want = pipe(sentence)
         want = [want] if isinstance(want[0], dict) else want  # one list per mask

@@ -16,6 +16,9 @@ from bert.training import checkpoints
 from configs import glue as glue_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Margins beyond the frequency baseline, about half of what the run reaches (measured on this
+# machine: held-out MLM loss 5.864 against 6.150, accuracy 0.101 against 0.054).
+MARGIN_LOSS, MARGIN_ACCURACY = 0.15, 0.025
 
 
 def job_args(shared_data, workdir, steps, **overrides):
@@ -181,32 +184,63 @@ def _leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_tiny_model_learns_on_wikipedia(shared_data, tmp_path):
-    """Measured: train MLM accuracy 0.0055 over the first 25 steps, held-out 0.057 at step 150
-    (MLM loss 10.3 -> 8.9); with 300 steps 0.070 (loss 7.35)."""
-    args = job_args(
-        shared_data,
-        tmp_path,
-        steps=150,
-        **{
-            "train.batch_size": 32,
-            "train.learning_rate": 5e-3,
-            "train.warmup_steps": 30,
-            "train.log_every": 25,
-            "train.checkpoint_every": 1000,
-            "train.eval_every": 75,
-            "train.eval_batches": 8,
-        },
-    )
-    result = run_job(args)
+LEARN_STEPS = 400
+LEARNS = {
+    "data.tokenizer": "",
+    "data.sentencepiece_vocab_size": 2000,
+    "train.batch_size": 32,
+    "train.learning_rate": 1e-2,
+    "train.warmup_steps": 30,
+    "train.log_every": 50,
+    "train.checkpoint_every": 1000,
+    "train.eval_every": 100,
+    "train.eval_batches": 8,
+}
+
+
+def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, float]:
+    """What a model predicting token frequencies reaches on the run's held-out batches: the
+    cross-entropy of their masked labels under the unigram distribution of the masked labels
+    the run trained on (its MLM loss), and the share of the most frequent one (its accuracy)."""
+    from bert.jobs import pretrain
+    from configs import bert_base
+    from input_pipeline import data_setup
+
+    config = bert_base.get_config("size=tiny")
+    for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        *sections, field = key.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        target[field] = type(target[field])(value)
+    data = data_setup.prepare_pretraining_data(config.data, workdir)  # finds it prepared
+    batch = config.train.batch_size
+    held_out = pretrain.eval_batches_of(data.eval_files, config, data.tokenizer, batch)
+    seen = pretrain.make_dataset(data.train_files, config, data.tokenizer, batch, config.seed, 0)
+
+    def labels(batches):
+        return np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
+
+    counts = np.bincount(labels(seen.take(steps).as_numpy_iterator()),
+                         minlength=data.tokenizer.vocab_size) + 0.5  # fmt: skip
+    targets = labels(held_out)
+    cross_entropy = -np.log(counts[targets] / counts.sum()).mean()
+    return float(cross_entropy), float(np.mean(targets == np.argmax(counts)))
+
+
+def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
+    """400 LAMB steps of the tiny model (2,000 SentencePiece pieces, sequence 64, batch 32)
+    reach a held-out MLM loss and accuracy that no model predicting token frequencies reaches.
+    Measured: MLM loss 5.864 against the frequency baseline's 6.150, accuracy 0.101 against
+    0.054."""
+    result = run_job(job_args(shared_data, tmp_path, steps=LEARN_STEPS, **LEARNS))
     assert result.returncode == 0, result.stderr[-3000:]
-    accuracy = scalars(tmp_path, "eval/mlm_accuracy")
-    first_train = scalars(tmp_path, "train/mlm_accuracy")[0][1]
     final = json.loads((tmp_path / "eval_results.json").read_text())
-    print(f"train MLM accuracy over steps 1-25: {first_train:.4f}; eval: {accuracy}")
-    assert first_train < 0.02
-    assert final["mlm_accuracy"] > 0.04 and final["mlm_accuracy"] > 4 * first_train, final
-    assert final["mlm_loss"] < 9.5, final
+    entropy, top_share = _frequency_baseline(shared_data, tmp_path, LEARNS, LEARN_STEPS)
+    print(f"held out: {final}; frequency baseline: loss {entropy:.3f}, accuracy {top_share:.3f}")
+    assert final["mlm_loss"] < entropy - MARGIN_LOSS, (final, entropy)
+    assert final["mlm_accuracy"] > top_share + MARGIN_ACCURACY, (final, top_share)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, tmp_path):

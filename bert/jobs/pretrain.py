@@ -48,7 +48,8 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
     return params
 
 
-def _dataset(files, config, tokenizer, per_host_batch, seed, start_step):
+def make_dataset(files, config, tokenizer, per_host_batch, seed, start_step):
+    """This host's pre-training batches from prepared `files`, as `config` asks, from a step."""
     d = config.data
     return pretraining.make_pretraining_dataset(
         files,
@@ -101,8 +102,9 @@ def _evaluator(objective, mesh, params_sharding, eval_batches):
     return evaluate
 
 
-def _eval_batches(files, config, tokenizer, per_host_batch) -> list:
-    dataset = _dataset(files, config, tokenizer, per_host_batch, config.seed + 1, 0)
+def eval_batches_of(files, config, tokenizer, per_host_batch) -> list:
+    """The fixed held-out batches: `config.train.eval_batches` of them, seeded seed + 1."""
+    dataset = make_dataset(files, config, tokenizer, per_host_batch, config.seed + 1, 0)
     return list(dataset.take(config.train.eval_batches).as_numpy_iterator())
 
 
@@ -127,7 +129,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     fresh = model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
     fresh = jax.device_get(nn.meta.unbox(fresh))
     params = {**fresh, **loaded.params}  # a head the checkpoint lacks is never scored
-    batches = _eval_batches(data.eval_files, config, data.tokenizer,
+    batches = eval_batches_of(data.eval_files, config, data.tokenizer,
                             sharding.per_host_batch(config.train, mesh))  # fmt: skip
     objective = objectives.pretraining(model, use_nsp)
     evaluate = _evaluator(objective, mesh, sharding.replicated(mesh), batches)
@@ -165,10 +167,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     model = BertForPreTraining(bert_config)
     use_nsp = config.data.mode == "nsp"
     objective = objectives.pretraining(model, use_nsp)
-    eval_batches = _eval_batches(data.eval_files, config, tokenizer, per_host_batch)
+    eval_batches = eval_batches_of(data.eval_files, config, tokenizer, per_host_batch)
 
     def batches(start: int):
-        stream = _dataset(data.train_files, config, tokenizer, per_host_batch, config.seed, start)
+        stream = make_dataset(
+            data.train_files, config, tokenizer, per_host_batch, config.seed, start
+        )
         iterator = stream.as_numpy_iterator()
         return lambda _: sharding.global_batch(next(iterator), mesh)
 
