@@ -42,7 +42,7 @@ def test_config_arg_parsing():
     config = bert_base.get_config("size=mini, vocab_size=8000")
     assert config.model.hidden_size == 256 and config.model.vocab_size == 8000
     with pytest.raises(
-        ValueError, match="unknown config arg 'siz'; known: phase, size, vocab_size"
+        ValueError, match="unknown config arg 'siz'; known: mode, phase, size, vocab_size"
     ):
         bert_base.get_config("siz=mini")
     with pytest.raises(ValueError, match="vocab_size='many' is not a valid int"):
