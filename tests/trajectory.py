@@ -207,8 +207,8 @@ def hf_classification(directory: pathlib.Path, classifier: dict, recipe: Recipe,
         attention_probs_dropout_prob=0.0, attn_implementation="eager",
     )  # fmt: skip
     with torch.no_grad():
-        model.classifier.weight.copy_(torch.as_tensor(np.asarray(classifier["kernel"]).T))
-        model.classifier.bias.copy_(torch.as_tensor(np.asarray(classifier["bias"])))
+        model.classifier.weight.copy_(torch.tensor(np.array(classifier["kernel"]).T))
+        model.classifier.bias.copy_(torch.tensor(np.array(classifier["bias"])))
 
     def forward(m, batch):
         return m(
