@@ -75,7 +75,7 @@ def _hf_eval(model, batches) -> dict[str, float]:
     with torch.no_grad():
         for batch in batches:
             labels = torch.tensor(trajectory.mlm_labels(batch))
-            out = model(**trajectory._encoder_inputs(batch))
+            out = model(**trajectory.encoder_inputs(batch))
             chosen = labels >= 0
             logits = out.prediction_logits[chosen]
             targets = labels[chosen]
@@ -121,7 +121,7 @@ def hf(args) -> None:
         directory = trajectory.export(params, bert_config, pathlib.Path(tmp) / "hf")
         model = transformers.BertForPreTraining.from_pretrained(str(directory))
     model.train()
-    opt, schedule = trajectory._torch_optimizer(model, recipe)
+    opt, schedule = trajectory.torch_optimizer(model, recipe)
     train = job.make_dataset(data.train_files, config, data.tokenizer, t.batch_size, config.seed, 0)
     held_out = job.eval_batches_of(data.eval_files, config, data.tokenizer, t.batch_size)
     rows, started = [], time.perf_counter()
@@ -129,7 +129,7 @@ def hf(args) -> None:
         nsp = torch.tensor(batch["next_sentence_labels"], dtype=torch.long)
         labels = torch.tensor(trajectory.mlm_labels(batch))
         loss = model(
-            **trajectory._encoder_inputs(batch), labels=labels, next_sentence_label=nsp
+            **trajectory.encoder_inputs(batch), labels=labels, next_sentence_label=nsp
         ).loss
         loss.backward()
         opt.step()

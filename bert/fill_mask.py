@@ -35,6 +35,8 @@ class Filler:
 
 def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> list[int]:
     """[CLS] sentence [SEP] with each literal "[MASK]" as the mask token."""
+    if MASK not in sentence:
+        raise ValueError(f"no {MASK} in {sentence!r}")
     tok = model.tokenizer
     pieces = sentence.split(MASK)
     ids: list[int] = []
@@ -42,8 +44,6 @@ def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> 
         if i:
             ids.append(tok.mask_id)
         ids.extend(ids_of_piece)
-    if MASK not in sentence:
-        raise ValueError(f"no {MASK} in {sentence!r}")
     if len(ids) + 2 > max_seq_length:
         raise ValueError(f"{sentence!r} has {len(ids) + 2} tokens, more than {max_seq_length}")
     return tok.build_inputs(ids)[0]

@@ -95,7 +95,7 @@ def test_lamb_moves_zero_biases_as_timm_does():
     recipe = trajectory.Recipe("lamb", 1e-2, warmup_steps=5, total_steps=50)
     holder = torch.nn.Module()
     holder.weight, holder.bias = torch_kernel, torch_bias
-    opt, torch_schedule = trajectory._torch_optimizer(holder, recipe)
+    opt, torch_schedule = trajectory.torch_optimizer(holder, recipe)
     for g_kernel, g_bias in grads:
         torch_kernel.grad = torch.as_tensor(g_kernel.T.copy())
         torch_bias.grad = torch.as_tensor(g_bias)

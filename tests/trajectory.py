@@ -129,7 +129,7 @@ def _is_matrix(name: str) -> bool:
     return name.split(".")[-1] == "weight" and "LayerNorm" not in name
 
 
-def _torch_optimizer(model: torch.nn.Module, recipe: Recipe):
+def torch_optimizer(model: torch.nn.Module, recipe: Recipe):
     named = list(model.named_parameters())
     groups = [
         {"params": [p for n, p in named if _is_matrix(n)], "weight_decay": recipe.weight_decay},
@@ -150,7 +150,7 @@ def _torch_optimizer(model: torch.nn.Module, recipe: Recipe):
 
 def _hf_run(model: torch.nn.Module, recipe: Recipe, batches, forward) -> list[float]:
     torch.manual_seed(0)
-    opt, schedule = _torch_optimizer(model, recipe)
+    opt, schedule = torch_optimizer(model, recipe)
     model.train()
     losses = []
     for batch in batches:
@@ -165,7 +165,7 @@ def _hf_run(model: torch.nn.Module, recipe: Recipe, batches, forward) -> list[fl
     return losses
 
 
-def _encoder_inputs(batch: dict) -> dict:
+def encoder_inputs(batch: dict) -> dict:
     return {
         "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
         "token_type_ids": torch.tensor(batch["segment_ids"], dtype=torch.long),
@@ -193,7 +193,7 @@ def hf_pretraining(directory: pathlib.Path, recipe: Recipe, batches) -> list[flo
     def forward(m, batch):
         nsp = torch.tensor(batch["next_sentence_labels"], dtype=torch.long)
         labels = torch.as_tensor(mlm_labels(batch))
-        out = m(**_encoder_inputs(batch), labels=labels, next_sentence_label=nsp)
+        out = m(**encoder_inputs(batch), labels=labels, next_sentence_label=nsp)
         return out.loss
 
     return _hf_run(model, recipe, batches, forward)
@@ -212,7 +212,7 @@ def hf_classification(directory: pathlib.Path, classifier: dict, recipe: Recipe,
 
     def forward(m, batch):
         return m(
-            **_encoder_inputs(batch), labels=torch.tensor(batch["label"], dtype=torch.long)
+            **encoder_inputs(batch), labels=torch.tensor(batch["label"], dtype=torch.long)
         ).loss
 
     return _hf_run(model, recipe, batches, forward)
