@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from input_pipeline import errors
+
 # Files that describe a tokenizer; carried along when a checkpoint is converted.
 TOKENIZER_FILES = (
     "vocab.txt",
@@ -26,7 +28,7 @@ TOKENIZER_FILES = (
 )
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError):
     """A checkpoint that cannot be read as asked: the message names the file and the problem."""
 
 
