@@ -11,6 +11,8 @@ import logging as py_logging
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from input_pipeline import paths
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bert_base.py:size=mini.", lock_config=True
 )
@@ -38,6 +40,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_library_info_filter)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # tf.data must not take the accelerator from JAX

@@ -23,7 +23,7 @@ from absl import logging
 
 from bert.model import BertConfig
 from bert.training import checkpoints, loop, objectives, reporting, step
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 
 Batch = dict[str, jax.Array]
 Results = dict[str, Any]  # metric name -> value, or split -> {metric name -> value}
@@ -67,9 +67,9 @@ class Run:
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
     """The tokenizer path as checkpoints record it: relative when inside the workdir."""
-    path = pathlib.Path(tokenizer).absolute()
+    path = paths.absolute(tokenizer)
     try:
-        return str(path.relative_to(workdir.absolute()))
+        return str(path.relative_to(paths.absolute(workdir)))
     except ValueError:
         return str(path)
 
@@ -115,7 +115,7 @@ def train_and_evaluate(
       {"step": last step, **results} (also written to workdir/eval_results.json), or only
       {"step": ...} when a signal stopped the run before its last step.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
     abstract, shardings = step.state_shardings(run.model, run.tx, mesh, run.seq_length)
