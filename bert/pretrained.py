@@ -3,7 +3,7 @@ checkpoint) or any checkpoint directory bert/convert reads (Hugging Face, Google
 format), with the tokenizer found beside it."""
 
 import dataclasses
-import pathlib
+import os
 from typing import Any
 
 from absl import logging
@@ -11,7 +11,7 @@ from absl import logging
 from bert import convert
 from bert.model import BertConfig
 from bert.training import checkpoints
-from input_pipeline import tokenizers
+from input_pipeline import paths, tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,4 +81,7 @@ def _recorded_tokenizer(workdir: str, meta: dict) -> str:
         raise FileNotFoundError(
             f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
         )
-    return str(pathlib.Path(workdir) / meta["tokenizer"])  # an absolute path stays as it is
+    recorded = meta["tokenizer"]
+    if paths.is_remote(recorded) or os.path.isabs(recorded):
+        return recorded
+    return str(paths.path(workdir) / recorded)

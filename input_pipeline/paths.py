@@ -14,9 +14,10 @@ for the file written last (a manifest, a checkpoint's commit marker).
 """
 
 import glob
+import io
 import os
 from collections.abc import Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import fsspec
 from etils import epath
@@ -100,6 +101,11 @@ def open_read(p: PathLike) -> BinaryIO:
         return open(os.fspath(p), "rb")
     fs, stripped = filesystem(p)
     return fs.open(stripped, "rb")
+
+
+def open_text(p: PathLike, encoding: str = "utf-8", newline: str | None = None) -> TextIO:
+    """`p` opened for reading text (`open`'s `encoding` and `newline`)."""
+    return io.TextIOWrapper(open_read(p), encoding=encoding, newline=newline)
 
 
 def identity(p: PathLike) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from bert import flops, pretrained
 from bert.heads import BertForPreTraining
@@ -140,6 +141,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     return results
 
 
+def _prepare_data(config: ml_collections.ConfigDict, workdir: str) -> data_setup.PretrainingData:
+    """Prepares `workdir/data` once for all hosts: a local folder is locked by the first host
+    to come; an object store has no locks, so there process 0 prepares and the others wait."""
+    if jax.process_count() == 1 or not paths.is_remote(workdir):
+        return data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    data = None
+    if jax.process_index() == 0:
+        data = data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    multihost_utils.sync_global_devices("pretraining data prepared")
+    return data or data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Pre-trains per `config` in `workdir`, resuming from its newest checkpoint (or, with
     config.mode=evaluate, evaluates config.init_from).
@@ -148,7 +161,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
-    data = data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    data = _prepare_data(config, workdir)
     tokenizer = data.tokenizer
     bert_config = model_config(config.model, tokenizer.vocab_size)
     if config.max_seq_length > bert_config.max_position_embeddings:
