@@ -16,14 +16,17 @@ import socket
 import subprocess
 import sys
 
+import fsspec
 import gcsfs
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
 from bert.training import checkpoints
+from input_pipeline import atomic, paths, records
 from tests.test_pretrain_job import ROOT, environment, job_args, wait_for
 
 BUCKET = "bucket"
@@ -58,8 +61,63 @@ def emulator(tmp_path):
         log.close()
 
 
-def _gcs_environment(url: str) -> dict[str, str]:
+@pytest.fixture
+def gcs(emulator, monkeypatch):
+    """This process's path layer pointed at the emulator; yields an independent gcsfs client.
+
+    (gcsfs's core filesystem: its default one would first ask the Storage Control gRPC API
+    whether the bucket is zonal, which the emulator does not serve; see _gcs_environment.)
+    """
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator)
+    previous = {p: fsspec.get_filesystem_class(p) for p in ("gs", "gcs")}
+    for protocol in previous:
+        fsspec.register_implementation(protocol, gcsfs.core.GCSFileSystem, clobber=True)
+    gcsfs.core.GCSFileSystem.clear_instance_cache()  # instances remember their endpoint
+    try:
+        yield gcsfs.core.GCSFileSystem(endpoint_url=emulator, token="anon")
+    finally:
+        gcsfs.core.GCSFileSystem.clear_instance_cache()
+        for protocol, cls in previous.items():
+            fsspec.register_implementation(protocol, cls, clobber=True)
+
+
+def test_object_store_writes_are_all_or_nothing(gcs):
+    target = f"gs://{BUCKET}/out/results.json"
+    atomic.write_json(target, {"step": 1})
+    # More than gcsfs's 5 MiB block, so that the upload has begun when the writer fails.
+    payload = np.random.default_rng(0).bytes(6 << 20)
+    for path in (target, f"gs://{BUCKET}/out/new.bin"):
+        with pytest.raises(RuntimeError, match="failed midway"), atomic.open_atomically(path) as f:
+            f.write(payload)
+            raise RuntimeError("failed midway")
+    assert json.loads(gcs.cat(target.removeprefix("gs://"))) == {"step": 1}
+    assert not gcs.exists(f"{BUCKET}/out/new.bin")
+    assert [str(p) for p in paths.expand(f"gs://{BUCKET}/*/*.json")] == [target]
+    assert paths.expand(f"gs://{BUCKET}/out") == []  # a folder is not a file
+
+
+def test_records_on_gcs_read_as_tensorflow_wrote_them(gcs, tmp_path):
+    local = tmp_path / "shard.tfrecord"
+    payloads = [b"", b"x", np.random.default_rng(1).bytes(100_000), b"last"]
+    with tf.io.TFRecordWriter(str(local)) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    gcs.put_file(str(local), f"{BUCKET}/records/shard.tfrecord")
+    read = list(records.read_framed_records(f"gs://{BUCKET}/records/shard.tfrecord"))
+    assert read == [r.numpy() for r in tf.data.TFRecordDataset(str(local))] == payloads
+
+
+def _environment(cache: pathlib.Path) -> dict[str, str]:
+    """The job's environment, with a JAX compilation cache the three runs share (to save
+    their compile time; the executables are the same)."""
     env = environment()
+    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    return env
+
+
+def _gcs_environment(url: str, cache: pathlib.Path) -> dict[str, str]:
+    env = _environment(cache)
     env["STORAGE_EMULATOR_HOST"] = url  # gcsfs and google-cloud-storage
     env["TENSORSTORE_GCS_HTTP_URL"] = url  # TensorStore (Orbax's array writer)
     # gcsfs's default filesystem first asks the Storage Control gRPC API whether a bucket is
@@ -94,7 +152,7 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
         "data.tokenizer": str(vocab),
     }
     workdir = f"gs://{BUCKET}/runs/tiny"
-    env = _gcs_environment(emulator)
+    env = _gcs_environment(emulator, tmp_path / "jax_cache")
 
     # Interrupted at step 3 or later by SIGTERM (a checkpoint is saved), then resumed.
     args = job_args(shared_data, workdir, steps=STEPS, **remote_settings)
@@ -117,8 +175,9 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
 
     # The same run on local files, uninterrupted.
     reference = tmp_path / "reference"
+    local_env = _environment(tmp_path / "jax_cache")
     done = subprocess.run(job_args(shared_data, reference, steps=STEPS, **local_settings),
-                          cwd=ROOT, env=environment(), capture_output=True, text=True,
+                          cwd=ROOT, env=local_env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -135,6 +194,9 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
     assert losses == _tensorboard_scalars(reference, "train/loss")
     assert [s for s, _ in losses] == list(range(1, STEPS + 1))
     assert _tensorboard_scalars(copy, "eval/mlm_accuracy")
+    accumulator = plugin_event_accumulator.EventAccumulator(str(copy))
+    accumulator.Reload()
+    assert accumulator.PluginTagToContent("hparams")  # the run's config, written once
     results = json.loads((copy / "eval_results.json").read_text())
     assert results == json.loads((reference / "eval_results.json").read_text())
     manifest = json.loads((copy / "data" / "manifest.json").read_text())
