@@ -15,6 +15,7 @@ for the file written last (a manifest, a checkpoint's commit marker).
 
 import glob
 import io
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, BinaryIO, TextIO
@@ -138,5 +139,10 @@ def open_write(p: PathLike) -> Any:
 def discard(f: Any) -> None:
     """Abandons a file from `open_write` so that neither closing it nor garbage collection
     uploads what it holds."""
-    f.discard()
-    f.closed = True  # fsspec files upload on close (also from __del__) unless closed
+    try:
+        f.discard()  # cancels a resumable upload already begun (GCS would expire it anyway)
+    except Exception as e:  # noqa: BLE001 (GCS answers a cancel with 499; unfinished uploads
+        # create no object in any case)
+        logging.info("abandoned the upload of %s (%s)", getattr(f, "path", f), e)
+    finally:
+        f.closed = True  # fsspec files upload on close (also from __del__) unless closed
