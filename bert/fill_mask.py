@@ -20,6 +20,7 @@ from bert import pretrained
 from bert.convert import CheckpointError
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
+from input_pipeline import paths
 
 MASK = "[MASK]"
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=5, help="fillers shown per mask")
     parser.add_argument("--tokenizer", default="", help="tokenizer; default: beside the checkpoint")
     args = parser.parse_args(argv)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
         model = pretrained.load(args.checkpoint, args.tokenizer)
         results = fill_mask(model, args.sentences, args.top_k)

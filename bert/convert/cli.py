@@ -11,6 +11,7 @@ import sys
 
 from bert.convert.directories import export_hf, import_model, save_orbax
 from bert.convert.formats import CheckpointError
+from input_pipeline import paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ignore_unknown", action="store_true", help="skip source tensors the table does not know"
     )
     args = parser.parse_args(argv)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
         model = import_model(args.source, ignore_unknown=args.ignore_unknown)
         writer = export_hf if args.to == "hf" else save_orbax
