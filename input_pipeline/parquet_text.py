@@ -48,9 +48,9 @@ def _decoded(array: Any, name: str, first_row: int, errors: str, stats: Any) -> 
         except UnicodeDecodeError as e:
             if errors == "strict":
                 raise UserError(
-                    f"{name}: invalid UTF-8 in row {row} at byte offset {e.start} of its text "
-                    f"(bytes {raw[e.start : e.end]!r}); pass errors='replace' or errors='skip' "
-                    "to go on"
+                    f"{name}: invalid UTF-8 in row {row} (from 0) at byte offset {e.start} of "
+                    f"its text (bytes {raw[e.start : e.end]!r}); pass errors='replace' or "
+                    "errors='skip' to go on"
                 ) from None
             if errors == "skip":
                 stats.skipped_lines += 1

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -170,7 +171,7 @@ def test_parquet_invalid_utf8_follows_errors(tmp_path):
     raw = pa.array([b"Fine.", b"caf\xe9 au lait.", b"Last."], pa.binary()).view(pa.string())
     pq.write_table(pa.table({"text": raw}), path)
     with pytest.raises(
-        UserError, match=r"latin1\.parquet: invalid UTF-8 in row 1 at byte offset 3"
+        UserError, match=r"latin1\.parquet: invalid UTF-8 in row 1 \(from 0\) at byte offset 3"
     ):
         list(corpora.read_corpus(str(path), "parquet"))
     stats = corpora.CorpusStats()
@@ -206,3 +207,15 @@ def test_tfds_load_tries_gcs_without_a_data_dir(tmp_path, monkeypatch):
             tfds_corpus.read_tfds("imdb_reviews", data_dir=data_dir)
     # TFDS refuses try_gcs beside an explicit data_dir
     assert [c["try_gcs"] for c in calls] == [True, False]
+
+
+def test_pretraining_data_from_a_beam_data_set_is_the_user_error(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    from input_pipeline import data_setup  # noqa: PLC0415
+
+    data = ml_collections.ConfigDict(
+        {"input": "", "tfds_name": "wiki40b/en", "tfds_split": "train", "tfds_field": "text"}
+    )
+    with pytest.raises(UserError, match="Apache Beam"):  # not hidden in a generic error
+        data_setup.prepare_pretraining_data(data, tmp_path)
+    assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())
