@@ -322,6 +322,11 @@ class WordPieceTokenizer(Tokenizer):
             self._word_start[token_id] = not token.startswith(prefix)
 
     @property
+    def backend(self) -> hf_tokenizers.Tokenizer:
+        """The ``tokenizers`` pipeline running this vocabulary (e.g. to save as tokenizer.json)."""
+        return self._tokenizer
+
+    @property
     def lowercase(self) -> bool | None:
         """Whether text is lower-cased (and accents stripped); None if a tokenizer.json decides."""
         return self._lowercase
