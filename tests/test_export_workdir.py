@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from flax import traverse_util
 
-from bert import heads
+from bert import heads, pretrained
 from bert.convert import cli
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
@@ -182,6 +183,12 @@ def test_pretrained_workdir_exports_its_sentencepiece_tokenizer_and_logits(
     mine = heads.BertForPreTraining(config).apply({"params": params}, *flax_args(inputs))
     close(theirs.prediction_logits, mine["mlm_logits"])
     close(theirs.seq_relationship_logits, mine["nsp_logits"])
+
+    # The export is itself a checkpoint this project starts from, with the same tokenizer.
+    again = pretrained.load(str(out))
+    assert again.tokenizer.fingerprint() == tokenizer.fingerprint()
+    for path, value in traverse_util.flatten_dict(params).items():
+        np.testing.assert_array_equal(traverse_util.flatten_dict(again.params)[path], value)
 
 
 def test_unigram_and_bpe_tokenizers_split_text_as_ours(shared_data, wiki_text, tmp_path):
