@@ -5,13 +5,17 @@ keys, whose tokenizer (AutoTokenizer) splits real Wikipedia text into our ids, a
 logits equal ours."""
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 import transformers
 from flax import traverse_util
+from hub_upload_server import FakeHub
 
 from bert import heads, pretrained
 from bert.convert import cli
@@ -29,6 +33,7 @@ from configs import ner as ner_config
 from configs import squad as squad_config
 from input_pipeline import corpora, tokenizers
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEQ = 64  # the runs' sequence length and the models' positions
 TOLERANCE = 1e-5
 WIKI = ("wiki_00", "wiki_01")  # pre-training text; wiki_05 is the text the tokenizer is tested on
@@ -306,3 +311,32 @@ def test_step_flag_picks_a_checkpoint_and_bad_input_is_one_line(pretrained_run, 
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not pathlib.Path(argv[1]).exists()
+
+
+def test_push_to_hub_uploads_the_exported_directory(pretrained_run, tmp_path):
+    """Through huggingface_hub's real client against a local fake Hub (no network here)."""
+    hub = FakeHub()
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": hub.endpoint,
+           "HF_TOKEN": "hf_fake", "HF_HOME": str(tmp_path / "hf_home")}  # fmt: skip
+    out = tmp_path / "hf"
+    args = ["-m", "bert.convert", str(pretrained_run), str(out), "--to=hf"]
+    try:
+        result = subprocess.run(
+            [sys.executable, *args, "--push_to_hub=org/tiny-bert"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        hub.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.repos == [("org/tiny-bert", "Bearer hf_fake")] and not hub.unknown
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert hub.files == written and "model.safetensors" in written
+
+
+def test_push_to_hub_offline_is_one_line(pretrained_run, tmp_path, capsys):
+    """HF_HUB_OFFLINE=1 (as the tests run): the export is written, the upload refused."""
+    argv = [str(pretrained_run), str(tmp_path / "hf"), "--to=hf", "--push_to_hub=org/x"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --push_to_hub=org/x: ") and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
