@@ -216,6 +216,22 @@ def test_unigram_and_bpe_tokenizers_split_text_as_ours(shared_data, wiki_text, t
             assert loaded(text)["input_ids"] == want, (name, text)
 
 
+@pytest.mark.parametrize("vocab", ["bert-base-uncased-vocab.txt", "bert-base-cased-vocab.txt"])
+def test_wordpiece_tokenizers_export_as_bert_tokenizers(vocab, shared_data, wiki_text, tmp_path):
+    """A workdir trained with Google's vocab.txt: HF's BertTokenizerFast gives our ids."""
+    from bert.convert import hf_tokenizer
+
+    tokenizer = tokenizers.load_tokenizer(shared_data / "vocab" / vocab)
+    hf_tokenizer.write_tokenizer(tokenizer, tmp_path, 512)
+    loaded = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert type(loaded).__name__ == "BertTokenizerFast"
+    assert loaded.do_lower_case == ("uncased" in vocab)
+    for text in EDGE_CASES + wiki_text[:1000]:
+        want, _ = tokenizer.build_inputs(tokenizer.encode_ids(text))
+        assert loaded(text)["input_ids"] == want, (vocab, text)
+    assert (tmp_path / "vocab.txt").read_text() == (shared_data / "vocab" / vocab).read_text()
+
+
 def test_glue_workdir_exports_sequence_classification(glue_run, wiki_text, tmp_path):
     out = export(glue_run, tmp_path / "hf")
     params, config, tokenizer = ours(glue_run)
@@ -304,6 +320,8 @@ def test_step_flag_picks_a_checkpoint_and_bad_input_is_one_line(pretrained_run, 
         ([str(empty), str(tmp_path / "b"), "--to=hf"], "no complete checkpoint"),
         ([str(tmp_path), str(tmp_path / "c"), "--to=hf"], "not a BERT checkpoint directory"),
         ([str(pretrained_run), str(tmp_path / "d"), "--to=orbax"], "converts --to=hf only"),
+        ([str(pretrained_run), str(tmp_path / "e"), "--to=hf", "--push_to_hub=a/b/c"],
+         "Repo id must be in the form"),
     ]  # fmt: skip
     capsys.readouterr()
     for argv, message in cases:

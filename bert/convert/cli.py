@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from bert.convert.directories import export_hf, import_model, save_orbax
-from bert.convert.hub import push_to_hub
+from bert.convert.hub import check_repo_id, push_to_hub
 from bert.convert.workdirs import export_workdir
 from bert.training import checkpoints
 from input_pipeline import errors
@@ -81,13 +81,15 @@ def _convert_workdir(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.push_to_hub:
+            check_repo_id(args.push_to_hub)  # before the conversion, not after
+            if args.to != "hf":
+                raise errors.UserError("--push_to_hub needs --to=hf")
         if checkpoints.is_training_workdir(args.source):
             _convert_workdir(args)
         else:
             _convert_checkpoint(args)
         if args.push_to_hub:
-            if args.to != "hf":
-                raise errors.UserError("--push_to_hub needs --to=hf")
             url = push_to_hub(args.destination, args.push_to_hub)
             print(f"uploaded {args.destination} to {args.push_to_hub}: {url}")
     except errors.UserError as e:

@@ -7,6 +7,17 @@ import pathlib
 from input_pipeline import errors
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Raises UserError unless `repo_id` is a valid Hub repository id ("org/name")."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise errors.UserError(f"--push_to_hub={repo_id}: {_first_line(e)}") from None
+
+
 def push_to_hub(
     directory: str | pathlib.Path,
     repo_id: str,
@@ -28,7 +39,12 @@ def push_to_hub(
       UserError: an invalid repository id, no token, no network, or a refusal by the Hub.
     """
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalTokenNotFoundError,
+        OfflineModeIsEnabled,
+    )
 
     api = HfApi(endpoint=endpoint)
     try:
@@ -36,7 +52,16 @@ def push_to_hub(
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(directory), commit_message="Upload from jax-bert"
         )
-    except (HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OSError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise errors.UserError(f"--push_to_hub={repo_id}: {first_line}") from None
+    except (HfHubHTTPError, HFValidationError, LocalTokenNotFoundError, OfflineModeIsEnabled) as e:
+        raise errors.UserError(f"--push_to_hub={repo_id}: {_first_line(e)}") from None
+    except OSError as e:  # connection refused, name not resolved, time-out
+        raise errors.UserError(
+            f"--push_to_hub={repo_id}: cannot reach the Hub at {api.endpoint} "
+            f"({type(e).__name__}); check the network, or HF_ENDPOINT"
+        ) from None
     return commit.commit_url
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
