@@ -144,7 +144,7 @@ def sentencepiece_to_tokenizers(tokenizer: SentencePieceTokenizer) -> hf_tokeniz
     return hf
 
 
-def _tokenizer_config(tokenizer: Tokenizer, max_length: int, extra: dict) -> dict[str, Any]:
+def _tokenizer_config(max_length: int, extra: dict) -> dict[str, Any]:
     names = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP}
     names["mask_token"] = MASK
     return {
@@ -171,6 +171,17 @@ def _wordpiece_settings(backend: hf_tokenizers.Tokenizer) -> dict[str, Any]:
     }
 
 
+def _write_vocab_txt(
+    tokenizer: WordPieceTokenizer, backend: hf_tokenizers.Tokenizer, path: pathlib.Path
+) -> None:
+    """Google's vocab.txt as it was read (line numbers are ids), or one from a tokenizer.json."""
+    if tokenizer.path.suffix == ".txt":
+        shutil.copyfile(tokenizer.path, path)
+        return
+    vocab = sorted(backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    path.write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
+
+
 def write_tokenizer(tokenizer: Tokenizer, directory: pathlib.Path, max_length: int) -> list[str]:
     """Writes HF tokenizer files for `tokenizer` into `directory`; returns their names.
 
@@ -186,13 +197,12 @@ def write_tokenizer(tokenizer: Tokenizer, directory: pathlib.Path, max_length: i
         backend = hf_tokenizers.Tokenizer.from_str(tokenizer.backend.to_str())
         backend.post_processor = _post_processor(tokenizer)
         extra = _wordpiece_settings(backend)
-        vocab = sorted(backend.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
-        (directory / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), "utf-8")
+        _write_vocab_txt(tokenizer, backend, directory / "vocab.txt")
         written = ["vocab.txt"]
     else:
         raise TypeError(f"no HF form for {type(tokenizer).__name__}")
     backend.save(str(directory / "tokenizer.json"))
-    config = _tokenizer_config(tokenizer, max_length, extra)
+    config = _tokenizer_config(max_length, extra)
     special = {k: v for k, v in config.items() if k.endswith("_token")}
     for name, value in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         (directory / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -43,7 +43,7 @@ class Exported:
     notes: tuple[str, ...] = ()  # what the user should know (e.g. label names not recorded)
 
 
-def _target(task: str, params: dict[str, Any]) -> tuple[str, str | None]:
+def _target(task: str, params: dict[str, Any], workdir: str) -> tuple[str, str | None]:
     """(HF architecture, our head's parameter group or None) for a recorded task."""
     if task == "pretrain":
         return ("BertForPreTraining" if NSP in params else "BertForMaskedLM"), None
@@ -54,7 +54,7 @@ def _target(task: str, params: dict[str, Any]) -> tuple[str, str | None]:
     if task == "squad":
         return "BertForQuestionAnswering", QA_OUTPUTS
     raise CheckpointError(
-        f"its checkpoint was trained for task {task!r}, which has no Hugging Face class here "
+        f"{workdir}: trained for task {task!r}, which has no Hugging Face class here "
         "(pretrain, glue/<name>, ner and squad do)"
     )
 
@@ -69,10 +69,12 @@ def _labels(loaded: pretrained.Pretrained, num_labels: int) -> tuple[tuple[str, 
             f"{loaded.source}: {len(names)} label names recorded but the classifier has "
             f"{num_labels} outputs"
         )
-    if names or num_labels == 1:
+    if names:
         return tuple(names), []
-    note = f"no label names recorded (a run older than label recording): LABEL_0..{num_labels - 1}"
-    return tuple(f"LABEL_{i}" for i in range(num_labels)), [note]
+    made_up = tuple(f"LABEL_{i}" for i in range(num_labels))  # HF's own default names
+    if num_labels == 1:
+        return made_up, []  # a regression's one output
+    return made_up, [f"no label names recorded (an older run): {made_up[0]}..{made_up[-1]}"]
 
 
 def _head_config(loaded: pretrained.Pretrained, head: str, state: dict) -> tuple[dict, list[str]]:
@@ -85,7 +87,6 @@ def _head_config(loaded: pretrained.Pretrained, head: str, state: dict) -> tuple
     if loaded.task.startswith("glue/"):
         regression = num_labels == 1
         fields["problem_type"] = "regression" if regression else "single_label_classification"
-    names = names or tuple(f"LABEL_{i}" for i in range(num_labels))
     fields["id2label"] = {str(i): name for i, name in enumerate(names)}
     fields["label2id"] = {name: i for i, name in enumerate(names)}
     return fields, notes
@@ -130,7 +131,7 @@ def export_workdir(
         raise
     except (FileNotFoundError, ValueError) as e:  # the recorded tokenizer is gone or unfit
         raise CheckpointError(f"{workdir}: {e}") from None
-    architecture, head = _target(loaded.task, loaded.params)
+    architecture, head = _target(loaded.task, loaded.params, str(workdir))
     if head is not None and head not in loaded.params:
         raise CheckpointError(f"{workdir}: a {loaded.task} checkpoint without its {head} head")
     state = _state(loaded, architecture, head)
