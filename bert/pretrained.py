@@ -11,7 +11,7 @@ from absl import logging
 from bert import convert
 from bert.model import BertConfig
 from bert.training import checkpoints
-from input_pipeline import paths, tokenizers
+from input_pipeline import errors, paths, tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +25,20 @@ class Pretrained:
       tokenizer: the tokenizer beside the checkpoint (or the one asked for); None when loaded
         without one.
       source: the path it was loaded from.
+      task: for a workdir of ours, the task its checkpoint was trained for ("pretrain",
+        "glue/sst2", "ner", "squad", ...); empty otherwise.
+      step: for a workdir, the step of the checkpoint loaded.
+      labels: for a workdir of a classification or tagging task, the label names its
+        checkpoint records (class i is labels[i]); empty when none are recorded.
     """
 
     config: BertConfig
     params: dict[str, Any]
     tokenizer: tokenizers.Tokenizer | None
     source: str
+    task: str = ""
+    step: int | None = None
+    labels: tuple[str, ...] = ()
 
     @property
     def encoder(self) -> dict[str, Any]:
@@ -38,7 +46,9 @@ class Pretrained:
         return self.params["bert"]
 
 
-def load(path: str, tokenizer: str = "", *, with_tokenizer: bool = True) -> Pretrained:
+def load(
+    path: str, tokenizer: str = "", *, with_tokenizer: bool = True, step: int | None = None
+) -> Pretrained:
     """Loads a checkpoint and its tokenizer.
 
     Args:
@@ -47,32 +57,38 @@ def load(path: str, tokenizer: str = "", *, with_tokenizer: bool = True) -> Pret
       tokenizer: a tokenizer file or folder; empty: the one beside the checkpoint (for a
         workdir: the one its checkpoints record).
       with_tokenizer: False to load the parameters alone (e.g. to continue pre-training).
+      step: for a workdir, the checkpoint step to load; None: the newest.
 
     Raises:
       ValueError: the checkpoint holds no encoder, or the tokenizer's vocabulary does not fit
         the model; FileNotFoundError: no tokenizer can be found.
     """
+    recorded: dict[str, Any] = {}
     if checkpoints.is_training_workdir(path):
-        params, meta = checkpoints.load_params(path)
+        params, meta = checkpoints.load_params(path, step)
         if "model" not in meta or "bert" not in params:
             raise ValueError(f"{path}: the checkpoint holds no BERT encoder")
         config = BertConfig.from_dict(meta["model"])
         logging.info("loaded %s step %s", path, meta.get("step"))
         default_tokenizer = _recorded_tokenizer(path, meta)
+        recorded = {"task": meta.get("task", "pretrain"), "step": meta.get("step"),
+                    "labels": tuple(meta.get("labels", ()))}  # fmt: skip
     else:
+        if step is not None:
+            raise errors.UserError(f"{path}: a step applies only to a training workdir of ours")
         imported = convert.import_model(path)
         config, params, default_tokenizer = imported.config, imported.params, str(imported.source)
         if imported.missing_heads:
             logging.info("%s has no %s", path, ", ".join(imported.missing_heads))
     if not with_tokenizer:
-        return Pretrained(config, params, None, str(path))
+        return Pretrained(config, params, None, str(path), **recorded)
     loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)
     if loaded.vocab_size != config.vocab_size:
         raise ValueError(
             f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
             f"{path} has {config.vocab_size}"
         )
-    return Pretrained(config, params, loaded, str(path))
+    return Pretrained(config, params, loaded, str(path), **recorded)
 
 
 def _recorded_tokenizer(workdir: str, meta: dict) -> str:

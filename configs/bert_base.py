@@ -15,7 +15,7 @@ the corpus in `data.input`, without training:
 
 By default the text comes from a TFDS data set (downloaded on first use). To train on local
 files instead: --config.data.input='/data/*.txt' --config.data.format=text (or paragraphs,
-jsonl, wikiextractor).
+jsonl, wikiextractor, parquet).
 """
 
 import ml_collections
@@ -41,8 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     d = config.data = ml_collections.ConfigDict()
     d.input = ""  # comma-separated globs of raw text files; empty: use the TFDS data set below
-    d.format = "text"  # text (sentence per line), paragraphs, jsonl or wikiextractor
-    d.text_field = "text"  # the field holding the text in jsonl input
+    d.format = "text"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
+    d.text_field = "text"  # the field (jsonl) or string column (parquet) holding the text
     d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
     d.tfds_split = "train"  # its split
     d.tfds_field = "text"  # its text feature

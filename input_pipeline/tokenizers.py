@@ -322,6 +322,11 @@ class WordPieceTokenizer(Tokenizer):
             self._word_start[token_id] = not token.startswith(prefix)
 
     @property
+    def backend(self) -> hf_tokenizers.Tokenizer:
+        """The ``tokenizers`` pipeline running this vocabulary (e.g. to save as tokenizer.json)."""
+        return self._tokenizer
+
+    @property
     def lowercase(self) -> bool | None:
         """Whether text is lower-cased (and accents stripped); None if a tokenizer.json decides."""
         return self._lowercase
@@ -451,12 +456,19 @@ def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTo
 # Loading by path
 
 
+# In a folder: the SentencePiece model an HF export of ours carries beside the tokenizer.json
+# made from it (bert/convert/hf_tokenizer.py), then HF's files, then any single *.model.
+_FOLDER_ORDER = ("sentencepiece.model", "tokenizer.json", "vocab.txt")
+
+
 def _find_in_directory(directory: pathlib.Path) -> pathlib.Path:
-    found = [directory / n for n in ("tokenizer.json", "vocab.txt") if (directory / n).is_file()]
-    found = found or sorted(directory.glob("*.model"))
+    named = [directory / n for n in _FOLDER_ORDER if (directory / n).is_file()]
+    if named:
+        return named[0]
+    found = sorted(directory.glob("*.model"))
     if not found:
         raise FileNotFoundError(f"no tokenizer in {directory}: no tokenizer.json/vocab.txt/*.model")
-    if found[0].suffix == ".model" and len(found) > 1:
+    if len(found) > 1:
         names = ", ".join(p.name for p in found)
         raise ValueError(f"{directory} holds several SentencePiece models ({names}); name one")
     return found[0]
@@ -466,8 +478,8 @@ def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
     """Loads a tokenizer, its kind told by the path.
 
     ``*.model`` is SentencePiece, ``*.json`` a WordPiece tokenizer.json, ``*.txt`` a WordPiece
-    vocab.txt; in a folder, ``tokenizer.json`` wins over ``vocab.txt``, then a single
-    ``*.model``.
+    vocab.txt; in a folder, ``sentencepiece.model`` (in an HF directory exported by
+    bert.convert) wins over ``tokenizer.json``, then ``vocab.txt``, then a single ``*.model``.
 
     Args:
       path: a file or a folder (e.g. an HF checkpoint folder).

@@ -5,6 +5,9 @@ checkpoints.
   formats.py      tensor file readers (safetensors, .bin, Flax msgpack, TF) and atomic folders
   params.py       name mapping with shape checks: ours <-> HF state dicts and TF variables
   directories.py  detect a directory's format, import it, export HF or our Orbax format
+  workdirs.py     a training workdir (pre-trained or fine-tuned) -> the matching HF class
+  hf_tokenizer.py our tokenizers as HF tokenizer files (SentencePiece as a tokenizer.json)
+  hub.py          upload an HF directory to the Hub (huggingface_hub)
   cli.py          the CLI: python -m bert.convert SRC DST --to=hf|orbax (__main__.py runs it)
 """
 

@@ -1,40 +1,51 @@
 """The conversion CLI, run as
 
   python -m bert.convert SRC DST --to=hf|orbax [--overwrite] [--ignore_unknown]
+  python -m bert.convert WORKDIR DST --to=hf [--step=N] [--push_to_hub=org/name]
 
 Converts a checkpoint directory (HF, Google TF or ours; the format is detected) to an HF
-directory or to our own format.
+directory or to our own format; or a training workdir of ours (pre-trained or fine-tuned) to an
+HF directory of the matching class with its tokenizer, optionally uploaded to the Hub.
 """
 
 import argparse
 import sys
 
 from bert.convert.directories import export_hf, import_model, save_orbax
-from bert.convert.formats import CheckpointError
-from input_pipeline import paths
+from bert.convert.hub import check_repo_id, push_to_hub
+from bert.convert.workdirs import export_workdir
+from bert.training import checkpoints
+from input_pipeline import errors, paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bert.convert",
-        description="Convert BERT checkpoints: HF directory, Google TF checkpoint, or ours.",
+        description="Convert BERT checkpoints: HF directory, Google TF checkpoint, ours, or a "
+        "training workdir of ours.",
     )
-    parser.add_argument("source", help="checkpoint directory (format detected)")
+    parser.add_argument("source", help="checkpoint directory or training workdir (detected)")
     parser.add_argument("destination", help="output directory (must not exist or be empty)")
     parser.add_argument("--to", choices=("hf", "orbax"), required=True, help="output format")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
     parser.add_argument(
         "--ignore_unknown", action="store_true", help="skip source tensors the table does not know"
     )
-    args = parser.parse_args(argv)
-    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
-    try:
-        model = import_model(args.source, ignore_unknown=args.ignore_unknown)
-        writer = export_hf if args.to == "hf" else save_orbax
-        copied = writer(model.params, model.config, args.destination, model.source, args.overwrite)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    parser.add_argument(
+        "--step", type=int, default=None, help="a workdir's checkpoint step (default: newest)"
+    )
+    parser.add_argument(
+        "--push_to_hub", default="", metavar="ORG/NAME", help="then upload DST to this Hub repo"
+    )
+    return parser
+
+
+def _convert_checkpoint(args) -> None:
+    if args.step is not None:
+        raise errors.UserError(f"{args.source}: --step applies only to a training workdir")
+    model = import_model(args.source, ignore_unknown=args.ignore_unknown)
+    writer = export_hf if args.to == "hf" else save_orbax
+    copied = writer(model.params, model.config, args.destination, model.source, args.overwrite)
     c = model.config
     print(f"read {model.source_format} checkpoint {model.source}")
     print(
@@ -47,4 +58,42 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  skipped {len(model.ignored)} non-parameter tensors")
     print(f"wrote {args.to} directory {args.destination}")
     print(f"  tokenizer files: {', '.join(copied) if copied else 'none in the source'}")
+
+
+def _convert_workdir(args) -> None:
+    if args.to != "hf":
+        raise errors.UserError(
+            f"{args.source}: a training workdir converts --to=hf only (to start a run from it, "
+            "give the workdir itself as init_from)"
+        )
+    if args.ignore_unknown:
+        raise errors.UserError(f"{args.source}: --ignore_unknown does not apply to a workdir")
+    done = export_workdir(args.source, args.destination, args.step, args.overwrite)
+    print(f"read workdir {args.source}: task {done.task}, step {done.step}")
+    print(f"wrote hf directory {args.destination} ({done.architecture})")
+    if done.labels:
+        print(f"  labels: {', '.join(done.labels)}")
+    print(f"  files: {', '.join(done.files)}")
+    for note in done.notes:
+        print(f"  note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
+    try:
+        if args.push_to_hub:
+            check_repo_id(args.push_to_hub)  # before the conversion, not after
+            if args.to != "hf":
+                raise errors.UserError("--push_to_hub needs --to=hf")
+        if checkpoints.is_training_workdir(args.source):
+            _convert_workdir(args)
+        else:
+            _convert_checkpoint(args)
+        if args.push_to_hub:
+            url = push_to_hub(args.destination, args.push_to_hub)
+            print(f"uploaded {args.destination} to {args.push_to_hub}: {url}")
+    except errors.UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0

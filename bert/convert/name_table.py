@@ -109,6 +109,24 @@ def name_table(num_layers: int) -> list[Entry]:
     return table
 
 
+# Fine-tuned task heads (bert/heads.py), named as HF's task classes and Google's fine-tuning
+# scripts (run_classifier.py, run_squad.py) name them.
+CLASSIFIER, QA_OUTPUTS = "classifier", "qa_outputs"
+_HEAD_NAMES = {
+    CLASSIFIER: ("classifier", "output"),  # sequence and token classification
+    QA_OUTPUTS: ("qa_outputs", "cls/squad/output"),
+}
+
+
+def head_table(head: str) -> list[Entry]:
+    """The entries of a fine-tuned head: CLASSIFIER or QA_OUTPUTS (its kernel [embed, classes])."""
+    hf, tf = _HEAD_NAMES[head]
+    return [
+        Entry((head, "kernel"), f"{hf}.weight", f"{tf}_weights", head, True, True),
+        Entry((head, "bias"), f"{hf}.bias", f"{tf}_bias", head),
+    ]
+
+
 # ----------------------------------------------------------------------------- configs
 
 

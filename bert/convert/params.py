@@ -15,6 +15,7 @@ from bert.convert.name_table import (
     HF_TIED,
     TF_TRAINING_NAMES,
     Entry,
+    head_table,
     name_table,
 )
 from bert.heads import BertForPreTraining
@@ -115,9 +116,23 @@ def params_from_hf(
 
 def params_to_hf(params: dict[str, Any], config: BertConfig) -> dict[str, np.ndarray]:
     """An HF state dict (BertForPreTraining names) for the groups present in `params`."""
+    return _to_hf(params, name_table(config.num_layers))
+
+
+def head_to_hf(params: dict[str, Any], head: str) -> dict[str, np.ndarray]:
+    """An HF state dict of the fine-tuned head `head` (CLASSIFIER or QA_OUTPUTS) in `params`."""
+    entries = head_table(head)
+    flat = traverse_util.flatten_dict(params)
+    missing = ["/".join(e.ours) for e in entries if e.ours not in flat]
+    if missing:
+        raise CheckpointError(f"the checkpoint has no {head} head: {_listing(missing)} missing")
+    return _to_hf(params, entries)
+
+
+def _to_hf(params: dict[str, Any], entries: list[Entry]) -> dict[str, np.ndarray]:
     flat = traverse_util.flatten_dict(params)
     state = {}
-    for e in name_table(config.num_layers):
+    for e in entries:
         if e.ours in flat:
             array = np.asarray(jax.device_get(flat[e.ours]), dtype=np.float32)
             state[e.hf] = np.ascontiguousarray(array.T if e.hf_transposed else array)

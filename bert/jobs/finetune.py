@@ -63,6 +63,7 @@ class Spec:
       evals: the splits evaluated at the end (and every train.eval_every steps).
       input_keys: the batch keys the model takes, in order (pairs or several texts for a
         bi-encoder take more).
+      labels: the class names of a classifier or tagger, recorded in the checkpoints.
     """
 
     task: str
@@ -72,6 +73,7 @@ class Spec:
     train: dict[str, np.ndarray]
     evals: Sequence[EvalSet]
     input_keys: tuple[str, ...] = ENCODER_INPUTS
+    labels: tuple[str, ...] = ()
 
 
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
@@ -224,5 +226,6 @@ def run(
         initial_params=lambda: {"bert": encoder.encoder},
         batches=batches,
         make_evaluate=make_evaluate,
+        labels=spec.labels,
     )
     return runner.train_and_evaluate(job, config, workdir, mesh)

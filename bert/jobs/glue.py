@@ -73,5 +73,7 @@ def run(config, workdir: str) -> dict:
         return losses.classification_sums(logits, batch["label"])
 
     model = BertForSequenceClassification(pretrained.config, task.num_labels)
-    spec = finetune.Spec(f"glue/{task.name}", model, loss, ("label",), train_features, evals)
+    spec = finetune.Spec(
+        f"glue/{task.name}", model, loss, ("label",), train_features, evals, labels=task.labels
+    )
     return finetune.run(spec, pretrained, config, workdir)

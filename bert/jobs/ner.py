@@ -71,5 +71,6 @@ def run(config, workdir: str) -> dict:
         ("label",),
         features(train_sentences),
         evals,
+        labels=tuple(labels),
     )
     return finetune.run(spec, pretrained, config, workdir)

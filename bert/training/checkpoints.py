@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from input_pipeline import paths
+from input_pipeline import errors, paths
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -88,15 +88,22 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
     """Parameters (as host arrays) and metadata of a training checkpoint, without the optimizer.
 
     Args:
-      workdir: a pre-training workdir (holding `checkpoints/`).
+      workdir: a training workdir (holding `checkpoints/`).
       step: which step; default the latest.
+
+    Raises:
+      UserError: no complete checkpoint, or none at `step`.
     """
     directory = paths.absolute(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     with ocp.CheckpointManager(directory, options=options, item_names=("state", "meta")) as mgr:
-        step = mgr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{directory}: no complete checkpoint")
+        steps = sorted(mgr.all_steps())
+        if not steps:
+            raise errors.UserError(f"{directory}: no complete checkpoint")
+        if step is not None and step not in steps:
+            saved = ", ".join(map(str, steps))
+            raise errors.UserError(f"{directory}: no checkpoint at step {step} (saved: {saved})")
+        step = steps[-1] if step is None else step
         meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
         item = directory / str(step) / "state"
         with ocp.PyTreeCheckpointer() as reader:

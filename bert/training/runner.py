@@ -3,8 +3,9 @@
 `train_and_evaluate` restores the newest checkpoint of the workdir or initialises the state,
 sets up TensorBoard and progress, runs the loop (periodic reports, evaluations and
 checkpoints), then evaluates and writes `eval_results.json`. Every checkpoint records the same
-metadata: the step, the task, the model config and the tokenizer, so that any workdir can be
-resumed (only for the same task and model) or loaded as a pretrained model (bert/pretrained.py).
+metadata: the step, the task, the model config, the tokenizer and a classifier's label names,
+so that any workdir can be resumed (only for the same task and model), loaded as a pretrained
+model (bert/pretrained.py) or exported (bert/convert/workdirs.py).
 SIGTERM or Ctrl-C saves a checkpoint and stops without the final evaluation (a preempted VM has
 seconds, not minutes); running the same command again resumes and finishes the run.
 """
@@ -48,6 +49,8 @@ class Run:
       make_evaluate: the parameters' shardings -> (params -> results); called every
         train.eval_every steps and at the end.
       extra_metrics: a report's summary -> more scalars (e.g. MFU).
+      labels: the names of a classifier's or tagger's classes (class i is labels[i]),
+        recorded so that the workdir exports with them (bert/convert/workdirs.py).
     """
 
     task: str
@@ -63,6 +66,7 @@ class Run:
     batches: Callable[[int], Callable[[int], Batch]]
     make_evaluate: Callable[[Any], Callable[[Any], Results]]
     extra_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
+    labels: tuple[str, ...] = ()
 
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
@@ -131,6 +135,8 @@ def train_and_evaluate(
         writer.write_hparams(reporting.flat_hparams(config))
     meta = {"task": run.task, "model": dataclasses.asdict(run.model_config),
             "tokenizer": recorded_tokenizer(run.tokenizer, workdir)}  # fmt: skip
+    if run.labels:
+        meta["labels"] = list(run.labels)
 
     def save(at: int, current: step.TrainState) -> None:
         ckpts.save(at, current, {"step": at, **meta})

@@ -1,0 +1,148 @@
+"""A training workdir of ours as a Hugging Face directory.
+
+The checkpoint (the newest, or a given step) is loaded by bert/pretrained.py with the tokenizer
+it records; the task it records picks the HF class:
+
+  pretrain      BertForPreTraining (MLM + NSP heads), or BertForMaskedLM without NSP
+  glue/<name>   BertForSequenceClassification, id2label from the recorded label names (or the
+                GLUE task table); STS-B as problem_type "regression" with one output
+  ner           BertForTokenClassification, id2label the tag names
+  squad         BertForQuestionAnswering
+
+HF's token-classification and question-answering classes have no pooler, so none is written
+for them (ours has one that their outputs never use). The tokenizer is written by
+bert/convert/hf_tokenizer.py; the whole directory is written atomically.
+"""
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+from bert import pretrained
+from bert.convert import formats, hf_tokenizer
+from bert.convert.formats import CheckpointError
+from bert.convert.name_table import CLASSIFIER, NSP, QA_OUTPUTS, config_to_hf
+from bert.convert.params import groups_of, head_to_hf, params_to_hf
+from bert.tasks import glue
+from input_pipeline import errors
+
+# HF classes built on BertModel(add_pooling_layer=False).
+NO_POOLER = ("BertForMaskedLM", "BertForTokenClassification", "BertForQuestionAnswering")
+
+
+@dataclasses.dataclass(frozen=True)
+class Exported:
+    """What `export_workdir` wrote."""
+
+    task: str
+    step: int
+    architecture: str
+    labels: tuple[str, ...]  # id2label's names, in class order; empty without a classifier
+    files: tuple[str, ...]  # every file written, tokenizer files included
+    notes: tuple[str, ...] = ()  # what the user should know (e.g. label names not recorded)
+
+
+def _target(task: str, params: dict[str, Any], workdir: str) -> tuple[str, str | None]:
+    """(HF architecture, our head's parameter group or None) for a recorded task."""
+    if task == "pretrain":
+        return ("BertForPreTraining" if NSP in params else "BertForMaskedLM"), None
+    if task.startswith("glue/"):
+        return "BertForSequenceClassification", CLASSIFIER
+    if task == "ner":
+        return "BertForTokenClassification", CLASSIFIER
+    if task == "squad":
+        return "BertForQuestionAnswering", QA_OUTPUTS
+    raise CheckpointError(
+        f"{workdir}: trained for task {task!r}, which has no Hugging Face class here "
+        "(pretrain, glue/<name>, ner and squad do)"
+    )
+
+
+def _labels(loaded: pretrained.Pretrained, num_labels: int) -> tuple[tuple[str, ...], list[str]]:
+    """The class names in order, and a note when they had to be made up."""
+    names = loaded.labels
+    if not names and loaded.task.startswith("glue/"):
+        names = glue.get_task(loaded.task.removeprefix("glue/")).labels
+    if names and len(names) != num_labels:
+        raise CheckpointError(
+            f"{loaded.source}: {len(names)} label names recorded but the classifier has "
+            f"{num_labels} outputs"
+        )
+    if names:
+        return tuple(names), []
+    made_up = tuple(f"LABEL_{i}" for i in range(num_labels))  # HF's own default names
+    if num_labels == 1:
+        return made_up, []  # a regression's one output
+    return made_up, [f"no label names recorded (an older run): {made_up[0]}..{made_up[-1]}"]
+
+
+def _head_config(loaded: pretrained.Pretrained, head: str, state: dict) -> tuple[dict, list[str]]:
+    """config.json's task fields (id2label, problem_type, ...) and any note."""
+    if head != CLASSIFIER:
+        return {}, []
+    num_labels = state["classifier.bias"].shape[0]
+    names, notes = _labels(loaded, num_labels)
+    fields: dict[str, Any] = {"finetuning_task": loaded.task.removeprefix("glue/")}
+    if loaded.task.startswith("glue/"):
+        regression = num_labels == 1
+        fields["problem_type"] = "regression" if regression else "single_label_classification"
+    fields["id2label"] = {str(i): name for i, name in enumerate(names)}
+    fields["label2id"] = {name: i for i, name in enumerate(names)}
+    return fields, notes
+
+
+def _state(loaded: pretrained.Pretrained, architecture: str, head: str | None) -> dict:
+    """The HF state dict: encoder (and pooler where the class has one), then the heads."""
+    params = dict(loaded.params)
+    head_params = {head: params.pop(head)} if head else {}
+    if head is not None:
+        params = {"bert": params["bert"]}  # a fine-tuned head model has no MLM or NSP head
+    groups_of(params, loaded.config)  # names and shapes checked against the config
+    state = params_to_hf(params, loaded.config)
+    if architecture in NO_POOLER:
+        state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
+    if head is not None:
+        state.update(head_to_hf(head_params, head))
+    return state
+
+
+def export_workdir(
+    workdir: str | pathlib.Path,
+    destination: str | pathlib.Path,
+    step: int | None = None,
+    overwrite: bool = False,
+) -> Exported:
+    """Writes the checkpoint of a training workdir as an HF directory with its tokenizer.
+
+    Args:
+      workdir: a workdir of ours (holding `checkpoints/`), pre-trained or fine-tuned.
+      destination: the HF directory to write (must not exist or be empty, unless `overwrite`).
+      step: the checkpoint step; None: the newest.
+
+    Raises:
+      UserError: no checkpoint (at `step`), a task without an HF class, a mismatched head.
+    """
+    from safetensors.numpy import save_file
+
+    try:
+        loaded = pretrained.load(str(workdir), step=step)
+    except errors.UserError:
+        raise
+    except (FileNotFoundError, ValueError) as e:  # the recorded tokenizer is gone or unfit
+        raise CheckpointError(f"{workdir}: {e}") from None
+    architecture, head = _target(loaded.task, loaded.params, str(workdir))
+    if head is not None and head not in loaded.params:
+        raise CheckpointError(f"{workdir}: a {loaded.task} checkpoint without its {head} head")
+    state = _state(loaded, architecture, head)
+    fields, notes = _head_config(loaded, head, state) if head else ({}, [])
+    hf_config = {**config_to_hf(loaded.config, architecture), **fields}
+    with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        written = hf_tokenizer.write_tokenizer(
+            loaded.tokenizer, tmp, loaded.config.max_position_embeddings
+        )
+    labels = tuple(fields.get("id2label", {}).values())
+    files = ("config.json", "model.safetensors", *written)
+    return Exported(loaded.task, loaded.step, architecture, labels, files, tuple(notes))
