@@ -83,7 +83,9 @@ def _fetch(repo_id: str, revision: str | None, spec: str, field: str, tokenizer_
     if constants.HF_HUB_OFFLINE:
         return _cached(repo_id, revision, spec, field, tokenizer_only, "HF_HUB_OFFLINE is set")
     try:
-        info = hf.HfApi().model_info(repo_id, revision=revision)
+        info = hf.HfApi().model_info(
+            repo_id, revision=revision, timeout=constants.HF_HUB_ETAG_TIMEOUT
+        )
     except errors.RevisionNotFoundError:
         raise UserError(
             f"{field}={spec!r}: the Hub model {repo_id} has no revision {revision!r}"
@@ -133,9 +135,9 @@ def _cached(repo_id, revision, spec: str, field: str, tokenizer_only: bool, reas
     import huggingface_hub as hf  # noqa: PLC0415
     from huggingface_hub import constants, errors  # noqa: PLC0415
 
-    advice = (f"{field}={spec!r}: {reason}, and the files are not in the Hugging Face cache "
-              f"({constants.HF_HUB_CACHE}); run once with network access, or give a local "
-              "path")  # fmt: skip
+    advice = (f"{field}={spec!r}: no such local path, and as a Hub model id it is not in the "
+              f"Hugging Face cache ({constants.HF_HUB_CACHE}) while {reason}; run once with "
+              "network access, or give a local path")  # fmt: skip
     try:
         folder = pathlib.Path(hf.snapshot_download(repo_id, revision=revision,
                                                    local_files_only=True))  # fmt: skip

@@ -181,8 +181,24 @@ def test_offline_without_cache_is_one_user_error_line(served, tmp_path):
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("input_pipeline.errors.UserError: init_from='org/tiny-bert': ")
-    assert "HF_HUB_OFFLINE is set" in last and "not in the Hugging Face cache" in last
+    assert "no such local path, and as a Hub model id it is not in the Hugging Face cache" in last
+    assert last.endswith("while HF_HUB_OFFLINE is set; run once with network access, or give a "
+                         "local path")  # fmt: skip
     assert server.requests == [] or all("tiny-bert" not in p for _, p in server.requests)
+
+
+def test_unreachable_hub_falls_back_to_the_cache(hub_home, monkeypatch):
+    home, saved, _ = hub_home
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    loaded = _flat(pretrained.load(f"{REPO}@v1").params)
+    assert all(np.array_equal(loaded[k], saved[f"{REPO}@v1"][k]) for k in saved[f"{REPO}@v1"])
+    with pytest.raises(UserError, match=r"not in the Hugging Face cache .* while the Hub at http"):
+        pretrained.load("org/never-fetched")
 
 
 def test_tokenizer_as_hub_id_gives_transformers_ids(served, tmp_path):
@@ -333,4 +349,18 @@ def test_default_corpus_without_network_fails_first_with_what_to_pass(tmp_path, 
     message = str(raised.value)
     assert "\n" not in message and "cannot be reached" in message
     assert message.endswith("--config.data.input='corpus/*.txt' --config.data.format=text")
+    assert not (tmp_path / "run").exists()
+
+
+def test_main_command_offline_stops_before_any_work(tmp_path):
+    """The README's first command, offline: the error names what to pass, and no workdir."""
+    env = _env(tmp_path / "home", "http://127.0.0.1:9", offline=True)
+    command = [sys.executable, "main.py", "--config=configs/bert_base.py",
+               f"--workdir={tmp_path / 'run'}"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert ("config.data.input='hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet' "
+            "is on the Hugging Face Hub, but HF_HUB_OFFLINE is set. To train on local text "
+            "instead, pass --config.data.input='corpus/*.txt' --config.data.format=text"
+            ) in done.stderr  # fmt: skip
     assert not (tmp_path / "run").exists()
