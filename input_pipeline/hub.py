@@ -110,17 +110,15 @@ def files_to_fetch(names: Sequence[str], spec: str, field: str, tokenizer_only: 
     """The patterns of the files to download, out of the repository's file `names`."""
     import fnmatch  # noqa: PLC0415
 
-    def present(pattern: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for name in names)
-
-    tokenizer = [p for p in TOKENIZER_FILES if present(p)]
+    top = [n for n in names if "/" not in n]  # the loaders look beside the config only
+    tokenizer = [n for n in top if any(fnmatch.fnmatch(n, p) for p in TOKENIZER_FILES)]
     if tokenizer_only:
         if not tokenizer:
             raise UserError(f"{field}={spec!r}: the Hub repository holds no tokenizer file "
                             f"({', '.join(TOKENIZER_FILES)})")  # fmt: skip
         return tokenizer
-    weights = next((files for marker, files in WEIGHTS if marker in names), None)
-    configs = [c for c in CONFIG_FILES if c in names]
+    weights = next((files for marker, files in WEIGHTS if marker in top), None)
+    configs = [c for c in CONFIG_FILES if c in top]
     if weights is None or not configs:
         raise UserError(
             f"{field}={spec!r}: the Hub repository holds no BERT checkpoint this project reads "

@@ -34,8 +34,8 @@ REPO = "org/tiny-bert"
 TOKENIZER_FILES = {"vocab.txt", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json"}  # fmt: skip
 # Files a Hub repository often holds besides what the loader reads; never to be downloaded.
-DECOYS = {"pytorch_model.bin": b"not read", "tf_model.h5": b"not read",
-          "onnx/model.onnx": b"not read", "README.md": b"# tiny"}  # fmt: skip
+DECOYS = {name: b"not read" for name in ("pytorch_model.bin", "tf_model.h5", "onnx/model.onnx",
+                                         "onnx/spiece.model", "README.md")}  # fmt: skip
 TEXT = "The quick brown fox jumps over the lazy dog, then naps."
 
 # Loads `argv[1]` (tokenizer `argv[3]`) with bert/pretrained.py; saves the parameters to argv[2].
