@@ -1,6 +1,7 @@
-"""Benchmark: corpus preparation throughput and peak memory as the input grows.
+"""Benchmark: corpus preparation throughput and peak memory as the input grows, or by format.
 
     .venv/bin/python bench/prepare_throughput.py [--sizes=10,20,40,all] [--repeats=2]
+    .venv/bin/python bench/prepare_throughput.py --formats=parquet,jsonl [--sizes=all]
 
 Runs the real CLI (``python -m input_pipeline.prepare``, WordPiece, bert-base-uncased vocab) on
 the first files of ``../shared/data/wikipedia`` totalling each size, in a fresh process tree per
@@ -14,9 +15,18 @@ CPU seconds over wall seconds times cores, well under 100% flags such a run). Th
 measured in the same run on the smallest size, is the tokenizer alone: the same sentences,
 already in memory, through ``encode_batch`` on every core, with no reading, no sentence
 splitting, no record writing.
+
+With ``--formats``, the chosen WikiExtractor files are first turned (untimed) into the same
+documents in each format, one output file per input file: ``parquet`` (columns id and text,
+Snappy, ``--row_group_rows`` rows a row group, as the Hub's ``datasets`` writes them),
+``jsonl`` (``{"id", "text"}`` a line), ``jsonl.zst`` (that file, Zstandard). Each format is then
+prepared ``--repeats`` times, the formats taking turns so that a busy machine slows them alike;
+MB are MB of document text (UTF-8), the same for every format, and the last lines give each
+format's figures against the first format's, run for run.
 """
 
 import argparse
+import json
 import os
 import pathlib
 import shlex
@@ -105,9 +115,11 @@ def _files_for(size: str) -> list[pathlib.Path]:
     return chosen
 
 
-def _run(files: list[pathlib.Path], workers: int, out: pathlib.Path) -> dict:
+def _run(
+    files: list[pathlib.Path], workers: int, out: pathlib.Path, format: str = "wikiextractor"
+) -> dict:
     command = [sys.executable, "-m", "input_pipeline.prepare", *[f"--input={f}" for f in files]]
-    command += [f"--output={out}", "--format=wikiextractor", f"--tokenizer={VOCAB}"]
+    command += [f"--output={out}", f"--format={format}", f"--tokenizer={VOCAB}"]
     command += [f"--workers={workers}", "--force"]
     log = out.with_suffix(".log")
     with open(log, "wb") as output:  # a file, not a pipe: the child never blocks on it
@@ -139,11 +151,75 @@ def _tokenizer_only(files: list[pathlib.Path]) -> float:
     return time.perf_counter() - start
 
 
+def _convert(files: list[pathlib.Path], folder: pathlib.Path, row_group_rows: int) -> float:
+    """Writes the files' documents as Parquet, JSON Lines and .jsonl.zst; returns MB of text."""
+    import pyarrow as pa  # noqa: PLC0415 (only this mode needs it)
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    text_bytes = 0
+    for f in files:
+        texts = [
+            "\n".join(d) for d in corpora.read_corpus([f], "wikiextractor", sentence_split=False)
+        ]
+        ids = [f"{f.name}-{i}" for i in range(len(texts))]
+        text_bytes += sum(len(t.encode()) for t in texts)
+        table = pa.table({"id": ids, "text": texts})
+        pq.write_table(table, folder / f"{f.name}.parquet", row_group_size=row_group_rows)
+        lines = "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
+                        for i, t in zip(ids, texts, strict=True))  # fmt: skip
+        (folder / f"{f.name}.jsonl").write_text(lines, encoding="utf-8")
+        with pa.CompressedOutputStream(str(folder / f"{f.name}.jsonl.zst"), "zstd") as out:
+            out.write(lines.encode())
+    return text_bytes / 1e6
+
+
+def _compare_formats(args: argparse.Namespace, cores: int, workers: int) -> None:
+    formats = args.formats.split(",")
+    files = _files_for(args.sizes.split(",")[-1])
+    header = (
+        f"{'format':>9} {'run':>3} {'text MB':>7} {'file MB':>7} {'wall s':>7} {'MB/s':>6} "
+        f"{'MB/s/core':>9} {'CPU s':>6} {'CPU use':>7} {'MB/CPU-s':>8} {'peak PSS MB':>11} "
+        f"{'peak RSS MB':>11}"
+    )
+    results: dict[str, list[dict]] = {f: [] for f in formats}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        megabytes = _convert(files, folder, args.row_group_rows)
+        print(f"{len(files)} WikiExtractor files, {megabytes:.1f} MB of document text")
+        print(header)
+        for repeat in range(args.repeats):
+            for name in formats:
+                inputs = [folder / f"{f.name}.{name}" for f in files]
+                file_mb = sum(p.stat().st_size for p in inputs) / 1e6
+                kind = "parquet" if name == "parquet" else "jsonl"
+                r = _run(inputs, workers, folder / f"out-{name}", kind)
+                results[name].append(r)
+                print(
+                    f"{name:>9} {repeat + 1:3d} {megabytes:7.1f} {file_mb:7.1f} {r['wall']:7.2f} "
+                    f"{megabytes / r['wall']:6.2f} {megabytes / r['wall'] / cores:9.2f} "
+                    f"{r['cpu']:6.1f} {r['cpu'] / r['wall'] / cores:7.0%} "
+                    f"{megabytes / r['cpu']:8.2f} {r['pss_mb']:11.0f} {r['rss_mb']:11.0f}",
+                    flush=True,
+                )
+    base = formats[0]
+    for name in formats[1:]:
+        pairs = list(zip(results[name], results[base], strict=True))
+        ratios = [
+            f"wall {b['wall'] / r['wall']:.2f}x, CPU {b['cpu'] / r['cpu']:.2f}x, "
+            f"peak PSS {r['pss_mb'] / b['pss_mb']:.2f}x"
+            for r, b in pairs
+        ]
+        print(f"{name} against {base} (speed: >1 is faster; memory: >1 is more), run by run: "
+              + "; ".join(ratios))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10,20,40,all", help="MB of input, or 'all'")
     parser.add_argument("--repeats", type=int, default=2, help="runs per size")
     parser.add_argument("--workers", type=int, default=None, help="default: every CPU")
+    parser.add_argument("--formats", default="", help="e.g. parquet,jsonl: compare formats")
+    parser.add_argument("--row_group_rows", type=int, default=1000, help="Parquet row group")
     args = parser.parse_args()
     if not WIKI.is_dir():
         sys.exit(f"{WIKI} is absent; this benchmark needs ../shared/data")
@@ -154,6 +230,9 @@ def main() -> None:
     model = names[0] if names else "unknown CPU"
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"machine: {cores} CPUs ({model}); workers={workers}; {time.strftime('%Y-%m-%d')}")
+    if args.formats:
+        _compare_formats(args, cores, workers)
+        return
     header = (
         f"{'input MB':>8} {'files':>5} {'run':>3} {'wall s':>7} {'MB/s':>6} {'MB/s/core':>9} "
         f"{'CPU s':>6} {'CPU use':>7} {'MB/CPU-s':>8} {'peak PSS MB':>11} {'peak RSS MB':>11} "

@@ -45,8 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # comma-separated globs of raw text files: local, or hf:// for Hub files; empty: the TFDS
     # data set below. Default: English Wikipedia as parquet on the Hugging Face Hub.
     d.input = "hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet"
-    d.format = "parquet"  # text (sentence per line), paragraphs, jsonl, wikiextractor, parquet
-    d.text_field = "text"  # the field (jsonl) or column (parquet) holding the text
+    d.format = "parquet"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
+    d.text_field = "text"  # the field (jsonl) or string column (parquet) holding the text
     d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
     d.tfds_split = "train"  # its split
     d.tfds_field = "text"  # its text feature

@@ -9,12 +9,16 @@ Formats (``read_corpus(paths, format)``):
   is cut into paragraphs at newlines, then into sentences.
 * ``"wikiextractor"``: WikiExtractor output, ``<doc id=.. url=.. title=..>``, the title line
   (dropped), one paragraph per line, ``</doc>``.
+* ``"parquet"``: Parquet files (the Hugging Face Hub's corpora), one document per row, its text
+  in a string column (the same ``text_field`` as JSON Lines), cut like a JSON Lines document.
+  Read one row group at a time (`parquet_text`).
 
-TFDS data sets are read by :func:`read_tfds`.
+TFDS data sets are read by `tfds_corpus.read_tfds`.
 
 Everything streams: a file is read line by line, a document is held only until it is yielded,
-so memory is bounded by the largest document, never by the file or the corpus. Files ending in
-``.gz``, ``.bz2`` or ``.xz`` are decompressed on the fly.
+so memory is bounded by the largest document (a Parquet row group), never by the file or the
+corpus. Files ending in ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` (Zstandard, decoded by pyarrow)
+are decompressed on the fly.
 
 Bad input:
 
@@ -27,6 +31,9 @@ Bad input:
   in ``replaced_lines``; ``errors="skip"`` drops the line and counts it in ``skipped_lines``.
   In a compressed file the offset is in the decompressed stream.
 * Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line.
+* A file that is not Parquet, a missing text column, a column of other values than strings:
+  ``UserError`` naming the file and column. In Parquet a row stands for a line above (invalid
+  UTF-8 names the row; replaced and skipped rows are counted as lines).
 """
 
 import bz2
@@ -34,6 +41,7 @@ import dataclasses
 import glob
 import gzip
 import html
+import io
 import json
 import logging
 import lzma
@@ -43,11 +51,13 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
+from input_pipeline import parquet_text
 from input_pipeline.sentence_splitter import split_sentences
 
 Document = list[str]
 PathLike = str | os.PathLike
-FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor")
+FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor", "parquet")
+TEXT_FIELD_FORMATS = ("jsonl", "parquet")  # the formats whose text sits in a named field
 ERRORS = ("strict", "replace", "skip")
 
 
@@ -64,9 +74,14 @@ class CorpusStats:
     replaced_lines: int = 0  # lines with invalid UTF-8 replaced by U+FFFD (errors="replace")
 
 
-def _identity_split(paragraph: str) -> list[str]:
+def identity_split(paragraph: str) -> list[str]:
     paragraph = paragraph.strip()
     return [paragraph] if paragraph else []
+
+
+def text_document(text: str, split: Callable[[str], list[str]]) -> Document:
+    """A document held as one text (JSON Lines, Parquet, TFDS): paragraphs at newlines."""
+    return [s for paragraph in text.split("\n") for s in split(paragraph)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +95,16 @@ def _open_binary(path: pathlib.Path) -> BinaryIO:
         return bz2.open(path, "rb")
     if path.suffix == ".xz":
         return lzma.open(path, "rb")
+    if path.suffix == ".zst":
+        return _open_zstd(open(path, "rb"))
     return open(path, "rb")
+
+
+def _open_zstd(raw: BinaryIO) -> BinaryIO:
+    """Zstandard (every frame, as the zstd tool writes them) through pyarrow's codec."""
+    import pyarrow as pa  # noqa: PLC0415 (heavy; only .zst and Parquet input need it)
+
+    return io.BufferedReader(pa.CompressedInputStream(raw, "zstd"), buffer_size=1 << 20)
 
 
 def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
@@ -137,7 +161,7 @@ def read_text(
     path: PathLike, errors: str = "strict", stats: CorpusStats | None = None
 ) -> Iterator[Document]:
     """BERT's format: one sentence per line, blank lines between documents."""
-    return _read_files([path], _blank_separated, errors, stats, split=_identity_split)
+    return _read_files([path], _blank_separated, errors, stats, split=identity_split)
 
 
 def read_paragraphs(
@@ -151,7 +175,7 @@ def read_paragraphs(
     Args:
       sentence_split: cut paragraphs into sentences; False keeps one paragraph per item.
     """
-    split = split_sentences if sentence_split else _identity_split
+    split = split_sentences if sentence_split else identity_split
     return _read_files([path], _blank_separated, errors, stats, split=split)
 
 
@@ -178,11 +202,39 @@ def _jsonl(
         if not isinstance(text, str):
             kind = type(text).__name__
             raise ValueError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
-        document = [s for paragraph in text.split("\n") for s in split(paragraph)]
+        document = text_document(text, split)
         if document:
             yield document
         else:
             stats.skipped_documents += 1
+
+
+def _parquet(
+    path: pathlib.Path,
+    errors: str,
+    stats: CorpusStats,
+    split: Callable[[str], list[str]],
+    text_field: str,
+) -> Iterator[Document]:
+    with _open_binary(path) as f:
+        for text in parquet_text.texts(f, str(path), text_field, errors, stats):
+            document = text_document(text, split) if text is not None else None
+            if document:
+                yield document
+            else:
+                stats.skipped_documents += 1  # null or blank text
+
+
+def read_parquet(
+    path: PathLike,
+    text_field: str = "text",
+    errors: str = "strict",
+    stats: CorpusStats | None = None,
+    sentence_split: bool = True,
+) -> Iterator[Document]:
+    """Parquet, one document per row; its ``text_field`` column is cut like a JSON Lines text."""
+    split = split_sentences if sentence_split else identity_split
+    return _read_files([path], _parquet, errors, stats, split=split, text_field=text_field)
 
 
 def read_jsonl(
@@ -193,7 +245,7 @@ def read_jsonl(
     sentence_split: bool = True,
 ) -> Iterator[Document]:
     """JSON Lines, one document per line; its ``text_field`` is cut at newlines, then sentences."""
-    split = split_sentences if sentence_split else _identity_split
+    split = split_sentences if sentence_split else identity_split
     return _read_files([path], _jsonl, errors, stats, split=split, text_field=text_field)
 
 
@@ -250,7 +302,7 @@ def read_wikiextractor(
     The first non-empty line of a document is dropped when it equals the ``title`` attribute
     (HTML entities decoded); every other non-empty line is a paragraph cut into sentences.
     """
-    split = split_sentences if sentence_split else _identity_split
+    split = split_sentences if sentence_split else identity_split
     return _read_files([path], _wikiextractor, errors, stats, split=split)
 
 
@@ -259,6 +311,7 @@ _READERS = {
     "paragraphs": _blank_separated,
     "jsonl": _jsonl,
     "wikiextractor": _wikiextractor,
+    "parquet": _parquet,
 }
 
 
@@ -320,8 +373,8 @@ def read_corpus(
 
     Args:
       paths: a glob, a path, or a list of them.
-      format: one of "text", "paragraphs", "jsonl", "wikiextractor" (see the module doc).
-      text_field: the JSON field holding the text ("jsonl" only).
+      format: one of `FORMATS` (see the module doc).
+      text_field: the JSON field or Parquet column holding the text ("jsonl", "parquet").
       errors: invalid UTF-8 handling: "strict" (error), "replace" or "skip" (counted).
       sentence_split: cut paragraphs into sentences (not for "text", split already); False
         keeps whole paragraphs.
@@ -336,69 +389,7 @@ def read_corpus(
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
     files = expand_paths(paths)  # fails now, not at the first next()
     kwargs: dict = {}
-    if format == "jsonl":
+    if format in TEXT_FIELD_FORMATS:
         kwargs["text_field"] = text_field
-    split = split_sentences if sentence_split and format != "text" else _identity_split
+    split = split_sentences if sentence_split and format != "text" else identity_split
     return _read_files(files, _READERS[format], errors, stats, split=split, **kwargs)
-
-
-def read_tfds(
-    name: str,
-    split: str = "train",
-    text_field: str = "text",
-    data_dir: PathLike | None = None,
-    download: bool = False,
-    sentence_split: bool = True,
-    stats: CorpusStats | None = None,
-) -> Iterator[Document]:
-    """Streams a TFDS text data set, one example per document (paragraphs at newlines).
-
-    Args:
-      name: the TFDS name, e.g. "wikipedia/20230601.en".
-      split: the TFDS split, e.g. "train" or "train[:1%]".
-      text_field: the feature holding the text.
-      data_dir: where TFDS keeps its data (its default when None).
-      download: let TFDS download and prepare the data set if it is missing.
-
-    Raises:
-      RuntimeError: TFDS cannot load it (e.g. offline, not prepared); the message says how to
-        use local text files instead.
-    """
-    import tensorflow_datasets as tfds  # noqa: PLC0415 (heavy; only this reader needs it)
-
-    stats = CorpusStats() if stats is None else stats
-    try:
-        dataset = tfds.load(name, split=split, data_dir=data_dir, download=download)
-    except Exception as e:  # TFDS raises many kinds: not found, no network, not prepared
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise RuntimeError(
-            f"TFDS could not load {name!r} split {split!r} ({reason}). Without network access, "
-            "either prepare it with TFDS on a connected machine and pass its data_dir, or put "
-            "the text in local files and read those with read_corpus('path/*.txt', format), "
-            "format being 'text' (one sentence per line), 'paragraphs' (one paragraph per "
-            "line), 'jsonl' or 'wikiextractor'"
-        ) from e
-    return _read_tfds_examples(tfds.as_numpy(dataset), name, text_field, sentence_split, stats)
-
-
-def _read_tfds_examples(
-    examples: Iterable[dict],
-    name: str,
-    text_field: str,
-    sentence_split: bool,
-    stats: CorpusStats,
-) -> Iterator[Document]:
-    split = split_sentences if sentence_split else _identity_split
-    for example in examples:
-        if text_field not in example:
-            raise ValueError(f"TFDS {name!r} has no feature {text_field!r}: {sorted(example)}")
-        text = example[text_field]
-        if isinstance(text, bytes):
-            text = text.decode("utf-8")
-        document = [s for paragraph in str(text).split("\n") for s in split(paragraph)]
-        if document:
-            stats.documents += 1
-            stats.sentences += len(document)
-            yield document
-        else:
-            stats.skipped_documents += 1

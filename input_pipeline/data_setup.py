@@ -8,7 +8,8 @@ import pathlib
 import re
 from typing import Any
 
-from input_pipeline import atomic, corpora, hub, prepare, tokenizers
+from input_pipeline import atomic, hub, prepare, tfds_corpus, tokenizers
+from input_pipeline.errors import UserError
 from input_pipeline.manifest import Manifest
 
 # What an offline user can pass instead of Hub inputs (README's Pre-training command).
@@ -34,7 +35,7 @@ def export_tfds(name: str, split: str, field: str, directory: pathlib.Path) -> p
     if path.is_file():
         return path
     with atomic.open_atomically(path) as out:
-        for document in corpora.read_tfds(name, split, field, download=True):
+        for document in tfds_corpus.read_tfds(name, split, field, download=True):
             out.write(("\n".join(s.replace("\n", " ") for s in document) + "\n\n").encode())
     return path
 
@@ -45,11 +46,13 @@ def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
         return [p.strip() for p in data.input.split(",") if p.strip()], data.format
     try:
         path = export_tfds(data.tfds_name, data.tfds_split, data.tfds_field, workdir / "raw")
+    except UserError:
+        raise  # says plainly what to pass instead (e.g. a Beam data set)
     except Exception as e:
         raise RuntimeError(
             f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
             "text instead, set --config.data.input='/path/to/*.txt' and "
-            "--config.data.format=text|paragraphs|jsonl|wikiextractor"
+            "--config.data.format=text|paragraphs|jsonl|wikiextractor|parquet"
         ) from e
     return [str(path)], "text"
 

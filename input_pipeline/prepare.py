@@ -120,7 +120,7 @@ def _plan(
         num_shards = auto_num_shards(sum(i["bytes"] for i in inputs))
     config: dict[str, Any] = {"format": format, "errors": errors, "num_shards": num_shards}
     config |= {"sentence_split": sentence_split and format != "text"}
-    config["text_field"] = text_field if format == "jsonl" else None
+    config["text_field"] = text_field if format in corpora.TEXT_FIELD_FORMATS else None
     tokenizer = None
     if tokenizer_path is not None:
         tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
@@ -241,7 +241,7 @@ def prepare(
     Args:
       input_patterns: a glob, a path, or a list of them (see `corpora.expand_paths`).
       output_dir: the folder for shards and `manifest.json` (created if missing).
-      format: "text", "paragraphs", "jsonl" or "wikiextractor" (see `corpora`).
+      format: "text", "paragraphs", "jsonl", "wikiextractor" or "parquet" (see `corpora`).
       tokenizer_path: a vocab.txt, tokenizer.json, SentencePiece .model, or a folder with one.
       lowercase: for a vocab.txt only (see `tokenizers.load_wordpiece`); None infers it.
       train_sentencepiece_vocab_size: instead of ``tokenizer_path``, train a SentencePiece
@@ -250,7 +250,7 @@ def prepare(
       sentencepiece_sample_sentences: sentences sampled uniformly (seeded, so reproducibly)
         from the whole input to train on.
       num_shards: number of shard files; None takes `auto_num_shards` of the input size.
-      text_field: the JSON field holding the text ("jsonl" only).
+      text_field: the JSON field or Parquet column holding the text ("jsonl", "parquet").
       errors: invalid UTF-8: "strict" (error), "replace" or "skip" (counted in the manifest).
       sentence_split: cut paragraphs into sentences (not for "text", which is split already).
       workers: tokenizing processes; None uses every CPU this process may run on, 0 works in
@@ -443,7 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--sentencepiece_sample_sentences", type=int, default=1_000_000, help="training sample")
     add("--num_shards", type=int, help="default: one per 256 MiB of input, 16 to 1024")
     add("--workers", type=int, help="tokenizing processes; default: all CPUs; 0: in-process")
-    add("--text_field", default="text", help="JSON field holding the text (jsonl)")
+    add("--text_field", default="text", help="field holding the text (jsonl, parquet)")
     add("--errors", default="strict", choices=corpora.ERRORS, help="invalid UTF-8 handling")
     add("--sentence_split", type=_parse_bool, default=True, help="cut paragraphs into sentences")
     add("--chunk_chars", type=int, default=1 << 20, help="characters per unit of work")

@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from input_pipeline import corpora, sentence_splitter
+from input_pipeline import corpora, sentence_splitter, tfds_corpus
 
 # ---------------------------------------------------------------------------------------------
 # Sentence splitting
@@ -285,6 +285,6 @@ def test_tfds_offline_error_says_how_to_use_local_files(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     for name in ["no_such_dataset_xyz", "imdb_reviews"]:  # unknown; known but not prepared
         with pytest.raises(RuntimeError, match=rf"TFDS could not load '{name}'") as info:
-            corpora.read_tfds(name, "train", data_dir=tmp_path)
+            tfds_corpus.read_tfds(name, "train", data_dir=tmp_path)
         assert "read_corpus('path/*.txt', format)" in str(info.value)
         assert "data_dir" in str(info.value)

@@ -16,6 +16,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import reference
 import transformers
@@ -277,8 +279,6 @@ def test_local_path_of_hub_shape_wins(tmp_path, monkeypatch):
 
 
 def _parquet(rows: list[str]) -> bytes:
-    pa = pytest.importorskip("pyarrow")
-    pq = pytest.importorskip("pyarrow.parquet")
     sink = pa.BufferOutputStream()
     pq.write_table(pa.table({"id": list(range(len(rows))), "text": rows}), sink,
                    row_group_size=2)  # fmt: skip
@@ -286,18 +286,18 @@ def _parquet(rows: list[str]) -> bytes:
 
 
 # Globs the default corpus through HfFileSystem, reads each file whole, and reads its text
-# column with pyarrow over ranged reads of the open file.
+# column with the project's parquet reader (one row group at a time) over ranged reads.
 READ_HF = """
 import hashlib, json, sys
 import fsspec
-import pyarrow.parquet as pq
+from input_pipeline import corpora, parquet_text
 files = fsspec.open_files(sys.argv[1], "rb")
 out = []
 for f in files:
     with f as stream:
         data = stream.read()
     with fsspec.open("hf://" + f.path, "rb", block_size=256) as stream:
-        text = pq.ParquetFile(stream).read(columns=["text"]).column("text").to_pylist()
+        text = list(parquet_text.texts(stream, f.path, "text", "strict", corpora.CorpusStats()))
     out.append({"path": f.path, "sha256": hashlib.sha256(data).hexdigest(), "text": text})
 print(json.dumps(out))
 """
