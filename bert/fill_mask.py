@@ -89,13 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bert.fill_mask", description="Top fillers of each [MASK]."
     )
-    parser.add_argument("checkpoint", help="a workdir of ours, an HF or Google TF checkpoint")
+    parser.add_argument(
+        "checkpoint", help="a workdir of ours, an HF or Google TF checkpoint, a Hub model id"
+    )
     parser.add_argument("sentences", nargs="+", help=f"text with one or more {MASK}")
     parser.add_argument("--top_k", type=int, default=5, help="fillers shown per mask")
     parser.add_argument("--tokenizer", default="", help="tokenizer; default: beside the checkpoint")
     args = parser.parse_args(argv)
     try:
-        model = pretrained.load(args.checkpoint, args.tokenizer)
+        model = pretrained.load(
+            args.checkpoint, args.tokenizer, fields=("checkpoint", "--tokenizer")
+        )
         results = fill_mask(model, args.sentences, args.top_k)
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

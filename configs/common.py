@@ -119,8 +119,10 @@ def finetune_train(
 def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> None:
     """Fields every fine-tuning job has, added to `config`."""
     config.seed = 0  # seeds the head's initialisation, dropout and the data order
-    config.init_from = ""  # checkpoint: a workdir of ours, an HF or Google TF checkpoint
-    config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
+    # checkpoint: a workdir of ours, an HF or Google TF directory, or a Hub model id org/name[@rev]
+    config.init_from = ""
+    # tokenizer file or folder, or a Hub model id; empty: the one beside the checkpoint
+    config.tokenizer = ""
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all

@@ -124,7 +124,8 @@ def _plan(
     tokenizer = None
     if tokenizer_path is not None:
         tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
-        config["tokenizer"] = {"path": str(tokenizer.path.resolve()), "lowercase": lowercase}
+        # absolute, not resolve(): a file in the Hub cache is a link to a blob without its suffix
+        config["tokenizer"] = {"path": str(tokenizer.path.absolute()), "lowercase": lowercase}
     else:
         # Checked here, before anything in the output folder is touched.
         if sentencepiece_model_type not in sp_training.MODEL_TYPES:
@@ -372,9 +373,9 @@ def _write(
     all_counts = dataclasses.asdict(stats)  # documents read; sentences are paragraphs here
     all_counts |= {"documents": documents_written, "sentences": sentences, "tokens": tokens}
     all_counts |= counts
-    path = tokenizer.path.resolve()
+    path = tokenizer.path.absolute()  # not resolve(): see _plan
     if trained:
-        path = path.relative_to(plan.directory.resolve())
+        path = tokenizer.path.resolve().relative_to(plan.directory.resolve())
     manifest = Manifest(
         directory=plan.directory,
         config=plan.config,

@@ -199,7 +199,7 @@ def encode_all(
             yield encoder.encode_chunk(documents, first, num_shards, sentence_split)
         return
     spec = _TokenizerSpec(
-        path=str(tokenizer.path.resolve()),
+        path=str(tokenizer.path.absolute()),
         sentencepiece=isinstance(tokenizer, tokenizers.SentencePieceTokenizer),
         lowercase=getattr(tokenizer, "lowercase", None),
         fingerprint=tokenizer.fingerprint(),
