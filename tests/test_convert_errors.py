@@ -157,3 +157,13 @@ def test_failure_while_writing_leaves_nothing(good, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         convert.export_hf(imported.params, imported.config, tmp_path / "out", good)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_is_as_readable_as_a_folder_made_by_hand(good, tmp_path):
+    """The temporary folder (mkdtemp: owner-only) must not leave an export private."""
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 0
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "f").write_text("x")
+    assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode
+    for path in (tmp_path / "out").iterdir():
+        assert path.stat().st_mode == (tmp_path / "plain" / "f").stat().st_mode, path.name
