@@ -80,7 +80,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     try:
         importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
-    except UserError as e:
+    except (UserError, PermissionError) as e:  # PermissionError: a workdir or file not ours
         sys.exit(console.report(e))
 
 

@@ -3,6 +3,7 @@ exit code 2 and no traceback (main.py and the other command-line tools); no thir
 noise unless --verbose; and a warning naming the right JAX install when the system has an NVIDIA
 GPU or a TPU that JAX does not use."""
 
+import logging
 import os
 import pathlib
 import re
@@ -13,6 +14,7 @@ import jax
 import pytest
 
 from bert.training import accelerators
+from input_pipeline import console
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Start-up lines of TensorFlow (C++), XLA and JAX that a default run must not show.
@@ -226,3 +228,40 @@ def test_readme_installs_match_the_pinned_jax():
         assert f'"jax[{extra}]=={version}"' in accelerators_part, extra
     two = readme[readme.index("## Two commands") : readme.index("## Status")]
     assert len(re.findall(r"^python3 -m venv", two, re.M)) == 2
+
+
+def test_installed_but_failing_plugin_is_not_told_to_install_again():
+    warning = accelerators.install_hint("gpu", "cpu", "0.10.2", 580, plugin_installed=True)
+    assert "plugin is installed" in warning and "pip install" not in warning
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or jax.default_backend() != "cpu",
+    reason="JAX suggests plugins on Linux only, when it runs on the CPU",
+)
+def test_log_filter_hides_jax_backend_probing_but_not_failures(monkeypatch):
+    """JAX's own start-up warning for a GPU it cannot use (its real code, on a system made to
+    look as if it had one) is replaced by ours; its report of a CUDA plugin failing still shows."""
+    from jax._src import hardware_utils, xla_bridge
+
+    jax.devices()  # backends initialised, as in main.py
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    xla_bridge.logger.addHandler(handler)
+    monkeypatch.setattr(hardware_utils, "has_visible_nvidia_gpu", lambda: True)
+    try:
+        xla_bridge._suggest_missing_backends()
+    finally:
+        xla_bridge.logger.removeHandler(handler)
+    assert [r.getMessage()[:30] for r in records] == ["An NVIDIA GPU may be present o"]
+    assert not console.is_shown(records[0])
+    failed = "CUDA backend failed to initialize: %s."
+    failed = logging.LogRecord(xla_bridge.logger.name, logging.WARNING, xla_bridge.__file__, 1,
+                               failed, ("driver",), None)  # fmt: skip
+    assert console.is_shown(failed)
+    ours = logging.LogRecord("absl", logging.INFO, str(ROOT / "bert/training/loop.py"), 1,
+                             "step 2/2", None, None)  # fmt: skip
+    library = logging.LogRecord("absl", logging.INFO, xla_bridge.__file__, 1, "chatter", None,
+                                None)  # fmt: skip
+    assert console.is_shown(ours) and not console.is_shown(library)

@@ -6,6 +6,7 @@ GPUs, and PCI devices with Google's vendor id and a TPU device id for TPUs (with
 /dev/vfio/* as the device nodes TPU VMs expose). Everything reads under a `root` folder so a test
 can hand it a fake file tree."""
 
+import importlib.util
 import pathlib
 import re
 
@@ -55,26 +56,42 @@ def nvidia_driver_major(root: pathlib.Path = pathlib.Path("/")) -> int | None:
 
 
 def install_hint(
-    accelerator: str | None, backend: str, jax_version: str, driver_major: int | None = None
+    accelerator: str | None,
+    backend: str,
+    jax_version: str,
+    driver_major: int | None = None,
+    plugin_installed: bool = False,
 ) -> str | None:
-    """One warning line when `accelerator` is visible but JAX runs on `backend` "cpu", naming
-    the install that makes JAX use it (the same jax version); None otherwise."""
+    """One warning line when `accelerator` is visible but JAX runs on `backend` "cpu": the
+    install that makes JAX use it (the same jax version), or, where JAX's plugin for it is
+    installed (`plugin_installed`) and failed, where to look; None otherwise."""
     if accelerator is None or backend != "cpu":
         return None
-    if accelerator == "gpu":
-        cuda = (
-            "cuda12" if driver_major is not None and driver_major < CUDA13_MIN_DRIVER else "cuda13"
-        )
+    name = "an NVIDIA GPU" if accelerator == "gpu" else "a TPU"
+    if plugin_installed:
         return (
-            f"an NVIDIA GPU is visible but JAX runs on the CPU: install the CUDA build with "
-            f"pip install 'jax[{cuda}]=={jax_version}' (README: Accelerators)"
+            f"{name} is visible and JAX's {accelerator.upper()} plugin is installed, but JAX "
+            "runs on the CPU: the plugin failed to start (see JAX's warning above; --verbose "
+            "shows XLA's log)"
         )
+    if accelerator == "gpu":
+        old_driver = driver_major is not None and driver_major < CUDA13_MIN_DRIVER
+        extra = "cuda12" if old_driver else "cuda13"
+    else:
+        extra = "tpu"
     return (
-        f"a TPU is visible but JAX runs on the CPU: install the TPU build with "
-        f"pip install 'jax[tpu]=={jax_version}' (README: Accelerators)"
+        f"{name} is visible but JAX runs on the CPU: install JAX's {accelerator.upper()} build "
+        f"with pip install 'jax[{extra}]=={jax_version}' (README: Accelerators)"
     )
+
+
+# The packages JAX's accelerator builds add (jax[cuda12], jax[cuda13], jax[tpu]).
+PLUGINS = {"gpu": ("jax_cuda12_plugin", "jax_cuda13_plugin"), "tpu": ("libtpu",)}
 
 
 def startup_warning(backend: str, jax_version: str, root: pathlib.Path = pathlib.Path("/")):
     """install_hint for the system under `root` (the real one by default)."""
-    return install_hint(visible_accelerator(root), backend, jax_version, nvidia_driver_major(root))
+    accelerator = visible_accelerator(root)
+    plugins = PLUGINS.get(accelerator or "", ())
+    installed = any(importlib.util.find_spec(p) is not None for p in plugins)
+    return install_hint(accelerator, backend, jax_version, nvidia_driver_major(root), installed)
