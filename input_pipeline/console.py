@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import NoReturn
 
 from input_pipeline.errors import UserError
 
@@ -138,6 +139,6 @@ def is_shown(record: logging.LogRecord) -> bool:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a usage error printed as one line and exit code 2."""
 
-    def error(self, message: str):  # noqa: D102 (argparse's hook)
+    def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(USER_ERROR_STATUS)
