@@ -48,6 +48,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         reason = "no such file" if not os.path.isfile(path) else " ".join(str(e).split())
         sys.exit(console.report(UserError(f"--config={path}: {reason}")))
     except Exception as e:  # noqa: BLE001 (the flags and the config file are the user's)
+        if console.user_error_in(e) is None and "--verbose" in argv:
+            raise  # a config file that fails for another reason: its traceback, when asked
         sys.exit(console.report(UserError(console.flag_error_message(e, argv))))
     if task not in TASKS:
         sys.exit(console.report(UserError(

@@ -72,8 +72,8 @@ def user_error_in(error: BaseException) -> UserError | None:
 def flag_error_message(error: BaseException, argv: list[str], config_flag: str = "config") -> str:
     """One line for an error raised while the flags and the config file were read: a UserError's
     message, a misspelt config field with the flag that named it and ml_collections' suggestion,
-    or the flag library's own message (the innermost error where that message holds a
-    traceback, as for a config file that failed)."""
+    the flag library's own message, or else the innermost error with its type (a config file
+    that failed: ml_collections puts a whole traceback in its message)."""
     user = user_error_in(error)
     if user is not None:
         return str(user)
@@ -90,8 +90,8 @@ def flag_error_message(error: BaseException, argv: list[str], config_flag: str =
     )
     if required:
         return f"--{required.group(1)} is required (see --helpshort)"
-    if "Traceback" not in str(error):
-        return str(error)
+    if "Traceback" not in str(error) and type(error).__module__.startswith("absl."):
+        return str(error)  # absl's own message names the flag
     inner = chain[-1]
     return f"--{config_flag}: {type(inner).__name__}: {inner}"
 

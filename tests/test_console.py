@@ -84,7 +84,9 @@ def _pretrain(workdir, settings, *extra: str) -> list[str]:
 
 def test_flag_and_config_errors_are_one_line(tmp_path):
     config = "--config=configs/bert_base.py:size=tiny"
-    workdir = f"--workdir={tmp_path}"
+    workdir = f"--workdir={tmp_path / 'run'}"
+    broken = tmp_path / "broken_config.py"  # a config file of the user's with a bug in it
+    broken.write_text("def get_config():\n    return undefined_name\n")
     cases = {  # arguments -> what the one line must name
         (config,): "--workdir is required",
         (workdir,): "--config is required",
@@ -97,13 +99,18 @@ def test_flag_and_config_errors_are_one_line(tmp_path):
         (config, workdir, "--config.train.steps=many"): "--config.train.steps=many",
         (config, workdir, "--config.task=translate"): "config.task 'translate' is not one of",
         (config, workdir, "stray"): "unexpected arguments: stray",
+        (f"--config={broken}", workdir): "--config: NameError: name 'undefined_name'",
     }  # fmt: skip
     for args, named in cases.items():
         result = _run(*args)
         line = _error_line(result)
         assert named in line, (args, line)
         assert result.stderr.strip() == line, (args, result.stderr)  # nothing else printed
-    assert not any(tmp_path.iterdir())
+    assert not (tmp_path / "run").exists()
+    # --verbose: a config file failing for a reason other than a user error shows its traceback.
+    verbose = _run(f"--config={broken}", workdir, "--verbose")
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    assert "NameError: name 'undefined_name' is not defined" in verbose.stderr
 
 
 def test_data_and_checkpoint_errors_are_one_line(corpus, tmp_path):
