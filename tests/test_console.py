@@ -124,6 +124,7 @@ def test_data_and_checkpoint_errors_are_one_line(corpus, tmp_path):
         ("malformed", f"data.input={malformed}"): f"{malformed}: ends inside the document opened",
         ("model", "model.hidden_act=tanh"): "config.model.hidden_act 'tanh' is not one of",
         ("tokenizer", "data.tokenizer=/no/vocab.txt"): "/no/vocab.txt does not exist",
+        ("cudnn", "model.attention_impl=cudnn"): "config.model.attention_dropout=0",
     }  # fmt: skip
     for (name, override), named in cases.items():
         key, value = override.split("=", 1)

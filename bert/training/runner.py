@@ -120,6 +120,12 @@ def train_and_evaluate(
       {"step": last step, **results} (also written to workdir/eval_results.json), or only
       {"step": ...} when a signal stopped the run before its last step.
     """
+    c = run.model_config
+    if c.attention_impl == "cudnn" and c.attention_dropout > 0:  # checked before any compiling
+        raise UserError(
+            "config.model.attention_impl='cudnn' cannot train with attention dropout: set "
+            "config.model.attention_dropout=0 (or config.model.attention_impl='xla')"
+        )
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
