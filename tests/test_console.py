@@ -140,6 +140,14 @@ def test_data_and_checkpoint_errors_are_one_line(corpus, tmp_path):
         assert str(init_from) in line and named in line, line
 
 
+def test_offline_default_corpus_is_one_line(tmp_path):
+    """The README's first command without the Hub (tests run with HF_HUB_OFFLINE=1)."""
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    line = _error_line(_run("--config=configs/bert_base.py", f"--workdir={tmp_path / 'run'}"))
+    assert "config.data.input=" in line and "--config.data.input='corpus/*.txt'" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_other_tools_report_user_errors_as_one_line(tmp_path):
     line = _error_line(_run(str(tmp_path / "nowhere"), str(tmp_path / "out"), "--to=hf",
                             module="bert.convert"))  # fmt: skip
