@@ -79,7 +79,7 @@ def load(
     if checkpoints.is_training_workdir(path):
         params, meta = checkpoints.load_params(path, step)
         if "model" not in meta or "bert" not in params:
-            raise ValueError(f"{path}: the checkpoint holds no BERT encoder")
+            raise errors.UserError(f"{path}: the checkpoint holds no BERT encoder")
         config = BertConfig.from_dict(meta["model"])
         logging.info("loaded %s step %s", path, meta.get("step"))
         default_tokenizer = _recorded_tokenizer(path, meta)
@@ -96,7 +96,7 @@ def load(
         return Pretrained(config, params, None, source, **recorded)
     loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)
     if loaded.vocab_size != config.vocab_size:
-        raise ValueError(
+        raise errors.UserError(
             f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
             f"{source} has {config.vocab_size}"
         )
@@ -106,7 +106,7 @@ def load(
 def _recorded_tokenizer(workdir: str, meta: dict) -> str:
     """The tokenizer a workdir's checkpoints record (a relative path is inside the workdir)."""
     if not meta.get("tokenizer"):
-        raise FileNotFoundError(
+        raise errors.UserError(
             f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
         )
     return str(pathlib.Path(workdir) / meta["tokenizer"])  # an absolute path stays as it is

@@ -22,14 +22,15 @@ jsonl, wikiextractor, parquet).
 import ml_collections
 
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0, "mode": "train"})
     if args["mode"] not in ("train", "evaluate"):
-        raise ValueError(f"config arg mode={args['mode']!r} must be train or evaluate")
+        raise UserError(f"config arg mode={args['mode']!r} must be train or evaluate")
     if args["phase"] not in (1, 2):
-        raise ValueError(f"config arg phase={args['phase']} must be 1 or 2")
+        raise UserError(f"config arg phase={args['phase']} must be 1 or 2")
     phase2 = args["phase"] == 2
     config = ml_collections.ConfigDict()
     config.task = "pretrain"  # the job main.py runs

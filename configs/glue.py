@@ -15,12 +15,13 @@ import ml_collections
 
 from bert.tasks import glue
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"task": ""})
     if not args["task"]:
-        raise ValueError(f"configs/glue.py needs task=NAME, one of {', '.join(glue.TASKS)}")
+        raise UserError(f"configs/glue.py needs task=NAME, one of {', '.join(glue.TASKS)}")
     task = glue.get_task(str(args["task"]))
     config = ml_collections.ConfigDict()
     config.task = "glue"  # the job main.py runs

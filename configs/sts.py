@@ -12,12 +12,13 @@ The arg after the colon takes `mode` (evaluate or encode; default evaluate).
 import ml_collections
 
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"mode": "evaluate"})
     if args["mode"] not in ("evaluate", "encode"):
-        raise ValueError(f"config arg mode={args['mode']!r} must be evaluate or encode")
+        raise UserError(f"config arg mode={args['mode']!r} must be evaluate or encode")
     config = ml_collections.ConfigDict()
     config.task = "sts"  # the job main.py runs
     config.mode = args["mode"]  # evaluate: Spearman/Pearson on STS; encode: text file -> .npy

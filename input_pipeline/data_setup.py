@@ -49,7 +49,7 @@ def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
     except UserError:
         raise  # says plainly what to pass instead (e.g. a Beam data set)
     except Exception as e:
-        raise RuntimeError(
+        raise UserError(
             f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
             "text instead, set --config.data.input='/path/to/*.txt' and "
             "--config.data.format=text|paragraphs|jsonl|wikiextractor|parquet"
@@ -103,7 +103,7 @@ def prepare_pretraining_data(
         )
         return PretrainingData(loaded, shards, [str(p) for p in held_out.shard_paths], manifest)
     if not 0 < data.eval_shards < len(shards):
-        raise ValueError(
+        raise UserError(
             f"config.data.eval_shards={data.eval_shards} must be at least 1 and leave training "
             f"shards: {manifest.directory} has {len(shards)} (config.data.num_shards)"
         )

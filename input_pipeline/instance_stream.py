@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import instances, records
+from input_pipeline.errors import UserError
 
 MODES = ("nsp", "packed")
 PathLike = str | os.PathLike
@@ -135,7 +136,7 @@ def expand_record_files(files: PathLike | Sequence[PathLike]) -> list[str]:
     for pattern in patterns:
         matches = [p for p in glob.glob(os.fspath(pattern)) if os.path.isfile(p)]
         if not matches:
-            raise FileNotFoundError(f"no record file matches {os.fspath(pattern)!r}")
+            raise UserError(f"no record file matches {os.fspath(pattern)!r}")
         found.update(matches)
     return sorted(found)
 
@@ -351,11 +352,11 @@ def _check_sizes(
 ) -> None:
     """Raises a ValueError on a bad mode, sequence length, batch size, step or block size."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
     if seq_length < (5 if mode == "nsp" else 3):
-        raise ValueError(f"seq_length {seq_length} is too short for mode {mode!r}")
+        raise UserError(f"seq_length {seq_length} is too short for mode {mode!r}")
     if batch_size < 1 or start_step < 0 or block_documents < 1 or files_in_parallel < 1:
-        raise ValueError(
+        raise UserError(
             "batch_size, block_documents and files_in_parallel must be >= 1 and start_step "
             f">= 0; got {batch_size}, {block_documents}, {files_in_parallel}, {start_step}"
         )
@@ -369,7 +370,7 @@ def _check_host_and_probabilities(
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     for name, value in (("short_seq_prob", short_seq_prob), ("nsp_random_prob", nsp_random_prob)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+            raise UserError(f"{name} must be in [0, 1], got {value}")
 
 
 def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str, tf.TensorSpec]:

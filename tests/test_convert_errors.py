@@ -38,7 +38,7 @@ def fails(source, destination, match):
     """Runs the CLI, expects exit 1 with `match` in stderr and no destination directory."""
     with pytest.raises(convert.CheckpointError, match=match):
         convert.import_model(source)
-    assert cli.main([str(source), str(destination), "--to=hf"]) == 1
+    assert cli.main([str(source), str(destination), "--to=hf"]) == 2
     assert not destination.exists()
     leftovers = [p.name for p in destination.parent.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers
@@ -140,7 +140,7 @@ def test_absent_heads_are_reported_not_invented(good, tmp_path):
 def test_existing_output_is_not_overwritten(good, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
-    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 1
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 2
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
     assert cli.main([str(good), str(tmp_path / "out"), "--to=hf", "--overwrite"]) == 0
     assert not (tmp_path / "out" / "keep.txt").exists()

@@ -160,7 +160,7 @@ def test_malformed_parquet_is_a_user_error(shared_data, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{other}: column 'text' holds int64, not strings" in result.stderr
     assert not (out / "manifest.json").exists()
 
