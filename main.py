@@ -2,16 +2,20 @@
 
 Loads the ml_collections config (locked: a misspelt override is an error), keeps TensorFlow
 (used only by tf.data) off the accelerators, joins a multi-host job when asked, and runs the
-job named by `config.task`.
+job named by `config.task`. A user error (input_pipeline.errors.UserError, a bad flag or config
+field) prints one line and exits with code 2; third-party start-up logs show with --verbose.
 """
 
+import contextlib
 import importlib
-import logging as py_logging
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from input_pipeline import paths
+from input_pipeline import console, paths
+from input_pipeline.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bert_base.py:size=mini.", lock_config=True
@@ -25,36 +29,63 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in the job.")
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show third-party start-up logs (TensorFlow, XLA, libraries' INFO lines)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> its job module in bert/jobs/, whose run(config, workdir) is called.
 TASKS = ("pretrain", "glue", "squad", "ner", "sts")
 
 
-def _library_info_filter(record: py_logging.LogRecord) -> bool:
-    """Drops Orbax's per-save INFO chatter; its warnings and errors still show."""
-    return record.levelno >= py_logging.WARNING or "/orbax/" not in record.pathname
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag, config file or config field as one line, code 2."""
+    try:
+        rest = flags.FLAGS(argv)
+        task = _CONFIG.value.task
+    except OSError as e:  # ml_collections defers a config file it could not open until here
+        path = flags.FLAGS["config"].config_filename.split(":")[0]
+        reason = "no such file" if not os.path.isfile(path) else " ".join(str(e).split())
+        sys.exit(console.report(UserError(f"--config={path}: {reason}")))
+    except Exception as e:  # noqa: BLE001 (the flags and the config file are the user's)
+        if console.user_error_in(e) is None and "--verbose" in argv:
+            raise  # a config file that fails for another reason: its traceback, when asked
+        sys.exit(console.report(UserError(console.flag_error_message(e, argv))))
+    if task not in TASKS:
+        sys.exit(console.report(UserError(
+            f"--config: config.task {task!r} is not one of {', '.join(TASKS)}")))  # fmt: skip
+    return rest
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.get_absl_handler().addFilter(_library_info_filter)
+        sys.exit(console.report(UserError(f"unexpected arguments: {' '.join(argv[1:])}")))
+    quiet = not _VERBOSE.value
+    if quiet:
+        console.quiet_environment(os.environ)  # before TensorFlow and JAX load: they read it then
+        logging.get_absl_handler().addFilter(console.is_shown)
     paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
-    import tensorflow as tf
+    with console.filtered_stderr() if quiet else contextlib.nullcontext():
+        import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")  # tf.data must not take the accelerator from JAX
     import jax
+
+    from bert.training import accelerators
 
     if _DISTRIBUTED.value or _COORDINATOR.value:
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("process %d of %d, %d devices", jax.process_index(), jax.process_count(),
                  jax.device_count())  # fmt: skip
+    hint = accelerators.startup_warning(jax.default_backend(), jax.__version__)
+    if hint:
+        logging.warning("%s", hint)
     config = _CONFIG.value
-    if config.task not in TASKS:
-        raise app.UsageError(f"config.task {config.task!r} is not one of {', '.join(TASKS)}")
-    importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
+    try:
+        importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
+    except (UserError, PermissionError) as e:  # PermissionError: a workdir or file not ours
+        sys.exit(console.report(e))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -6,7 +6,6 @@ CLI:
   python -m bert.fill_mask CHECKPOINT "Paris is the [MASK] of France." [MORE ...] [--top_k=5]
 """
 
-import argparse
 import dataclasses
 import functools
 import sys
@@ -17,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from bert import pretrained
-from bert.convert import CheckpointError
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
-from input_pipeline import paths
+from input_pipeline import console, paths
+from input_pipeline.errors import UserError
 
 MASK = "[MASK]"
 
@@ -37,7 +36,7 @@ class Filler:
 def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> list[int]:
     """[CLS] sentence [SEP] with each literal "[MASK]" as the mask token."""
     if MASK not in sentence:
-        raise ValueError(f"no {MASK} in {sentence!r}")
+        raise UserError(f"no {MASK} in {sentence!r}")
     tok = model.tokenizer
     pieces = sentence.split(MASK)
     ids: list[int] = []
@@ -46,7 +45,7 @@ def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> 
             ids.append(tok.mask_id)
         ids.extend(ids_of_piece)
     if len(ids) + 2 > max_seq_length:
-        raise ValueError(f"{sentence!r} has {len(ids) + 2} tokens, more than {max_seq_length}")
+        raise UserError(f"{sentence!r} has {len(ids) + 2} tokens, more than {max_seq_length}")
     return tok.build_inputs(ids)[0]
 
 
@@ -69,7 +68,7 @@ def fill_mask(
     other masks left as [MASK] (as HF's pipeline does).
     """
     if "mlm" not in model.params:
-        raise ValueError(f"{model.source} has no MLM head: fill-mask needs one")
+        raise UserError(f"{model.source} has no MLM head: fill-mask needs one")
     tok = model.tokenizer
     out = []
     for sentence in sentences:
@@ -87,21 +86,24 @@ def fill_mask(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog="python -m bert.fill_mask", description="Top fillers of each [MASK]."
     )
-    parser.add_argument("checkpoint", help="a workdir of ours, an HF or Google TF checkpoint")
+    parser.add_argument(
+        "checkpoint", help="a workdir of ours, an HF or Google TF checkpoint, a Hub model id"
+    )
     parser.add_argument("sentences", nargs="+", help=f"text with one or more {MASK}")
     parser.add_argument("--top_k", type=int, default=5, help="fillers shown per mask")
     parser.add_argument("--tokenizer", default="", help="tokenizer; default: beside the checkpoint")
     args = parser.parse_args(argv)
     paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
-        model = pretrained.load(args.checkpoint, args.tokenizer)
+        model = pretrained.load(
+            args.checkpoint, args.tokenizer, fields=("checkpoint", "--tokenizer")
+        )
         results = fill_mask(model, args.sentences, args.top_k)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except UserError as e:
+        return console.report(e)
     for sentence, masks in zip(args.sentences, results, strict=True):
         print(sentence)
         for number, fillers in enumerate(masks, 1):

@@ -1,6 +1,7 @@
 """The one loader of pretrained models: a workdir of ours (pre-trained or fine-tuned: its newest
-checkpoint) or any checkpoint directory bert/convert reads (Hugging Face, Google TF, our exported
-format), with the tokenizer found beside it."""
+checkpoint), any checkpoint directory bert/convert reads (Hugging Face, Google TF, our exported
+format) or a Hugging Face Hub model id (`org/name[@revision]`, fetched once into the Hub cache by
+input_pipeline/hub.py), with the tokenizer found beside it."""
 
 import dataclasses
 import os
@@ -11,7 +12,7 @@ from absl import logging
 from bert import convert
 from bert.model import BertConfig
 from bert.training import checkpoints
-from input_pipeline import errors, paths, tokenizers
+from input_pipeline import errors, hub, paths, tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Pretrained:
         holds ("mlm", "nsp", a fine-tuned task's head, ...).
       tokenizer: the tokenizer beside the checkpoint (or the one asked for); None when loaded
         without one.
-      source: the path it was loaded from.
+      source: the path (or Hub model id) it was loaded from.
       task: for a workdir of ours, the task its checkpoint was trained for ("pretrain",
         "glue/sst2", "ner", "squad", ...); empty otherwise.
       step: for a workdir, the step of the checkpoint loaded.
@@ -47,27 +48,38 @@ class Pretrained:
 
 
 def load(
-    path: str, tokenizer: str = "", *, with_tokenizer: bool = True, step: int | None = None
+    path: str,
+    tokenizer: str = "",
+    *,
+    with_tokenizer: bool = True,
+    step: int | None = None,
+    fields: tuple[str, str] = ("init_from", "tokenizer"),
 ) -> Pretrained:
     """Loads a checkpoint and its tokenizer.
 
     Args:
-      path: a training workdir of ours, an HF directory, a Google TF checkpoint directory or one
-        exported by bert.convert.
-      tokenizer: a tokenizer file or folder; empty: the one beside the checkpoint (for a
-        workdir: the one its checkpoints record).
+      path: a training workdir of ours, an HF directory, a Google TF checkpoint directory, one
+        exported by bert.convert, or a Hub model id `org/name[@revision]` (an existing local
+        path of that shape wins).
+      tokenizer: a tokenizer file or folder, or a Hub model id (its tokenizer files only);
+        empty: the one beside the checkpoint (for a workdir: the one its checkpoints record).
       with_tokenizer: False to load the parameters alone (e.g. to continue pre-training).
       step: for a workdir, the checkpoint step to load; None: the newest.
+      fields: the names of `path` and `tokenizer` in error messages (config fields or flags).
 
     Raises:
+      UserError: a Hub id that cannot be fetched (no such model; offline and not cached).
       ValueError: the checkpoint holds no encoder, or the tokenizer's vocabulary does not fit
         the model; FileNotFoundError: no tokenizer can be found.
     """
     recorded: dict[str, Any] = {}
+    source = path
+    path = hub.local_path(path, fields[0])
+    tokenizer = hub.local_path(tokenizer, fields[1], tokenizer_only=True)
     if checkpoints.is_training_workdir(path):
         params, meta = checkpoints.load_params(path, step)
         if "model" not in meta or "bert" not in params:
-            raise ValueError(f"{path}: the checkpoint holds no BERT encoder")
+            raise errors.UserError(f"{path}: the checkpoint holds no BERT encoder")
         config = BertConfig.from_dict(meta["model"])
         logging.info("loaded %s step %s", path, meta.get("step"))
         default_tokenizer = _recorded_tokenizer(path, meta)
@@ -81,20 +93,20 @@ def load(
         if imported.missing_heads:
             logging.info("%s has no %s", path, ", ".join(imported.missing_heads))
     if not with_tokenizer:
-        return Pretrained(config, params, None, str(path), **recorded)
+        return Pretrained(config, params, None, source, **recorded)
     loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)
     if loaded.vocab_size != config.vocab_size:
-        raise ValueError(
+        raise errors.UserError(
             f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
-            f"{path} has {config.vocab_size}"
+            f"{source} has {config.vocab_size}"
         )
-    return Pretrained(config, params, loaded, str(path), **recorded)
+    return Pretrained(config, params, loaded, source, **recorded)
 
 
 def _recorded_tokenizer(workdir: str, meta: dict) -> str:
     """The tokenizer a workdir's checkpoints record (a relative path is inside the workdir)."""
     if not meta.get("tokenizer"):
-        raise FileNotFoundError(
+        raise errors.UserError(
             f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
         )
     recorded = meta["tokenizer"]

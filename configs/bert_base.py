@@ -13,40 +13,46 @@ the corpus in `data.input`, without training:
   python main.py --config=configs/bert_base.py:mode=evaluate --workdir=runs/eval \
       --config.init_from=runs/mini --config.data.input='held_out/*.txt').
 
-By default the text comes from a TFDS data set (downloaded on first use). To train on local
-files instead: --config.data.input='/data/*.txt' --config.data.format=text (or paragraphs,
+By default the text is English Wikipedia (20231101.en) read from the Hugging Face Hub's parquet
+files, streamed into preparation without a local copy first. To train on local files instead
+(and offline): --config.data.input='/data/*.txt' --config.data.format=text (or paragraphs,
 jsonl, wikiextractor, parquet).
 """
 
 import ml_collections
 
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0, "mode": "train"})
     if args["mode"] not in ("train", "evaluate"):
-        raise ValueError(f"config arg mode={args['mode']!r} must be train or evaluate")
+        raise UserError(f"config arg mode={args['mode']!r} must be train or evaluate")
     if args["phase"] not in (1, 2):
-        raise ValueError(f"config arg phase={args['phase']} must be 1 or 2")
+        raise UserError(f"config arg phase={args['phase']} must be 1 or 2")
     phase2 = args["phase"] == 2
     config = ml_collections.ConfigDict()
     config.task = "pretrain"  # the job main.py runs
     config.mode = args["mode"]  # train; or evaluate: init_from on data.input, no training
     config.seed = 0  # seeds parameter initialisation, dropout, data order and masking
-    config.init_from = ""  # start parameters: a workdir of ours, an HF or Google TF checkpoint
+    # start parameters: a workdir of ours, an HF or Google TF checkpoint, or a Hub model id
+    config.init_from = ""  # (org/name[@revision]); empty: random initialisation
     config.max_seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS]/[SEP]s included
     config.model = common.model_config(str(args["size"]), int(args["vocab_size"]))
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
 
     d = config.data = ml_collections.ConfigDict()
-    d.input = ""  # comma-separated globs of raw text files; empty: use the TFDS data set below
-    d.format = "text"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
+    # comma-separated globs of raw text files: local, or hf:// for Hub files; empty: the TFDS
+    # data set below. Default: English Wikipedia as parquet on the Hugging Face Hub.
+    d.input = "hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet"
+    d.format = "parquet"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
     d.text_field = "text"  # the field (jsonl) or string column (parquet) holding the text
     d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
     d.tfds_split = "train"  # its split
     d.tfds_field = "text"  # its text feature
-    d.tokenizer = ""  # vocab.txt, tokenizer.json or SentencePiece .model; empty: train one
+    # vocab.txt, tokenizer.json, SentencePiece .model, a folder with one, or a Hub model id
+    d.tokenizer = ""  # (org/name[@revision]: its tokenizer files); empty: train SentencePiece
     d.sentencepiece_vocab_size = 32768  # vocabulary of the trained SentencePiece model
     d.sentencepiece_model_type = "unigram"  # unigram or bpe
     d.num_shards = 64  # record shards written by preparation

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from input_pipeline.errors import UserError
+
 # name -> (layers, hidden width). Heads are width / 64 and the feed-forward width is 4x width,
 # as in the BERT paper and Google's 24 smaller BERT models (Turc et al., 2019).
 SIZES: dict[str, tuple[int, int]] = {
@@ -34,20 +36,20 @@ def parse_arg(arg: str | None, defaults: dict[str, object]) -> dict[str, object]
         if not item:
             continue
         if "=" not in item:
-            raise ValueError(f"config arg {item!r} is not of the form key=value (in {arg!r})")
+            raise UserError(f"config arg {item!r} is not of the form key=value (in {arg!r})")
         key, text = (part.strip() for part in item.split("=", 1))
         if key not in defaults:
-            raise ValueError(f"unknown config arg {key!r}; known: {', '.join(sorted(defaults))}")
+            raise UserError(f"unknown config arg {key!r}; known: {', '.join(sorted(defaults))}")
         kind = type(defaults[key])
         try:
             if kind is bool:
                 if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(text)
+                    raise UserError(text)
                 values[key] = text.lower() in ("true", "1")
             else:
                 values[key] = kind(text)
         except ValueError:
-            raise ValueError(f"config arg {key}={text!r} is not a valid {kind.__name__}") from None
+            raise UserError(f"config arg {key}={text!r} is not a valid {kind.__name__}") from None
     return values
 
 
@@ -59,7 +61,7 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
       vocab_size: number of token ids (the tokenizer's vocabulary size).
     """
     if size not in SIZES:
-        raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+        raise UserError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     layers, width = SIZES[size]
     m = ml_collections.ConfigDict()
     m.vocab_size = vocab_size  # token ids; 0: the tokenizer's vocabulary size
@@ -119,8 +121,10 @@ def finetune_train(
 def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> None:
     """Fields every fine-tuning job has, added to `config`."""
     config.seed = 0  # seeds the head's initialisation, dropout and the data order
-    config.init_from = ""  # checkpoint: a workdir of ours, an HF or Google TF checkpoint
-    config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
+    # checkpoint: a workdir of ours, an HF or Google TF directory, or a Hub model id org/name[@rev]
+    config.init_from = ""
+    # tokenizer file or folder, or a Hub model id; empty: the one beside the checkpoint
+    config.tokenizer = ""
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all

@@ -4,23 +4,24 @@ Usage:
   python main.py --config=configs/glue.py:task=sst2 --workdir=runs/sst2 \
       --config.init_from=path/to/checkpoint --config.data_dir=glue_data/SST-2
 
-`init_from` is an HF directory, a Google TF checkpoint or a pre-training workdir of ours; the
-tokenizer beside it is used unless `tokenizer` names one. With `data_dir` empty the data comes
-from TFDS `glue/<task>` (downloaded once). Dev metrics go to workdir/eval_results.json and
-TensorBoard; predictions to workdir/predictions/ (dev as <split>.tsv, test as the GLUE server's
-file names, e.g. SST-2.tsv, MNLI-m.tsv).
+`init_from` is an HF directory, a Google TF checkpoint, a pre-training workdir of ours or a Hub
+model id (org/name[@revision]); the tokenizer beside it is used unless `tokenizer` names one.
+With `data_dir` empty the data comes from TFDS `glue/<task>` (downloaded once). Dev metrics go
+to workdir/eval_results.json and TensorBoard; predictions to workdir/predictions/ (dev as
+<split>.tsv, test as the GLUE server's file names, e.g. SST-2.tsv, MNLI-m.tsv).
 """
 
 import ml_collections
 
 from bert.tasks import glue
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"task": ""})
     if not args["task"]:
-        raise ValueError(f"configs/glue.py needs task=NAME, one of {', '.join(glue.TASKS)}")
+        raise UserError(f"configs/glue.py needs task=NAME, one of {', '.join(glue.TASKS)}")
     task = glue.get_task(str(args["task"]))
     config = ml_collections.ConfigDict()
     config.task = "glue"  # the job main.py runs

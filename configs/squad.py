@@ -15,12 +15,13 @@ evaluation takes), nbest_predictions.json and, for 2.0, null_odds.json to workdi
 import ml_collections
 
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"version": "1.1"})
     if args["version"] not in ("1.1", "2.0"):
-        raise ValueError(f"config arg version={args['version']!r} must be 1.1 or 2.0")
+        raise UserError(f"config arg version={args['version']!r} must be 1.1 or 2.0")
     config = ml_collections.ConfigDict()
     config.task = "squad"  # the job main.py runs
     common.finetune_common(config, max_seq_length=384)

@@ -12,17 +12,20 @@ The arg after the colon takes `mode` (evaluate or encode; default evaluate).
 import ml_collections
 
 from configs import common
+from input_pipeline.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     args = common.parse_arg(arg, {"mode": "evaluate"})
     if args["mode"] not in ("evaluate", "encode"):
-        raise ValueError(f"config arg mode={args['mode']!r} must be evaluate or encode")
+        raise UserError(f"config arg mode={args['mode']!r} must be evaluate or encode")
     config = ml_collections.ConfigDict()
     config.task = "sts"  # the job main.py runs
     config.mode = args["mode"]  # evaluate: Spearman/Pearson on STS; encode: text file -> .npy
-    config.init_from = ""  # checkpoint: a workdir of ours, an HF or Google TF checkpoint
-    config.tokenizer = ""  # tokenizer file or folder; empty: the one beside the checkpoint
+    # checkpoint: a workdir of ours, an HF or Google TF directory, or a Hub model id org/name[@rev]
+    config.init_from = ""
+    # tokenizer file or folder, or a Hub model id; empty: the one beside the checkpoint
+    config.tokenizer = ""
     config.eval_file = ""  # STS benchmark .csv (tab-separated) or GLUE STS-B .tsv with scores
     config.encode_input = ""  # text file, one sentence per line (mode=encode)
     config.encode_output = "embeddings.npy"  # .npy written in the workdir (mode=encode)

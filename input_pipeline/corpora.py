@@ -53,6 +53,7 @@ from typing import BinaryIO
 
 from input_pipeline import parquet_text
 from input_pipeline import paths as file_paths
+from input_pipeline.errors import UserError
 from input_pipeline.sentence_splitter import split_sentences
 
 Document = list[str]
@@ -119,9 +120,9 @@ def _open_zstd(raw: BinaryIO) -> BinaryIO:
 def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its line ending), decoding UTF-8 line by line."""
     if errors not in ERRORS:
-        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+        raise UserError(f"errors must be one of {ERRORS}, got {errors!r}")
     if not path.is_file():
-        raise FileNotFoundError(f"corpus file {path} does not exist (or is not a file)")
+        raise UserError(f"corpus file {path} does not exist (or is not a file)")
     offset = 0
     with _open_binary(path) as f:
         for number, raw in enumerate(f, 1):
@@ -130,7 +131,7 @@ def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tupl
             except UnicodeDecodeError as e:
                 if errors == "strict":
                     bad = raw[e.start : e.end]
-                    raise ValueError(
+                    raise UserError(
                         f"{path}: invalid UTF-8 at byte offset {offset + e.start} (line {number}, "
                         f"bytes {bad!r}); pass errors='replace' or errors='skip' to go on"
                     ) from None
@@ -201,16 +202,16 @@ def _jsonl(
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(
+            raise UserError(
                 f"{path}:{number}: not valid JSON ({e.msg} at column {e.colno})"
             ) from None
         if not isinstance(record, dict) or text_field not in record:
             fields = sorted(record) if isinstance(record, dict) else type(record).__name__
-            raise ValueError(f"{path}:{number}: no field {text_field!r} (found {fields})")
+            raise UserError(f"{path}:{number}: no field {text_field!r} (found {fields})")
         text = record[text_field]
         if not isinstance(text, str):
             kind = type(text).__name__
-            raise ValueError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
+            raise UserError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
         document = text_document(text, split)
         if document:
             yield document
@@ -271,7 +272,7 @@ def _wikiextractor(
         line = line.strip()
         if line.startswith("<doc ") or line == "<doc>":
             if opened_at:
-                raise ValueError(
+                raise UserError(
                     f"{path}:{number}: <doc> inside the document opened at line {opened_at} "
                     "(missing </doc>)"
                 )
@@ -281,7 +282,7 @@ def _wikiextractor(
             document = []
         elif line == "</doc>":
             if not opened_at:
-                raise ValueError(f"{path}:{number}: </doc> without an open <doc>")
+                raise UserError(f"{path}:{number}: </doc> without an open <doc>")
             opened_at = 0
             if document:
                 yield document
@@ -290,14 +291,14 @@ def _wikiextractor(
         elif not line:
             continue
         elif not opened_at:
-            raise ValueError(f"{path}:{number}: text outside <doc> ... </doc>")
+            raise UserError(f"{path}:{number}: text outside <doc> ... </doc>")
         elif title is not None and html.unescape(line) == title:
             title = None  # the title line WikiExtractor writes after the tag
         else:
             title = None
             document.extend(split(line))
     if opened_at:
-        raise ValueError(f"{path}: ends inside the document opened at line {opened_at} (no </doc>)")
+        raise UserError(f"{path}: ends inside the document opened at line {opened_at} (no </doc>)")
 
 
 def read_wikiextractor(
@@ -355,7 +356,7 @@ def expand_paths(paths: str | PathLike | Sequence[str | PathLike]) -> list[pathl
     file list; order of patterns is kept.
 
     Raises:
-      FileNotFoundError: a pattern or path matches no file.
+      UserError: no pattern, or a pattern or path that matches no file.
     """
     return file_paths.expand_all(paths, "corpus")
 
@@ -384,9 +385,9 @@ def read_corpus(
       An iterator of documents, each a non-empty list of non-empty sentences.
     """
     if format not in _READERS:
-        raise ValueError(f"unknown corpus format {format!r}; expected one of {FORMATS}")
+        raise UserError(f"unknown corpus format {format!r}; expected one of {FORMATS}")
     if errors not in ERRORS:
-        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+        raise UserError(f"errors must be one of {ERRORS}, got {errors!r}")
     files = expand_paths(paths)  # fails now, not at the first next()
     kwargs: dict = {}
     if format in TEXT_FIELD_FORMATS:

@@ -1,15 +1,22 @@
-"""Turns the `config.data` section into prepared records: raw text (local files or a TFDS data
-set) -> tokenizer (given, or SentencePiece trained on the corpus) -> shards in `workdir/data`,
-split into training and held-out evaluation shards."""
+"""Turns the `config.data` section into prepared records: raw text (local files, `hf://` Hub
+files, or a TFDS data set) -> tokenizer (given as a file, folder or Hub model id, or SentencePiece
+trained on the corpus) -> shards in `workdir/data`, split into training and held-out evaluation
+shards. Hub inputs that cannot be reached fail first, before any work, saying what to pass."""
 
 import dataclasses
 import pathlib
 import re
 from typing import Any
 
-from input_pipeline import atomic, prepare, tfds_corpus, tokenizers
+from input_pipeline import atomic, hub, prepare, tfds_corpus, tokenizers
 from input_pipeline.errors import UserError
 from input_pipeline.manifest import Manifest
+
+# What an offline user can pass instead of Hub inputs (README's Pre-training command).
+LOCAL_INSTEAD = (
+    "To train on local text instead, pass --config.data.input='corpus/*.txt' "
+    "--config.data.format=text"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +49,7 @@ def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
     except UserError:
         raise  # says plainly what to pass instead (e.g. a Beam data set)
     except Exception as e:
-        raise RuntimeError(
+        raise UserError(
             f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
             "text instead, set --config.data.input='/path/to/*.txt' and "
             "--config.data.format=text|paragraphs|jsonl|wikiextractor|parquet"
@@ -64,8 +71,13 @@ def prepare_pretraining_data(
     Held-out data: the `data.eval_input` corpus, prepared with the same tokenizer into
     `data.eval_shards` shards, or else the last `data.eval_shards` shards of the corpus.
     """
+    for field in ("input", "eval_input"):
+        globs = [p.strip() for p in getattr(data, field).split(",") if p.strip()]
+        hub.check_hub_inputs(globs, f"config.data.{field}", LOCAL_INSTEAD)
+    tokenizer = hub.local_path(data.tokenizer, "config.data.tokenizer", tokenizer_only=True) or (
+        tokenizer
+    )
     patterns, text_format = _patterns(data, workdir)
-    tokenizer = data.tokenizer or tokenizer
     manifest = prepare.prepare(
         patterns,
         workdir / "data",
@@ -91,7 +103,7 @@ def prepare_pretraining_data(
         )
         return PretrainingData(loaded, shards, [str(p) for p in held_out.shard_paths], manifest)
     if not 0 < data.eval_shards < len(shards):
-        raise ValueError(
+        raise UserError(
             f"config.data.eval_shards={data.eval_shards} must be at least 1 and leave training "
             f"shards: {manifest.directory} has {len(shards)} (config.data.num_shards)"
         )

@@ -47,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import instances, paths, records
+from input_pipeline.errors import UserError
 
 MODES = ("nsp", "packed")
 PathLike = str | os.PathLike
@@ -125,7 +126,7 @@ def expand_record_files(files: PathLike | Sequence[PathLike]) -> list[str]:
     """Expands globs (local, `gs://`, `hf://`) into a sorted, de-duplicated list of record files.
 
     Raises:
-      FileNotFoundError: a pattern matches no file.
+      UserError: no pattern, or a pattern that matches no file.
     """
     return sorted({os.fspath(p) for p in paths.expand_all(files, "record")})
 
@@ -349,11 +350,11 @@ def _check_sizes(
 ) -> None:
     """Raises a ValueError on a bad mode, sequence length, batch size, step or block size."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
     if seq_length < (5 if mode == "nsp" else 3):
-        raise ValueError(f"seq_length {seq_length} is too short for mode {mode!r}")
+        raise UserError(f"seq_length {seq_length} is too short for mode {mode!r}")
     if batch_size < 1 or start_step < 0 or block_documents < 1 or files_in_parallel < 1:
-        raise ValueError(
+        raise UserError(
             "batch_size, block_documents and files_in_parallel must be >= 1 and start_step "
             f">= 0; got {batch_size}, {block_documents}, {files_in_parallel}, {start_step}"
         )
@@ -367,7 +368,7 @@ def _check_host_and_probabilities(
         raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
     for name, value in (("short_seq_prob", short_seq_prob), ("nsp_random_prob", nsp_random_prob)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
+            raise UserError(f"{name} must be in [0, 1], got {value}")
 
 
 def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str, tf.TensorSpec]:

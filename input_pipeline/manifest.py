@@ -25,6 +25,7 @@ import pathlib
 from typing import Any
 
 from input_pipeline import atomic, paths
+from input_pipeline.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -95,13 +96,13 @@ def load_manifest(directory: PathLike) -> Manifest:
     try:
         fields = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        raise UserError(f"{path} is not valid JSON: {e}") from e
     if not isinstance(fields, dict) or fields.get("version") != MANIFEST_VERSION:
         found = fields.get("version") if isinstance(fields, dict) else type(fields).__name__
-        raise ValueError(f"{path}: manifest version {found!r}, expected {MANIFEST_VERSION}")
+        raise UserError(f"{path}: manifest version {found!r}, expected {MANIFEST_VERSION}")
     names = {f.name for f in dataclasses.fields(Manifest)} - {"directory"}
     if set(fields) != names:
-        raise ValueError(f"{path}: fields {sorted(fields)}, expected {sorted(names)}")
+        raise UserError(f"{path}: fields {sorted(fields)}, expected {sorted(names)}")
     return Manifest(directory=paths.path(directory), **fields)
 
 

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from input_pipeline.errors import UserError
+
 MASK_TOKEN_SHARE = 0.8  # chosen tokens replaced by [MASK] (BERT)
 RANDOM_TOKEN_SHARE = 0.1  # chosen tokens replaced by a random token (BERT); the rest stay
 _STREAM_WORD_ORDER, _STREAM_ACTION, _STREAM_RANDOM_TOKEN = 0, 1, 2
@@ -144,9 +146,9 @@ def _check_arguments(
 ) -> None:
     """Raises a ValueError naming the first bad argument of `mask_tokens`."""
     if not 0.0 < mask_rate < 1.0:
-        raise ValueError(f"mask_rate must be in (0, 1), got {mask_rate}")
+        raise UserError(f"mask_rate must be in (0, 1), got {mask_rate}")
     if max_predictions_per_seq < 1:
-        raise ValueError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
+        raise UserError(f"max_predictions_per_seq must be >= 1, got {max_predictions_per_seq}")
     if whole_word_masking and word_starts is None:
         raise ValueError("whole_word_masking needs word_starts")
     if mask_id not in special_ids:

@@ -23,6 +23,8 @@ from typing import Any, BinaryIO, TextIO
 import fsspec
 from etils import epath
 
+from input_pipeline.errors import UserError
+
 Path = epath.Path
 PathLike = str | os.PathLike
 REMOTE_PREFIXES = ("gs://", "hf://")  # schemes served by fsspec (gcsfs, HfFileSystem)
@@ -82,16 +84,16 @@ def expand_all(patterns: PathLike | Sequence[PathLike], what: str) -> list[epath
     """Every pattern expanded in turn (order of patterns kept, files sorted within each).
 
     Raises:
-      FileNotFoundError: a pattern matches no file (named, with `what` it was for).
+      UserError: no pattern, or a pattern that matches no file (named, with `what` it was for).
     """
     patterns = [patterns] if isinstance(patterns, str | os.PathLike) else list(patterns)
     if not patterns:
-        raise ValueError(f"no {what} paths given")
+        raise UserError(f"no {what} paths given")
     files = []
     for pattern in patterns:
         matches = expand(pattern)
         if not matches:
-            raise FileNotFoundError(f"no {what} file matches {os.fspath(pattern)!r}")
+            raise UserError(f"no {what} file matches {os.fspath(pattern)!r}")
         files.extend(matches)
     return files
 

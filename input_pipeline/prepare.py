@@ -46,8 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import atomic, corpora, paths, prepare_workers, record_encoder, tokenizers
+from input_pipeline import (
+    atomic,
+    console,
+    corpora,
+    paths,
+    prepare_workers,
+    record_encoder,
+    tokenizers,
+)
 from input_pipeline import sentencepiece_training as sp_training
+from input_pipeline.errors import UserError
 from input_pipeline.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -104,13 +113,13 @@ def _plan(
     sentence_split: bool,
 ) -> _Plan:
     if format not in corpora.FORMATS:
-        raise ValueError(f"unknown corpus format {format!r}; expected one of {corpora.FORMATS}")
+        raise UserError(f"unknown corpus format {format!r}; expected one of {corpora.FORMATS}")
     if errors not in corpora.ERRORS:
-        raise ValueError(f"errors must be one of {corpora.ERRORS}, got {errors!r}")
+        raise UserError(f"errors must be one of {corpora.ERRORS}, got {errors!r}")
     if (tokenizer_path is None) == (train_sentencepiece_vocab_size is None):
         raise ValueError("give exactly one of a tokenizer path or train_sentencepiece_vocab_size")
     if num_shards is not None and num_shards < 1:
-        raise ValueError(f"num_shards must be at least 1, got {num_shards}")
+        raise UserError(f"num_shards must be at least 1, got {num_shards}")
     files = corpora.expand_paths(input_patterns)
     inputs = _input_identity(files)
     if num_shards is None:
@@ -121,17 +130,18 @@ def _plan(
     tokenizer = None
     if tokenizer_path is not None:
         tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
-        config["tokenizer"] = {"path": str(paths.resolve(tokenizer.path)), "lowercase": lowercase}
+        # absolute, not resolve(): a file in the Hub cache is a link to a blob without its suffix
+        config["tokenizer"] = {"path": str(paths.absolute(tokenizer.path)), "lowercase": lowercase}
     else:
         # Checked here, before anything in the output folder is touched.
         if sentencepiece_model_type not in sp_training.MODEL_TYPES:
-            raise ValueError(f"sentencepiece_model_type must be one of {sp_training.MODEL_TYPES}")
+            raise UserError(f"sentencepiece_model_type must be one of {sp_training.MODEL_TYPES}")
         if train_sentencepiece_vocab_size <= len(tokenizers.SPECIAL_TOKENS):
-            raise ValueError(
+            raise UserError(
                 f"the SentencePiece vocabulary size {train_sentencepiece_vocab_size} is too small"
             )
         if sentencepiece_sample_sentences < 1:
-            raise ValueError("sentencepiece_sample_sentences must be at least 1")
+            raise UserError("sentencepiece_sample_sentences must be at least 1")
         config["tokenizer"] = {
             "train_sentencepiece": {
                 "vocab_size": train_sentencepiece_vocab_size,
@@ -189,7 +199,7 @@ def _locked(directory: pathlib.Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"another prepare run holds {directory / LOCK_NAME}") from None
+            raise UserError(f"another prepare run holds {directory / LOCK_NAME}") from None
         try:
             yield
         finally:
@@ -280,7 +290,7 @@ def prepare(
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if workers < 0 or chunk_chars < 1:
-        raise ValueError(f"workers must be >= 0 and chunk_chars >= 1 ({workers}, {chunk_chars})")
+        raise UserError(f"workers must be >= 0 and chunk_chars >= 1 ({workers}, {chunk_chars})")
     plan.directory.mkdir(parents=True, exist_ok=True)
     with _locked(plan.directory):
         reason = "forced" if force else _mismatch(plan)
@@ -315,7 +325,7 @@ def _train(plan: _Plan) -> tokenizers.Tokenizer:
     )
     sample = sp_training.sample_sentences(sentences, options["sample_sentences"])
     if not sample:
-        raise ValueError(f"no text to train a SentencePiece model on in {len(plan.files)} files")
+        raise UserError(f"no text to train a SentencePiece model on in {len(plan.files)} files")
     vocab_size = options["vocab_size"]
     _LOG.info("training a %d-piece SentencePiece model on %d sentences", vocab_size, len(sample))
     return tokenizers.train_sentencepiece(
@@ -373,9 +383,9 @@ def _write(
     all_counts = dataclasses.asdict(stats)  # documents read; sentences are paragraphs here
     all_counts |= {"documents": documents_written, "sentences": sentences, "tokens": tokens}
     all_counts |= counts
-    path = paths.resolve(tokenizer.path)
+    path = paths.absolute(tokenizer.path)  # not resolve(): see _plan
     if trained:
-        path = path.relative_to(paths.resolve(plan.directory))
+        path = paths.resolve(tokenizer.path).relative_to(paths.resolve(plan.directory))
     manifest = Manifest(
         directory=plan.directory,
         config=plan.config,
@@ -428,7 +438,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog="python -m input_pipeline.prepare",
         description="Tokenize a corpus into sharded TFRecord files and a manifest.json.",
     )
@@ -452,13 +462,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI; returns the exit status (1 on a user error, printed without traceback)."""
+    """Runs the CLI; returns the exit status (2 on a user error, printed as one line)."""
     args = _parser().parse_args(argv)
     paths.use_fsspec_backend()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if (args.tokenizer is None) == (args.train_sentencepiece_vocab_size is None):
-        print("error: give either --tokenizer or --train_sentencepiece_vocab_size", file=sys.stderr)
-        return 1
+        return console.report(
+            UserError("give either --tokenizer or --train_sentencepiece_vocab_size")
+        )
     try:
         manifest = prepare(
             args.input,
@@ -477,9 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             chunk_chars=args.chunk_chars,
             force=args.force,
         )
-    except (FileNotFoundError, ValueError, RuntimeError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (UserError, PermissionError) as e:  # PermissionError: an output folder not ours
+        return console.report(e)
     counts = manifest.counts
     print(
         f"{args.output}: {counts['documents']:,} documents, {counts['tokens']:,} tokens in "

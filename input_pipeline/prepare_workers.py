@@ -199,7 +199,7 @@ def encode_all(
             yield encoder.encode_chunk(documents, first, num_shards, sentence_split)
         return
     spec = _TokenizerSpec(
-        path=str(paths.resolve(tokenizer.path)),
+        path=str(paths.absolute(tokenizer.path)),
         sentencepiece=isinstance(tokenizer, tokenizers.SentencePieceTokenizer),
         lowercase=getattr(tokenizer, "lowercase", None),
         fingerprint=tokenizer.fingerprint(),

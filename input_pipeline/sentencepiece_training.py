@@ -17,6 +17,7 @@ from typing import Any
 import sentencepiece as spm
 
 from input_pipeline import atomic, paths
+from input_pipeline.errors import UserError
 
 MODEL_TYPES = ("unigram", "bpe")
 
@@ -52,7 +53,7 @@ def _input_options(
     if files is not None:
         for f in files or [""]:
             if not pathlib.Path(f).is_file():
-                raise FileNotFoundError(f"SentencePiece training file {f!r} does not exist")
+                raise UserError(f"SentencePiece training file {f!r} does not exist")
         return {"input": [os.fspath(f) for f in files]}
     return {"sentence_iterator": iter(sentences)}
 
@@ -115,9 +116,9 @@ def train_model(
     if (sentences is None) == (files is None):
         raise ValueError("train_sentencepiece takes exactly one of sentences= or files=")
     if model_type not in MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
+        raise UserError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if vocab_size <= len(special_tokens):
-        raise ValueError(f"vocab_size must exceed {len(special_tokens)}, got {vocab_size}")
+        raise UserError(f"vocab_size must exceed {len(special_tokens)}, got {vocab_size}")
     prefix = paths.path(output_prefix)
     options = _trainer_options(
         special_tokens,
@@ -134,9 +135,8 @@ def train_model(
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(model_writer=writer, **options)
-    except RuntimeError as e:
-        e.add_note(f"while training the SentencePiece model {prefix}.model")
-        raise
+    except RuntimeError as e:  # the trainer's complaints are about its input or options
+        raise UserError(f"training the SentencePiece model {prefix}.model: {e}") from e
     return _write_model(prefix, writer.getvalue())
 
 

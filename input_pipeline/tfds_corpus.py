@@ -98,7 +98,7 @@ def _read_tfds_examples(
     split = split_sentences if sentence_split else corpora.identity_split
     for example in examples:
         if text_field not in example:
-            raise ValueError(f"TFDS {name!r} has no feature {text_field!r}: {sorted(example)}")
+            raise UserError(f"TFDS {name!r} has no feature {text_field!r}: {sorted(example)}")
         text = example[text_field]
         if isinstance(text, bytes):
             text = text.decode("utf-8")

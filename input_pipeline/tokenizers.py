@@ -33,6 +33,7 @@ import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
 from input_pipeline import paths, sentencepiece_training
+from input_pipeline.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also their ids in a trained SentencePiece model
@@ -174,7 +175,7 @@ def _sha256(*parts: bytes) -> str:
 def _read_bytes(path: PathLike, what: str) -> tuple[pathlib.Path, bytes]:
     path = paths.path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist (or is not a file)")
+        raise UserError(f"{what} {path} does not exist (or is not a file)")
     return path, path.read_bytes()
 
 
@@ -201,19 +202,19 @@ class SentencePieceTokenizer(Tokenizer):
         try:
             processor.LoadFromSerializedProto(proto)
         except (RuntimeError, OSError) as e:
-            raise ValueError(f"{path} is not a SentencePiece model: {e}") from e
+            raise UserError(f"{path} is not a SentencePiece model: {e}") from e
         special = {}
         for token in SPECIAL_TOKENS:
             token_id = processor.piece_to_id(token)
             if processor.id_to_piece(token_id) != token:
                 hint = "train_sentencepiece makes models that have them all"
-                raise ValueError(
+                raise UserError(
                     f"SentencePiece model {path} lacks the special token {token}; {hint}"
                 )
             special[token] = token_id
         if processor.unk_id() != special[UNK]:
             unk = processor.id_to_piece(processor.unk_id())
-            raise ValueError(f"SentencePiece model {path}: its unknown piece is {unk!r}, not {UNK}")
+            raise UserError(f"SentencePiece model {path}: its unknown piece is {unk!r}, not {UNK}")
         super().__init__(path, _sha256(b"sentencepiece", proto), special)
         self._sp = processor
         self._num_threads = num_threads or os.cpu_count() or 1
@@ -300,7 +301,7 @@ class WordPieceTokenizer(Tokenizer):
     ):
         """Wraps a built ``tokenizers.Tokenizer``; use :func:`load_wordpiece` to make one."""
         if not isinstance(tokenizer.model, models.WordPiece):
-            raise ValueError(
+            raise UserError(
                 f"{path} holds a {type(tokenizer.model).__name__} model; "
                 "only WordPiece tokenizer.json files are supported"
             )
@@ -311,7 +312,7 @@ class WordPieceTokenizer(Tokenizer):
         special = {token: vocab[token] for token in SPECIAL_TOKENS}
         if tokenizer.model.unk_token != UNK:
             unk = tokenizer.model.unk_token
-            raise ValueError(f"{path}: the WordPiece unknown token is {unk!r}, not {UNK}")
+            raise UserError(f"{path}: the WordPiece unknown token is {unk!r}, not {UNK}")
         super().__init__(path, fingerprint, special)
         self._tokenizer = tokenizer
         self._lowercase = lowercase
@@ -358,7 +359,7 @@ class WordPieceTokenizer(Tokenizer):
 def _check_specials(path: pathlib.Path, vocab: Mapping[str, int]) -> None:
     for token in SPECIAL_TOKENS:
         if token not in vocab:
-            raise ValueError(f"WordPiece vocabulary {path} lacks the special token {token}")
+            raise UserError(f"WordPiece vocabulary {path} lacks the special token {token}")
 
 
 def _read_vocab_txt(path: pathlib.Path, data: bytes) -> dict[str, int]:
@@ -366,12 +367,12 @@ def _read_vocab_txt(path: pathlib.Path, data: bytes) -> dict[str, int]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 (byte offset {e.start})") from e
+        raise UserError(f"{path} is not UTF-8 (byte offset {e.start})") from e
     vocab = {}
     for index, line in enumerate(io.StringIO(text, newline=None)):
         vocab[line.rstrip("\n")] = index
     if not vocab:
-        raise ValueError(f"WordPiece vocabulary {path} is empty")
+        raise UserError(f"WordPiece vocabulary {path} is empty")
     return vocab
 
 
@@ -386,7 +387,7 @@ def _infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool
         try:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{config_path} is not valid JSON: {e}") from e
+            raise UserError(f"{config_path} is not valid JSON: {e}") from e
         if "do_lower_case" in config:
             options = {
                 k: config[k] for k in ("strip_accents", "tokenize_chinese_chars") if k in config
@@ -418,13 +419,13 @@ def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTo
     path, data = _read_bytes(path, "WordPiece vocabulary")
     if path.suffix == ".json":
         if lowercase is not None:
-            raise ValueError(
+            raise UserError(
                 f"{path}: a tokenizer.json sets its own lower-casing; pass lowercase=None"
             )
         try:
             tokenizer = hf_tokenizers.Tokenizer.from_str(data.decode("utf-8"))
         except Exception as e:  # tokenizers raises a plain Exception; also bad UTF-8
-            raise ValueError(f"{path} is not a valid tokenizer.json: {e}") from e
+            raise UserError(f"{path} is not a valid tokenizer.json: {e}") from e
         return WordPieceTokenizer(tokenizer, path, _sha256(b"tokenizer.json", data), None)
 
     vocab = _read_vocab_txt(path, data)
@@ -467,10 +468,10 @@ def _find_in_directory(directory: pathlib.Path) -> pathlib.Path:
         return named[0]
     found = sorted(directory.glob("*.model"))
     if not found:
-        raise FileNotFoundError(f"no tokenizer in {directory}: no tokenizer.json/vocab.txt/*.model")
+        raise UserError(f"no tokenizer in {directory}: no tokenizer.json/vocab.txt/*.model")
     if len(found) > 1:
         names = ", ".join(p.name for p in found)
-        raise ValueError(f"{directory} holds several SentencePiece models ({names}); name one")
+        raise UserError(f"{directory} holds several SentencePiece models ({names}); name one")
     return found[0]
 
 
@@ -489,14 +490,14 @@ def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
     if path.is_dir():
         path = _find_in_directory(path)
     elif not path.exists():
-        raise FileNotFoundError(f"tokenizer {path} does not exist")
+        raise UserError(f"tokenizer {path} does not exist")
     if path.suffix == ".model":
         if lowercase is not None:
-            raise ValueError(f"{path}: lowercase does not apply to a SentencePiece model")
+            raise UserError(f"{path}: lowercase does not apply to a SentencePiece model")
         return SentencePieceTokenizer(path)
     if path.suffix in (".json", ".txt"):
         return load_wordpiece(path, lowercase)
-    raise ValueError(
+    raise UserError(
         f"cannot tell the tokenizer kind of {path}: expected a .model (SentencePiece), "
         "a vocab .txt or a tokenizer.json (WordPiece), or a folder holding one"
     )

@@ -38,7 +38,7 @@ def fails(source, destination, match):
     """Runs the CLI, expects exit 1 with `match` in stderr and no destination directory."""
     with pytest.raises(convert.CheckpointError, match=match):
         convert.import_model(source)
-    assert cli.main([str(source), str(destination), "--to=hf"]) == 1
+    assert cli.main([str(source), str(destination), "--to=hf"]) == 2
     assert not destination.exists()
     leftovers = [p.name for p in destination.parent.iterdir() if p.name.startswith(".")]
     assert not leftovers, leftovers
@@ -140,7 +140,7 @@ def test_absent_heads_are_reported_not_invented(good, tmp_path):
 def test_existing_output_is_not_overwritten(good, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("precious")
-    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 1
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 2
     assert (tmp_path / "out" / "keep.txt").read_text() == "precious"
     assert cli.main([str(good), str(tmp_path / "out"), "--to=hf", "--overwrite"]) == 0
     assert not (tmp_path / "out" / "keep.txt").exists()
@@ -157,3 +157,13 @@ def test_failure_while_writing_leaves_nothing(good, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         convert.export_hf(imported.params, imported.config, tmp_path / "out", good)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_is_as_readable_as_a_folder_made_by_hand(good, tmp_path):
+    """The temporary folder (mkdtemp: owner-only) must not leave an export private."""
+    assert cli.main([str(good), str(tmp_path / "out"), "--to=hf"]) == 0
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "f").write_text("x")
+    assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode
+    for path in (tmp_path / "out").iterdir():
+        assert path.stat().st_mode == (tmp_path / "plain" / "f").stat().st_mode, path.name

@@ -9,6 +9,7 @@ import tracemalloc
 import pytest
 
 from input_pipeline import corpora, sentence_splitter, tfds_corpus
+from input_pipeline.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Sentence splitting
@@ -200,7 +201,7 @@ def test_compressed_files_read_like_plain_ones(tmp_path):
 
 def test_glob_matching_nothing_is_named(tmp_path):
     pattern = str(tmp_path / "nothing-*.txt")
-    with pytest.raises(FileNotFoundError, match=re.escape(pattern)):
+    with pytest.raises(UserError, match=re.escape(pattern)):
         corpora.read_corpus(pattern, "text")  # raised at the call, before iteration
     with pytest.raises(ValueError, match="unknown corpus format 'csv'"):
         corpora.read_corpus(pattern, "csv")

@@ -325,7 +325,7 @@ def test_step_flag_picks_a_checkpoint_and_bad_input_is_one_line(pretrained_run, 
     ]  # fmt: skip
     capsys.readouterr()
     for argv, message in cases:
-        assert cli.main(argv) == 1
+        assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
         assert not pathlib.Path(argv[1]).exists()
@@ -354,7 +354,7 @@ def test_push_to_hub_uploads_the_exported_directory(pretrained_run, tmp_path):
 def test_push_to_hub_offline_is_one_line(pretrained_run, tmp_path, capsys):
     """HF_HUB_OFFLINE=1 (as the tests run): the export is written, the upload refused."""
     argv = [str(pretrained_run), str(tmp_path / "hf"), "--to=hf", "--push_to_hub=org/x"]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --push_to_hub=org/x: ") and len(err.strip().splitlines()) == 1
     assert (tmp_path / "hf" / "model.safetensors").is_file()

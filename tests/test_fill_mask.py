@@ -53,5 +53,5 @@ def test_cli_prints_fillers_and_names_bad_input(checkpoint, tmp_path):
     assert f"mask 1: {best.token} {best.score:.4f}" in result.stdout
     bad = subprocess.run(args[:3] + [str(checkpoint), "no mask here"], capture_output=True,
                          text=True, timeout=300)  # fmt: skip
-    assert bad.returncode == 1 and "error: no [MASK] in 'no mask here'" in bad.stderr
+    assert bad.returncode == 2 and "error: no [MASK] in 'no mask here'" in bad.stderr
     assert "Traceback" not in bad.stderr

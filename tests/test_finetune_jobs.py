@@ -27,6 +27,7 @@ from bert.training import checkpoints
 from configs import glue as glue_config
 from configs import ner as ner_config
 from configs import squad as squad_config
+from input_pipeline.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(  # a small random BERT over the real uncased WordPiece vocabulary
@@ -321,7 +322,7 @@ def test_bad_configs_are_clear_errors(shared_data, tiny_hf, sst2_workdir, tmp_pa
         glue_job.run(config, str(tmp_path / "b"))
     config = quick(glue_config.get_config("task=sst2"), tiny_hf)
     config.data_dir = str(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"train.tsv: no such file \(config.data_dir"):
+    with pytest.raises(UserError, match=r"train.tsv: no such file \(config.data_dir"):
         glue_job.run(config, str(tmp_path / "c"))
     config = quick(glue_config.get_config("task=sst2"), tiny_hf)
     config.data_dir = str(shared_data / "glue" / "SST-2")

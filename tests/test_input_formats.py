@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 
-import ml_collections
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -161,7 +160,7 @@ def test_malformed_parquet_is_a_user_error(shared_data, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"{other}: column 'text' holds int64, not strings" in result.stderr
     assert not (out / "manifest.json").exists()
 
@@ -211,11 +210,11 @@ def test_tfds_load_tries_gcs_without_a_data_dir(tmp_path, monkeypatch):
 
 def test_pretraining_data_from_a_beam_data_set_is_the_user_error(tmp_path):
     pytest.importorskip("tensorflow_datasets")
+    from configs import bert_base  # noqa: PLC0415
     from input_pipeline import data_setup  # noqa: PLC0415
 
-    data = ml_collections.ConfigDict(
-        {"input": "", "tfds_name": "wiki40b/en", "tfds_split": "train", "tfds_field": "text"}
-    )
+    data = bert_base.get_config().data  # the whole section, as the job passes it
+    data.input, data.tfds_name = "", "wiki40b/en"
     with pytest.raises(UserError, match="Apache Beam"):  # not hidden in a generic error
         data_setup.prepare_pretraining_data(data, tmp_path)
     assert not (tmp_path / "raw").exists() or not list((tmp_path / "raw").iterdir())

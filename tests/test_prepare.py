@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import corpora, prepare, prepare_workers, records, sentence_splitter, tokenizers
+from input_pipeline.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIKI_FILES = ["wiki_00", "wiki_31", "wiki_62"]
@@ -226,7 +227,7 @@ def test_cli_invalid_utf8(shared_data, tmp_path, capsys):
     bad.write_bytes(b"A fine sentence.\n\nAnother one.\nBroken \xff byte.\n")
     out = tmp_path / "out"
     args = [f"--input={bad}", f"--output={out}", "--format=text", "--workers=1"]
-    assert prepare.main([*args, f"--tokenizer={_vocab(shared_data)}"]) == 1
+    assert prepare.main([*args, f"--tokenizer={_vocab(shared_data)}"]) == 2
     message = capsys.readouterr().err
     assert str(bad) in message and "byte offset 38" in message
     assert not (out / "manifest.json").exists() and not list(out.glob("*shard*"))
@@ -285,7 +286,7 @@ def test_a_second_run_on_the_same_folder_is_refused(shared_data, tmp_path):
     out.mkdir()
     with open(out / prepare.LOCK_NAME, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with pytest.raises(RuntimeError, match="another prepare run"):
+        with pytest.raises(UserError, match="another prepare run"):
             prepare.prepare(str(corpus), out, "text", _vocab(shared_data), workers=0)
 
 

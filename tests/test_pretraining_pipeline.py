@@ -11,6 +11,7 @@ import tensorflow as tf
 from pipeline_data import CLS, MASK, PAD, SEP, UNK
 
 from input_pipeline import instance_stream, instances, pretraining
+from input_pipeline.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +272,7 @@ def test_hosts_see_disjoint_documents(tmp_path, num_files):
 def test_errors_name_the_problem(synthetic, tmp_path):
     kwargs = dict(batch_size=4, seq_length=64, max_predictions_per_seq=5, **SYNTHETIC_IDS)
     make = pretraining.make_pretraining_dataset
-    with pytest.raises(FileNotFoundError, match="no record file"):
+    with pytest.raises(UserError, match="no record file"):
         make(str(tmp_path / "missing-*.tfrecord"), vocab_size=100, **kwargs)
     with pytest.raises(ValueError, match="mode"):
         make(synthetic.files, vocab_size=synthetic.vocab_size, mode="mlm", **kwargs)

@@ -10,6 +10,7 @@ import pytest
 
 from bert.tasks import squad
 from input_pipeline import tokenizers as tok_lib
+from input_pipeline.errors import UserError
 
 MAX_SEQ, STRIDE, MAX_QUERY = 384, 128, 64
 
@@ -327,7 +328,7 @@ def test_misplaced_answer_is_skipped_only_in_training(tmp_path):
 
 
 def test_malformed_files_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.json"):
+    with pytest.raises(UserError, match="missing.json"):
         squad.read_squad(tmp_path / "missing.json", is_training=False)
     path = tmp_path / "bad.json"
     path.write_text("{not json", encoding="utf-8")

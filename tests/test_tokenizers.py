@@ -12,6 +12,7 @@ import pytest
 import sentencepiece as spm
 
 from input_pipeline import corpora, tokenizers
+from input_pipeline.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 
@@ -147,11 +148,11 @@ def test_vocabulary_missing_a_special_token(shared_data, tmp_path, missing):
 
 def test_missing_files_are_named(tmp_path):
     for path in [tmp_path / "nope.txt", tmp_path / "nope.model", tmp_path / "nope.json"]:
-        with pytest.raises(FileNotFoundError, match=str(path)):
+        with pytest.raises(UserError, match=str(path)):
             tokenizers.load_tokenizer(path)
-    with pytest.raises(FileNotFoundError, match="nope.model"):
+    with pytest.raises(UserError, match="nope.model"):
         tokenizers.SentencePieceTokenizer(tmp_path / "nope.model")
-    with pytest.raises(FileNotFoundError, match=rf"no tokenizer in {tmp_path}"):
+    with pytest.raises(UserError, match=rf"no tokenizer in {tmp_path}"):
         tokenizers.load_tokenizer(tmp_path)
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="cannot tell the tokenizer kind"):
@@ -247,10 +248,10 @@ def test_sentencepiece_training_from_files_and_failure_leaves_nothing(tmp_path, 
     out = tmp_path / "out"
     tokenizer = tokenizers.train_sentencepiece(out / "m", 500, files=[text], model_type="bpe")
     assert tokenizer.id_to_token(4) == "[MASK]"
-    with pytest.raises(RuntimeError, match="Vocabulary size"):  # too big for the data
+    with pytest.raises(UserError, match="Vocabulary size"):  # too big for the data
         tokenizers.train_sentencepiece(out / "big", 200_000, files=[text], model_type="unigram")
     assert sorted(p.name for p in out.iterdir()) == ["m.model", "m.vocab"]
-    with pytest.raises(FileNotFoundError, match="missing.txt"):
+    with pytest.raises(UserError, match="missing.txt"):
         tokenizers.train_sentencepiece(out / "x", 500, files=[tmp_path / "missing.txt"])
     with pytest.raises(ValueError, match="exactly one of"):
         tokenizers.train_sentencepiece(out / "x", 500)

@@ -9,17 +9,16 @@ HF directory of the matching class with its tokenizer, optionally uploaded to th
 """
 
 import argparse
-import sys
 
 from bert.convert.directories import export_hf, import_model, save_orbax
 from bert.convert.hub import check_repo_id, push_to_hub
 from bert.convert.workdirs import export_workdir
 from bert.training import checkpoints
-from input_pipeline import errors, paths
+from input_pipeline import console, errors, paths
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = console.ArgumentParser(
         prog="python -m bert.convert",
         description="Convert BERT checkpoints: HF directory, Google TF checkpoint, ours, or a "
         "training workdir of ours.",
@@ -94,6 +93,5 @@ def main(argv: list[str] | None = None) -> int:
             url = push_to_hub(args.destination, args.push_to_hub)
             print(f"uploaded {args.destination} to {args.push_to_hub}: {url}")
     except errors.UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return console.report(e)
     return 0

@@ -45,7 +45,9 @@ class Imported:
 def detect_format(path: pathlib.Path) -> str:
     """'orbax', 'hf' or 'tf' for a checkpoint directory; a clear error otherwise."""
     if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint directory not found")
+        raise CheckpointError(
+            f"{path}: checkpoint directory not found (nor a Hub model id, org/name[@revision])"
+        )
     if not path.is_dir():
         raise CheckpointError(f"{path}: expected a checkpoint directory, got a file")
     if (path / "model.json").is_file():

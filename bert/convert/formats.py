@@ -155,6 +155,7 @@ def atomic_directory(destination: pathlib.Path, overwrite: bool = False) -> Iter
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{destination.name}.tmp-", dir=destination.parent))
     try:
         yield tmp
+        _as_created_normally(tmp)
         if destination.exists():
             old = destination.with_name(f".{destination.name}.old-{os.getpid()}")
             destination.rename(old)
@@ -165,6 +166,16 @@ def atomic_directory(destination: pathlib.Path, overwrite: bool = False) -> Iter
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _as_created_normally(folder: pathlib.Path) -> None:
+    """Gives a folder from mkdtemp (and its files) the permissions of a plain mkdir / open, so an
+    export is as readable to others as any folder the user makes (mkdtemp makes it private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def copy_tokenizer_files(source: pathlib.Path, destination: pathlib.Path) -> list[str]:

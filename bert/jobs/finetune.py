@@ -26,6 +26,7 @@ from bert import pretrained
 from bert.model import BertConfig
 from bert.tasks.features import ENCODER_INPUTS
 from bert.training import objectives, optim, runner, sharding
+from input_pipeline.errors import UserError
 
 Batch = dict[str, Any]
 Sums = dict[str, tuple[jax.Array, jax.Array]]
@@ -79,14 +80,17 @@ class Spec:
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
     """The checkpoint in `config.init_from` with its tokenizer, and config.model's overrides."""
     if not config.init_from:
-        raise ValueError(
+        raise UserError(
             "config.init_from is empty: give a checkpoint (HF directory, Google TF checkpoint, "
             "or a workdir of ours)"
         )
     loaded = pretrained.load(config.init_from, config.tokenizer)
     overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
     fields = {**dataclasses.asdict(loaded.config), **overrides}
-    return dataclasses.replace(loaded, config=BertConfig.from_dict(fields))
+    try:
+        return dataclasses.replace(loaded, config=BertConfig.from_dict(fields))
+    except ValueError as e:  # the model library names the field as model.NAME
+        raise UserError(f"config.{e}") from None
 
 
 def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,12 +125,12 @@ class RowOrder:
 def make_row_order(t: ml_collections.ConfigDict, num_rows: int, seed: int) -> RowOrder:
     """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped)."""
     if num_rows < t.batch_size:
-        raise ValueError(
+        raise UserError(
             f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
         )
     steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
     if steps <= 0:
-        raise ValueError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
+        raise UserError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
     return RowOrder(num_rows, t.batch_size, steps, seed)
 
 
@@ -168,7 +172,7 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
     per_host = sharding.per_host_batch(config.train, mesh)
     divisor = sharding.batch_divisor(mesh) * jax.process_count()
     if config.eval_batch_size % divisor:
-        raise ValueError(
+        raise UserError(
             f"config.eval_batch_size={config.eval_batch_size} must be a multiple of {divisor} "
             "(data x fsdp devices x hosts)"
         )

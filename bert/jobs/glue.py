@@ -11,6 +11,7 @@ from bert.jobs import finetune
 from bert.tasks import glue, glue_tfds, metrics
 from bert.tasks.features import ENCODER_INPUTS
 from input_pipeline import paths
+from input_pipeline.errors import UserError
 
 
 def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
@@ -19,7 +20,7 @@ def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
         return glue_tfds.load_split(task, split, config.tfds_data_dir or None)
     path = paths.path(config.data_dir) / task.splits.get(split, f"{split}.tsv")
     if split in task.splits and not path.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"{path}: no such file (config.data_dir is the {task.name} folder of the GLUE "
             f"download, holding {', '.join(task.splits.values())})"
         )

@@ -11,14 +11,15 @@ from bert.jobs import finetune
 from bert.tasks import metrics, ner
 from bert.tasks.features import ENCODER_INPUTS
 from input_pipeline import paths
+from input_pipeline.errors import UserError
 
 
 def _sentences(config, split: str) -> list[ner.Sentence]:
     if not config.data_dir:
-        raise ValueError("config.data_dir is empty: give the folder of CoNLL-2003 files")
+        raise UserError("config.data_dir is empty: give the folder of CoNLL-2003 files")
     path = paths.path(config.data_dir) / f"{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (split {split!r} in config.data_dir)")
+        raise UserError(f"{path}: no such file (split {split!r} in config.data_dir)")
     sentences = ner.read_conll(path)
     limit = config.train_limit if split == config.train_split else config.eval_limit
     return sentences[:limit] if limit > 0 else sentences

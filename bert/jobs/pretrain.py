@@ -17,6 +17,7 @@ from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 from bert.training import objectives, optim, runner, sharding, step
 from input_pipeline import atomic, data_setup, paths, pretraining
+from input_pipeline.errors import UserError
 
 TASK = "pretrain"
 
@@ -27,11 +28,14 @@ def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConf
     if values["vocab_size"] == 0:
         values["vocab_size"] = vocab_size
     elif values["vocab_size"] != vocab_size:
-        raise ValueError(
+        raise UserError(
             f"config.model.vocab_size={values['vocab_size']} but the tokenizer has "
             f"{vocab_size} tokens; set it to 0 to follow the tokenizer"
         )
-    return BertConfig.from_dict(values)
+    try:
+        return BertConfig.from_dict(values)
+    except ValueError as e:  # the model library names the field as model.NAME
+        raise UserError(f"config.{e}") from None
 
 
 def initial_params(init_from: str, config: BertConfig) -> Any | None:
@@ -41,7 +45,7 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
     params = pretrained.load(init_from, with_tokenizer=False).params
     given = params.get("bert", {}).get("embeddings", {}).get("position_embeddings")
     if given is not None and given.shape[0] != config.max_position_embeddings:
-        raise ValueError(
+        raise UserError(
             f"{init_from} has {given.shape[0]} positions, config.model.max_position_embeddings "
             f"is {config.max_position_embeddings}"
         )
@@ -111,16 +115,16 @@ def eval_batches_of(files, config, tokenizer, per_host_batch) -> list:
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """mode=evaluate: the held-out metrics of `config.init_from` on all of `data.input`."""
     if not config.init_from:
-        raise ValueError("mode=evaluate needs config.init_from: the checkpoint to evaluate")
+        raise UserError("mode=evaluate needs config.init_from: the checkpoint to evaluate")
     loaded = pretrained.load(config.init_from, config.data.tokenizer)
     if "mlm" not in loaded.params:
-        raise ValueError(f"{config.init_from} has no MLM head: nothing to evaluate")
+        raise UserError(f"{config.init_from} has no MLM head: nothing to evaluate")
     data = data_setup.prepare_pretraining_data(
         config.data, paths.path(workdir), str(loaded.tokenizer.path), evaluate_only=True
     )
     if config.max_seq_length > loaded.config.max_position_embeddings:
         positions = loaded.config.max_position_embeddings
-        raise ValueError(
+        raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds the checkpoint's {positions}"
         )
     mesh = sharding.make_mesh(config.mesh)
@@ -165,7 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tokenizer = data.tokenizer
     bert_config = model_config(config.model, tokenizer.vocab_size)
     if config.max_seq_length > bert_config.max_position_embeddings:
-        raise ValueError(
+        raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds "
             f"config.model.max_position_embeddings={bert_config.max_position_embeddings}"
         )

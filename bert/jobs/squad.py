@@ -13,12 +13,13 @@ from bert.jobs import finetune
 from bert.tasks import metrics, squad
 from bert.tasks.features import ENCODER_INPUTS
 from input_pipeline import atomic, paths
+from input_pipeline.errors import UserError
 
 
 def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.SquadSet, dict]:
     """The questions of a SQuAD JSON file (the first `limit`), and the parsed file itself."""
     if not path:
-        raise ValueError(f"config.{field} is empty: give a SQuAD JSON file")
+        raise UserError(f"config.{field} is empty: give a SQuAD JSON file")
     squad_set = squad.read_squad(path, is_training=is_training)
     # read_squad logs the questions it skips (answer not at answer_start), with their count.
     examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples

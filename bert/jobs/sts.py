@@ -11,11 +11,12 @@ import numpy as np
 from absl import logging
 
 from bert import pretrained
-from bert.heads import BertForSentenceEmbedding
+from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.model import BertConfig
 from bert.tasks import metrics, sts
 from bert.training import reporting
 from input_pipeline import atomic, paths
+from input_pipeline.errors import UserError
 
 
 @functools.partial(jax.jit, static_argnames=("config", "pooling", "normalize"))
@@ -63,7 +64,7 @@ def embed(
 def read_pairs(path: str) -> list[sts.Pair]:
     """STS benchmark `.csv` (tab-separated) or a GLUE STS-B `.tsv` with a header."""
     if not path:
-        raise ValueError("config.eval_file is empty: give an STS benchmark .csv or STS-B .tsv")
+        raise UserError("config.eval_file is empty: give an STS benchmark .csv or STS-B .tsv")
     if paths.path(path).suffix == ".tsv":
         return sts.read_glue_stsb(path, labeled=True)
     return sts.read_sts_benchmark(path)
@@ -87,14 +88,14 @@ def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dic
 def read_sentences(path: str) -> list[str]:
     """One sentence per line (blank lines kept as empty sentences, so rows match lines)."""
     if not path:
-        raise ValueError("config.encode_input is empty: give a text file, one sentence per line")
+        raise UserError("config.encode_input is empty: give a text file, one sentence per line")
     try:
         with paths.open_text(path) as f:
             return [line.rstrip("\n") for line in f]
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found (config.encode_input)") from None
+        raise UserError(f"{path}: file not found (config.encode_input)") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not valid UTF-8 at byte {e.start}") from None
+        raise UserError(f"{path}: not valid UTF-8 at byte {e.start}") from None
 
 
 def run(config, workdir: str) -> dict[str, float]:
@@ -102,7 +103,9 @@ def run(config, workdir: str) -> dict[str, float]:
     out = paths.path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     if not config.init_from:
-        raise ValueError("config.init_from is empty: give a checkpoint directory")
+        raise UserError("config.init_from is empty: give a checkpoint directory")
+    if config.pooling not in POOLINGS:
+        raise UserError(f"config.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
     model = pretrained.load(config.init_from, config.tokenizer)
     if config.mode == "evaluate":
         results = evaluate(model, read_pairs(config.eval_file), config)

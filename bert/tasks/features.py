@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from input_pipeline import tokenizers
+from input_pipeline.errors import UserError
 
 # The encoder's inputs, in the order the models take them.
 ENCODER_INPUTS = ("input_ids", "segment_ids", "input_mask")
@@ -58,7 +59,7 @@ def encode_texts(
     """
     min_length = 2 if seconds is None else 3
     if max_seq_length <= min_length:
-        raise ValueError(f"max_seq_length must exceed {min_length}, got {max_seq_length}")
+        raise UserError(f"max_seq_length must exceed {min_length}, got {max_seq_length}")
     first_ids = tokenizer.encode_batch_ids(list(firsts)) if firsts else []
     rows = []
     if seconds is None:

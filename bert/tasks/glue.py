@@ -16,6 +16,7 @@ import numpy as np
 
 from bert.tasks import features
 from input_pipeline import atomic, paths, tokenizers
+from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
 Column = str | int  # a header name, or a 0-based index for files without a header
@@ -183,7 +184,7 @@ def get_task(name: str) -> Task:
     """
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
+        raise UserError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
     return TASKS[key]
 
 
@@ -211,7 +212,7 @@ def _resolve(column: Column, header: Sequence[str] | None, path: pathlib.Path) -
         return column
     assert header is not None, column
     if column not in header:
-        raise ValueError(f"{path}:1: missing column {column!r}; the header has {list(header)}")
+        raise UserError(f"{path}:1: missing column {column!r}; the header has {list(header)}")
     return header.index(column)
 
 
@@ -246,7 +247,7 @@ def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None)
     first_line = 1
     if layout.has_header:
         if not rows:
-            raise ValueError(f"{path}: empty file, expected a header line")
+            raise UserError(f"{path}: empty file, expected a header line")
         header, rows, first_line = rows[0], rows[1:], 2
     text_cols = [_resolve(c, header, path) for c in layout.text_columns]
     label_col = None if layout.label_column is None else _resolve(layout.label_column, header, path)
@@ -259,7 +260,7 @@ def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None)
             continue  # a blank line, e.g. a trailing one
         where = f"{path}:{line}"
         if len(row) < width:
-            raise ValueError(
+            raise UserError(
                 f"{where}: missing column: the row has {len(row)} fields, "
                 f"the {task.name} layout needs at least {width}"
             )
@@ -282,9 +283,9 @@ def _parse_label(task: Task, value: str, where: str) -> str | float:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"{where}: label {value!r} is not a number ({task.name})") from None
+            raise UserError(f"{where}: label {value!r} is not a number ({task.name})") from None
     if value not in task.labels:
-        raise ValueError(
+        raise UserError(
             f"{where}: label {value!r} is not one of the {task.name} labels {list(task.labels)}"
         )
     return value
@@ -298,7 +299,7 @@ def read_split(task: str | Task, data_dir: PathLike, split: str) -> list[Example
     """
     task = get_task(task) if isinstance(task, str) else task
     if split not in task.splits:
-        raise ValueError(f"{task.name} has no split {split!r}; it has {list(task.splits)}")
+        raise UserError(f"{task.name} has no split {split!r}; it has {list(task.splits)}")
     return read_examples(task, paths.path(data_dir) / task.splits[split])
 
 
@@ -328,7 +329,7 @@ def convert_examples_to_features(
         for i, e in enumerate(examples):
             if e.label is not None:
                 if e.label not in label_ids:
-                    raise ValueError(f"{e.guid}: label {e.label!r} not in {list(task.labels)}")
+                    raise UserError(f"{e.guid}: label {e.label!r} not in {list(task.labels)}")
                 label[i] = label_ids[e.label]
     return {**inputs, "label": label}
 

@@ -8,6 +8,7 @@ first use (network needed once) and caches it under its data dir.
 import numpy as np
 
 from bert.tasks import glue
+from input_pipeline.errors import UserError
 
 # Our task name -> TFDS text features, in the order of the task's texts.
 TEXT_FEATURES: dict[str, tuple[str, ...]] = {
@@ -47,7 +48,7 @@ def tfds_label(task: glue.Task, value: int | float, names: list[str] | None) -> 
         return str(int(value))
     name = names[int(value)]
     if name not in task.labels:
-        raise ValueError(f"TFDS glue/{task.name} label {name!r} is not one of {task.labels}")
+        raise UserError(f"TFDS glue/{task.name} label {name!r} is not one of {task.labels}")
     return name
 
 
@@ -60,12 +61,12 @@ def load_split(task: glue.Task, split: str, data_dir: str | None = None) -> list
     import tensorflow_datasets as tfds
 
     if split not in task.splits:
-        raise ValueError(f"{task.name} has no split {split!r}; it has {list(task.splits)}")
+        raise UserError(f"{task.name} has no split {split!r}; it has {list(task.splits)}")
     builder = tfds.builder(f"glue/{task.name}", data_dir=data_dir)
     try:
         builder.download_and_prepare()
     except Exception as e:  # no network, or a broken cache: say what to do instead
-        raise RuntimeError(
+        raise UserError(
             f"TFDS glue/{task.name} is not available ({type(e).__name__}: {e}); download GLUE "
             "and set config.data_dir to the task's folder of TSV files"
         ) from e

@@ -13,6 +13,7 @@ import numpy as np
 
 from bert.tasks import features
 from input_pipeline import atomic, paths, tokenizers
+from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
 IGNORE = -1  # label of sub-tokens that do not start a word, and of special and padding tokens
@@ -48,7 +49,7 @@ def read_conll(path: PathLike) -> list[Sentence]:
                 continue
             where = f"{path}:{line_number}"
             if len(fields) < 2:
-                raise ValueError(f"{where}: expected 'word POS chunk NER', got {line.strip()!r}")
+                raise UserError(f"{where}: expected 'word POS chunk NER', got {line.strip()!r}")
             tag = fields[-1]
             _check_tag(tag, tags[-1] if tags else OUTSIDE, where)
             words.append(fields[0])
@@ -63,9 +64,9 @@ def _check_tag(tag: str, previous: str, where: str) -> None:
         return
     prefix, _, entity = tag.partition("-")
     if prefix not in ("B", "I") or not entity:
-        raise ValueError(f"{where}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
+        raise UserError(f"{where}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
     if prefix == "I" and previous[2:] != entity:
-        raise ValueError(f"{where}: tag {tag!r} follows {previous!r}; IOB2 starts with B-")
+        raise UserError(f"{where}: tag {tag!r} follows {previous!r}; IOB2 starts with B-")
 
 
 def label_list(sentences: Iterable[Sentence]) -> list[str]:
@@ -95,7 +96,7 @@ def convert_sentences_to_features(
       "word_starts": int32 [num_sentences, max_seq_length], 1 on each word's first sub-token.
     """
     if max_seq_length <= 2:
-        raise ValueError(f"max_seq_length must exceed 2, got {max_seq_length}")
+        raise UserError(f"max_seq_length must exceed 2, got {max_seq_length}")
     label_ids = {tag: i for i, tag in enumerate(labels)}
     flat_words = [word for sentence in sentences for word in sentence.words]
     flat_ids = tokenizer.encode_batch_ids(flat_words) if flat_words else []
@@ -111,7 +112,7 @@ def convert_sentences_to_features(
             position += 1
             if len(ids) < max_seq_length - 2:
                 if tag not in label_ids:
-                    raise ValueError(f"tag {tag!r} of word {word!r} is not in labels {labels}")
+                    raise UserError(f"tag {tag!r} of word {word!r} is not in labels {labels}")
                 start = len(ids) + 1  # after [CLS]
                 label[s, start] = label_ids[tag]
                 word_starts[s, start] = 1

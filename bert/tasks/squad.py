@@ -27,6 +27,7 @@ import tokenizers as hf_tokenizers
 
 from input_pipeline import atomic, paths
 from input_pipeline import tokenizers as tok_lib
+from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
 
@@ -106,10 +107,10 @@ class SquadFeature:
 
 def _field(obj: object, key: str, path: pathlib.Path, where: str, kind: type) -> object:
     if not isinstance(obj, dict) or key not in obj:
-        raise ValueError(f"{path}: {where} has no field {key!r}")
+        raise UserError(f"{path}: {where} has no field {key!r}")
     value = obj[key]
     if not isinstance(value, kind):
-        raise ValueError(f"{path}: {where}.{key} is {type(value).__name__}, not {kind.__name__}")
+        raise UserError(f"{path}: {where}.{key} is {type(value).__name__}, not {kind.__name__}")
     return value
 
 
@@ -128,11 +129,11 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
     """
     path = paths.path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SQuAD file {path} does not exist (or is not a file)")
+        raise UserError(f"SQuAD file {path} does not exist (or is not a file)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a valid SQuAD JSON file: {e}") from e
+        raise UserError(f"{path} is not a valid SQuAD JSON file: {e}") from e
     articles = _field(data, "data", path, "the top level", list)
     examples, skipped = [], []
     for a, article in enumerate(articles):
@@ -154,7 +155,7 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
                     answers.append(Answer(text, start))  # type: ignore[arg-type]
                 if is_training and not impossible:
                     if not answers:
-                        raise ValueError(f"{path}: {qwhere} (id {qid}) has no answer")
+                        raise UserError(f"{path}: {qwhere} (id {qid}) has no answer")
                     first = answers[0]
                     if context[first.start : first.start + len(first.text)] != first.text:
                         skipped.append(qid)
@@ -223,7 +224,7 @@ def _backend(
         )
     ids = [backend.token_to_id(t) for t in (tok_lib.CLS, tok_lib.SEP, tok_lib.PAD)]
     if None in ids:
-        raise ValueError("the tokenizer lacks one of [CLS] [SEP] [PAD]")
+        raise UserError("the tokenizer lacks one of [CLS] [SEP] [PAD]")
     return backend, ids[0], ids[1], ids[2]
 
 
@@ -328,12 +329,12 @@ def make_features(
       The features; without targets (``is_training=False``) the positions are 0/0.
     """
     if max_query_length + 3 >= max_seq_length:
-        raise ValueError(
+        raise UserError(
             f"max_seq_length={max_seq_length} leaves no room for context after "
             f"max_query_length={max_query_length} and 3 special tokens"
         )
     if doc_stride <= 0:
-        raise ValueError(f"doc_stride must be positive, got {doc_stride}")
+        raise UserError(f"doc_stride must be positive, got {doc_stride}")
     backend, *special = _backend(tokenizer)  # special: [CLS], [SEP], [PAD] ids
     contexts = list(dict.fromkeys(e.context for e in examples))
     context_index = {c: i for i, c in enumerate(contexts)}

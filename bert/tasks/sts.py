@@ -15,6 +15,7 @@ import numpy as np
 
 from bert.tasks import features, glue
 from input_pipeline import paths, tokenizers
+from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
 MAX_SCORE = 5.0
@@ -34,9 +35,9 @@ def _check_score(value: str, where: str) -> float:
     try:
         score = float(value)
     except ValueError:
-        raise ValueError(f"{where}: score {value!r} is not a number") from None
+        raise UserError(f"{where}: score {value!r} is not a number") from None
     if not (math.isfinite(score) and 0.0 <= score <= MAX_SCORE):
-        raise ValueError(f"{where}: score {score} is outside 0..{MAX_SCORE:g}")
+        raise UserError(f"{where}: score {score} is outside 0..{MAX_SCORE:g}")
     return score
 
 
@@ -56,7 +57,7 @@ def read_sts_benchmark(path: PathLike) -> list[Pair]:
                 continue
             where = f"{path}:{line}"
             if len(row) <= SENTENCE2_COLUMN:
-                raise ValueError(
+                raise UserError(
                     f"{where}: missing column: {len(row)} fields, expected genre, file, year, "
                     "id, score, sentence1, sentence2"
                 )

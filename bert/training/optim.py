@@ -17,6 +17,8 @@ import jax
 import optax
 from flax import traverse_util
 
+from input_pipeline.errors import UserError
+
 OPTIMIZERS = ("lamb", "adamw")
 
 
@@ -26,9 +28,9 @@ def learning_rate_schedule(
     """Linear warm-up from 0 to `peak` over `warmup_steps`, then polynomial decay to `end` at
     `total_steps` (power 1 is BERT's linear decay; NVIDIA's LAMB recipe uses 0.5)."""
     if total_steps <= 0:
-        raise ValueError(f"train.steps must be positive, got {total_steps}")
+        raise UserError(f"train.steps must be positive, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"train.warmup_steps ({warmup_steps}) must be in [0, {total_steps}]")
+        raise UserError(f"train.warmup_steps ({warmup_steps}) must be in [0, {total_steps}]")
     decay = optax.polynomial_schedule(peak, end, power, max(total_steps - warmup_steps, 1))
     if warmup_steps == 0:
         return decay
@@ -72,7 +74,7 @@ def make_optimizer(
     elif name == "adamw":
         opt = optax.adamw(schedule, b1, b2, eps, weight_decay=weight_decay, mask=matrices_mask)
     else:
-        raise ValueError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+        raise UserError(f"train.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
     if clip_norm:
         return optax.chain(optax.clip_by_global_norm(clip_norm), opt)
     return opt

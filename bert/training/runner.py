@@ -25,6 +25,7 @@ from absl import logging
 from bert.model import BertConfig
 from bert.training import checkpoints, loop, objectives, reporting, step
 from input_pipeline import atomic, paths
+from input_pipeline.errors import UserError
 
 Batch = dict[str, jax.Array]
 Results = dict[str, Any]  # metric name -> value, or split -> {metric name -> value}
@@ -88,7 +89,7 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
     model = dataclasses.asdict(run.model_config)
     task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
     if task != run.task or meta.get("model") != model:
-        raise ValueError(
+        raise UserError(
             f"{ckpts.directory}/{latest}: saved for task {task!r} with model "
             f"{meta.get('model')}; the config now says {run.task!r} with {model}. "
             "Use a new workdir (with init_from to start from this one)"
@@ -96,7 +97,7 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
     try:
         state, _ = ckpts.restore(latest, abstract, shardings)
     except (ValueError, KeyError) as e:
-        raise ValueError(
+        raise UserError(
             f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the configured "
             f"model and optimizer (did train.optimizer change? use a new workdir, with "
             f"init_from to keep the parameters): {e}"
@@ -119,6 +120,12 @@ def train_and_evaluate(
       {"step": last step, **results} (also written to workdir/eval_results.json), or only
       {"step": ...} when a signal stopped the run before its last step.
     """
+    c = run.model_config
+    if c.attention_impl == "cudnn" and c.attention_dropout > 0:  # checked before any compiling
+        raise UserError(
+            "config.model.attention_impl='cudnn' cannot train with attention dropout: set "
+            "config.model.attention_dropout=0 (or config.model.attention_impl='xla')"
+        )
     workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from input_pipeline.errors import UserError
+
 DATA, FSDP, TENSOR = "data", "fsdp", "tensor"
 MESH_AXES = (DATA, FSDP, TENSOR)
 BATCH_AXES = (DATA, FSDP)
@@ -44,16 +46,16 @@ def mesh_shape(requested: Sequence[int], num_devices: int) -> tuple[int, int, in
     """
     shape = [int(s) for s in requested]
     if len(shape) != 3:
-        raise ValueError(f"config.mesh needs 3 sizes (data, fsdp, tensor), got {shape}")
+        raise UserError(f"config.mesh needs 3 sizes (data, fsdp, tensor), got {shape}")
     if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"config.mesh {shape}: sizes must be positive, with at most one -1")
+        raise UserError(f"config.mesh {shape}: sizes must be positive, with at most one -1")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
-            raise ValueError(f"config.mesh {shape}: {num_devices} devices not divisible by {known}")
+            raise UserError(f"config.mesh {shape}: {num_devices} devices not divisible by {known}")
         shape[shape.index(-1)] = num_devices // known
     if math.prod(shape) != num_devices:
-        raise ValueError(
+        raise UserError(
             f"config.mesh {shape} needs {math.prod(shape)} devices but {num_devices} are present"
         )
     return tuple(shape)
@@ -131,15 +133,15 @@ def per_host_batch(train_cfg: Any, mesh: Mesh) -> int:
     """
     batch, accum = train_cfg.batch_size, train_cfg.accumulation_steps
     if accum < 1 or batch % accum:
-        raise ValueError(
+        raise UserError(
             f"config.train.batch_size={batch} is not a multiple of accumulation {accum}"
         )
     divisor = batch_divisor(mesh) * accum
     if batch % divisor:
-        raise ValueError(
+        raise UserError(
             f"config.train.batch_size={batch} must be a multiple of {divisor} "
             f"(data x fsdp devices x accumulation steps)"
         )
     if batch % jax.process_count():
-        raise ValueError(f"config.train.batch_size={batch} does not split over the hosts")
+        raise UserError(f"config.train.batch_size={batch} does not split over the hosts")
     return batch // jax.process_count()

@@ -14,6 +14,7 @@ import optax
 from jax.sharding import Mesh
 
 from bert.training import objectives, optim, sharding
+from input_pipeline.errors import UserError
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -82,9 +83,9 @@ def _merge(base: Any, given: Any) -> Any:
     flat_given = flax.traverse_util.flatten_dict(given)
     for path, value in flat_given.items():
         if path not in flat_base:
-            raise ValueError(f"initial parameter {'/'.join(path)} does not exist in the model")
+            raise UserError(f"initial parameter {'/'.join(path)} does not exist in the model")
         if flat_base[path].shape != value.shape:
-            raise ValueError(
+            raise UserError(
                 f"initial parameter {'/'.join(path)} has shape {value.shape}, "
                 f"the model needs {flat_base[path].shape}"
             )
