@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from input_pipeline import console
+from input_pipeline import console, paths
 from input_pipeline.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> None:
     if quiet:
         console.quiet_environment(os.environ)  # before TensorFlow and JAX load: they read it then
         logging.get_absl_handler().addFilter(console.is_shown)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     with console.filtered_stderr() if quiet else contextlib.nullcontext():
         import tensorflow as tf
 

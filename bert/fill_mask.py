@@ -18,7 +18,7 @@ import numpy as np
 from bert import pretrained
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
-from input_pipeline import console
+from input_pipeline import console, paths
 from input_pipeline.errors import UserError
 
 MASK = "[MASK]"
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top_k", type=int, default=5, help="fillers shown per mask")
     parser.add_argument("--tokenizer", default="", help="tokenizer; default: beside the checkpoint")
     args = parser.parse_args(argv)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
         model = pretrained.load(
             args.checkpoint, args.tokenizer, fields=("checkpoint", "--tokenizer")

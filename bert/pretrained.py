@@ -4,7 +4,7 @@ format) or a Hugging Face Hub model id (`org/name[@revision]`, fetched once into
 input_pipeline/hub.py), with the tokenizer found beside it."""
 
 import dataclasses
-import pathlib
+import os
 from typing import Any
 
 from absl import logging
@@ -12,7 +12,7 @@ from absl import logging
 from bert import convert
 from bert.model import BertConfig
 from bert.training import checkpoints
-from input_pipeline import errors, hub, tokenizers
+from input_pipeline import errors, hub, paths, tokenizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,4 +109,7 @@ def _recorded_tokenizer(workdir: str, meta: dict) -> str:
         raise errors.UserError(
             f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
         )
-    return str(pathlib.Path(workdir) / meta["tokenizer"])  # an absolute path stays as it is
+    recorded = meta["tokenizer"]
+    if paths.is_remote(recorded) or os.path.isabs(recorded):
+        return recorded
+    return str(paths.path(workdir) / recorded)

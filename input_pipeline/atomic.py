@@ -1,7 +1,11 @@
 """The one atomic file writer: content goes to a temporary file beside the target, is flushed to
 disk, and is renamed over the target only when complete, so a failure (or a kill) never leaves a
 partial file. Every file the project writes whole (tokenizer models, manifests, results,
-predictions, embeddings) goes through here."""
+predictions, embeddings) goes through here.
+
+On an object store (`gs://`, `hf://`) there is no rename and no partial object: one upload is
+already all-or-nothing, so the content is uploaded to the target name when the block succeeds
+and discarded when it fails (see `input_pipeline/paths.py`)."""
 
 import contextlib
 import json
@@ -10,6 +14,8 @@ import pathlib
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
+
+from input_pipeline import paths
 
 
 @contextlib.contextmanager
@@ -20,8 +26,12 @@ def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterato
     is untouched.
 
     Args:
-      mode: permission bits for the file (mkstemp makes it private to the owner).
+      mode: permission bits for a local file (mkstemp makes it private to the owner).
     """
+    if paths.is_remote(path):
+        with _open_remote(path) as f:
+            yield f
+        return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,6 +46,18 @@ def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterato
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def _open_remote(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """The object `path`, uploaded only if the block succeeds."""
+    f = paths.open_write(path)
+    try:
+        yield f
+    except BaseException:
+        paths.discard(f)
+        raise
+    f.close()
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str, mode: int | None = None) -> None:

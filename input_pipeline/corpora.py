@@ -37,8 +37,8 @@ Bad input:
 """
 
 import bz2
+import contextlib
 import dataclasses
-import glob
 import gzip
 import html
 import io
@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from input_pipeline import parquet_text
+from input_pipeline import paths as file_paths
 from input_pipeline.errors import UserError
 from input_pipeline.sentence_splitter import split_sentences
 
@@ -89,16 +90,24 @@ def text_document(text: str, split: Callable[[str], list[str]]) -> Document:
 # Reading lines
 
 
-def _open_binary(path: pathlib.Path) -> BinaryIO:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if path.suffix == ".xz":
-        return lzma.open(path, "rb")
-    if path.suffix == ".zst":
-        return _open_zstd(open(path, "rb"))
-    return open(path, "rb")
+@contextlib.contextmanager
+def _open_binary(path: pathlib.Path) -> Iterator[BinaryIO]:
+    """The decompressed bytes of a local, `gs://` or `hf://` file (see `paths`)."""
+    with file_paths.open_read(path) as raw:
+        if path.suffix == ".gz":
+            with gzip.open(raw, "rb") as f:
+                yield f
+        elif path.suffix == ".bz2":
+            with bz2.open(raw, "rb") as f:
+                yield f
+        elif path.suffix == ".xz":
+            with lzma.open(raw, "rb") as f:
+                yield f
+        elif path.suffix == ".zst":
+            with _open_zstd(raw) as f:
+                yield f
+        else:
+            yield raw
 
 
 def _open_zstd(raw: BinaryIO) -> BinaryIO:
@@ -326,7 +335,7 @@ def _read_files(
     """Chains ``reader`` over ``paths``, keeping ``stats``; a file without text is skipped."""
     stats = CorpusStats() if stats is None else stats
     for path in paths:
-        path = pathlib.Path(path)
+        path = file_paths.path(path)
         stats.files += 1
         documents_before = stats.documents + stats.skipped_documents
         for document in reader(path, errors, stats, **kwargs):
@@ -343,22 +352,13 @@ def _read_files(
 
 
 def expand_paths(paths: str | PathLike | Sequence[str | PathLike]) -> list[pathlib.Path]:
-    """Expands globs (``**`` included) into a sorted file list; order of patterns is kept.
+    """Expands globs (``**`` included) of local, ``gs://`` or ``hf://`` files into a sorted
+    file list; order of patterns is kept.
 
     Raises:
-      FileNotFoundError: a pattern or path matches no file.
+      UserError: no pattern, or a pattern or path that matches no file.
     """
-    patterns = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
-    if not patterns:
-        raise UserError("no corpus paths given")
-    files = []
-    for pattern in patterns:
-        pattern = os.fspath(pattern)
-        matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise UserError(f"no corpus file matches {pattern!r}")
-        files.extend(pathlib.Path(p) for p in matches)
-    return files
+    return file_paths.expand_all(paths, "corpus")
 
 
 def read_corpus(

@@ -34,7 +34,6 @@ batch size must be the same as in the interrupted run (the step counts batches o
 
 import atexit
 import dataclasses
-import glob
 import hashlib
 import logging
 import os
@@ -47,7 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import instances, records
+from input_pipeline import instances, paths, records
 from input_pipeline.errors import UserError
 
 MODES = ("nsp", "packed")
@@ -124,21 +123,12 @@ class _ExitGuard:
 
 
 def expand_record_files(files: PathLike | Sequence[PathLike]) -> list[str]:
-    """Expands globs into a sorted, de-duplicated list of record files.
+    """Expands globs (local, `gs://`, `hf://`) into a sorted, de-duplicated list of record files.
 
     Raises:
-      FileNotFoundError: a pattern matches no file.
+      UserError: no pattern, or a pattern that matches no file.
     """
-    patterns = [files] if isinstance(files, str | os.PathLike) else list(files)
-    if not patterns:
-        raise ValueError("no record files given")
-    found = set()
-    for pattern in patterns:
-        matches = [p for p in glob.glob(os.fspath(pattern)) if os.path.isfile(p)]
-        if not matches:
-            raise UserError(f"no record file matches {os.fspath(pattern)!r}")
-        found.update(matches)
-    return sorted(found)
+    return sorted({os.fspath(p) for p in paths.expand_all(files, "record")})
 
 
 def _key(*parts: int) -> int:
@@ -156,9 +146,17 @@ def _serialized_blocks(spec: _StreamSpec, epoch: int, first_block: int) -> tf.da
     """Serialised records of the epoch, in blocks of `block_documents`; string [<=K]."""
     files = _epoch_files(spec, epoch)
     parallel = max(1, min(spec.files_in_parallel, len(files)))
+    remote = any(paths.is_remote(f) for f in files)
 
     def read(path: tf.Tensor) -> tf.data.Dataset:
-        dataset = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
+        if remote:  # read through the path layer (gcsfs, HfFileSystem), see records.py
+            dataset = tf.data.Dataset.from_generator(
+                records.read_framed_records,
+                args=(path,),
+                output_signature=tf.TensorSpec((), tf.string),
+            )
+        else:
+            dataset = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
         if spec.record_shards > 1:
             dataset = dataset.shard(spec.record_shards, spec.record_shard_index)
         return dataset

@@ -24,7 +24,7 @@ import os
 import pathlib
 from typing import Any
 
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
@@ -60,7 +60,10 @@ class Manifest:
     @property
     def tokenizer_path(self) -> pathlib.Path:
         """The tokenizer file the records were made with (a trained one lies in ``directory``)."""
-        return self.directory / self.tokenizer["path"]  # an absolute path stays as it is
+        recorded = self.tokenizer["path"]
+        if paths.is_remote(recorded) or os.path.isabs(recorded):
+            return paths.path(recorded)
+        return self.directory / recorded
 
     @property
     def fingerprint(self) -> str:
@@ -74,7 +77,7 @@ class Manifest:
 
 
 def manifest_path(directory: PathLike) -> pathlib.Path:
-    return pathlib.Path(directory) / MANIFEST_NAME
+    return paths.path(directory) / MANIFEST_NAME
 
 
 def load_manifest(directory: PathLike) -> Manifest:
@@ -100,11 +103,12 @@ def load_manifest(directory: PathLike) -> Manifest:
     names = {f.name for f in dataclasses.fields(Manifest)} - {"directory"}
     if set(fields) != names:
         raise UserError(f"{path}: fields {sorted(fields)}, expected {sorted(names)}")
-    return Manifest(directory=pathlib.Path(directory), **fields)
+    return Manifest(directory=paths.path(directory), **fields)
 
 
 def write_manifest(manifest: Manifest) -> pathlib.Path:
-    """Writes the manifest under a temporary name, syncs it, and renames it into place."""
+    """Writes the manifest under a temporary name, syncs it, and renames it into place (on an
+    object store: uploads it in one piece, after everything it lists)."""
     path = manifest_path(manifest.directory)
     # mkstemp would make it private; the manifest is as readable as the shards.
     atomic.write_atomically(path, manifest.to_json().encode("utf-8"), mode=0o644)
@@ -113,7 +117,10 @@ def write_manifest(manifest: Manifest) -> pathlib.Path:
 
 
 def sync_directory(directory: pathlib.Path) -> None:
-    """Makes renames inside ``directory`` durable (a no-op where folders cannot be opened)."""
+    """Makes renames inside ``directory`` durable (a no-op where folders cannot be opened,
+    and on object stores, which have no renames)."""
+    if paths.is_remote(directory):
+        return
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

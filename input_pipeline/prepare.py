@@ -46,7 +46,15 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import atomic, console, corpora, prepare_workers, record_encoder, tokenizers
+from input_pipeline import (
+    atomic,
+    console,
+    corpora,
+    paths,
+    prepare_workers,
+    record_encoder,
+    tokenizers,
+)
 from input_pipeline import sentencepiece_training as sp_training
 from input_pipeline.errors import UserError
 from input_pipeline.manifest import (
@@ -75,10 +83,7 @@ def auto_num_shards(input_bytes: int) -> int:
 def _input_identity(files: Sequence[pathlib.Path]) -> list[dict[str, Any]]:
     identity = []
     for f in files:
-        stat = f.stat()
-        identity.append(
-            {"path": str(f.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        )
+        identity.append({"path": str(paths.resolve(f))} | paths.identity(f))
     return identity
 
 
@@ -126,7 +131,7 @@ def _plan(
     if tokenizer_path is not None:
         tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
         # absolute, not resolve(): a file in the Hub cache is a link to a blob without its suffix
-        config["tokenizer"] = {"path": str(tokenizer.path.absolute()), "lowercase": lowercase}
+        config["tokenizer"] = {"path": str(paths.absolute(tokenizer.path)), "lowercase": lowercase}
     else:
         # Checked here, before anything in the output folder is touched.
         if sentencepiece_model_type not in sp_training.MODEL_TYPES:
@@ -144,7 +149,7 @@ def _plan(
                 "sample_sentences": sentencepiece_sample_sentences,
             }
         }
-    return _Plan(pathlib.Path(output_dir), files, inputs, config, tokenizer)
+    return _Plan(paths.path(output_dir), files, inputs, config, tokenizer)
 
 
 def _mismatch(plan: _Plan) -> str | None:
@@ -170,7 +175,7 @@ def _mismatch(plan: _Plan) -> str | None:
     if fingerprint != manifest.fingerprint:
         return "the tokenizer fingerprint differs"
     for shard, path in zip(manifest.shards, manifest.shard_paths, strict=True):
-        if not path.is_file() or path.stat().st_size != shard["bytes"]:
+        if not path.is_file() or paths.size(path) != shard["bytes"]:
             return f"shard {path.name} is missing or has another size"
     return None
 
@@ -185,7 +190,11 @@ def _clean(directory: pathlib.Path) -> None:
 
 @contextlib.contextmanager
 def _locked(directory: pathlib.Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``directory`` so two runs never write the same shards."""
+    """Holds an exclusive lock on ``directory`` so two runs never write the same shards (an
+    object store has no locks: there, one run at a time is the user's to ensure)."""
+    if paths.is_remote(directory):
+        yield
+        return
     with open(directory / LOCK_NAME, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -368,15 +377,15 @@ def _write(
     documents_written, sentences, tokens = (int(x) for x in per_shard.sum(axis=0))
     shards = [
         {"name": name, "documents": int(d), "sentences": int(s), "tokens": int(t)}
-        | {"bytes": (plan.directory / name).stat().st_size}
+        | {"bytes": paths.size(plan.directory / name)}
         for name, (d, s, t) in zip(names, per_shard, strict=True)
     ]
     all_counts = dataclasses.asdict(stats)  # documents read; sentences are paragraphs here
     all_counts |= {"documents": documents_written, "sentences": sentences, "tokens": tokens}
     all_counts |= counts
-    path = tokenizer.path.absolute()  # not resolve(): see _plan
+    path = paths.absolute(tokenizer.path)  # not resolve(): see _plan
     if trained:
-        path = tokenizer.path.resolve().relative_to(plan.directory.resolve())
+        path = paths.resolve(tokenizer.path).relative_to(paths.resolve(plan.directory))
     manifest = Manifest(
         directory=plan.directory,
         config=plan.config,
@@ -455,6 +464,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (2 on a user error, printed as one line)."""
     args = _parser().parse_args(argv)
+    paths.use_fsspec_backend()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if (args.tokenizer is None) == (args.train_sentencepiece_vocab_size is None):
         return console.report(

@@ -21,7 +21,7 @@ from concurrent import futures
 
 import numpy as np
 
-from input_pipeline import record_encoder, tokenizers
+from input_pipeline import paths, record_encoder, tokenizers
 from input_pipeline.sentence_splitter import split_sentences
 
 
@@ -199,7 +199,7 @@ def encode_all(
             yield encoder.encode_chunk(documents, first, num_shards, sentence_split)
         return
     spec = _TokenizerSpec(
-        path=str(tokenizer.path.absolute()),
+        path=str(paths.absolute(tokenizer.path)),
         sentencepiece=isinstance(tokenizer, tokenizers.SentencePieceTokenizer),
         lowercase=getattr(tokenizer, "lowercase", None),
         fingerprint=tokenizer.fingerprint(),

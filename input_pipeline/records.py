@@ -8,8 +8,13 @@ Features of each record (all int64 lists):
 Records are written to `shard-NNNNN-of-MMMMM.tfrecord` files beside a `manifest.json`.
 """
 
+import struct
+from collections.abc import Iterator
+
 import numpy as np
 import tensorflow as tf
+
+from input_pipeline import paths
 
 FEATURES = {
     "token_ids": tf.io.RaggedFeature(tf.int64),
@@ -68,3 +73,24 @@ def decode_document(serialized: bytes) -> dict[str, np.ndarray]:
         name: np.asarray(example.features.feature[name].int64_list.value, dtype=np.int32)
         for name in FEATURES
     }
+
+
+def read_framed_records(path: str | bytes) -> Iterator[bytes]:
+    """The records of a TFRecord file read through `paths` (for `gs://`/`hf://` shards, where
+    `tf.data.TFRecordDataset` would need TensorFlow's own GCS client; see the README's Design
+    notes). Framing: little-endian uint64 length, its masked CRC32C, the payload, its CRC32C;
+    the CRCs are not checked here (object stores check their own).
+
+    Raises:
+      ValueError: the file ends inside a record.
+    """
+    name = path.decode() if isinstance(path, bytes) else path
+    with paths.open_read(name) as f:
+        while header := f.read(12):
+            if len(header) < 12:
+                raise ValueError(f"{name}: truncated TFRecord header")
+            (length,) = struct.unpack("<Q", header[:8])
+            payload = f.read(length + 4)
+            if len(payload) < length + 4:
+                raise ValueError(f"{name}: truncated TFRecord (a {length}-byte record)")
+            yield payload[:length]

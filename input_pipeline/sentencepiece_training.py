@@ -16,7 +16,7 @@ from typing import Any
 
 import sentencepiece as spm
 
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
 MODEL_TYPES = ("unigram", "bpe")
@@ -119,7 +119,7 @@ def train_model(
         raise UserError(f"model_type must be one of {MODEL_TYPES}, got {model_type!r}")
     if vocab_size <= len(special_tokens):
         raise UserError(f"vocab_size must exceed {len(special_tokens)}, got {vocab_size}")
-    prefix = pathlib.Path(output_prefix)
+    prefix = paths.path(output_prefix)
     options = _trainer_options(
         special_tokens,
         vocab_size,

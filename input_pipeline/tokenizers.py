@@ -32,7 +32,7 @@ import sentencepiece as spm
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from input_pipeline import sentencepiece_training
+from input_pipeline import paths, sentencepiece_training
 from input_pipeline.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
@@ -173,7 +173,7 @@ def _sha256(*parts: bytes) -> str:
 
 
 def _read_bytes(path: PathLike, what: str) -> tuple[pathlib.Path, bytes]:
-    path = pathlib.Path(path)
+    path = paths.path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist (or is not a file)")
     return path, path.read_bytes()
@@ -486,7 +486,7 @@ def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
       path: a file or a folder (e.g. an HF checkpoint folder).
       lowercase: only for a vocab.txt; see :func:`load_wordpiece`.
     """
-    path = pathlib.Path(path)
+    path = paths.path(path)
     if path.is_dir():
         path = _find_in_directory(path)
     elif not path.exists():

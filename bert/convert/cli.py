@@ -14,7 +14,7 @@ from bert.convert.directories import export_hf, import_model, save_orbax
 from bert.convert.hub import check_repo_id, push_to_hub
 from bert.convert.workdirs import export_workdir
 from bert.training import checkpoints
-from input_pipeline import console, errors
+from input_pipeline import console, errors, paths
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +79,7 @@ def _convert_workdir(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
         if args.push_to_hub:
             check_repo_id(args.push_to_hub)  # before the conversion, not after

@@ -2,8 +2,6 @@
 from the GLUE TSV download or TFDS, evaluated on the dev sets and predicted on the test sets
 in the GLUE server's submission format."""
 
-import pathlib
-
 import numpy as np
 from absl import logging
 
@@ -12,6 +10,7 @@ from bert.heads import BertForSequenceClassification
 from bert.jobs import finetune
 from bert.tasks import glue, glue_tfds, metrics
 from bert.tasks.features import ENCODER_INPUTS
+from input_pipeline import paths
 from input_pipeline.errors import UserError
 
 
@@ -19,7 +18,7 @@ def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
     """`split` from config.data_dir (GLUE TSVs), or from TFDS when data_dir is empty."""
     if not config.data_dir:
         return glue_tfds.load_split(task, split, config.tfds_data_dir or None)
-    path = pathlib.Path(config.data_dir) / task.splits.get(split, f"{split}.tsv")
+    path = paths.path(config.data_dir) / task.splits.get(split, f"{split}.tsv")
     if split in task.splits and not path.is_file():
         raise UserError(
             f"{path}: no such file (config.data_dir is the {task.name} folder of the GLUE "
@@ -63,7 +62,7 @@ def run(config, workdir: str) -> dict:
         return examples, feats
 
     _, train_features = features("train", config.train_limit)
-    out_dir = pathlib.Path(workdir) / "predictions"
+    out_dir = paths.path(workdir) / "predictions"
     evals = []
     for split in (*config.eval_splits, *config.predict_splits):
         examples, feats = features(split, config.eval_limit)

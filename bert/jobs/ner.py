@@ -2,8 +2,6 @@
 on each word's first sub-token, scored with entity-level F1 (conlleval rules), predictions
 written as `word gold predicted` columns."""
 
-import pathlib
-
 import numpy as np
 from absl import logging
 
@@ -12,13 +10,14 @@ from bert.heads import BertForTokenClassification
 from bert.jobs import finetune
 from bert.tasks import metrics, ner
 from bert.tasks.features import ENCODER_INPUTS
+from input_pipeline import paths
 from input_pipeline.errors import UserError
 
 
 def _sentences(config, split: str) -> list[ner.Sentence]:
     if not config.data_dir:
         raise UserError("config.data_dir is empty: give the folder of CoNLL-2003 files")
-    path = pathlib.Path(config.data_dir) / f"{split}.txt"
+    path = paths.path(config.data_dir) / f"{split}.txt"
     if not path.is_file():
         raise UserError(f"{path}: no such file (split {split!r} in config.data_dir)")
     sentences = ner.read_conll(path)
@@ -48,7 +47,7 @@ def run(config, workdir: str) -> dict:
             sentences, labels, tokenizer, config.max_seq_length
         )
 
-    out_dir = pathlib.Path(workdir) / "predictions"
+    out_dir = paths.path(workdir) / "predictions"
     evals = []
     for split in config.eval_splits:
         sentences = _sentences(config, split)

@@ -3,7 +3,6 @@ builds BERT with its MLM and NSP heads, LAMB or AdamW, and hands the run skeleto
 (bert/training/runner.py) its batches and held-out evaluation."""
 
 import math
-import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -11,12 +10,13 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from bert import flops, pretrained
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
 from bert.training import objectives, optim, runner, sharding, step
-from input_pipeline import atomic, data_setup, pretraining
+from input_pipeline import atomic, data_setup, paths, pretraining
 from input_pipeline.errors import UserError
 
 TASK = "pretrain"
@@ -120,7 +120,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     if "mlm" not in loaded.params:
         raise UserError(f"{config.init_from} has no MLM head: nothing to evaluate")
     data = data_setup.prepare_pretraining_data(
-        config.data, pathlib.Path(workdir), str(loaded.tokenizer.path), evaluate_only=True
+        config.data, paths.path(workdir), str(loaded.tokenizer.path), evaluate_only=True
     )
     if config.max_seq_length > loaded.config.max_position_embeddings:
         positions = loaded.config.max_position_embeddings
@@ -139,10 +139,22 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     evaluate = _evaluator(objective, mesh, sharding.replicated(mesh), batches)
     results = evaluate(params)
     if jax.process_index() == 0:
-        atomic.write_json(pathlib.Path(workdir) / "eval_results.json",
+        atomic.write_json(paths.path(workdir) / "eval_results.json",
                           {"checkpoint": config.init_from, **results})  # fmt: skip
     logging.info("%s on %s: %s", config.init_from, config.data.input, results)
     return results
+
+
+def _prepare_data(config: ml_collections.ConfigDict, workdir: str) -> data_setup.PretrainingData:
+    """Prepares `workdir/data` once for all hosts: a local folder is locked by the first host
+    to come; an object store has no locks, so there process 0 prepares and the others wait."""
+    if jax.process_count() == 1 or not paths.is_remote(workdir):
+        return data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    data = None
+    if jax.process_index() == 0:
+        data = data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    multihost_utils.sync_global_devices("pretraining data prepared")
+    return data or data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -153,7 +165,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
-    data = data_setup.prepare_pretraining_data(config.data, pathlib.Path(workdir))
+    data = _prepare_data(config, workdir)
     tokenizer = data.tokenizer
     bert_config = model_config(config.model, tokenizer.vocab_size)
     if config.max_seq_length > bert_config.max_position_embeddings:

@@ -4,7 +4,6 @@ windows, n-best decoding, the v2.0 null-answer threshold, the official exact mat
 
 import dataclasses
 import json
-import pathlib
 
 from absl import logging
 
@@ -13,7 +12,7 @@ from bert.heads import BertForQuestionAnswering
 from bert.jobs import finetune
 from bert.tasks import metrics, squad
 from bert.tasks.features import ENCODER_INPUTS
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
 
@@ -24,7 +23,7 @@ def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.Sq
     squad_set = squad.read_squad(path, is_training=is_training)
     # read_squad logs the questions it skips (answer not at answer_start), with their count.
     examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples
-    with open(path, encoding="utf-8") as f:
+    with paths.open_text(path) as f:
         dataset = json.load(f)
     return dataclasses.replace(squad_set, examples=examples), dataset
 
@@ -72,7 +71,7 @@ def run(config, workdir: str) -> dict:
     train_arrays = squad.features_to_arrays(train_features)
     eval_set, dataset = read(config.predict_file, "predict_file", False, config.eval_limit)
     eval_features = squad.make_features(eval_set.examples, tokenizer, is_training=False, **window)
-    out_dir = pathlib.Path(workdir) / "predictions"
+    out_dir = paths.path(workdir) / "predictions"
 
     def finish(outputs, write: bool) -> dict[str, float]:
         start_logits, end_logits = outputs

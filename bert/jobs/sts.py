@@ -4,7 +4,6 @@ matrix; and `embed`, which turns sentences into embeddings with any loaded check
 
 import functools
 import io
-import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -16,7 +15,7 @@ from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.model import BertConfig
 from bert.tasks import metrics, sts
 from bert.training import reporting
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
 
@@ -66,7 +65,7 @@ def read_pairs(path: str) -> list[sts.Pair]:
     """STS benchmark `.csv` (tab-separated) or a GLUE STS-B `.tsv` with a header."""
     if not path:
         raise UserError("config.eval_file is empty: give an STS benchmark .csv or STS-B .tsv")
-    if pathlib.Path(path).suffix == ".tsv":
+    if paths.path(path).suffix == ".tsv":
         return sts.read_glue_stsb(path, labeled=True)
     return sts.read_sts_benchmark(path)
 
@@ -91,7 +90,7 @@ def read_sentences(path: str) -> list[str]:
     if not path:
         raise UserError("config.encode_input is empty: give a text file, one sentence per line")
     try:
-        with open(path, encoding="utf-8") as f:
+        with paths.open_text(path) as f:
             return [line.rstrip("\n") for line in f]
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (config.encode_input)") from None
@@ -101,7 +100,7 @@ def read_sentences(path: str) -> list[str]:
 
 def run(config, workdir: str) -> dict[str, float]:
     """Runs the job; returns the metrics (mode=evaluate) or the matrix shape (mode=encode)."""
-    out = pathlib.Path(workdir)
+    out = paths.path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     if not config.init_from:
         raise UserError("config.init_from is empty: give a checkpoint directory")

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, tokenizers
+from input_pipeline import atomic, paths, tokenizers
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -218,7 +218,7 @@ def _resolve(column: Column, header: Sequence[str] | None, path: pathlib.Path) -
 
 def read_tsv(path: PathLike) -> list[list[str]]:
     """The rows of a GLUE TSV file: tab-separated, quoting off, BOM stripped."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with paths.open_text(path, "utf-8-sig", newline="") as f:
         return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
@@ -238,7 +238,7 @@ def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None)
       ValueError: a missing column or a label outside the task's set, naming file and line.
     """
     task = get_task(task) if isinstance(task, str) else task
-    path = pathlib.Path(path)
+    path = paths.path(path)
     if labeled is None:
         labeled = not path.name.startswith("test")
     layout = task.labeled if labeled else task.unlabeled
@@ -300,7 +300,7 @@ def read_split(task: str | Task, data_dir: PathLike, split: str) -> list[Example
     task = get_task(task) if isinstance(task, str) else task
     if split not in task.splits:
         raise UserError(f"{task.name} has no split {split!r}; it has {list(task.splits)}")
-    return read_examples(task, pathlib.Path(data_dir) / task.splits[split])
+    return read_examples(task, paths.path(data_dir) / task.splits[split])
 
 
 def convert_examples_to_features(

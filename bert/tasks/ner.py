@@ -7,13 +7,12 @@ tag goes on the first sub-token and the others get label -1 (ignored by the loss
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, tokenizers
+from input_pipeline import atomic, paths, tokenizers
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -36,11 +35,11 @@ def read_conll(path: PathLike) -> list[Sentence]:
       ValueError: a line with fewer than two columns, or a tag that is not IOB2 (``O``,
         ``B-X``, or ``I-X`` following ``B-X``/``I-X``), naming file and line.
     """
-    path = pathlib.Path(path)
+    path = paths.path(path)
     sentences = []
     words: list[str] = []
     tags: list[str] = []
-    with open(path, encoding="utf-8-sig") as f:
+    with paths.open_text(path, "utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             fields = line.split()
             if not fields or fields[0] == "-DOCSTART-":

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tokenizers as hf_tokenizers
 
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline import tokenizers as tok_lib
 from input_pipeline.errors import UserError
 
@@ -127,7 +127,7 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
       FileNotFoundError: no such file.
       ValueError: not JSON, or a missing/mistyped field (the message names it).
     """
-    path = pathlib.Path(path)
+    path = paths.path(path)
     if not path.is_file():
         raise UserError(f"SQuAD file {path} does not exist (or is not a file)")
     try:
@@ -495,7 +495,7 @@ def write_predictions(
     Returns:
       The paths written.
     """
-    output_dir = pathlib.Path(output_dir)
+    output_dir = paths.path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = [output_dir / "predictions.json"]
     atomic.write_atomically(written[0], _json(predictions))

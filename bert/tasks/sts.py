@@ -9,13 +9,12 @@ import csv
 import dataclasses
 import math
 import os
-import pathlib
 from collections.abc import Sequence
 
 import numpy as np
 
 from bert.tasks import features, glue
-from input_pipeline import tokenizers
+from input_pipeline import paths, tokenizers
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -49,9 +48,9 @@ def read_sts_benchmark(path: PathLike) -> list[Pair]:
       ValueError: a row with fewer than 7 columns, or a score that is not a number in 0..5,
         naming file and line.
     """
-    path = pathlib.Path(path)
+    path = paths.path(path)
     pairs = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with paths.open_text(path, "utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         for line, row in enumerate(reader, start=1):
             if row == [] or row == [""]:

@@ -19,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from input_pipeline import errors
+from input_pipeline import errors, paths
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -34,7 +34,7 @@ class Checkpoints:
     """Wraps an Orbax CheckpointManager for `workdir/checkpoints`."""
 
     def __init__(self, workdir: str | pathlib.Path, max_to_keep: int, async_save: bool = True):
-        self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+        self.directory = paths.absolute(workdir) / CHECKPOINT_DIR
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             enable_async_checkpointing=async_save,
@@ -81,7 +81,7 @@ class Checkpoints:
 
 
 def is_training_workdir(path: str | pathlib.Path) -> bool:
-    return (pathlib.Path(path) / CHECKPOINT_DIR).is_dir()
+    return (paths.path(path) / CHECKPOINT_DIR).is_dir()
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any, dict]:
@@ -94,7 +94,7 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
     Raises:
       UserError: no complete checkpoint, or none at `step`.
     """
-    directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+    directory = paths.absolute(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
     with ocp.CheckpointManager(directory, options=options, item_names=("state", "meta")) as mgr:
         steps = sorted(mgr.all_steps())

@@ -10,12 +10,19 @@ from typing import Any
 import jax
 from clu import metric_writers
 
+from bert.training import events
+from input_pipeline import paths
+
 
 def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
-    """TensorBoard + logging writer on process 0; other processes only log."""
-    return metric_writers.create_default_writer(
-        str(workdir), just_logging=jax.process_index() > 0, asynchronous=True
-    )
+    """TensorBoard + logging writer on process 0; other processes only log. A workdir on an
+    object store gets its event files through the path layer (`events.py`)."""
+    if not paths.is_remote(workdir) or jax.process_index() > 0:
+        return metric_writers.create_default_writer(
+            str(workdir), just_logging=jax.process_index() > 0, asynchronous=True
+        )
+    writers = [events.EventFileWriter(workdir), metric_writers.LoggingWriter()]
+    return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
 
 
 def flat_hparams(config: Any) -> dict[str, Any]:

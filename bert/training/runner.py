@@ -24,7 +24,7 @@ from absl import logging
 
 from bert.model import BertConfig
 from bert.training import checkpoints, loop, objectives, reporting, step
-from input_pipeline import atomic
+from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
 Batch = dict[str, jax.Array]
@@ -72,9 +72,9 @@ class Run:
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
     """The tokenizer path as checkpoints record it: relative when inside the workdir."""
-    path = pathlib.Path(tokenizer).absolute()
+    path = paths.absolute(tokenizer)
     try:
-        return str(path.relative_to(workdir.absolute()))
+        return str(path.relative_to(paths.absolute(workdir)))
     except ValueError:
         return str(path)
 
@@ -126,7 +126,7 @@ def train_and_evaluate(
             "config.model.attention_impl='cudnn' cannot train with attention dropout: set "
             "config.model.attention_dropout=0 (or config.model.attention_impl='xla')"
         )
-    workdir = pathlib.Path(workdir)
+    workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
     abstract, shardings = step.state_shardings(run.model, run.tx, mesh, run.seq_length)
