@@ -24,6 +24,7 @@ import transformers
 from flax import traverse_util
 from hub_server import HubServer
 from huggingface_hub import constants
+from huggingface_hub.utils import reset_sessions
 
 from bert import pretrained
 from bert.heads import BertForPreTraining
@@ -87,6 +88,15 @@ def _python(code: str, env: dict, *args) -> subprocess.CompletedProcess:
 
 def _flat(params) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep="/").items()}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_hub_sessions():
+    """huggingface_hub keeps one HTTP session per thread, built with the offline mode of its
+    time; tests that switch the mode (here or in another module) must not share one."""
+    reset_sessions()
+    yield
+    reset_sessions()
 
 
 @pytest.fixture(scope="module")
