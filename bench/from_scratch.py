@@ -235,18 +235,20 @@ def sst2(args) -> None:
     fresh = trajectory.initial_params(trained.config, seed=12345)
     convert.save_orbax(fresh, trained.config, random_dir / "model",
                        tokenizer_dir=trained.tokenizer.path.parent, overwrite=True)  # fmt: skip
-    results = {"pretrained": [], "random": []}
-    for seed in range(args.seeds):
-        for name, init in (("pretrained", workdir), ("random", random_dir / "model")):
-            config = glue_config.get_config("task=sst2")
-            config.init_from, config.data_dir, config.seed = str(init), str(SST2), seed
-            config.max_seq_length, config.train_limit = 64, args.train_examples
-            config.train.steps, config.train.batch_size = args.steps, 32
-            config.train.learning_rate, config.predict_splits = args.learning_rate, ()
-            with tempfile.TemporaryDirectory() as out:
-                accuracy = glue_job.run(config, out)["dev"]["accuracy"]
-            results[name].append(accuracy)
-            print(f"seed {seed} {name}: dev accuracy {accuracy:.4f}", flush=True)
+    rates = [float(r) for r in args.learning_rates.split(",")]
+    results = {f"{name} lr={rate:g}": [] for name in ("pretrained", "random") for rate in rates}
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for rate in rates:
+            for name, init in (("pretrained", workdir), ("random", random_dir / "model")):
+                config = glue_config.get_config("task=sst2")
+                config.init_from, config.data_dir, config.seed = str(init), str(SST2), seed
+                config.max_seq_length, config.train_limit = 64, args.train_examples
+                config.train.steps, config.train.batch_size = args.steps, 32
+                config.train.learning_rate, config.predict_splits = rate, ()
+                with tempfile.TemporaryDirectory() as out:
+                    accuracy = glue_job.run(config, out)["dev"]["accuracy"]
+                results[f"{name} lr={rate:g}"].append(accuracy)
+                print(f"seed {seed} {name} lr={rate:g}: dev accuracy {accuracy:.4f}", flush=True)
     summary = {k: {"mean": sum(v) / len(v), "min": min(v), "max": max(v), "runs": v}
                for k, v in results.items()}  # fmt: skip
     path = CURVES / f"{args.name}_sst2.json"
@@ -261,8 +263,9 @@ def main() -> None:
     parser.add_argument("--name", default="mini_wiki", help="file names under bench/curves/")
     parser.add_argument("--minutes", type=float, default=30.0, help="hf: wall-clock budget")
     parser.add_argument("--seeds", type=int, default=3, help="sst2: seeds per initialisation")
+    parser.add_argument("--first_seed", type=int, default=0, help="sst2: seeds from this one")
     parser.add_argument("--steps", type=int, default=500, help="sst2: fine-tuning steps")
-    parser.add_argument("--learning_rate", type=float, default=1e-4, help="sst2: peak rate")
+    parser.add_argument("--learning_rates", default="1e-4", help="sst2: peak rates, a,b,...")
     parser.add_argument("--train_examples", type=int, default=16000, help="sst2: first N rows")
     args = parser.parse_args()
     {"pretrain": pretrain, "hf": hf, "curves": curves, "sst2": sst2}[args.what](args)
