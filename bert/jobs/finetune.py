@@ -160,8 +160,8 @@ def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
     """Each row's used length (its full length when `multiple` is 0 or there is no mask)."""
     masks = [arrays[k] for k in mask_keys(list(arrays))]
     if multiple <= 0 or not masks:
-        full = arrays["input_ids"].shape[1]
-        return np.full(len(arrays["input_ids"]), full, np.int64)
+        rows, full = next(iter(arrays.values())).shape[:2]
+        return np.full(rows, full, np.int64)
     return features.used_lengths(masks)
 
 
