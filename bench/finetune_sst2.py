@@ -1,14 +1,16 @@
 """SST-2 fine-tuning from all-MiniLM-L6-v2: this project's GLUE job vs HF PyTorch, same settings.
 
 Both fine-tune the same pretrained checkpoint on the first --train_examples rows of SST-2 train
-(every sequence padded to --max_seq_length) for --steps AdamW steps (linear warm-up, linear decay
-to 0, no weight decay on biases and LayerNorm weights, global-norm clipping, dropout 0.1), in
-float32 on CPU, then score all 872 dev examples. Each (implementation, seed) runs in its own
-process. Measured: dev accuracy, and the wall-clock of the whole job (load checkpoint, tokenize,
-train, evaluate; imports excluded) and of the training loop alone (ours: from the job's logged
-step times, first-step compilation included). The machine is often shared, so each row also
-gives the cores the job itself kept busy (CPU time / wall-clock) and those everything else on the
-machine did meanwhile (from /proc/stat); a figure taken with other load running is not comparable.
+(ours in length buckets of --pad_to_multiple_of; HF padded to --max_seq_length, or with
+--hf_padding=longest each batch to its longest row by DataCollatorWithPadding) for --steps AdamW
+steps (linear warm-up, linear decay to 0, no weight decay on biases and LayerNorm weights,
+global-norm clipping, dropout 0.1), in float32 on CPU, then score all 872 dev examples. Each
+(implementation, seed) runs in its own process. Measured: dev accuracy, and the wall-clock of
+the whole job (load checkpoint, tokenize, train, evaluate; imports excluded) and of the training
+loop alone (ours: from the job's logged step times, first-step compilation included). The
+machine is often shared, so each row also gives the cores the job itself kept busy (CPU time /
+wall-clock) and those everything else on the machine did meanwhile (from /proc/stat); a figure
+taken with other load running is not comparable.
 Prints a table, the HF / ours time ratio, the accuracy difference in points, and the command.
 
   python bench/finetune_sst2.py --which=both --seeds=1
@@ -82,14 +84,24 @@ def run_hf(args: argparse.Namespace, seed: int) -> dict:
     tokenizer = transformers.BertTokenizerFast.from_pretrained(path)
     model = transformers.BertForSequenceClassification.from_pretrained(path, num_labels=2)
 
-    def encode(sentences: list[str]) -> dict[str, torch.Tensor]:
-        return dict(tokenizer(sentences, padding="max_length", truncation=True,
-                              max_length=args.max_seq_length, return_tensors="pt"))  # fmt: skip
+    dynamic = args.hf_padding == "longest"  # DataCollatorWithPadding: each batch to its longest
+    collator = transformers.DataCollatorWithPadding(tokenizer, return_tensors="pt")
+
+    def encode(sentences: list[str]) -> dict:
+        padding = False if dynamic else "max_length"
+        return dict(tokenizer(sentences, padding=padding, truncation=True,
+                              max_length=args.max_seq_length,
+                              return_tensors=None if dynamic else "pt"))  # fmt: skip
+
+    def take(features: dict, index) -> dict:
+        if not dynamic:
+            return {k: v[index] for k, v in features.items()}
+        return collator([{k: v[int(i)] for k, v in features.items()} for i in index])
 
     train_x, train_y = read_tsv(os.path.join(args.data_dir, "train.tsv"), args.train_examples)
     dev_x, dev_y = read_tsv(os.path.join(args.data_dir, "dev.tsv"))
     train, dev = encode(train_x), encode(dev_x)
-    train["labels"] = torch.tensor(train_y, dtype=torch.long)
+    train["labels"] = train_y if dynamic else torch.tensor(train_y, dtype=torch.long)
 
     no_decay = ("bias", "LayerNorm.weight")
     named = list(model.named_parameters())
@@ -115,7 +127,7 @@ def run_hf(args: argparse.Namespace, seed: int) -> dict:
     model.train()
     train_start = time.perf_counter()
     for _, index in zip(range(args.steps), batches(), strict=False):
-        loss = model(**{k: v[index] for k, v in train.items()}).loss
+        loss = model(**take(train, index)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_norm)
         opt.step()
@@ -127,7 +139,7 @@ def run_hf(args: argparse.Namespace, seed: int) -> dict:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(dev_y), 128):
-            logits = model(**{k: v[i : i + 128] for k, v in dev.items()}).logits
+            logits = model(**take(dev, range(i, min(i + 128, len(dev_y))))).logits
             correct += int((logits.argmax(-1) == torch.tensor(dev_y[i : i + 128])).sum())
     return {"accuracy": correct / len(dev_y), **clock.read(), "train_s": train_s}
 
@@ -142,6 +154,8 @@ def run_ours(args: argparse.Namespace, seed: int) -> dict:
     config.init_from = model_path()
     config.data_dir = args.data_dir
     config.max_seq_length = args.max_seq_length
+    if args.pad_to_multiple_of >= 0:
+        config.pad_to_multiple_of = args.pad_to_multiple_of
     config.train_limit = args.train_examples
     config.seed = seed
     config.train.batch_size = args.batch_size
@@ -204,6 +218,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=1, help="repeat with seed, seed+1, ...")
     parser.add_argument("--which", choices=("both", "ours", "hf"), default="both")
+    parser.add_argument(
+        "--hf_padding",
+        choices=("max_length", "longest"),
+        default="max_length",
+        help="HF: every row to --max_seq_length, or DataCollatorWithPadding",
+    )
+    parser.add_argument(
+        "--pad_to_multiple_of",
+        type=int,
+        default=-1,
+        help="ours: length buckets (0: max_seq_length; -1: the config's)",
+    )
     parser.add_argument("--worker", choices=("ours", "hf"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -33,4 +33,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.normalize = True  # L2-normalise the embeddings
     config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
     config.eval_batch_size = 64  # sentences per forward pass
+    # sentences go by length, each batch padded to a multiple of this (few compiled shapes)
+    config.pad_to_multiple_of = 16
     return config

@@ -3,6 +3,7 @@ that agree with their own prediction files, from HF, Google TF and our own check
 checkpoint learns SST-2; a resumed run equals an uninterrupted one."""
 
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -56,9 +57,10 @@ def tiny_hf(tmp_path_factory, tiny_model, shared_data):
 
 
 def quick(config, init_from, steps=4, batch=16, seq=64, train_limit=64, eval_limit=48):
-    """A short run: small slices, few steps, checkpoints every 2 steps."""
+    """A short run: small slices, few steps, checkpoints every 2 steps, length buckets of 16."""
     config.init_from = str(init_from)
     config.max_seq_length = seq
+    config.pad_to_multiple_of = 16
     config.train_limit = train_limit
     config.eval_limit = eval_limit
     config.eval_batch_size = 16
@@ -128,14 +130,23 @@ def sst2_workdir(shared_data, tiny_hf, tmp_path_factory):
     return workdir
 
 
-def test_resumed_glue_run_equals_uninterrupted(shared_data, tiny_hf, sst2_workdir, tmp_path):
+def test_resumed_glue_run_equals_uninterrupted(
+    shared_data, tiny_hf, sst2_workdir, tmp_path, caplog
+):
     """Run 6 steps, drop the final checkpoint, run again: it resumes at step 4 and ends with
-    the same parameters (bitwise) and the same predictions."""
+    the same parameters (bitwise) and the same predictions, with batches cut to length
+    buckets of 16."""
     shutil.copytree(sst2_workdir, tmp_path / "run", dirs_exist_ok=True)
     full, _ = checkpoints.load_params(sst2_workdir, 6)
     shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
     (tmp_path / "run" / "predictions" / "dev.tsv").unlink()
+    caplog.set_level(logging.DEBUG, logger="jax._src.interpreters.pxla")
     glue_run("sst2", shared_data, tiny_hf, tmp_path / "run", steps=6)
+    logged = [r.args for r in caplog.records if r.getMessage().startswith("Compiling jit(train")]
+    lengths = {
+        a.shape[1] for _, avals, _ in logged for a in avals if a.ndim == 2 and a.dtype == np.int32
+    }
+    assert len(lengths) == len(logged) and min(lengths) < 64, lengths  # buckets, each compiled once
     resumed, meta = checkpoints.load_params(tmp_path / "run", 6)
     assert meta["step"] == 6 and meta["task"] == "glue/sst2"
     flat_full, flat_resumed = (traverse_util.flatten_dict(p) for p in (full, resumed))

@@ -100,8 +100,10 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     assert all(np.isfinite(v) and v > 5 for _, v in losses)
     for tag in ("train/mlm_accuracy", "train/nsp_loss", "train/learning_rate",
                 "train/grad_norm", "train/sequences_per_second", "train/tokens_per_second",
-                "eval/mlm_accuracy", "eval/nsp_accuracy"):  # fmt: skip
+                "train/padding_fraction", "eval/mlm_accuracy", "eval/nsp_accuracy"):  # fmt: skip
         assert scalars(tmp_path, tag), tag
+    # tokens/s counts real tokens: the padding fraction of each report is a fraction.
+    assert all(0 <= v < 1 for _, v in scalars(tmp_path, "train/padding_fraction"))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5", "6"]
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert results["step"] == 6 and 0 <= results["mlm_accuracy"] <= 1

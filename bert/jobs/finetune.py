@@ -9,6 +9,13 @@ own predictions.
 
 The training order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the
 same rows and a resumed run is identical to an uninterrupted one.
+
+Batches are padded only to the smallest multiple of `config.pad_to_multiple_of` that holds
+their longest row (a length bucket, at most max_seq_length): XLA compiles one shape per bucket
+and little arithmetic is spent on padding. A training batch keeps its rows (the bucket follows
+from them, so a step's shape is as fixed as its rows); prediction sorts the rows by length first
+and puts each output back in its row's place. The input mask keeps padding out of every row's
+result, so bucketing changes no prediction beyond float rounding.
 """
 
 import dataclasses
@@ -24,6 +31,7 @@ from absl import logging
 
 from bert import pretrained
 from bert.model import BertConfig
+from bert.tasks import features
 from bert.tasks.features import ENCODER_INPUTS
 from bert.training import objectives, optim, runner, sharding
 from input_pipeline.errors import UserError
@@ -43,11 +51,15 @@ class EvalSet:
       inputs: the model's inputs (the Spec's input_keys), one row per feature.
       finish: (outputs, write) -> metrics. `outputs` are the model's outputs for every row as
         numpy arrays; `write` is True on the process that writes files (predictions).
+        Per-token outputs are zero beyond a row's length bucket.
+      bucketed: False to predict at the full length (a decoder that looks at padding
+        positions, such as SQuAD's n-best over every position, needs their real outputs).
     """
 
     name: str
     inputs: dict[str, np.ndarray]
     finish: Callable[[Any, bool], dict[str, float]]
+    bucketed: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,30 +151,67 @@ def _host_share(rows: np.ndarray) -> np.ndarray:
     return rows.reshape(jax.process_count(), -1)[jax.process_index()]
 
 
+def mask_keys(keys: Sequence[str]) -> list[str]:
+    """The input masks among `keys` (one per text a model takes)."""
+    return [k for k in keys if k.endswith("input_mask")]
+
+
+def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
+    """Each row's used length (its full length when `multiple` is 0 or there is no mask)."""
+    masks = [arrays[k] for k in mask_keys(list(arrays))]
+    if multiple <= 0 or not masks:
+        rows, full = next(iter(arrays.values())).shape[:2]
+        return np.full(rows, full, np.int64)
+    return features.used_lengths(masks)
+
+
 def predict(
-    predict_step: Callable, params: Any, inputs: dict[str, np.ndarray], batch_size: int, mesh
+    predict_step: Callable,
+    params: Any,
+    inputs: dict[str, np.ndarray],
+    batch_size: int,
+    mesh,
+    multiple: int = 0,
 ) -> Any:
     """The model's outputs for every row of `inputs` (numpy), in `batch_size` global batches.
 
-    The last batch is filled up with copies of row 0, whose outputs are dropped.
+    Args:
+      multiple: with 0 every batch is padded to the full length, in the rows' order; otherwise
+        the rows go by length and each batch is cut to its length bucket (a multiple of it).
+        A per-token output is zero beyond its batch's bucket.
+
+    The last batch is filled up with copies of its first row, whose outputs are dropped.
     """
-    num_rows = len(inputs["input_ids"])
-    padded = -(-num_rows // batch_size) * batch_size
-    order = np.concatenate([np.arange(num_rows), np.zeros(padded - num_rows, np.int64)])
-    outputs = []
-    for start in range(0, padded, batch_size):
-        rows = _host_share(order[start : start + batch_size])
-        batch = sharding.global_batch(take_rows(inputs, rows), mesh)
-        outputs.append(predict_step(params, batch))
-    outputs = jax.device_get(outputs)
-    return jax.tree.map(lambda *parts: np.concatenate(parts)[:num_rows], *outputs)
+    num_rows, full = inputs["input_ids"].shape[:2]
+    lengths = lengths_of(inputs, multiple)
+    order = np.argsort(lengths, kind="stable") if multiple > 0 else np.arange(num_rows)
+    shapes = jax.eval_shape(
+        predict_step, params, {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype)
+                               for k, v in inputs.items()},
+    )  # fmt: skip
+    outputs = jax.tree.map(lambda s: np.zeros((num_rows, *s.shape[1:]), s.dtype), shapes)
+    for start in range(0, num_rows, batch_size):
+        rows = order[start : start + batch_size]
+        filled = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+        length = features.bucket_length(int(lengths[rows].max()), multiple, full)
+        local = features.cut_length(take_rows(inputs, _host_share(filled)), length, full)
+        got = jax.device_get(predict_step(params, sharding.global_batch(local, mesh)))
+
+        def put(out: np.ndarray, part: np.ndarray, rows=rows) -> None:
+            out[(rows, *(slice(0, n) for n in part.shape[1:]))] = part[: len(rows)]
+
+        jax.tree.map(put, outputs, got)
+    return outputs
 
 
 def _evaluate(spec: Spec, predict_step, params, config, mesh) -> dict[str, dict[str, float]]:
     write = jax.process_index() == 0
     results = {}
     for eval_set in spec.evals:
-        outputs = predict(predict_step, params, eval_set.inputs, config.eval_batch_size, mesh)
+        multiple = config.pad_to_multiple_of if eval_set.bucketed else 0
+        outputs = predict(
+            predict_step, params, eval_set.inputs, config.eval_batch_size, mesh, multiple
+        )
         results[eval_set.name] = eval_set.finish(outputs, write)
         logging.info("%s %s: %s", spec.task, eval_set.name, results[eval_set.name])
     return results
@@ -171,6 +220,10 @@ def _evaluate(spec: Spec, predict_step, params, config, mesh) -> dict[str, dict[
 def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
     per_host = sharding.per_host_batch(config.train, mesh)
     divisor = sharding.batch_divisor(mesh) * jax.process_count()
+    if config.pad_to_multiple_of < 0:
+        raise UserError(
+            f"config.pad_to_multiple_of={config.pad_to_multiple_of} must be 0 (no buckets) or more"
+        )
     if config.eval_batch_size % divisor:
         raise UserError(
             f"config.eval_batch_size={config.eval_batch_size} must be a multiple of {divisor} "
@@ -201,21 +254,30 @@ def run(
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
     train_arrays = {k: spec.train[k] for k in objective.batch_keys}
+    full = train_arrays[spec.input_keys[0]].shape[1]
+    lengths = lengths_of({k: spec.train[k] for k in spec.input_keys}, config.pad_to_multiple_of)
 
     def batches(start: int):
         def batch_at(step: int) -> dict[str, jax.Array]:
-            local = take_rows(train_arrays, _host_share(order.rows(step)))
+            rows = order.rows(step)  # the global batch: every host cuts it to the same length
+            length = features.bucket_length(
+                int(lengths[rows].max()), config.pad_to_multiple_of, full
+            )
+            local = features.cut_length(take_rows(train_arrays, _host_share(rows)), length, full)
             return sharding.global_batch(local, mesh)
 
         return batch_at
 
+    def predict_step(params, batch):
+        return spec.model.apply({"params": params}, *(batch[k] for k in spec.input_keys))
+
     def make_evaluate(params_sharding):
-        predict_step = jax.jit(
-            lambda p, batch: spec.model.apply({"params": p}, *(batch[k] for k in spec.input_keys)),
+        jitted = jax.jit(
+            predict_step,
             in_shardings=(params_sharding, sharding.batch_shardings(mesh, spec.input_keys)),
             out_shardings=sharding.replicated(mesh),
         )
-        return lambda params: _evaluate(spec, predict_step, params, config, mesh)
+        return lambda params: _evaluate(spec, jitted, params, config, mesh)
 
     job = runner.Run(
         task=spec.task,

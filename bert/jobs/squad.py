@@ -109,6 +109,6 @@ def run(config, workdir: str) -> dict:
         ),
         ("start_positions", "end_positions"),
         train_arrays,
-        [finetune.EvalSet("dev", inputs, finish)],
+        [finetune.EvalSet("dev", inputs, finish, bucketed=False)],
     )
     return finetune.run(spec, pretrained, config, workdir)

@@ -13,7 +13,7 @@ from absl import logging
 from bert import pretrained
 from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.model import BertConfig
-from bert.tasks import metrics, sts
+from bert.tasks import features, metrics, sts
 from bert.training import reporting
 from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
@@ -32,11 +32,13 @@ def embed(
     batch_size: int = 64,
     pooling: str = "mean",
     normalize: bool = True,
+    pad_to_multiple_of: int = 16,
 ) -> np.ndarray:
     """Embeddings [len(sentences), embed] as float32.
 
     Sentences are tokenized as [CLS] text [SEP], truncated to `max_seq_length`, sorted by length
-    and padded per batch to a multiple of 16 (few compiled shapes, little padding).
+    and padded per batch to a multiple of `pad_to_multiple_of` (few compiled shapes, little
+    padding; 0: every batch at `max_seq_length`).
     """
     tok = model.tokenizer
     encoded = []
@@ -47,7 +49,8 @@ def embed(
     out = np.zeros((len(encoded), model.config.hidden_size), np.float32)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        length = -(-max(len(encoded[i]) for i in chunk) // 16) * 16
+        longest = max(len(encoded[i]) for i in chunk)
+        length = features.bucket_length(longest, pad_to_multiple_of, max_seq_length)
         ids = np.full((batch_size, length), tok.pad_id, np.int32)
         mask = np.zeros((batch_size, length), np.int32)
         for row, i in enumerate(chunk):
@@ -73,7 +76,8 @@ def read_pairs(path: str) -> list[sts.Pair]:
 def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dict[str, float]:
     """Spearman and Pearson (x100) of the embeddings' cosine similarity against the scores."""
     options = dict(max_seq_length=config.max_seq_length, batch_size=config.eval_batch_size,
-                   pooling=config.pooling)  # fmt: skip
+                   pooling=config.pooling,
+                   pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     first = embed(model, [p.sentence1 for p in pairs], normalize=True, **options)
     second = embed(model, [p.sentence2 for p in pairs], normalize=True, **options)
     cosine = np.sum(first * second, axis=-1)
@@ -118,7 +122,8 @@ def run(config, workdir: str) -> dict[str, float]:
     sentences = read_sentences(config.encode_input)
     matrix = embed(model, sentences, max_seq_length=config.max_seq_length,
                    batch_size=config.eval_batch_size, pooling=config.pooling,
-                   normalize=config.normalize)  # fmt: skip
+                   normalize=config.normalize,
+                   pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     buffer = io.BytesIO()
     np.save(buffer, matrix)
     atomic.write_atomically(out / config.encode_output, buffer.getvalue())

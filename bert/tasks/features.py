@@ -71,3 +71,36 @@ def encode_texts(
             truncate_pair(first, second, max_seq_length - 3)
             rows.append(tokenizer.build_inputs(first, second))
     return pack(rows, max_seq_length, tokenizer.pad_id)
+
+
+def used_lengths(masks: Sequence[np.ndarray]) -> np.ndarray:
+    """Per row, one past the last position that any of `masks` marks (0 for an empty row).
+
+    Args:
+      masks: input masks, each [rows, length] (several for a model taking several texts).
+
+    Returns:
+      int64 [rows].
+    """
+    used = np.zeros(len(masks[0]), np.int64)
+    for mask in masks:
+        marked = np.asarray(mask) != 0  # [rows, length]
+        last = marked.shape[1] - np.argmax(marked[:, ::-1], axis=1)
+        used = np.maximum(used, np.where(marked.any(axis=1), last, 0))
+    return used
+
+
+def bucket_length(longest: int, multiple: int, max_length: int) -> int:
+    """The smallest multiple of `multiple` that holds `longest` tokens, at most `max_length`
+    (`max_length` itself when `multiple` is 0)."""
+    if multiple <= 0:
+        return max_length
+    return min(max(-(-longest // multiple), 1) * multiple, max_length)
+
+
+def cut_length(arrays: dict[str, np.ndarray], length: int, full: int) -> dict[str, np.ndarray]:
+    """Every per-token array (rank 2 or more, second axis `full` long) cut to its first `length`
+    positions; the others as they are."""
+    return {
+        k: v[:, :length] if v.ndim >= 2 and v.shape[1] == full else v for k, v in arrays.items()
+    }

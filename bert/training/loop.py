@@ -63,7 +63,8 @@ def train_loop(
                 f"rate?). The last good checkpoint is step {ckpts.latest_step()} in "
                 f"{ckpts.directory}"
             )
-        summary.update(progress.throughput(step))
+        real, padded = summary.pop("real_tokens", None), summary.pop("padded_tokens", None)
+        summary.update(progress.throughput(step, real, padded))
         if extra_metrics is not None:
             summary.update(extra_metrics(summary))
         writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})

@@ -1,5 +1,6 @@
 """Metrics output: TensorBoard events and console lines (process 0 only), a progress bar with
-ETA on a terminal, and the throughput figures (sequences/s, tokens/s, MFU)."""
+ETA on a terminal, and the throughput figures (sequences/s, real tokens/s with the padding
+fraction, MFU)."""
 
 import math
 import pathlib
@@ -66,18 +67,28 @@ class Progress:
         self._start_step = start_step
         self._start_time = self._last_time
 
-    def throughput(self, step: int) -> dict[str, float]:
-        """sequences/s, tokens/s and step time since the previous call."""
+    def throughput(
+        self, step: int, real_tokens: float | None = None, padded_tokens: float | None = None
+    ) -> dict[str, float]:
+        """sequences/s, tokens/s and step time since the previous call.
+
+        Args:
+          real_tokens, padded_tokens: the non-padding tokens and all token positions of the
+            steps since the previous call; tokens/s then counts real tokens only, with
+            padding_fraction beside it. Without them every position counts (seq_len each).
+        """
         now = time.perf_counter()
         steps = max(step - self._last_step, 1)
         elapsed = max(now - self._last_time, 1e-9)
         self._last_step, self._last_time = step, now
         sequences = steps * self.sequences_per_step / elapsed
-        return {
-            "sequences_per_second": sequences,
-            "tokens_per_second": sequences * self.seq_len,
-            "step_time": elapsed / steps,
-        }
+        out = {"sequences_per_second": sequences, "step_time": elapsed / steps}
+        if real_tokens is None or not padded_tokens:
+            out["tokens_per_second"] = sequences * self.seq_len
+            return out
+        out["tokens_per_second"] = real_tokens / elapsed
+        out["padding_fraction"] = 1.0 - real_tokens / padded_tokens
+        return out
 
     def eta_seconds(self, step: int) -> float:
         done = step - self._start_step

@@ -112,7 +112,9 @@ def train_step(
       seed: dropout randomness is fold_in(key(seed), step), so a resumed step repeats it.
 
     Returns the new state and metrics as sums with their denominators (`*_sum`, `*_count`),
-    plus `loss`, `grad_norm` and `learning_rate` for this step.
+    plus `loss`, `grad_norm` and `learning_rate` for this step, and `real_tokens` /
+    `padded_tokens`: the batch's non-padding tokens and all its token positions (every input
+    mask of the batch counted).
     """
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     totals = objective.totals_fn(batch)
@@ -138,7 +140,17 @@ def train_step(
     metrics = {"loss": loss, "grad_norm": optim.global_norm(grads)}
     metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
     metrics.update(flatten_sums(sums))
+    metrics.update(token_counts(batch))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def token_counts(batch: Batch) -> Metrics:
+    """{"real_tokens", "padded_tokens"} of a batch, from its input masks (none: no entries)."""
+    masks = [batch[k] for k in sorted(batch) if k.endswith("input_mask")]
+    if not masks:
+        return {}
+    real = sum(jnp.sum(m != 0, dtype=jnp.float32) for m in masks)
+    return {"real_tokens": real, "padded_tokens": jnp.float32(sum(m.size for m in masks))}
 
 
 def flatten_sums(sums: dict[str, tuple[Array, Array]]) -> Metrics:
@@ -196,7 +208,8 @@ def summarize(metric_list: list[Metrics]) -> dict[str, float]:
     """Host-side reduction of per-step metrics: sums over steps, then ratios.
 
     Returns loss (mean over steps), mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (from the
-    summed numerators and denominators), and the last learning_rate / mean grad_norm.
+    summed numerators and denominators), the last learning_rate / mean grad_norm, and
+    real_tokens / padded_tokens summed over the steps.
     """
     fetched = jax.device_get(metric_list)
     out: dict[str, float] = {}
@@ -208,6 +221,9 @@ def summarize(metric_list: list[Metrics]) -> dict[str, float]:
     for name in ("loss", "grad_norm"):
         if name in fetched[0]:
             out[name] = sum(float(m[name]) for m in fetched) / len(fetched)
+    for name in ("real_tokens", "padded_tokens"):
+        if name in fetched[0]:
+            out[name] = sum(float(m[name]) for m in fetched)
     if "learning_rate" in fetched[-1]:
         out["learning_rate"] = float(fetched[-1]["learning_rate"])
     return out

@@ -1,0 +1,173 @@
+"""Length buckets in fine-tuning and prediction: a batch padded only to the smallest multiple
+of config.pad_to_multiple_of that holds its longest row gives the same predictions and metrics
+as batches padded to max_seq_length, compiles each length once, and the logs count real tokens
+with the padding fraction beside them."""
+
+import logging
+import pathlib
+
+import numpy as np
+import pytest
+import transformers
+from flax import traverse_util
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.util import tensor_util
+from test_finetune_jobs import quick, tiny_hf, tiny_model  # noqa: F401 (fixtures)
+
+from bert.jobs import finetune
+from bert.jobs import glue as glue_job
+from bert.jobs import ner as ner_job
+from bert.tasks import features, glue
+from bert.training import checkpoints, reporting
+from configs import glue as glue_config
+from configs import ner as ner_config
+
+COMPILE_LOGGER = "jax._src.interpreters.pxla"  # JAX logs "Compiling jit(NAME) ..." at DEBUG
+SEQ = 64
+
+
+def compiled_lengths(caplog, name: str) -> list[int]:
+    """The sequence length of every compilation of jit(`name`) logged so far, in order."""
+    lengths = []
+    for record in caplog.records:
+        if record.msg.startswith("Compiling") and record.args[0] == f"jit({name})":
+            shapes = {a.shape[1] for a in record.args[1] if a.ndim == 2 and a.dtype == np.int32}
+            assert len(shapes) == 1, shapes  # inputs (and NER labels) of one length
+            lengths.append(shapes.pop())
+    return lengths
+
+
+def scalars(workdir: pathlib.Path, tag: str) -> dict[int, float]:
+    (events,) = workdir.glob("events.out.tfevents.*")
+    accumulator = event_accumulator.EventAccumulator(str(events))
+    accumulator.Reload()
+    return {
+        e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in accumulator.Tensors(tag)
+    }
+
+
+def config_for(task: str, shared_data, init_from, pad: int):
+    """A short run without dropout (dropout masks depend on the batch's shape)."""
+    if task == "ner":
+        config = quick(ner_config.get_config(), init_from, seq=SEQ, eval_limit=60)
+        config.data_dir = str(shared_data / "conll2003")
+    else:
+        config = quick(glue_config.get_config(f"task={task}"), init_from, seq=SEQ)
+        config.data_dir = str(shared_data / "glue" / glue.get_task(task).data_dir)
+    config.model.hidden_dropout = config.model.attention_dropout = 0.0
+    config.pad_to_multiple_of = pad
+    return config
+
+
+@pytest.mark.parametrize("task", ["sst2", "ner"])
+def test_bucketed_finetuning_equals_fully_padded(
+    task,
+    shared_data,
+    tiny_hf,  # noqa: F811
+    tmp_path,
+    caplog,
+    monkeypatch,
+):
+    """The same 4 steps and predictions with every batch at length 64 and with buckets of 16:
+    equal prediction files and metrics, outputs and parameters within 1e-6 (float rounding of
+    different shapes only; 1.3e-7 measured), and one compilation per bucket."""
+    caplog.set_level(logging.DEBUG, logger=COMPILE_LOGGER)
+    job = ner_job if task == "ner" else glue_job
+    outputs = []  # (run, split inputs, model outputs) of every prediction
+
+    def recording_predict(step, params, inputs, batch_size, mesh, multiple=0):
+        got = predict(step, params, inputs, batch_size, mesh, multiple)
+        outputs.append((multiple, inputs, got))
+        return got
+
+    predict = finetune.predict
+    monkeypatch.setattr(finetune, "predict", recording_predict)
+    runs = {}
+    for pad in (0, 16):
+        caplog.clear()
+        workdir = tmp_path / str(pad)
+        results = job.run(config_for(task, shared_data, tiny_hf, pad), str(workdir))
+        params, _ = checkpoints.load_params(workdir, 4)
+        compiled = {n: compiled_lengths(caplog, n) for n in ("train_step", "predict_step")}
+        runs[pad] = results, traverse_util.flatten_dict(params), compiled, workdir
+    (padded, padded_params, padded_compiled, padded_dir) = runs[0]
+    (bucketed, bucketed_params, bucketed_compiled, bucketed_dir) = runs[16]
+    assert bucketed == padded
+    # The model's outputs on every real position agree (per-token outputs are zero beyond a
+    # batch's bucket, where no decoder looks).
+    splits = len(outputs) // 2
+    assert [m for m, _, _ in outputs] == [0] * splits + [16] * splits
+    for (_, inputs, full), (_, _, cut) in zip(outputs[:splits], outputs[splits:], strict=True):
+        assert full.shape == cut.shape
+        real = inputs["input_mask"].astype(bool) if full.ndim == 3 else slice(None)
+        np.testing.assert_allclose(cut[real], full[real], rtol=0, atol=1e-6)
+    for name in sorted(p.name for p in (padded_dir / "predictions").iterdir()):
+        assert (bucketed_dir / "predictions" / name).read_text() == (
+            padded_dir / "predictions" / name
+        ).read_text(), name
+    for key, value in padded_params.items():
+        np.testing.assert_allclose(bucketed_params[key], value, rtol=0, atol=1e-6)
+    assert padded_compiled == {"train_step": [SEQ], "predict_step": [SEQ]}
+    for name, lengths in bucketed_compiled.items():
+        assert len(lengths) == len(set(lengths)), (name, lengths)  # each bucket compiled once
+        assert all(n % 16 == 0 and n <= SEQ for n in lengths), (name, lengths)
+        assert min(lengths) < SEQ, (name, lengths)  # buckets were used
+
+
+def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):  # noqa: F811
+    """train/padding_fraction of each report is that of the reported steps' rows, counted with
+    HF's own tokenizer, at the full length and at buckets of 16."""
+    data = shared_data / "glue" / "SST-2"
+    examples = glue.read_split(glue.get_task("sst2"), data, "train")[:64]
+    hf = transformers.BertTokenizerFast(str(tiny_hf / "vocab.txt"))
+    tokens = np.array([len(hf(e.text_a, truncation=True, max_length=SEQ)["input_ids"])
+                       for e in examples])  # fmt: skip
+    for pad in (0, 16):
+        config = config_for("sst2", shared_data, tiny_hf, pad)
+        workdir = tmp_path / str(pad)
+        glue_job.run(config, str(workdir))
+        order = finetune.make_row_order(config.train, len(examples), config.seed)
+        reported = scalars(workdir, "train/padding_fraction")
+        assert sorted(reported) == [2, 4]
+        for step, fraction in reported.items():
+            rows = [order.rows(s) for s in (step - 2, step - 1)]
+            real = sum(tokens[r].sum() for r in rows)
+            positions = sum(len(r) * (-(-tokens[r].max() // 16) * 16 if pad else SEQ) for r in rows)
+            assert fraction == pytest.approx(1 - real / positions, abs=1e-6), (pad, step)
+        assert "train/tokens_per_second" in {t for t in scalars_tags(workdir)}
+
+
+def scalars_tags(workdir: pathlib.Path) -> set[str]:
+    (events,) = workdir.glob("events.out.tfevents.*")
+    accumulator = event_accumulator.EventAccumulator(str(events))
+    accumulator.Reload()
+    return set(accumulator.Tags()["tensors"])
+
+
+def test_progress_counts_real_tokens_per_second():
+    progress = reporting.Progress(10, 0, sequences_per_step=4, seq_len=128)
+    out = progress.throughput(2, real_tokens=300.0, padded_tokens=1000.0)
+    assert out["padding_fraction"] == pytest.approx(0.7)
+    assert out["tokens_per_second"] == pytest.approx(300.0 / (2 * out["step_time"]), rel=1e-6)
+    assert "padding_fraction" not in progress.throughput(4)
+
+
+def test_bucket_helpers():
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]])
+    np.testing.assert_array_equal(features.used_lengths([mask]), [2, 4, 0, 3])
+    np.testing.assert_array_equal(features.used_lengths([mask, mask[::-1]]), [3, 4, 4, 3])
+    assert [features.bucket_length(n, 32, 128) for n in (0, 1, 32, 33, 127)] == [
+        32,
+        32,
+        32,
+        64,
+        128,
+    ]
+    assert features.bucket_length(100, 48, 128) == 128 and features.bucket_length(5, 0, 64) == 64
+    arrays = {"input_ids": np.zeros((3, 8)), "label": np.zeros(3), "offsets": np.zeros((3, 8, 2))}
+    cut = features.cut_length(arrays, 4, 8)
+    assert {k: v.shape for k, v in cut.items()} == {
+        "input_ids": (3, 4),
+        "label": (3,),
+        "offsets": (3, 4, 2),
+    }
