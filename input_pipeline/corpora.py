@@ -235,18 +235,6 @@ def _parquet(
                 stats.skipped_documents += 1  # null or blank text
 
 
-def read_parquet(
-    path: PathLike,
-    text_field: str = "text",
-    errors: str = "strict",
-    stats: CorpusStats | None = None,
-    sentence_split: bool = True,
-) -> Iterator[Document]:
-    """Parquet, one document per row; its ``text_field`` column is cut like a JSON Lines text."""
-    split = split_sentences if sentence_split else identity_split
-    return _read_files([path], _parquet, errors, stats, split=split, text_field=text_field)
-
-
 def read_jsonl(
     path: PathLike,
     text_field: str = "text",

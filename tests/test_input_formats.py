@@ -111,7 +111,7 @@ def test_parquet_rows_fields_and_nulls(tmp_path):
         ["Only one."],
     ]
     assert (stats.files, stats.documents, stats.skipped_documents) == (1, 3, 2)
-    whole = list(corpora.read_parquet(path, text_field="body", sentence_split=False))
+    whole = list(corpora.read_corpus(path, "parquet", text_field="body", sentence_split=False))
     assert whole[0] == ["Para one. Second sentence.", "Para two."]
 
 
