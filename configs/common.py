@@ -132,7 +132,7 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
     # each batch is padded to the smallest multiple of this that holds its longest row (at most
     # max_seq_length): one compiled shape per length, little work on padding; 0: max_seq_length
-    config.pad_to_multiple_of = 32
+    config.pad_to_multiple_of = 16
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all
     config.eval_batch_size = 64  # sequences per prediction batch (all hosts together)
