@@ -102,6 +102,10 @@ def finetune_train(
     t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
     t.epochs = epochs  # passes over the training set (whole batches only)
     t.steps = 0  # optimizer steps; >0 overrides epochs
+    # this many batches of the seeded permutation are sorted by length together, then the epoch's
+    # batches are shuffled: a batch holds rows of similar lengths, so its length bucket
+    # (pad_to_multiple_of) is short; 0: plain random batches
+    t.group_by_length = 50
     t.warmup_proportion = 0.1  # fraction of the steps spent in linear warm-up
     t.optimizer = "adamw"  # adamw (BERT's fine-tuning optimizer) or lamb
     t.learning_rate = learning_rate  # peak learning rate, decayed linearly to 0
@@ -128,7 +132,7 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
     # each batch is padded to the smallest multiple of this that holds its longest row (at most
     # max_seq_length): one compiled shape per length, little work on padding; 0: max_seq_length
-    config.pad_to_multiple_of = 32
+    config.pad_to_multiple_of = 16
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all
     config.eval_batch_size = 64  # sequences per prediction batch (all hosts together)

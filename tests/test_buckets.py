@@ -126,7 +126,8 @@ def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):  #
         config = config_for("sst2", shared_data, tiny_hf, pad)
         workdir = tmp_path / str(pad)
         glue_job.run(config, str(workdir))
-        order = finetune.make_row_order(config.train, len(examples), config.seed)
+        # rows of similar lengths go together (config.train.group_by_length), whatever the padding
+        order = finetune.make_row_order(config.train, len(examples), config.seed, tokens)
         reported = scalars(workdir, "train/padding_fraction")
         assert sorted(reported) == [2, 4]
         for step, fraction in reported.items():
@@ -171,3 +172,37 @@ def test_bucket_helpers():
         "label": (3,),
         "offsets": (3, 4, 2),
     }
+
+
+def test_group_by_length_keeps_a_seeded_permutation_with_little_padding(shared_data):
+    """Grouped batches: every epoch still takes each row at most once (all but the dropped
+    remainder), the order is a function of (seed, epoch), the batches' length buckets shrink to
+    well under those of plain random batches on SST-2's real lengths, and the long batches are
+    spread over the epoch rather than coming first."""
+    examples = glue.read_split(glue.get_task("sst2"), shared_data / "glue" / "SST-2", "train")
+    lengths = np.array([min(len(e.text_a.split()) + 2, 128) for e in examples[:20000]])
+    config = glue_config.get_config("task=sst2")
+    plain = finetune.make_row_order(config.train, len(lengths), seed=3)
+    grouped = finetune.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
+    again = finetune.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
+    for epoch in (0, 1):
+        batches = grouped.epoch_batches(epoch)
+        assert batches.shape == (len(lengths) // 32, 32)
+        assert len(np.unique(batches)) == batches.size
+        np.testing.assert_array_equal(batches, again.epoch_batches(epoch))
+    assert not np.array_equal(grouped.epoch_batches(0), grouped.epoch_batches(1))
+    np.testing.assert_array_equal(
+        grouped.rows(grouped.steps_per_epoch + 5), grouped.epoch_batches(1)[5]
+    )
+
+    def mean_bucket(order) -> float:
+        longest = lengths[order.epoch_batches(0)].max(axis=1)
+        return float(np.mean([features.bucket_length(n, 16, 128) for n in longest]))
+
+    assert mean_bucket(grouped) < 0.6 * mean_bucket(plain), (
+        mean_bucket(grouped),
+        mean_bucket(plain),
+    )
+    longest = lengths[grouped.epoch_batches(0)].max(axis=1)
+    descending = np.mean(longest[:-1] >= longest[1:])  # about 0.98 if the sorted runs stayed
+    assert descending < 0.75, descending

@@ -109,6 +109,7 @@ def _finetune_args(shared_data, workdir, init_from) -> list[str]:
         # Fixed padding, as recorded: length buckets draw dropout masks of other shapes (their
         # equality with fixed padding is tests/test_buckets.py's).
         "pad_to_multiple_of": 0,
+        "train.group_by_length": 0,  # plain random batches, as recorded
         "train_limit": 64,
         "eval_limit": 32,
         "eval_batch_size": 16,

@@ -8,7 +8,9 @@ prediction step: every evaluation set turns the model's outputs into its metrics
 own predictions.
 
 The training order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the
-same rows and a resumed run is identical to an uninterrupted one.
+same rows and a resumed run is identical to an uninterrupted one. With length buckets, rows of
+similar lengths are batched together (`config.train.group_by_length`), as HF Trainer's
+`group_by_length` does, so that most batches need a short bucket.
 
 Batches are padded only to the smallest multiple of `config.pad_to_multiple_of` that holds
 their longest row (a length bucket, at most max_seq_length): XLA compiles one shape per bucket
@@ -116,34 +118,62 @@ def limit_rows(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarra
 
 @dataclasses.dataclass(frozen=True)
 class RowOrder:
-    """How many steps, and which rows each step takes."""
+    """How many steps, and which rows each step takes.
+
+    Epoch e is the seeded permutation (seed, e) of the rows, cut into batches. With
+    `group_batches` > 1 and row `lengths`, each run of that many batches of the permutation is
+    sorted by length before it is cut, and the epoch's batches are then shuffled with the same
+    generator: a batch holds rows of similar lengths (little padding in a length bucket) while
+    every row is still seen once per epoch in a seeded order.
+    """
 
     num_rows: int
     batch_size: int
     total_steps: int
     seed: int
+    lengths: np.ndarray | None = None
+    group_batches: int = 0
 
     @property
     def steps_per_epoch(self) -> int:
         return self.num_rows // self.batch_size
 
+    def epoch_batches(self, epoch: int) -> np.ndarray:
+        """[steps_per_epoch, batch_size] row indices of epoch `epoch`'s batches, in order."""
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(self.num_rows)[: self.steps_per_epoch * self.batch_size]
+        if self.group_batches <= 1 or self.lengths is None:
+            return order.reshape(-1, self.batch_size)
+        span = self.group_batches * self.batch_size
+        groups = np.split(order, range(span, len(order), span))
+        by_length = [g[np.argsort(-self.lengths[g], kind="stable")] for g in groups]
+        batches = np.concatenate(by_length).reshape(-1, self.batch_size)
+        return batches[rng.permutation(len(batches))]
+
     def rows(self, step: int) -> np.ndarray:
-        """Row indices of the global batch of `step`: epoch e is permutation(seed, e)."""
+        """Row indices of the global batch of `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng((self.seed, epoch)).permutation(self.num_rows)
-        return order[position * self.batch_size : (position + 1) * self.batch_size]
+        return self.epoch_batches(epoch)[position]
 
 
-def make_row_order(t: ml_collections.ConfigDict, num_rows: int, seed: int) -> RowOrder:
-    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped)."""
+def make_row_order(
+    t: ml_collections.ConfigDict, num_rows: int, seed: int, lengths: np.ndarray | None = None
+) -> RowOrder:
+    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped).
+
+    `lengths` (each row's used length) lets config.train.group_by_length batch rows of similar
+    lengths together.
+    """
     if num_rows < t.batch_size:
         raise UserError(
             f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
         )
+    if t.group_by_length < 0:
+        raise UserError(f"config.train.group_by_length={t.group_by_length} must be 0 or more")
     steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
     if steps <= 0:
         raise UserError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
-    return RowOrder(num_rows, t.batch_size, steps, seed)
+    return RowOrder(num_rows, t.batch_size, steps, seed, lengths, t.group_by_length)
 
 
 def _host_share(rows: np.ndarray) -> np.ndarray:
@@ -248,14 +278,16 @@ def run(
     mesh = sharding.make_mesh(config.mesh)
     _check_config(config, mesh)
     t = config.train
-    order = make_row_order(t, len(spec.train[spec.input_keys[0]]), config.seed)
+    inputs = {k: spec.train[k] for k in spec.input_keys}
+    lengths = lengths_of(inputs, config.pad_to_multiple_of)  # what each row's bucket holds
+    # the order groups by the rows' real lengths, whatever the padding: the same rows each step
+    order = make_row_order(t, len(lengths), config.seed, lengths_of(inputs, multiple=1))
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
     train_arrays = {k: spec.train[k] for k in objective.batch_keys}
     full = train_arrays[spec.input_keys[0]].shape[1]
-    lengths = lengths_of({k: spec.train[k] for k in spec.input_keys}, config.pad_to_multiple_of)
 
     def batches(start: int):
         def batch_at(step: int) -> dict[str, jax.Array]:
