@@ -100,24 +100,26 @@ def split_by_article(
     Articles are runs of questions with one title (SQuAD's titles are unique).
 
     Args:
-      held_out_articles: how many articles, counted from the end of the file, to hold out.
+      held_out_articles: how many articles, counted from the end of the file, to hold out
+        (all of them: the whole file is the retrieval set, no training pairs).
       passage: the training pairs' passage ("paragraph" or "sentence"); the retrieval
         corpus is always the held-out articles' paragraphs.
 
     Returns:
       The training pairs, and the retrieval set: queries the held-out questions (ids the
-      SQuAD question ids), corpus the held-out paragraphs (ids "ARTICLE/PARAGRAPH" counted
-      in the file from 0, each distinct paragraph once), each query's own paragraph relevant.
+      SQuAD question ids), corpus the held-out paragraphs that have answerable questions
+      (ids "ARTICLE/PARAGRAPH", both counted from 0; each distinct paragraph once), each
+      query's own paragraph relevant.
 
     Raises:
-      UserError: held_out_articles not between 1 and the number of articles less one.
+      UserError: held_out_articles not between 1 and the number of articles.
     """
     questions, skipped = _questions(path, passage)
     articles = 1 + max((q.article for q in questions), default=-1)
-    if not 0 < held_out_articles < articles:
+    if not 0 < held_out_articles <= articles:
         raise UserError(f"{path}: held_out_articles={held_out_articles} must be between 1 "
-                        f"and {articles - 1} ({articles} articles with answerable "
-                        "questions)")  # fmt: skip
+                        f"and {articles} (the articles with answerable questions; all of "
+                        "them: no training pairs)")  # fmt: skip
     first_held = articles - held_out_articles
     train = [q for q in questions if q.article < first_held]
     held = [q for q in questions if q.article >= first_held]
