@@ -114,7 +114,10 @@ def _search_block(corpus, queries, *, mesh: Mesh, k: int, chunk: int, num_valid:
     )
     values, indices = per_device(corpus, queries)  # [q, devices * k], device blocks in order
     values, order = jax.lax.top_k(values, k)
-    return values, jnp.take_along_axis(indices, order, axis=1)
+    indices = jnp.take_along_axis(indices, order, axis=1)
+    replicated = NamedSharding(mesh, P())  # every host can read the result
+    return (jax.lax.with_sharding_constraint(values, replicated),
+            jax.lax.with_sharding_constraint(indices, replicated))  # fmt: skip
 
 
 def _normalized(x: np.ndarray) -> np.ndarray:
@@ -152,7 +155,7 @@ def search(
     rows = devices * chunk * math.ceil(num_docs / (devices * chunk))
     padded = np.zeros((rows, corpus.shape[1]), np.float32)
     padded[:num_docs] = corpus
-    sharding = NamedSharding(mesh, P(AXIS))
+    sharding, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
     corpus_array = jax.make_array_from_callback(padded.shape, sharding, lambda i: padded[i])
     block = min(options.query_chunk, queries.shape[0])
     scores = np.zeros((queries.shape[0], k), np.float32)
@@ -160,6 +163,7 @@ def search(
     for start in range(0, queries.shape[0], block):
         part = np.zeros((block, queries.shape[1]), np.float32)
         part[: len(queries[start : start + block])] = queries[start : start + block]
+        part = jax.make_array_from_callback(part.shape, replicated, lambda i, x=part: x[i])
         values, found = _search_block(corpus_array, part, mesh=mesh, k=k, chunk=chunk,
                                       num_valid=num_docs)  # fmt: skip
         stop = min(start + block, queries.shape[0])
