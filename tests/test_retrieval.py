@@ -172,3 +172,32 @@ def test_bad_options_and_inputs():
         retrieval.search(np.zeros((2, 3)), np.zeros((4, 5)), 2, options())
     with pytest.raises(UserError, match="at least one relevant"):
         retrieval.metrics(np.zeros((1, 2), np.int32), [()], options())
+
+
+def test_two_processes_give_the_numpy_top_k():
+    """The corpus split over the devices of two jax.distributed processes (2 each)."""
+    import json  # noqa: PLC0415
+    import pathlib  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    worker = pathlib.Path(__file__).with_name("retrieval_worker.py")
+    processes = [subprocess.Popen([sys.executable, str(worker), str(i), "2", str(port), "2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]  # fmt: skip
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    rng = np.random.default_rng(3)  # the worker's data
+    queries = rng.normal(size=(21, 16)).astype(np.float32)
+    corpus = rng.normal(size=(101, 16)).astype(np.float32)
+    want = np.argsort(-numpy_scores(queries, corpus, "cosine"), axis=1, kind="stable")[:, :10]
+    for output in outputs:
+        assert output["devices"] == 4
+        np.testing.assert_array_equal(output["indices"], want)
