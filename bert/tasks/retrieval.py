@@ -187,12 +187,10 @@ def metrics(
     """
     if len(relevant) != indices.shape[0] or any(len(r) == 0 for r in relevant):
         raise UserError("every query needs at least one relevant document")
-    width = max(len(r) for r in relevant)
-    gold = np.full((len(relevant), width), -1, np.int64)
-    for row, docs in enumerate(relevant):
-        gold[row, : len(docs)] = sorted(set(docs))
-    hits = (indices[:, :, None] == gold[:, None, :]).any(-1)  # [queries, k]
-    num_relevant = (gold >= 0).sum(1)  # [queries]
+    hits = np.stack(
+        [np.isin(row, list(docs)) for row, docs in zip(indices, relevant, strict=True)]
+    )  # [queries, k]
+    num_relevant = np.array([len(set(docs)) for docs in relevant])  # [queries]
     discount = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2))  # [k]
     rank = np.arange(1, hits.shape[1] + 1)
     name, out = options.score, {}
