@@ -2,7 +2,10 @@
 pyarrow's and json's own parses), the STS benchmark, SQuAD question/passage pairs and the
 split by article (against a direct walk of the JSON), BEIR retrieval files, and the errors."""
 
+import bz2
+import gzip
 import json
+import lzma
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +82,21 @@ def test_jsonl_objects_and_arrays_equal_json(tmp_path):
     assert pairs.read_pairs(str(arrays), kind="scored", columns="1,2,0") == got
     triplets = pairs.read_pairs(str(objects), kind="triplets")
     assert triplets.negatives == tuple(w["negative"] for w in want)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.xz", ".tsv.bz2"])
+def test_compressed_files_equal_their_decompressed_parse(tmp_path, suffix):
+    opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}[suffix[suffix.rindex(".") :]]
+    path = tmp_path / f"triplets{suffix}"
+    with opener(path, "wt", encoding="utf-8") as f:
+        for r in ROWS:  # arrays, as sentence-transformers' embedding-training-data files
+            values = [r["anchor"], r["positive"], r["negative"]]
+            f.write((json.dumps(values) if "jsonl" in suffix else "\t".join(values)) + "\n")
+    with opener(path, "rt", encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    want = [json.loads(line) if "jsonl" in suffix else line.split("\t") for line in lines]
+    got = pairs.read_pairs(str(path), kind="triplets", columns="0,1,2", header=False)
+    assert (got.anchors, got.positives, got.negatives) == tuple(zip(*want, strict=True))
 
 
 def test_parquet_row_groups_equal_pyarrow(tmp_path):

@@ -6,8 +6,10 @@ One result type, :class:`PairSet`, from every source:
   columns chosen by header name or by 0-based position (:func:`read_pairs`). TSV is read
   as GLUE files are, with quoting off (default quoting silently merges rows when a sentence
   holds a quote character); CSV follows RFC 4180 (quoted fields may hold commas and newlines).
-  JSONL lines are objects (columns by key) or arrays (columns by position). Parquet is read
-  one row group at a time, only the columns asked for.
+  JSONL lines are objects (columns by key) or arrays (columns by position, as in
+  sentence-transformers' ``embedding-training-data`` files). TSV, CSV and JSONL may be
+  compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``). Parquet is read one row group at a time,
+  only the columns asked for.
 * The STS benchmark layout and GLUE STS-B (``file_format="stsbenchmark"`` / ``"glue_stsb"``),
   through :mod:`bert.tasks.sts`'s readers: scored pairs, scores 0..5 as in the files.
 * SQuAD JSON (``file_format="squad"``): question/passage pairs, the passage being the
@@ -17,15 +19,17 @@ Every problem a user can cause (missing file or column, text that is empty or no
 a score that is not a finite number) raises UserError naming the file and the line or row.
 """
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TextIO
 
-from input_pipeline import paths
+from input_pipeline import corpora, paths
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -38,6 +42,7 @@ DEFAULT_COLUMNS = {
     "scored": ("sentence1", "sentence2", "score"),
 }
 _SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # TSV/CSV/JSONL files may be compressed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,9 +145,16 @@ def _indices(columns: tuple[Column, ...], header: Sequence[str] | None, where: s
     return out
 
 
+@contextlib.contextmanager
+def _open_text(path: paths.Path) -> Iterator[TextIO]:
+    """A text file (UTF-8, a byte-order mark dropped), decompressed by its suffix."""
+    with corpora.open_decompressed(path) as raw:
+        yield io.TextIOWrapper(raw, "utf-8-sig", newline="")
+
+
 def _read_delimited(path: paths.Path, rows: _Rows, delimiter: str, header: bool) -> None:
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with paths.open_text(path, "utf-8-sig", newline="") as f:
+    with _open_text(path) as f:
         reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
         names = next(reader, None) if header else None
         if header and names is None:
@@ -159,7 +171,7 @@ def _read_delimited(path: paths.Path, rows: _Rows, delimiter: str, header: bool)
 
 
 def _read_jsonl(path: paths.Path, rows: _Rows) -> None:
-    with paths.open_text(path, "utf-8-sig") as f:
+    with _open_text(path) as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -231,6 +243,7 @@ def _format_of(path: paths.Path, file_format: str) -> str:
     if file_format != "auto":
         return file_format
     name = os.fspath(path)
+    name = next((name[: -len(c)] for c in COMPRESSIONS if name.endswith(c)), name)
     suffix = next((s for s in _SUFFIXES if name.endswith(s)), None)
     if suffix is None:
         raise UserError(f"{path}: cannot tell the format from the name; give one of "
@@ -299,7 +312,8 @@ def read_pairs(
         (sentence1, sentence2, score).
       columns: the kind's columns in order, by header name or 0-based position; empty: the
         names in :data:`DEFAULT_COLUMNS`.
-      file_format: "auto" (from the suffix: .tsv, .csv, .jsonl, .parquet), one of those, or
+      file_format: "auto" (from the suffix: .tsv, .csv, .jsonl, .parquet; the first three
+        also compressed, .gz, .bz2, .xz, .zst after it), one of those, or
         "stsbenchmark", "glue_stsb" (scored), "squad" (question/passage pairs).
       header: whether TSV/CSV files start with a header line (needed to name columns).
       passage: for SQuAD: "paragraph" or "sentence" (the sentence holding the answer).
