@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+from bert.tasks import sts
 from input_pipeline import corpora, paths
 from input_pipeline.errors import UserError
 
@@ -41,6 +42,7 @@ DEFAULT_COLUMNS = {
     "triplets": ("anchor", "positive", "negative"),
     "scored": ("sentence1", "sentence2", "score"),
 }
+_NATIVE = {"stsbenchmark": "scored", "glue_stsb": "scored", "squad": "pairs"}  # what they give
 _SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # TSV/CSV/JSONL files may be compressed
 
@@ -225,8 +227,6 @@ def _read_parquet(path: paths.Path, rows: _Rows) -> None:
 
 
 def _read_sts(path: paths.Path, file_format: str) -> PairSet:
-    from bert.tasks import sts  # noqa: PLC0415
-
     if file_format == "stsbenchmark":
         read = sts.read_sts_benchmark(path)
     else:
@@ -259,7 +259,7 @@ def _read_file(path: paths.Path, kind: str, columns: tuple[Column, ...], file_fo
     if file_format in ("stsbenchmark", "glue_stsb"):
         return _read_sts(path, file_format)
     if file_format == "squad":
-        from bert.tasks import squad_pairs  # noqa: PLC0415
+        from bert.tasks import squad_pairs  # noqa: PLC0415 (it imports this module)
 
         return squad_pairs.read_squad_pairs(path, passage)
     rows = _Rows(kind, columns)
@@ -273,9 +273,6 @@ def _read_file(path: paths.Path, kind: str, columns: tuple[Column, ...], file_fo
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not valid UTF-8 at byte {e.start}") from None
     return rows.result()
-
-
-_NATIVE = {"stsbenchmark": "scored", "glue_stsb": "scored", "squad": "pairs"}
 
 
 def concatenate(sets: Sequence[PairSet]) -> PairSet:
