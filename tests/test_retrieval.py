@@ -170,6 +170,8 @@ def test_bad_options_and_inputs():
         options(mrr_at=(0,))
     with pytest.raises(UserError, match="one width"):
         retrieval.search(np.zeros((2, 3)), np.zeros((4, 5)), 2, options())
+    with pytest.raises(UserError, match="got 0 queries and 4 documents"):
+        retrieval.search(np.zeros((0, 3)), np.ones((4, 3)), 2, options())
     with pytest.raises(UserError, match="at least one relevant"):
         retrieval.metrics(np.zeros((1, 2), np.int32), [()], options())
 

@@ -146,6 +146,9 @@ def search(
     if queries.ndim != 2 or corpus.ndim != 2 or queries.shape[1] != corpus.shape[1]:
         raise UserError(f"retrieval needs [n, d] embeddings of one width, got queries "
                         f"{queries.shape} and corpus {corpus.shape}")  # fmt: skip
+    if not len(queries) or not len(corpus):
+        raise UserError(f"retrieval needs queries and a corpus, got {len(queries)} queries "
+                        f"and {len(corpus)} documents")  # fmt: skip
     if options.score == "cosine":
         queries, corpus = _normalized(queries), _normalized(corpus)
     mesh = corpus_mesh(mesh)
