@@ -110,6 +110,12 @@ def _open_binary(path: pathlib.Path) -> Iterator[BinaryIO]:
             yield raw
 
 
+def open_decompressed(path: pathlib.Path) -> contextlib.AbstractContextManager[BinaryIO]:
+    """The decompressed bytes of a file as the corpus readers see them (by its suffix: .gz,
+    .bz2, .xz, .zst, else as it is), for other readers of text files."""
+    return _open_binary(path)
+
+
 def _open_zstd(raw: BinaryIO) -> BinaryIO:
     """Zstandard (every frame, as the zstd tool writes them) through pyarrow's codec."""
     import pyarrow as pa  # noqa: PLC0415 (heavy; only .zst and Parquet input need it)
