@@ -238,3 +238,18 @@ def test_malformed_or_unsupported_directories_are_one_line_errors(minilm_path, t
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (name, err)
         assert not out.exists()
+
+
+def test_flag_errors_are_one_line(minilm_path, tmp_path, capsys):
+    cases = [
+        (["--to=hf", "--pooling=cls"], "--pooling, --normalize and --max_seq_length apply only"),
+        (["--to=sentence-transformers", "--max_seq_length=513"],
+         "--max_seq_length=513: must lie in 2..512"),
+        (["--to=sentence-transformers", "--ignore_unknown"], "--ignore_unknown does not apply"),
+    ]  # fmt: skip
+    for flags, message in cases:
+        capsys.readouterr()
+        assert cli.main([str(minilm_path), str(tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (flags, err)
+        assert not (tmp_path / "out").exists()
