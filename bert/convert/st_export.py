@@ -28,7 +28,7 @@ class ExportedSentenceModel:
     pooling: str
     normalize: bool
     max_seq_length: int
-    origin: str  # "flags", "the source" or "defaults", per setting: "pooling from flags, ..."
+    origin: str  # per setting, "flags", "the source" or "default": "pooling from flags, ..."
     files: tuple[str, ...]
 
 
