@@ -30,10 +30,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.encode_input = ""  # text file, one sentence per line (mode=encode)
     config.encode_output = "embeddings.npy"  # .npy written in the workdir (mode=encode)
     # mean (over real tokens), cls or max; empty: the checkpoint's (a sentence-transformers
-    # directory's Pooling module, an embeddings run's), else mean
+    # directory's Pooling module, a workdir's recorded one), else mean
     config.pooling = ""
     # L2-normalise the embeddings (mode=encode); unset (None): the checkpoint's (a Normalize
-    # module, an embeddings run's), else True; --config.normalize=false sets it
+    # module, a workdir's recorded one), else True; --config.normalize=false sets it
     config.normalize = ml_collections.config_dict.placeholder(bool)
     config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
     config.eval_batch_size = 64  # sentences per forward pass
