@@ -148,14 +148,15 @@ class BertForQuestionAnswering(nn.Module):
         return logits[..., 0], logits[..., 1]
 
 
-POOLINGS = ("mean", "cls")
+# mean: over real tokens; cls: the [CLS] state; max: per dimension over real tokens.
+POOLINGS = ("mean", "cls", "max")
 
 
 class BertForSentenceEmbedding(nn.Module):
-    """A sentence embedding: the encoder's last hidden states pooled (mean over real tokens, or
-    the [CLS] state), optionally L2-normalised, in float32.
+    """A sentence embedding: the encoder's last hidden states pooled (one of POOLINGS, padding
+    excluded as in sentence-transformers' Pooling module), optionally L2-normalised, in float32.
 
-    Returns: [batch, embed].
+    Returns: [batch, embed]. A row without any real token (batch padding) pools to zeros.
     """
 
     config: BertConfig
@@ -180,6 +181,10 @@ class BertForSentenceEmbedding(nn.Module):
         hidden = hidden.astype(jnp.float32)  # [batch, length, embed]
         if self.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            real = input_mask[..., None] > 0  # [batch, length, 1]
+            pooled = jnp.max(jnp.where(real, hidden, -jnp.inf), axis=1)
+            pooled = jnp.where(jnp.any(real, axis=1), pooled, 0.0)  # [batch, embed]
         else:
             weights = input_mask[..., None].astype(jnp.float32)  # [batch, length, 1]
             pooled = jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)

@@ -1,7 +1,8 @@
 """The one loader of pretrained models: a workdir of ours (pre-trained or fine-tuned: its newest
 checkpoint), any checkpoint directory bert/convert reads (Hugging Face, Google TF, our exported
-format) or a Hugging Face Hub model id (`org/name[@revision]`, fetched once into the Hub cache by
-input_pipeline/hub.py), with the tokenizer found beside it."""
+format, a sentence-transformers directory) or a Hugging Face Hub model id (`org/name[@revision]`,
+fetched once into the Hub cache by input_pipeline/hub.py), with the tokenizer found beside it,
+and the sentence-embedding settings the checkpoint records (pooling, normalisation)."""
 
 import dataclasses
 import os
@@ -10,6 +11,7 @@ from typing import Any
 from absl import logging
 
 from bert import convert
+from bert.convert import st_modules
 from bert.model import BertConfig
 from bert.training import checkpoints
 from input_pipeline import errors, hub, paths, tokenizers
@@ -31,6 +33,12 @@ class Pretrained:
       step: for a workdir, the step of the checkpoint loaded.
       labels: for a workdir of a classification or tagging task, the label names its
         checkpoint records (class i is labels[i]); empty when none are recorded.
+      pooling: the sentence-embedding pooling the checkpoint records (a sentence-transformers
+        directory's Pooling module, a workdir's `pooling`); empty when it records none.
+      normalize: whether its embeddings are L2-normalised (a Normalize module, a workdir's
+        `normalize`); None when it does not say.
+      max_seq_length: the longest input it records (sentence_bert_config.json, a workdir's
+        `max_seq_length`); None when it records none.
     """
 
     config: BertConfig
@@ -40,6 +48,9 @@ class Pretrained:
     task: str = ""
     step: int | None = None
     labels: tuple[str, ...] = ()
+    pooling: str = ""
+    normalize: bool | None = None
+    max_seq_length: int | None = None
 
     @property
     def encoder(self) -> dict[str, Any]:
@@ -73,6 +84,7 @@ def load(
         the model; FileNotFoundError: no tokenizer can be found.
     """
     recorded: dict[str, Any] = {}
+    sentence = None
     source = path
     path = hub.local_path(path, fields[0])
     tokenizer = hub.local_path(tokenizer, fields[1], tokenizer_only=True)
@@ -84,11 +96,16 @@ def load(
         logging.info("loaded %s step %s", path, meta.get("step"))
         default_tokenizer = _recorded_tokenizer(path, meta)
         recorded = {"task": meta.get("task", "pretrain"), "step": meta.get("step"),
-                    "labels": tuple(meta.get("labels", ()))}  # fmt: skip
+                    "labels": tuple(meta.get("labels", ())), "pooling": meta.get("pooling", ""),
+                    "normalize": meta.get("normalize"),
+                    "max_seq_length": meta.get("max_seq_length")}  # fmt: skip
     else:
         if step is not None:
             raise errors.UserError(f"{path}: a step applies only to a training workdir of ours")
-        imported = convert.import_model(path)
+        sentence = st_modules.read(path) if st_modules.is_sentence_transformers(path) else None
+        imported = convert.import_model(sentence.model_dir if sentence else path)
+        if sentence:
+            recorded = _sentence_settings(sentence, imported.config, path)
         config, params, default_tokenizer = imported.config, imported.params, str(imported.source)
         if imported.missing_heads:
             logging.info("%s has no %s", path, ", ".join(imported.missing_heads))
@@ -99,6 +116,11 @@ def load(
         raise errors.UserError(
             f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
             f"{source} has {config.vocab_size}"
+        )
+    if sentence and sentence.do_lower_case and not _lower_cases(loaded):
+        raise errors.UserError(
+            f"{sentence.model_dir / st_modules.TRANSFORMER_CONFIG}: do_lower_case is true, "
+            f"which this project does not apply, and the tokenizer {loaded.path} keeps case"
         )
     return Pretrained(config, params, loaded, source, **recorded)
 
@@ -113,3 +135,20 @@ def _recorded_tokenizer(workdir: str, meta: dict) -> str:
     if paths.is_remote(recorded) or os.path.isabs(recorded):
         return recorded
     return str(paths.path(workdir) / recorded)
+
+
+def _sentence_settings(sentence: st_modules.SentenceConfig, config: BertConfig, path: str) -> dict:
+    """Pretrained's fields from a sentence-transformers directory (checked against the model)."""
+    if sentence.dimension not in (None, config.hidden_size):
+        raise errors.UserError(
+            f"{path}: the Pooling module's dimension is {sentence.dimension} but the model's "
+            f"hidden size is {config.hidden_size}"
+        )
+    return {"pooling": sentence.pooling, "normalize": sentence.normalize,
+            "max_seq_length": sentence.max_seq_length}  # fmt: skip
+
+
+def _lower_cases(tokenizer: tokenizers.Tokenizer) -> bool:
+    """Whether the tokenizer gives upper- and lower-case text the same ids."""
+    upper, lower = tokenizer.encode_batch_ids(["THE CAT SAT ON A MAT", "the cat sat on a mat"])
+    return list(upper) == list(lower)

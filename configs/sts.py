@@ -32,8 +32,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_file = ""  # STS benchmark .csv (tab-separated) or GLUE STS-B .tsv with scores
     config.encode_input = ""  # text file, one sentence per line (mode=encode)
     config.encode_output = "embeddings.npy"  # .npy written in the workdir (mode=encode)
-    config.pooling = "mean"  # mean (over real tokens) or cls
-    config.normalize = True  # L2-normalise the embeddings
+    # mean (over real tokens), cls or max; empty: the checkpoint's (a sentence-transformers
+    # directory's Pooling module, a workdir's recorded one), else mean
+    config.pooling = ""
+    # L2-normalise the embeddings (mode=encode); unset (None): the checkpoint's (a Normalize
+    # module, a workdir's recorded one), else True; --config.normalize=false sets it
+    config.normalize = ml_collections.config_dict.placeholder(bool)
     config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
     config.eval_batch_size = 64  # sentences per forward pass
     # sentences go by length, each batch padded to a multiple of this (few compiled shapes)

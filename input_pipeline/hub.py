@@ -7,13 +7,15 @@ Everything goes through huggingface_hub, so its environment variables apply: `HF
 everything to the cache.
 
 A model id downloads only what this project reads: the config, the one weights format the
-loader would pick (safetensors first, as bert/convert reads them) and the tokenizer files; a
-tokenizer id downloads only the tokenizer files. A string that names an existing local path is
-always that path.
+loader would pick (safetensors first, as bert/convert reads them) and the tokenizer files, and
+for a sentence-transformers model its module files (modules.json, sentence_bert_config.json, each
+`N_Name/config.json`); a tokenizer id downloads only the tokenizer files. A string that names
+an existing local path is always that path.
 """
 
 import os
 import pathlib
+import re
 from collections.abc import Sequence
 
 from input_pipeline.errors import UserError
@@ -33,6 +35,8 @@ WEIGHTS = (
     ("bert_model.ckpt.index", ("bert_model.ckpt.*",)),
     ("model.json", ("params/*", "params/**/*")),
 )
+# A sentence-transformers model's files besides the HF ones (bert/convert/st_modules.py).
+SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
 def parse_model_id(spec: str) -> tuple[str, str | None] | None:
@@ -125,7 +129,11 @@ def files_to_fetch(names: Sequence[str], spec: str, field: str, tokenizer_only: 
             "(config.json with model.safetensors, pytorch_model.bin or flax_model.msgpack; "
             "bert_config.json with bert_model.ckpt.*)"
         )
-    return configs + list(weights) + tokenizer
+    sentence = []
+    if "modules.json" in top:  # its modules' configs sit in folders named like 1_Pooling
+        modules = [n for n in names if re.fullmatch(r"\d+_[^/]+/config\.json", n)]
+        sentence = [n for n in SENTENCE_FILES if n in top] + modules
+    return configs + list(weights) + tokenizer + sentence
 
 
 def _cached(repo_id, revision, spec: str, field: str, tokenizer_only: bool, reason: str):

@@ -8,7 +8,10 @@ checkpoints.
   workdirs.py     a training workdir (pre-trained or fine-tuned) -> the matching HF class
   hf_tokenizer.py our tokenizers as HF tokenizer files (SentencePiece as a tokenizer.json)
   hub.py          upload an HF directory to the Hub (huggingface_hub)
-  cli.py          the CLI: python -m bert.convert SRC DST --to=hf|orbax (__main__.py runs it)
+  st_modules.py   sentence-transformers module files (modules.json, Pooling, Normalize)
+  st_export.py    any loadable checkpoint -> a sentence-transformers directory
+  cli.py          the CLI: python -m bert.convert SRC DST --to=hf|orbax|sentence-transformers
+                  (__main__.py runs it)
 """
 
 from bert.convert.directories import (

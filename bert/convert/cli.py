@@ -2,19 +2,26 @@
 
   python -m bert.convert SRC DST --to=hf|orbax [--overwrite] [--ignore_unknown]
   python -m bert.convert WORKDIR DST --to=hf [--step=N] [--push_to_hub=org/name]
+  python -m bert.convert SRC DST --to=sentence-transformers [--pooling=mean|cls|max]
+      [--normalize|--no-normalize] [--max_seq_length=N] [--step=N] [--push_to_hub=org/name]
 
 Converts a checkpoint directory (HF, Google TF or ours; the format is detected) to an HF
 directory or to our own format; or a training workdir of ours (pre-trained or fine-tuned) to an
-HF directory of the matching class with its tokenizer, optionally uploaded to the Hub.
+HF directory of the matching class with its tokenizer, optionally uploaded to the Hub; or either
+(or a Hub model id) to a sentence-transformers directory (bert/convert/st_export.py).
 """
 
 import argparse
 
 from bert.convert.directories import export_hf, import_model, save_orbax
 from bert.convert.hub import check_repo_id, push_to_hub
+from bert.convert.st_export import export_sentence_transformers
 from bert.convert.workdirs import export_workdir
+from bert.heads import POOLINGS
 from bert.training import checkpoints
 from input_pipeline import console, errors, paths
+
+ST = "sentence-transformers"  # the --to value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("source", help="checkpoint directory or training workdir (detected)")
     parser.add_argument("destination", help="output directory (must not exist or be empty)")
-    parser.add_argument("--to", choices=("hf", "orbax"), required=True, help="output format")
+    parser.add_argument("--to", choices=("hf", "orbax", ST), required=True, help="output format")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
     parser.add_argument(
         "--ignore_unknown", action="store_true", help="skip source tensors the table does not know"
@@ -36,7 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--push_to_hub", default="", metavar="ORG/NAME", help="then upload DST to this Hub repo"
     )
+    group = parser.add_argument_group(f"--to={ST} (default: what the source records, else these)")
+    group.add_argument("--pooling", choices=POOLINGS, default="", help="default mean")
+    group.add_argument(
+        "--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise (default no)"
+    )
+    group.add_argument(
+        "--max_seq_length", type=int, default=0, help="default the model's position count"
+    )
     return parser
+
+
+def _export_sentence_transformers(args) -> None:
+    if args.ignore_unknown:
+        raise errors.UserError(f"--ignore_unknown does not apply to --to={ST}")
+    done = export_sentence_transformers(
+        args.source, args.destination, pooling=args.pooling, normalize=args.normalize,
+        max_seq_length=args.max_seq_length, step=args.step, overwrite=args.overwrite,
+    )  # fmt: skip
+    print(f"wrote {ST} directory {args.destination}")
+    print(f"  pooling {done.pooling}, normalize {done.normalize}, "
+          f"max_seq_length {done.max_seq_length} ({done.origin})")  # fmt: skip
+    print(f"  files: {', '.join(done.files)}")
 
 
 def _convert_checkpoint(args) -> None:
@@ -83,9 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.push_to_hub:
             check_repo_id(args.push_to_hub)  # before the conversion, not after
-            if args.to != "hf":
-                raise errors.UserError("--push_to_hub needs --to=hf")
-        if checkpoints.is_training_workdir(args.source):
+            if args.to == "orbax":
+                raise errors.UserError(f"--push_to_hub needs --to=hf or --to={ST}")
+        if args.to != ST and (args.pooling or args.normalize is not None or args.max_seq_length):
+            raise errors.UserError(
+                f"--pooling, --normalize and --max_seq_length apply only to --to={ST}"
+            )
+        if args.to == ST:
+            _export_sentence_transformers(args)
+        elif checkpoints.is_training_workdir(args.source):
             _convert_workdir(args)
         else:
             _convert_checkpoint(args)

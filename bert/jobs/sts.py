@@ -75,10 +75,23 @@ def read_pairs(path: str) -> list[sts.Pair]:
     return sts.read_sts_benchmark(path)
 
 
-def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dict[str, float]:
+def settings(
+    model: pretrained.Pretrained, pooling: str, normalize: bool | None
+) -> tuple[str, bool]:
+    """(pooling, normalize): the config's where set (pooling non-empty, normalize not None),
+    else what the checkpoint records, else mean pooling and normalised."""
+    pooling = pooling or model.pooling or "mean"
+    if normalize is None:
+        normalize = True if model.normalize is None else model.normalize
+    return pooling, normalize
+
+
+def evaluate(
+    model: pretrained.Pretrained, pairs: list[sts.Pair], config, pooling: str
+) -> dict[str, float]:
     """Spearman and Pearson (x100) of the embeddings' cosine similarity against the scores."""
     options = dict(max_seq_length=config.max_seq_length, batch_size=config.eval_batch_size,
-                   pooling=config.pooling,
+                   pooling=pooling,
                    pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     first = embed(model, [p.sentence1 for p in pairs], normalize=True, **options)
     second = embed(model, [p.sentence2 for p in pairs], normalize=True, **options)
@@ -134,12 +147,14 @@ def evaluate_retrieval(
       model: the checkpoint (its `encoder` params are the ones used).
       data: queries, corpus and relevant documents.
       config: a config with this job's embedding fields (`max_seq_length`, `eval_batch_size`,
-        `pooling`, `normalize`, `pad_to_multiple_of`) and a `retrieval` section.
+        `pooling`, `normalize` (empty / None: the checkpoint's, see `settings`),
+        `pad_to_multiple_of`) and a `retrieval` section.
       mesh: the devices the corpus is split over (None: all).
     """
+    pooling, normalize = settings(model, config.pooling, config.normalize)
     encode = functools.partial(embed, model, max_seq_length=config.max_seq_length,
-                               batch_size=config.eval_batch_size, pooling=config.pooling,
-                               normalize=config.normalize,
+                               batch_size=config.eval_batch_size, pooling=pooling,
+                               normalize=normalize,
                                pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     return retrieval.evaluate(encode, data, retrieval_options(config.retrieval), mesh)
 
@@ -171,14 +186,16 @@ def run(config, workdir: str) -> dict[str, float]:
     out.mkdir(parents=True, exist_ok=True)
     if not config.init_from:
         raise UserError("config.init_from is empty: give a checkpoint directory")
-    if config.pooling not in POOLINGS:
+    if config.pooling and config.pooling not in POOLINGS:
         raise UserError(f"config.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
     if config.mode == "retrieval":  # bad files or options stop the run before the model loads
         data = read_retrieval_set(config.retrieval)
         retrieval_options(config.retrieval)
     model = pretrained.load(config.init_from, config.tokenizer)
+    pooling, normalize = settings(model, config.pooling, config.normalize)
+    logging.info("pooling %s, normalize %s", pooling, normalize)
     if config.mode == "evaluate":
-        results = evaluate(model, read_pairs(config.eval_file), config)
+        results = evaluate(model, read_pairs(config.eval_file), config, pooling)
         _write_results(out, "sts", results)
         logging.info("STS %s: %s", config.eval_file, results)
         return results
@@ -189,8 +206,7 @@ def run(config, workdir: str) -> dict[str, float]:
         return results
     sentences = read_sentences(config.encode_input)
     matrix = embed(model, sentences, max_seq_length=config.max_seq_length,
-                   batch_size=config.eval_batch_size, pooling=config.pooling,
-                   normalize=config.normalize,
+                   batch_size=config.eval_batch_size, pooling=pooling, normalize=normalize,
                    pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     buffer = io.BytesIO()
     np.save(buffer, matrix)
