@@ -1,0 +1,185 @@
+"""Prepared data verified and repaired at the smallest unit: a damaged or missing shard is
+rewritten alone (byte-identical, the tokenizer untouched); changed inputs, or a damaged trained
+tokenizer, still redo everything."""
+
+import json
+import logging
+import pathlib
+import shutil
+
+import pytest
+
+from input_pipeline import prepare, prepare_workers, record_encoder, tokenizers
+
+WIKI = ["wiki_20"]
+TRAINED = {"train_sentencepiece_vocab_size": 1000, "num_shards": 3, "workers": 0}
+DAMAGED = 1  # the shard damaged in these tests
+
+
+def _wiki(data: pathlib.Path, names: list[str]) -> list[str]:
+    return [str(data / "wikipedia" / "AA" / name) for name in names]
+
+
+def _vocab(data: pathlib.Path) -> pathlib.Path:
+    return data / "vocab" / "bert-base-uncased-vocab.txt"
+
+
+def _mtimes(directory: pathlib.Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(directory.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    """A corpus prepared with a SentencePiece model trained into the folder, and its bytes."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    files = _wiki(shared_data, WIKI)
+    prepare.prepare(files, out, "wikiextractor", **TRAINED)
+    return files, out, {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+@pytest.fixture
+def copy(trained, tmp_path):
+    """A fresh copy of the prepared folder (modification times kept), for one test to damage."""
+    files, out, original = trained
+    target = tmp_path / "out"
+    shutil.copytree(out, target)  # copy2: times kept
+    return files, target, original
+
+
+def _damage(path: pathlib.Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flipped":  # same size: only the checksum sees it
+        path.write_bytes(data[:500] + bytes([data[500] ^ 0x10]) + data[501:])
+    else:
+        path.unlink()
+
+
+def test_checksums_are_the_crc32c_of_the_shards(trained):
+    files, out, original = trained
+    manifest = prepare.load_manifest(out)
+    reference = record_encoder.Crc32c()  # an independent implementation (numpy tables)
+    for shard in manifest.shards:
+        expected = int(reference([original[shard["name"]]])[0])
+        assert shard["crc32c"] == f"{expected:08x}"
+        assert shard["bytes"] == len(original[shard["name"]])
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped", "deleted"])
+def test_a_damaged_shard_is_rewritten_alone(copy, how, caplog, monkeypatch):
+    files, out, original = copy
+    manifest = prepare.load_manifest(out)
+    damaged = manifest.shard_paths[DAMAGED]
+    _damage(damaged, how)
+    before = _mtimes(out)
+    tokenized = []  # the documents given to the tokenizer
+    real = prepare_workers.ChunkTokenizer.encode_chunk
+
+    def counting(self, documents, *args, **kwargs):
+        tokenized.extend(d for d in documents if d)
+        return real(self, documents, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_workers.ChunkTokenizer, "encode_chunk", counting)
+    with caplog.at_level(logging.INFO):
+        repaired = prepare.prepare(files, out, "wikiextractor", **TRAINED)
+    assert repaired == manifest  # the manifest is not rewritten either
+    after = _mtimes(out)
+    assert damaged.read_bytes() == original[damaged.name]  # byte-identical
+    assert after.pop(damaged.name) != before.pop(damaged.name, None)
+    assert after == before  # the other shards, the tokenizer and the manifest untouched
+    assert (out / "sentencepiece.model").read_bytes() == original["sentencepiece.model"]
+    assert len(tokenized) == manifest.shards[DAMAGED]["documents"]  # its documents only
+    lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert len(lines) == 1 and damaged.name in lines[0] and "rewrote them alone" in lines[0]
+    assert "training" not in caplog.text and "preparing" not in caplog.text
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_flipped_byte_is_seen_by_the_checksum_not_by_the_size(copy):
+    files, out, original = copy
+    _damage(prepare.load_manifest(out).shard_paths[DAMAGED], "flipped")
+    options = {k: v for k, v in TRAINED.items() if k != "workers"}
+    assert prepare.is_complete(files, out, "wikiextractor", **options, verify="size")
+    assert not prepare.is_complete(files, out, "wikiextractor", **options, verify="checksum")
+    assert not prepare.is_complete(files, out, "wikiextractor", **options)  # the default
+
+
+def test_a_damaged_trained_tokenizer_redoes_everything(copy, caplog):
+    """The shards are only as good as the tokenizer that made them, and a trained one can only
+    be made again from the corpus: it is retrained and every shard rewritten."""
+    files, out, original = copy
+    model = out / "sentencepiece.model"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    before = _mtimes(out)
+    with caplog.at_level(logging.INFO):
+        manifest = prepare.prepare(files, out, "wikiextractor", **TRAINED)
+    assert "training a 1000-piece SentencePiece model" in caplog.text
+    assert "tokenizer" in next(r.getMessage() for r in caplog.records if "preparing" in r.msg)
+    after = _mtimes(out)
+    assert all(after[p.name] != before[p.name] for p in manifest.shard_paths)
+    assert after["sentencepiece.model"] != before["sentencepiece.model"]
+    assert manifest.fingerprint == tokenizers.load_tokenizer(model).fingerprint()
+
+
+@pytest.fixture
+def given(shared_data, tmp_path):
+    """A corpus file of our own (so that it can change) prepared with a given vocab.txt."""
+    corpus = tmp_path / "wiki_00"
+    shutil.copy(_wiki(shared_data, ["wiki_00"])[0], corpus)
+    out = tmp_path / "out"
+    options = {"num_shards": 3, "workers": 0}
+    manifest = prepare.prepare(str(corpus), out, "wikiextractor", _vocab(shared_data), **options)
+    return corpus, out, manifest, options
+
+
+def test_a_changed_input_still_redoes_everything(given, shared_data, caplog):
+    corpus, out, manifest, options = given
+    _damage(manifest.shard_paths[DAMAGED], "truncated")
+    with corpus.open("a", encoding="utf-8") as f:
+        f.write('<doc id="1" url="u" title="New">\nNew\n\nA new document.\n</doc>\n')
+    before = _mtimes(out)
+    with caplog.at_level(logging.INFO):
+        grown = prepare.prepare(str(corpus), out, "wikiextractor", _vocab(shared_data), **options)
+    assert "the input files differ" in caplog.text and "rewrote" not in caplog.text
+    assert grown.counts["documents"] == manifest.counts["documents"] + 1
+    after = _mtimes(out)
+    assert all(after[p.name] != before[p.name] for p in grown.shard_paths)
+
+
+def test_an_older_manifest_is_verified_by_size_and_gains_checksums(given, shared_data, caplog):
+    """A manifest written before checksums existed: its shards are checked by size (the only
+    record there is); a rewritten shard gets its checksum, the others stay without one (their
+    bytes were never checked against anything, so no checksum of them is recorded)."""
+    corpus, out, manifest, options = given
+    fields = json.loads((out / "manifest.json").read_text())
+    for shard in fields["shards"]:
+        del shard["crc32c"]
+    (out / "manifest.json").write_text(json.dumps(fields))
+    original = manifest.shard_paths[DAMAGED].read_bytes()
+    _damage(manifest.shard_paths[0], "flipped")  # not seen: no checksum to compare with
+    _damage(manifest.shard_paths[DAMAGED], "truncated")
+    args = (str(corpus), out, "wikiextractor", _vocab(shared_data))
+    with caplog.at_level(logging.INFO):
+        repaired = prepare.prepare(*args, **options)
+    assert "rewrote them alone" in caplog.text
+    assert manifest.shard_paths[DAMAGED].read_bytes() == original
+    assert [("crc32c" in s) for s in repaired.shards] == [False, True, False]
+    assert repaired.shards[DAMAGED] == manifest.shards[DAMAGED]
+    assert prepare.load_manifest(out) == repaired
+
+
+def test_a_rewrite_that_differs_from_its_record_redoes_everything(given, shared_data, caplog):
+    corpus, out, manifest, options = given
+    fields = json.loads((out / "manifest.json").read_text())
+    fields["shards"][DAMAGED]["tokens"] += 1  # something the manifest does not record changed
+    (out / "manifest.json").write_text(json.dumps(fields))
+    _damage(manifest.shard_paths[DAMAGED], "deleted")
+    with caplog.at_level(logging.INFO):
+        redone = prepare.prepare(str(corpus), out, "wikiextractor", _vocab(shared_data), **options)
+    assert "rewriting damaged shards alone failed" in caplog.text
+    assert "a rewritten shard differed from its record" in caplog.text
+    assert redone == prepare.load_manifest(out)
+    assert redone.shards == manifest.shards  # all redone, as they were
