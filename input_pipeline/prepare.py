@@ -303,11 +303,7 @@ def prepare(
     with _locked(plan.directory):
         reason = "forced" if force else _mismatch(plan)
         if reason is None:
-            documents = functools.partial(_documents, plan, corpora.CorpusStats(), False)
-            options = {"workers": workers, "chunk_chars": chunk_chars, "started": started}
-            manifest = shards.verify_and_repair(
-                load_manifest(plan.directory), verify, plan.tokenizer, documents, **options
-            )
+            manifest = _repair(plan, verify, workers, chunk_chars, started)
             if manifest is not None:
                 return manifest
             reason = "a rewritten shard differed from its record"
@@ -317,6 +313,16 @@ def prepare(
         if tokenizer is None:
             tokenizer = _train(plan)
         return _write(plan, tokenizer, trained, workers, chunk_chars, started)
+
+
+def _repair(
+    plan: _Plan, verify: str, workers: int, chunk_chars: int, started: float
+) -> Manifest | None:
+    """`shards.verify_and_repair` of a folder whose manifest matches ``plan``."""
+    documents = functools.partial(_documents, plan, corpora.CorpusStats(), False)
+    options = {"workers": workers, "chunk_chars": chunk_chars, "started": started}
+    manifest = load_manifest(plan.directory)
+    return shards.verify_and_repair(manifest, verify, plan.tokenizer, documents, **options)
 
 
 def _documents(plan: _Plan, stats: corpora.CorpusStats, sentence_split: bool) -> Iterator:
@@ -377,7 +383,7 @@ def _write(
         workers=workers,
         chunk_chars=chunk_chars,
         sentence_split=plan.config["sentence_split"],
-        progress=_Progress(plan.inputs, stats).update,
+        progress=shards.Progress(plan.inputs, stats).update,
     )
     sync_directory(plan.directory)
     documents_written, sentences, tokens = (int(x) for x in per_shard.sum(axis=0))
@@ -413,22 +419,6 @@ def _write(
     write_manifest(manifest)
     _LOG.info("prepared %s in %.1f s", plan.directory, manifest.seconds)
     return manifest
-
-
-class _Progress:
-    """Logs how far reading has got, at most every 30 seconds."""
-
-    def __init__(self, inputs: list[dict[str, Any]], stats: corpora.CorpusStats):
-        self._ends = [0, *itertools.accumulate(i["bytes"] for i in inputs)]  # bytes before file i
-        self._stats = stats
-        self._start = self._last = time.perf_counter()
-
-    def update(self, documents: int) -> None:
-        now = time.perf_counter()
-        if now - self._last >= 30:
-            self._last, done = now, self._ends[max(0, self._stats.files - 1)] / 1e6
-            total, rate = self._ends[-1] / 1e6, done / (now - self._start)
-            _LOG.info("read %.0f of %.0f MB, %d documents, %.2f MB/s", done, total, documents, rate)
 
 
 # ---------------------------------------------------------------------------------------------

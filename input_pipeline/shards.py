@@ -16,6 +16,7 @@ anything; a difference means something unrecorded changed, and `prepare` redoes 
 import base64
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -24,7 +25,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from input_pipeline import atomic, paths, prepare_workers, tokenizers
+from input_pipeline import atomic, corpora, paths, prepare_workers, tokenizers
 from input_pipeline.manifest import Manifest, sync_directory, write_manifest
 
 VERIFY_MODES = ("checksum", "size")  # what `damaged` compares with the manifest
@@ -252,3 +253,19 @@ def describe(broken: list[tuple[int, str]], manifest: Manifest, seconds: float) 
         f"{manifest.directory}: {len(broken)} of {len(manifest.shards)} shards damaged: {found}; "
         f"rewrote them alone in {seconds:.1f} s (inputs, settings and tokenizer unchanged)"
     )
+
+
+class Progress:
+    """Logs how far reading has got, at most every 30 seconds."""
+
+    def __init__(self, inputs: list[dict[str, Any]], stats: corpora.CorpusStats):
+        self._ends = [0, *itertools.accumulate(i["bytes"] for i in inputs)]  # bytes before file i
+        self._stats = stats
+        self._start = self._last = time.perf_counter()
+
+    def update(self, documents: int) -> None:
+        now = time.perf_counter()
+        if now - self._last >= 30:
+            self._last, done = now, self._ends[max(0, self._stats.files - 1)] / 1e6
+            total, rate = self._ends[-1] / 1e6, done / (now - self._start)
+            _LOG.info("read %.0f of %.0f MB, %d documents, %.2f MB/s", done, total, documents, rate)

@@ -9,6 +9,7 @@ the checkpoint arrays. TensorFlow's GCS client cannot be pointed at an emulator 
 `https://www.googleapis.com/storage/v1/` is compiled in), so nothing of ours goes through it.
 """
 
+import base64
 import json
 import pathlib
 import signal
@@ -26,7 +27,7 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
 from bert.training import checkpoints
-from input_pipeline import atomic, paths, records
+from input_pipeline import atomic, paths, prepare, records
 from tests.test_pretrain_job import ROOT, environment, job_args, wait_for
 
 BUCKET = "bucket"
@@ -207,3 +208,27 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
     for shard in manifest["shards"]:
         local = reference / "data" / shard["name"]
         assert (copy / "data" / shard["name"]).read_bytes() == local.read_bytes()
+
+
+def test_a_damaged_shard_in_a_bucket_is_rewritten_alone(gcs, shared_data, monkeypatch):
+    """Checksums on GCS come from the objects' metadata (no download); a truncated shard and
+    one with a flipped byte are each rewritten alone, byte-identical, the others untouched."""
+    monkeypatch.setenv("EPATH_USE_TF", "false")  # paths.use_fsspec_backend, undone after
+    wiki = str(shared_data / "wikipedia" / "AA" / "wiki_00")
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    out = f"gs://{BUCKET}/prepared"
+    manifest = prepare.prepare(wiki, out, "wikiextractor", vocab, num_shards=3, workers=0)
+    keys = [f"{BUCKET}/prepared/{s['name']}" for s in manifest.shards]
+    original = [gcs.cat(key) for key in keys]
+    for key, shard in zip(keys, manifest.shards, strict=True):  # GCS's own CRC-32C
+        stored = int.from_bytes(base64.b64decode(gcs.info(key)["crc32c"]), "big")
+        assert shard["crc32c"] == f"{stored:08x}"
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b[:99] + bytes([b[99] ^ 1]) + b[100:]):
+        gcs.pipe(keys[1], damage(original[1]))
+        generations = {k: gcs.info(k)["generation"] for k in keys}
+        repaired = prepare.prepare(wiki, out, "wikiextractor", vocab, num_shards=3, workers=0)
+        gcs.invalidate_cache()
+        assert repaired == manifest
+        assert [gcs.cat(key) for key in keys] == original
+        assert gcs.info(keys[1])["generation"] != generations[keys[1]]
+        assert all(gcs.info(k)["generation"] == generations[k] for k in (keys[0], keys[2]))
