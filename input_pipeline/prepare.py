@@ -271,8 +271,7 @@ def prepare(
         this process (no subprocess). The output does not depend on it.
       chunk_chars: characters of text per unit of work (a bigger document is one unit). The
         output does not depend on it.
-      verify: how a finished folder's shards are checked against the manifest: "checksum"
-        (sizes and CRC-32Cs; reads every shard, except on GCS) or "size" (sizes only).
+      verify: "checksum" (sizes and CRC-32Cs of a finished folder's shards) or "size".
       force: redo the work even if a matching manifest exists.
 
     Returns:
@@ -297,8 +296,7 @@ def prepare(
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if workers < 0 or chunk_chars < 1:
         raise UserError(f"workers must be >= 0 and chunk_chars >= 1 ({workers}, {chunk_chars})")
-    if verify not in VERIFY_MODES:
-        raise UserError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    shards.check_verify(verify)
     plan.directory.mkdir(parents=True, exist_ok=True)
     with _locked(plan.directory):
         reason = "forced" if force else _mismatch(plan)

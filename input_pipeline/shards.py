@@ -26,6 +26,7 @@ import google_crc32c
 import numpy as np
 
 from input_pipeline import atomic, corpora, paths, prepare_workers, tokenizers
+from input_pipeline.errors import UserError
 from input_pipeline.manifest import Manifest, sync_directory, write_manifest
 
 VERIFY_MODES = ("checksum", "size")  # what `damaged` compares with the manifest
@@ -57,6 +58,12 @@ def file_crc32c(path: paths.PathLike) -> str:
     return crc32c_hex(crc)
 
 
+def check_verify(verify: str) -> None:
+    """Raises a `UserError` unless ``verify`` is one of `VERIFY_MODES`."""
+    if verify not in VERIFY_MODES:
+        raise UserError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+
+
 def damaged(manifest: Manifest, verify: str) -> list[tuple[int, str]]:
     """The shards that are not as recorded: (index, what is wrong), in order.
 
@@ -65,8 +72,7 @@ def damaged(manifest: Manifest, verify: str) -> list[tuple[int, str]]:
         has one (a manifest written before checksums existed has none: those are checked by
         size alone).
     """
-    if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+    check_verify(verify)
     found = []
     for index, (shard, path) in enumerate(zip(manifest.shards, manifest.shard_paths, strict=True)):
         if not path.is_file():

@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
+from etils.epath import gpath
 from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
@@ -210,10 +211,20 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
         assert (copy / "data" / shard["name"]).read_bytes() == local.read_bytes()
 
 
-def test_a_damaged_shard_in_a_bucket_is_rewritten_alone(gcs, shared_data, monkeypatch):
+@pytest.fixture
+def fsspec_epath(monkeypatch):
+    """epath on fsspec for `gs://` in this test only, as `paths.use_fsspec_backend` makes it in
+    the entry points. epath checks that once per process (a cached function), so the check is
+    forgotten on the way in and on the way out."""
+    monkeypatch.setenv("EPATH_USE_TF", "false")
+    gpath._is_tf_installed.cache_clear()
+    yield
+    gpath._is_tf_installed.cache_clear()  # before monkeypatch restores the variable
+
+
+def test_a_damaged_shard_in_a_bucket_is_rewritten_alone(gcs, fsspec_epath, shared_data):
     """Checksums on GCS come from the objects' metadata (no download); a truncated shard and
     one with a flipped byte are each rewritten alone, byte-identical, the others untouched."""
-    monkeypatch.setenv("EPATH_USE_TF", "false")  # paths.use_fsspec_backend, undone after
     wiki = str(shared_data / "wikipedia" / "AA" / "wiki_00")
     vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
     out = f"gs://{BUCKET}/prepared"

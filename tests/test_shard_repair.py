@@ -103,6 +103,14 @@ def test_a_flipped_byte_is_seen_by_the_checksum_not_by_the_size(copy):
     assert prepare.is_complete(files, out, "wikiextractor", **options, verify="size")
     assert not prepare.is_complete(files, out, "wikiextractor", **options, verify="checksum")
     assert not prepare.is_complete(files, out, "wikiextractor", **options)  # the default
+    args = [f"--input={files[0]}", f"--output={out}", "--format=wikiextractor", "--workers=0"]
+    args += ["--train_sentencepiece_vocab_size=1000", "--num_shards=3"]
+    before = _mtimes(out)
+    assert prepare.main([*args, "--verify=size"]) == 0
+    assert _mtimes(out) == before
+    assert prepare.main(args) == 0
+    shard = prepare.load_manifest(out).shard_paths[DAMAGED]
+    assert shard.read_bytes() == original[shard.name]
 
 
 def test_a_damaged_trained_tokenizer_redoes_everything(copy, caplog):
