@@ -317,7 +317,7 @@ def _repair(
     plan: _Plan, verify: str, workers: int, chunk_chars: int, started: float
 ) -> Manifest | None:
     """`shards.verify_and_repair` of a folder whose manifest matches ``plan``."""
-    documents = functools.partial(_documents, plan, corpora.CorpusStats(), False)
+    documents = functools.partial(_documents, plan, sentence_split=False)
     options = {"workers": workers, "chunk_chars": chunk_chars, "started": started}
     manifest = load_manifest(plan.directory)
     return shards.verify_and_repair(manifest, verify, plan.tokenizer, documents, **options)

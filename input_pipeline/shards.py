@@ -160,11 +160,13 @@ def rewrite(
     *,
     workers: int,
     chunk_chars: int,
+    progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Rewrites the ``broken`` shards (from `damaged`) of a manifest's folder, alone.
 
     Args:
       documents: the manifest's inputs read again, as `prepare` reads them for writing.
+      progress: as for `write`.
 
     Returns:
       The manifest's shard records, with a checksum added to rewritten shards whose record had
@@ -198,6 +200,7 @@ def rewrite(
         sentence_split=manifest.config["sentence_split"],
         targets=targets,
         check=check,
+        progress=progress,
     )
     shards = [dict(shard) for shard in manifest.shards]
     for index in targets:
@@ -209,7 +212,7 @@ def verify_and_repair(
     manifest: Manifest,
     verify: str,
     tokenizer: tokenizers.Tokenizer | None,
-    documents: Callable[[], Iterable[list[str]]],
+    documents: Callable[[corpora.CorpusStats], Iterable[list[str]]],
     *,
     workers: int,
     chunk_chars: int,
@@ -220,7 +223,8 @@ def verify_and_repair(
 
     Args:
       tokenizer: the run's tokenizer; None loads the manifest's (a trained one).
-      documents: reads the inputs again, as `prepare` does for writing.
+      documents: reads the inputs again, as `prepare` does for writing, counting into the
+        given stats (for the progress lines of a long repair).
       started: `time.perf_counter()` when the run began (for the log line).
 
     Returns:
@@ -238,9 +242,11 @@ def verify_and_repair(
     for path in manifest.directory.glob(".shard-*.tmp"):  # left by an interrupted run
         path.unlink(missing_ok=True)
     tokenizer = tokenizer or tokenizers.load_tokenizer(manifest.tokenizer_path)
+    stats = corpora.CorpusStats()
     options = {"workers": workers, "chunk_chars": chunk_chars}
+    options["progress"] = Progress(manifest.inputs, stats).update
     try:
-        records = rewrite(manifest, broken, documents(), tokenizer, **options)
+        records = rewrite(manifest, broken, documents(stats), tokenizer, **options)
     except Mismatch as e:
         _LOG.warning("%s: rewriting damaged shards alone failed (%s)", manifest.directory, e)
         return None
