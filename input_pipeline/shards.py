@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
@@ -44,18 +45,30 @@ def crc32c_hex(crc: int) -> str:
 
 
 def file_crc32c(path: paths.PathLike) -> str:
-    """The CRC-32C of a file (`crc32c_hex`): from the object's metadata on GCS (no download),
-    else by reading it."""
-    if paths.is_remote(path):
-        fs, stripped = paths.filesystem(path)
-        stored = fs.info(stripped).get("crc32c")
-        if stored:  # base64 of the big-endian value (GCS's JSON API)
-            return crc32c_hex(int.from_bytes(base64.b64decode(stored), "big"))
+    """The CRC-32C of a file (`crc32c_hex`), computed by reading it."""
     crc = 0
     with paths.open_read(path) as f:
         while block := f.read(_READ_BLOCK):
             crc = google_crc32c.extend(crc, block)
     return crc32c_hex(crc)
+
+
+def _stat(path: paths.PathLike) -> tuple[int, str | None] | None:
+    """(size, CRC-32C if the store keeps one) of a file, or None if it is missing: one metadata
+    request on an object store (GCS keeps every object's CRC-32C: no download)."""
+    if not paths.is_remote(path):
+        local = os.fspath(path)
+        return (os.path.getsize(local), None) if os.path.isfile(local) else None
+    fs, stripped = paths.filesystem(path)
+    try:
+        info = fs.info(stripped)
+    except FileNotFoundError:
+        return None
+    if info.get("type") != "file":
+        return None
+    stored = info.get("crc32c")  # base64 of the big-endian value (GCS's JSON API)
+    crc = crc32c_hex(int.from_bytes(base64.b64decode(stored), "big")) if stored else None
+    return int(info["size"]), crc
 
 
 def check_verify(verify: str) -> None:
@@ -75,19 +88,24 @@ def damaged(manifest: Manifest, verify: str) -> list[tuple[int, str]]:
     check_verify(verify)
     found = []
     for index, (shard, path) in enumerate(zip(manifest.shards, manifest.shard_paths, strict=True)):
-        if not path.is_file():
+        stat = _stat(path)
+        if stat is None:
             found.append((index, "missing"))
-            continue
-        size = paths.size(path)
-        if size != shard["bytes"]:
-            found.append((index, f"{size} bytes instead of {shard['bytes']}"))
-        elif verify == "checksum" and "crc32c" in shard and file_crc32c(path) != shard["crc32c"]:
+        elif stat[0] != shard["bytes"]:
+            found.append((index, f"{stat[0]} bytes instead of {shard['bytes']}"))
+        elif verify == "checksum" and _checksum_differs(shard, path, stat[1]):
             found.append((index, "checksum differs"))
     return found
 
 
+def _checksum_differs(record: dict[str, Any], path: paths.Path, stored: str | None) -> bool:
+    """Whether a shard's CRC-32C (the store's, else read from the file) is not its record's; a
+    record without one (an older manifest) has nothing to differ from."""
+    return "crc32c" in record and (stored or file_crc32c(path)) != record["crc32c"]
+
+
 def write(
-    manifest_directory: paths.Path,
+    directory: paths.Path,
     names: list[str],
     documents: Iterable[list[str]],
     tokenizer: tokenizers.Tokenizer,
@@ -126,7 +144,7 @@ def write(
     counts = {"documents_without_tokens": 0, "empty_sentences": 0}
     chunks = prepare_workers.chunks(documents, chunk_chars)
     with contextlib.ExitStack() as stack:
-        files = {i: stack.enter_context(atomic.open_atomically(manifest_directory / names[i]))
+        files = {i: stack.enter_context(atomic.open_atomically(directory / names[i]))
                  for i in wanted}  # fmt: skip
         results = prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, sentence_split)
         for result in results:
