@@ -19,7 +19,7 @@ Layout (JSON object):
                s of n holds documents s, s + n, ... of the inputs in reading order, so inputs,
                config and tokenizer decide each shard alone (see `input_pipeline/shards.py`).
                Manifests written before checksums existed have no crc32c: their shards are
-               verified by size, and a rewritten one gets its checksum added.
+               checked once against their records' own TFRecord CRCs, then it is added.
   created, seconds, workers   informative only (not compared)
 """
 

@@ -11,6 +11,10 @@ rewritten by reading every input again and tokenizing only its own documents (th
 passed on as empty documents, which keep the numbering and cost nothing). What comes out is
 compared with the record (size, checksum, documents, sentences, tokens) before it replaces
 anything; a difference means something unrecorded changed, and `prepare` redoes everything.
+
+A manifest of an older version has no checksums: each of its shards is checked once against the
+CRC-32Cs of its own TFRecord framing (a length and a payload CRC per record), and the file's
+checksum is then added to the manifest.
 """
 
 import base64
@@ -32,6 +36,7 @@ from input_pipeline.manifest import Manifest, sync_directory, write_manifest
 
 VERIFY_MODES = ("checksum", "size")  # what `damaged` compares with the manifest
 _READ_BLOCK = 8 << 20  # bytes read at a time when checksumming a local file
+_MASK_DELTA = 0xA282EAD8  # TFRecord's CRC mask
 _LOG = logging.getLogger(__name__)
 
 
@@ -51,6 +56,31 @@ def file_crc32c(path: paths.PathLike) -> str:
         while block := f.read(_READ_BLOCK):
             crc = google_crc32c.extend(crc, block)
     return crc32c_hex(crc)
+
+
+def framed_crc32c(path: paths.PathLike) -> str | None:
+    """The CRC-32C of a TFRecord file (`crc32c_hex`) if every record matches the CRC-32Cs of
+    its own framing (length and payload), else None: what certifies a shard that has no
+    checksum on record (a manifest of an older version)."""
+    crc = 0
+    with paths.open_read(path) as f:
+        while header := f.read(12):
+            if len(header) < 12 or _masked(google_crc32c.value(header[:8])) != _u32(header[8:]):
+                return None
+            payload = f.read(int.from_bytes(header[:8], "little") + 4)
+            if len(payload) < 4 or _masked(google_crc32c.value(payload[:-4])) != _u32(payload[-4:]):
+                return None
+            crc = google_crc32c.extend(google_crc32c.extend(crc, header), payload)
+    return crc32c_hex(crc)
+
+
+def _masked(crc: int) -> int:
+    """TFRecord's masked CRC (rotated right by 15 bits, plus a constant)."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _u32(data: bytes) -> int:
+    return int.from_bytes(data, "little")
 
 
 def _stat(path: paths.PathLike) -> tuple[int, str | None] | None:
@@ -77,13 +107,16 @@ def check_verify(verify: str) -> None:
         raise UserError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
 
 
-def damaged(manifest: Manifest, verify: str) -> list[tuple[int, str]]:
+def damaged(
+    manifest: Manifest, verify: str, certified: dict[int, str] | None = None
+) -> list[tuple[int, str]]:
     """The shards that are not as recorded: (index, what is wrong), in order.
 
     Args:
-      verify: "size" compares sizes only; "checksum" also the CRC-32C of shards whose record
-        has one (a manifest written before checksums existed has none: those are checked by
-        size alone).
+      verify: "size" compares sizes only; "checksum" also the CRC-32C of each shard, or, for
+        a shard whose record has none (a manifest of an older version), the CRC-32Cs of every
+        record's TFRecord framing (`framed_crc32c`).
+      certified: filled with the CRC-32C of shards without one on record that passed.
     """
     check_verify(verify)
     found = []
@@ -93,15 +126,16 @@ def damaged(manifest: Manifest, verify: str) -> list[tuple[int, str]]:
             found.append((index, "missing"))
         elif stat[0] != shard["bytes"]:
             found.append((index, f"{stat[0]} bytes instead of {shard['bytes']}"))
-        elif verify == "checksum" and _checksum_differs(shard, path, stat[1]):
-            found.append((index, "checksum differs"))
+        elif verify == "size":
+            continue
+        elif "crc32c" in shard:
+            if (stat[1] or file_crc32c(path)) != shard["crc32c"]:
+                found.append((index, "checksum differs"))
+        elif (crc := framed_crc32c(path)) is None:
+            found.append((index, "a record's checksum differs"))
+        elif certified is not None:
+            certified[index] = crc
     return found
-
-
-def _checksum_differs(record: dict[str, Any], path: paths.Path, stored: str | None) -> bool:
-    """Whether a shard's CRC-32C (the store's, else read from the file) is not its record's; a
-    record without one (an older manifest) has nothing to differ from."""
-    return "crc32c" in record and (stored or file_crc32c(path)) != record["crc32c"]
 
 
 def write(
@@ -246,10 +280,18 @@ def verify_and_repair(
       started: `time.perf_counter()` when the run began (for the log line).
 
     Returns:
-      The manifest (rewritten only if checksums were added to an older one's records), or None
-      if a rewritten shard came out different from its record (nothing was replaced).
+      The manifest (written again only if checksums were added to an older one's records), or
+      None if a rewritten shard came out different from its record (nothing was replaced).
     """
-    broken = damaged(manifest, verify)
+    certified: dict[int, str] = {}
+    broken = damaged(manifest, verify, certified)
+    if certified:  # an older manifest's shards, checked record by record
+        records = [dict(s) for s in manifest.shards]
+        for index, crc in certified.items():
+            records[index]["crc32c"] = crc
+        manifest = dataclasses.replace(manifest, shards=records)
+        write_manifest(manifest)
+        _LOG.info("%s: checksums added for %d shards", manifest.directory, len(certified))
     if not broken:
         seconds = time.perf_counter() - started
         _LOG.info(

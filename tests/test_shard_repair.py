@@ -8,6 +8,7 @@ import pathlib
 import shutil
 
 import pytest
+import tensorflow as tf
 
 from input_pipeline import prepare, prepare_workers, record_encoder, tokenizers
 
@@ -157,26 +158,33 @@ def test_a_changed_input_still_redoes_everything(given, shared_data, caplog):
     assert all(after[p.name] != before[p.name] for p in grown.shard_paths)
 
 
-def test_an_older_manifest_is_verified_by_size_and_gains_checksums(given, shared_data, caplog):
-    """A manifest written before checksums existed: its shards are checked by size (the only
-    record there is); a rewritten shard gets its checksum, the others stay without one (their
-    bytes were never checked against anything, so no checksum of them is recorded)."""
+def test_an_older_manifest_is_verified_record_by_record_and_gains_checksums(
+    given, shared_data, caplog
+):
+    """A manifest written before checksums existed: each shard is checked against the CRC-32Cs
+    of its records' own TFRecord framing (TensorFlow rejects the same bytes), a damaged one is
+    rewritten alone, and every shard's checksum is added to the manifest."""
     corpus, out, manifest, options = given
     fields = json.loads((out / "manifest.json").read_text())
     for shard in fields["shards"]:
         del shard["crc32c"]
     (out / "manifest.json").write_text(json.dumps(fields))
-    original = manifest.shard_paths[DAMAGED].read_bytes()
-    _damage(manifest.shard_paths[0], "flipped")  # not seen: no checksum to compare with
+    original = [p.read_bytes() for p in manifest.shard_paths]
+    flipped = manifest.shard_paths[0]
+    _damage(flipped, "flipped")  # the same size: only the records' own CRCs see it
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(flipped)))
     _damage(manifest.shard_paths[DAMAGED], "truncated")
     args = (str(corpus), out, "wikiextractor", _vocab(shared_data))
+    assert prepare.is_complete(*args, **options, verify="size") is False  # the truncated one
+    before = _mtimes(out)
     with caplog.at_level(logging.INFO):
         repaired = prepare.prepare(*args, **options)
-    assert "rewrote them alone" in caplog.text
-    assert manifest.shard_paths[DAMAGED].read_bytes() == original
-    assert [("crc32c" in s) for s in repaired.shards] == [False, True, False]
-    assert repaired.shards[DAMAGED] == manifest.shards[DAMAGED]
-    assert prepare.load_manifest(out) == repaired
+    line = next(r.getMessage() for r in caplog.records if "rewrote" in r.getMessage())
+    assert "2 of 3 shards damaged" in line and "a record's checksum differs" in line
+    assert [p.read_bytes() for p in manifest.shard_paths] == original
+    assert repaired == manifest == prepare.load_manifest(out)  # with every checksum
+    assert _mtimes(out)[manifest.shard_paths[2].name] == before[manifest.shard_paths[2].name]
 
 
 def test_a_rewrite_that_differs_from_its_record_redoes_everything(given, shared_data, caplog):
