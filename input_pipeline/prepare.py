@@ -26,7 +26,8 @@ How it works:
   first, then shards) and redone. A finished folder with a matching manifest is verified
   (``verify``: sizes and checksums, or sizes only) and a shard that is missing or damaged is
   rewritten alone, byte-identical to the original (`input_pipeline/shards.py`); the rest,
-  the tokenizer included, is left alone.
+  the tokenizer included, is left alone. A trained tokenizer is retrained only when it is
+  damaged or the inputs or settings changed.
 * A user error (no file matching a glob, invalid UTF-8, malformed input) raises before any
   manifest is written; the CLI prints it and exits with status 1. Empty files and files of
   blank lines are skipped and counted in the manifest.
@@ -300,14 +301,14 @@ def prepare(
     plan.directory.mkdir(parents=True, exist_ok=True)
     with _locked(plan.directory):
         reason = "forced" if force else _mismatch(plan)
+        tokenizer, trained = plan.tokenizer, plan.tokenizer is None
         if reason is None:
-            manifest = _repair(plan, verify, workers, chunk_chars, started)
+            manifest, tokenizer = _repair(plan, verify, workers, chunk_chars, started)
             if manifest is not None:
                 return manifest
-            reason = "a rewritten shard differed from its record"
+            reason = "a rewritten shard differed from its record (the tokenizer is kept)"
         _LOG.info("preparing %s: %s", plan.directory, reason)
         _clean(plan.directory)
-        tokenizer, trained = plan.tokenizer, plan.tokenizer is None
         if tokenizer is None:
             tokenizer = _train(plan)
         return _write(plan, tokenizer, trained, workers, chunk_chars, started)
@@ -315,12 +316,16 @@ def prepare(
 
 def _repair(
     plan: _Plan, verify: str, workers: int, chunk_chars: int, started: float
-) -> Manifest | None:
-    """`shards.verify_and_repair` of a folder whose manifest matches ``plan``."""
+) -> tuple[Manifest | None, tokenizers.Tokenizer | None]:
+    """`shards.verify_and_repair` of a folder whose manifest matches ``plan``: (the manifest,
+    None), or (None, the intact tokenizer to redo everything with, never retrained)."""
     documents = functools.partial(_documents, plan, sentence_split=False)
     options = {"workers": workers, "chunk_chars": chunk_chars, "started": started}
     manifest = load_manifest(plan.directory)
-    return shards.verify_and_repair(manifest, verify, plan.tokenizer, documents, **options)
+    repaired = shards.verify_and_repair(manifest, verify, plan.tokenizer, documents, **options)
+    if repaired is not None:
+        return repaired, None
+    return None, plan.tokenizer or tokenizers.load_tokenizer(manifest.tokenizer_path)
 
 
 def _documents(plan: _Plan, stats: corpora.CorpusStats, sentence_split: bool) -> Iterator:

@@ -199,3 +199,21 @@ def test_a_rewrite_that_differs_from_its_record_redoes_everything(given, shared_
     assert "a rewritten shard differed from its record" in caplog.text
     assert redone == prepare.load_manifest(out)
     assert redone.shards == manifest.shards  # all redone, as they were
+
+
+def test_a_differing_rewrite_redoes_the_shards_with_the_intact_trained_tokenizer(copy, caplog):
+    files, out, original = copy
+    fields = json.loads((out / "manifest.json").read_text())
+    fields["shards"][DAMAGED]["sentences"] -= 1  # something the manifest does not record changed
+    (out / "manifest.json").write_text(json.dumps(fields))
+    _damage(out / fields["shards"][DAMAGED]["name"], "deleted")
+    before = _mtimes(out)
+    with caplog.at_level(logging.INFO):
+        manifest = prepare.prepare(files, out, "wikiextractor", **TRAINED)
+    assert "the tokenizer is kept" in caplog.text and "training" not in caplog.text
+    after = _mtimes(out)
+    assert after["sentencepiece.model"] == before["sentencepiece.model"]
+    assert all(after[p.name] != before.get(p.name) for p in manifest.shard_paths)
+    for path in [*manifest.shard_paths, out / "sentencepiece.model"]:
+        assert path.read_bytes() == original[path.name]
+    assert manifest.shards == json.loads(original["manifest.json"])["shards"]
