@@ -87,6 +87,7 @@ def prepare_pretraining_data(
         sentencepiece_model_type=data.sentencepiece_model_type,
         num_shards=data.num_shards,
         text_field=data.text_field,
+        verify=data.verify,
     )
     shards = [str(p) for p in manifest.shard_paths]
     loaded = tokenizers.load_tokenizer(manifest.tokenizer_path)
@@ -100,6 +101,7 @@ def prepare_pretraining_data(
             manifest.tokenizer_path,
             num_shards=data.eval_shards,
             text_field=data.text_field,
+            verify=data.verify,
         )
         return PretrainingData(loaded, shards, [str(p) for p in held_out.shard_paths], manifest)
     if not 0 < data.eval_shards < len(shards):

@@ -14,7 +14,12 @@ Layout (JSON object):
                for a tokenizer trained into it, else absolute
   counts       files, skipped_files, documents, skipped_documents, documents_without_tokens,
                sentences, empty_sentences, tokens, skipped_lines, replaced_lines
-  shards       [{name, documents, sentences, tokens, bytes}]
+  shards       [{name, documents, sentences, tokens, bytes, crc32c}]; crc32c is the shard's
+               CRC-32C as 8 hex digits (GCS's object checksum), computed while writing. Shard
+               s of n holds documents s, s + n, ... of the inputs in reading order, so inputs,
+               config and tokenizer decide each shard alone (see `input_pipeline/shards.py`).
+               Manifests written before checksums existed have no crc32c: their shards are
+               checked once against their records' own TFRecord CRCs, then it is added.
   created, seconds, workers   informative only (not compared)
 """
 

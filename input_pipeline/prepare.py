@@ -20,10 +20,14 @@ How it works:
   written in chunk order, so the same inputs and config give byte-identical shards whatever
   the number of workers or the chunk size.
 * Shards are written under temporary names, synced and renamed; `manifest.json` is written
-  last, the same way. A folder without a manifest, or whose manifest records another config,
-  other inputs (path, size, mtime) or another tokenizer fingerprint, or whose shards are
-  missing or have other sizes, is cleaned (manifest first, then shards) and redone. A
-  finished folder with a matching manifest is left alone.
+  last, the same way, with each shard's size and CRC-32C. A folder without a manifest, or
+  whose manifest records another config, other inputs (path, size, mtime) or another tokenizer
+  fingerprint (a trained tokenizer that is missing or damaged included), is cleaned (manifest
+  first, then shards) and redone. A finished folder with a matching manifest is verified
+  (``verify``: sizes and checksums, or sizes only) and a shard that is missing or damaged is
+  rewritten alone, byte-identical to the original (`input_pipeline/shards.py`); the rest,
+  the tokenizer included, is left alone. A trained tokenizer is retrained only when it is
+  damaged or the inputs or settings changed.
 * A user error (no file matching a glob, invalid UTF-8, malformed input) raises before any
   manifest is written; the CLI prints it and exits with status 1. Empty files and files of
   blank lines are skipped and counted in the manifest.
@@ -33,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import inspect
 import itertools
 import logging
@@ -44,15 +49,12 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
-
 from input_pipeline import (
-    atomic,
     console,
     corpora,
     paths,
-    prepare_workers,
     record_encoder,
+    shards,
     tokenizers,
 )
 from input_pipeline import sentencepiece_training as sp_training
@@ -66,6 +68,7 @@ from input_pipeline.manifest import (
     sync_directory,
     write_manifest,
 )
+from input_pipeline.shards import VERIFY_MODES
 
 __all__ = ["Manifest", "is_complete", "load_manifest", "main", "prepare"]
 
@@ -153,7 +156,8 @@ def _plan(
 
 
 def _mismatch(plan: _Plan) -> str | None:
-    """Why ``plan.directory`` does not hold the finished output of ``plan``; None if it does."""
+    """Why ``plan.directory`` does not hold the output of ``plan`` (whose shards may still need
+    a repair: see `shards.damaged`); None if it does."""
     try:
         manifest = load_manifest(plan.directory)
     except FileNotFoundError:
@@ -174,9 +178,6 @@ def _mismatch(plan: _Plan) -> str | None:
             return f"the trained tokenizer is unusable ({e})"
     if fingerprint != manifest.fingerprint:
         return "the tokenizer fingerprint differs"
-    for shard, path in zip(manifest.shards, manifest.shard_paths, strict=True):
-        if not path.is_file() or paths.size(path) != shard["bytes"]:
-            return f"shard {path.name} is missing or has another size"
     return None
 
 
@@ -217,7 +218,8 @@ def is_complete(
 
     Args:
       **options: any keyword options of :func:`prepare`, with the same defaults; those that do
-        not decide the output (``workers``, ``chunk_chars``, ``force``) are ignored.
+        not decide the output or its verification (``workers``, ``chunk_chars``, ``force``)
+        are ignored.
     """
     bound = inspect.signature(prepare).bind(
         input_patterns, output_dir, format, tokenizer_path, **options
@@ -225,7 +227,9 @@ def is_complete(
     bound.apply_defaults()
     names = inspect.signature(_plan).parameters
     plan = _plan(**{k: v for k, v in bound.arguments.items() if k in names})
-    return _mismatch(plan) is None
+    if _mismatch(plan) is not None:
+        return False
+    return not shards.damaged(load_manifest(plan.directory), bound.arguments["verify"])
 
 
 def prepare(
@@ -244,6 +248,7 @@ def prepare(
     sentence_split: bool = True,
     workers: int | None = None,
     chunk_chars: int = 1 << 20,
+    verify: str = "checksum",
     force: bool = False,
 ) -> Manifest:
     """Tokenizes a corpus into sharded records and a manifest; does nothing if already done.
@@ -267,6 +272,7 @@ def prepare(
         this process (no subprocess). The output does not depend on it.
       chunk_chars: characters of text per unit of work (a bigger document is one unit). The
         output does not depend on it.
+      verify: "checksum" (sizes and CRC-32Cs of a finished folder's shards) or "size".
       force: redo the work even if a matching manifest exists.
 
     Returns:
@@ -291,18 +297,35 @@ def prepare(
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if workers < 0 or chunk_chars < 1:
         raise UserError(f"workers must be >= 0 and chunk_chars >= 1 ({workers}, {chunk_chars})")
+    shards.check_verify(verify)
     plan.directory.mkdir(parents=True, exist_ok=True)
     with _locked(plan.directory):
         reason = "forced" if force else _mismatch(plan)
+        tokenizer, trained = plan.tokenizer, plan.tokenizer is None
         if reason is None:
-            _LOG.info("%s is already prepared; nothing to do", plan.directory)
-            return load_manifest(plan.directory)
+            manifest, tokenizer = _repair(plan, verify, workers, chunk_chars, started)
+            if manifest is not None:
+                return manifest
+            reason = "a rewritten shard differed from its record (the tokenizer is kept)"
         _LOG.info("preparing %s: %s", plan.directory, reason)
         _clean(plan.directory)
-        tokenizer, trained = plan.tokenizer, plan.tokenizer is None
         if tokenizer is None:
             tokenizer = _train(plan)
         return _write(plan, tokenizer, trained, workers, chunk_chars, started)
+
+
+def _repair(
+    plan: _Plan, verify: str, workers: int, chunk_chars: int, started: float
+) -> tuple[Manifest | None, tokenizers.Tokenizer | None]:
+    """`shards.verify_and_repair` of a folder whose manifest matches ``plan``: (the manifest,
+    None), or (None, the intact tokenizer to redo everything with, never retrained)."""
+    documents = functools.partial(_documents, plan, sentence_split=False)
+    options = {"workers": workers, "chunk_chars": chunk_chars, "started": started}
+    manifest = load_manifest(plan.directory)
+    repaired = shards.verify_and_repair(manifest, verify, plan.tokenizer, documents, **options)
+    if repaired is not None:
+        return repaired, None
+    return None, plan.tokenizer or tokenizers.load_tokenizer(manifest.tokenizer_path)
 
 
 def _documents(plan: _Plan, stats: corpora.CorpusStats, sentence_split: bool) -> Iterator:
@@ -354,31 +377,23 @@ def _write(
     names = [
         record_encoder.SHARD_PATTERN.format(index=i, count=num_shards) for i in range(num_shards)
     ]
-    per_shard = np.zeros((num_shards, 3), np.int64)  # documents, sentences, tokens
-    counts = {"documents_without_tokens": 0, "empty_sentences": 0}
     stats = corpora.CorpusStats()
-    documents = _documents(plan, stats, sentence_split=False)  # the workers split
-    chunks = prepare_workers.chunks(documents, chunk_chars)
-    split = plan.config["sentence_split"]
-    progress = _Progress(plan.inputs, stats)
-    # Every shard is written through the atomic writer: renamed into place only once all are
-    # complete, and removed if anything fails.
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(atomic.open_atomically(plan.directory / name))
-                 for name in names]  # fmt: skip
-        for result in prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, split):
-            for shard, blob, *shard_counts in result.shards:
-                files[shard].write(blob)
-                per_shard[shard] += shard_counts
-            counts["documents_without_tokens"] += result.documents_without_tokens
-            counts["empty_sentences"] += result.empty_sentences
-            progress.update(int(per_shard[:, 0].sum()))
+    per_shard, crcs, counts = shards.write(
+        plan.directory,
+        names,
+        _documents(plan, stats, sentence_split=False),  # the workers split
+        tokenizer,
+        workers=workers,
+        chunk_chars=chunk_chars,
+        sentence_split=plan.config["sentence_split"],
+        progress=shards.Progress(plan.inputs, stats).update,
+    )
     sync_directory(plan.directory)
     documents_written, sentences, tokens = (int(x) for x in per_shard.sum(axis=0))
-    shards = [
+    records = [
         {"name": name, "documents": int(d), "sentences": int(s), "tokens": int(t)}
-        | {"bytes": paths.size(plan.directory / name)}
-        for name, (d, s, t) in zip(names, per_shard, strict=True)
+        | {"bytes": paths.size(plan.directory / name), "crc32c": crc}
+        for name, (d, s, t), crc in zip(names, per_shard, crcs, strict=True)
     ]
     all_counts = dataclasses.asdict(stats)  # documents read; sentences are paragraphs here
     all_counts |= {"documents": documents_written, "sentences": sentences, "tokens": tokens}
@@ -398,7 +413,7 @@ def _write(
             "trained": trained,
         },
         counts=all_counts,
-        shards=shards,
+        shards=records,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         seconds=round(time.perf_counter() - started, 3),
         workers=workers,
@@ -407,22 +422,6 @@ def _write(
     write_manifest(manifest)
     _LOG.info("prepared %s in %.1f s", plan.directory, manifest.seconds)
     return manifest
-
-
-class _Progress:
-    """Logs how far reading has got, at most every 30 seconds."""
-
-    def __init__(self, inputs: list[dict[str, Any]], stats: corpora.CorpusStats):
-        self._ends = [0, *itertools.accumulate(i["bytes"] for i in inputs)]  # bytes before file i
-        self._stats = stats
-        self._start = self._last = time.perf_counter()
-
-    def update(self, documents: int) -> None:
-        now = time.perf_counter()
-        if now - self._last >= 30:
-            self._last, done = now, self._ends[max(0, self._stats.files - 1)] / 1e6
-            total, rate = self._ends[-1] / 1e6, done / (now - self._start)
-            _LOG.info("read %.0f of %.0f MB, %d documents, %.2f MB/s", done, total, documents, rate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--errors", default="strict", choices=corpora.ERRORS, help="invalid UTF-8 handling")
     add("--sentence_split", type=_parse_bool, default=True, help="cut paragraphs into sentences")
     add("--chunk_chars", type=int, default=1 << 20, help="characters per unit of work")
+    add("--verify", default="checksum", choices=VERIFY_MODES, help="check of finished shards")
     add("--force", action="store_true", help="redo even if the output is finished")
     return parser
 
@@ -486,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sentence_split=args.sentence_split,
             workers=args.workers,
             chunk_chars=args.chunk_chars,
+            verify=args.verify,
             force=args.force,
         )
     except (UserError, PermissionError) as e:  # PermissionError: an output folder not ours
