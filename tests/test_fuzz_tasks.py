@@ -1,0 +1,120 @@
+"""Fuzzing the fine-tuning readers (GLUE TSV, SQuAD JSON, CoNLL, STS) with seeded mutations of
+slices of the real files in ../shared/data: every case is a UserError naming the file, or a
+parse that passes a sanity check; never another exception type, never a hang (tests/fuzz.py)."""
+
+import json
+import random
+import zlib
+
+import pytest
+
+from bert.tasks import glue, ner, squad, sts
+from tests import fuzz
+
+CASES = 300  # per reader
+
+
+def _head(path, lines: int) -> bytes:
+    with open(path, "rb") as f:
+        return b"".join(f.readline() for _ in range(lines))
+
+
+def _line_count(data: bytes) -> int:
+    return data.count(b"\n") + data.count(b"\r") + 1
+
+
+@pytest.mark.parametrize(
+    ("task", "folder", "name"),
+    [
+        ("sst2", "SST-2", "dev.tsv"),
+        ("mrpc", "MRPC", "dev.tsv"),
+        ("stsb", "STS-B", "dev.tsv"),
+        ("sst2", "SST-2", "test.tsv"),
+    ],  # fmt: skip
+)
+def test_glue_tsv(shared_data, tmp_path, task, folder, name):
+    spec = glue.get_task(task)
+    base = _head(shared_data / "glue" / folder / name, 40)
+    labeled = name != "test.tsv"
+
+    def check(examples, data):
+        assert len(examples) <= _line_count(data)
+        for e in examples:
+            texts = [e.text_a] + ([e.text_b] if spec.is_pair else [])
+            assert all(isinstance(t, str) and "\n" not in t and "\t" not in t for t in texts), e
+            if not labeled:
+                assert e.label is None and isinstance(e.index, str), e
+            elif spec.is_regression:
+                assert fuzz.is_finite(e.label), e
+            else:
+                assert e.label in spec.labels, e
+
+    report = fuzz.run_cases(base, lambda p: glue.read_examples(task, p), check, tmp_path, name,
+                            CASES, seed=zlib.crc32(f"{task}{name}".encode()) % 1000)  # fmt: skip
+    report.assert_clean(f"GLUE {task} {name}")
+
+
+def _squad_slice(shared_data) -> bytes:
+    """The first two paragraphs of the first article of SQuAD v1.1 dev, in the official shape."""
+    data = json.loads((shared_data / "squad" / "dev-v1.1.json").read_text(encoding="utf-8"))
+    article = dict(data["data"][0], paragraphs=data["data"][0]["paragraphs"][:2])
+    return json.dumps({"data": [article], "version": data["version"]}, ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("is_training", [True, False])
+def test_squad_json(shared_data, tmp_path, is_training):
+    base = _squad_slice(shared_data)
+
+    def check(result, data):
+        assert isinstance(result, squad.SquadSet) and isinstance(result.version, str)
+        for e in result.examples:
+            assert all(isinstance(v, str) for v in (e.qid, e.question, e.context, e.title)), e
+            for answer in e.answers:
+                assert isinstance(answer.text, str) and isinstance(answer.start, int), e
+            if is_training and not e.is_impossible:
+                (answer,) = e.answers
+                assert answer.start >= 0, e
+                assert e.context[answer.start : answer.start + len(answer.text)] == answer.text
+
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6)
+    report = fuzz.run_cases(base, lambda p: squad.read_squad(p, is_training=is_training), check,
+                            tmp_path, "dev.json", CASES, seed=11 + is_training,
+                            mutations=mutations)  # fmt: skip
+    report.assert_clean("SQuAD")
+
+
+def test_conll(shared_data, tmp_path):
+    base = _head(shared_data / "conll2003" / "valid.txt", 120)
+
+    def check(sentences, data):
+        for s in sentences:
+            assert s.words and len(s.words) == len(s.tags), s
+            assert all(w and not any(c.isspace() for c in w) for w in s.words), s
+            previous = ner.OUTSIDE
+            for tag in s.tags:
+                assert tag == ner.OUTSIDE or tag[:2] in ("B-", "I-") and len(tag) > 2, s
+                assert not tag.startswith("I-") or previous[2:] == tag[2:], s
+                previous = tag
+
+    report = fuzz.run_cases(base, ner.read_conll, check, tmp_path, "valid.txt", CASES, seed=21)
+    report.assert_clean("CoNLL")
+
+
+def test_sts_benchmark(shared_data, tmp_path):
+    base = _head(shared_data / "stsbenchmark" / "sts-dev.csv", 40)
+
+    def check(pairs, data):
+        assert len(pairs) <= _line_count(data)
+        for p in pairs:
+            assert isinstance(p.sentence1, str) and isinstance(p.sentence2, str), p
+            assert fuzz.is_finite(p.score) and 0 <= p.score <= sts.MAX_SCORE, p
+
+    report = fuzz.run_cases(base, sts.read_sts_benchmark, check, tmp_path, "sts-dev.csv", CASES,
+                            seed=31)  # fmt: skip
+    report.assert_clean("STS benchmark")
+
+
+def test_mutations_are_seeded():
+    """The same seed gives the same case (a failure's seed replays it)."""
+    data = b"a\tb\nc\td\n" * 10
+    assert fuzz.mutate(data, random.Random(5)) == fuzz.mutate(data, random.Random(5))
