@@ -246,7 +246,9 @@ def run_cases(
                 report.errors += 1
         except CaseTimeout as e:
             report.failures.append(f"{label}: hang, {e}")
-        except Exception as e:  # noqa: BLE001 (that is what the fuzzing is looking for)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 (what the fuzzing looks for; Rust panics too)
             frame = traceback.extract_tb(e.__traceback__)[-1]
             where = f"{pathlib.Path(frame.filename).name}:{frame.lineno}"
             report.failures.append(f"{label}: {type(e).__name__} at {where}: {str(e)[:300]}")
