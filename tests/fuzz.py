@@ -103,7 +103,9 @@ def garbage(data, rng):
 
 def long_line(data, rng):
     i = rng.randrange(len(data) + 1)
-    return data[:i] + b"x" * 200_000 + data[i:], f"a 200,000-byte run at {i}"
+    unit = rng.choice((b"x", b". ", b"Mr. ", b"a.b", b"?!", b"\xe2\x80\x9c", b"  ", b"\t"))
+    run = unit * (200_000 // len(unit))
+    return data[:i] + run + data[i:], f"{len(run)} bytes of {unit!r} at {i}"
 
 
 def line_endings(data, rng):

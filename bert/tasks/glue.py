@@ -303,13 +303,16 @@ def _parse_label(task: Task, value: str, where: str) -> str | float:
         try:
             score = float(value)
         except ValueError:
-            raise UserError(f"{where}: label {value!r} is not a number ({task.name})") from None
+            raise UserError(
+                f"{where}: label {value[:80]!r} is not a number ({task.name})"
+            ) from None
         if not math.isfinite(score):
-            raise UserError(f"{where}: label {value!r} is not a finite number ({task.name})")
+            raise UserError(f"{where}: label {value[:80]!r} is not a finite number ({task.name})")
         return score
     if value not in task.labels:
+        labels = list(task.labels)
         raise UserError(
-            f"{where}: label {value!r} is not one of the {task.name} labels {list(task.labels)}"
+            f"{where}: label {value[:80]!r} is not one of the {task.name} labels {labels}"
         )
     return value
 

@@ -34,7 +34,7 @@ def _check_score(value: str, where: str) -> float:
     try:
         score = float(value)
     except ValueError:
-        raise UserError(f"{where}: score {value!r} is not a number") from None
+        raise UserError(f"{where}: score {value[:80]!r} is not a number") from None
     if not (math.isfinite(score) and 0.0 <= score <= MAX_SCORE):
         raise UserError(f"{where}: score {score} is outside 0..{MAX_SCORE:g}")
     return score
