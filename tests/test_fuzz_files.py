@@ -82,6 +82,7 @@ def test_sentencepiece_model(shared_data, tmp_path):
     report.assert_clean("SentencePiece model")
 
 
+SPARSE_MUTATIONS = (fuzz.truncate, fuzz.flip, fuzz.insert, fuzz.delete, fuzz.garbage)
 INT_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
               "max_position_embeddings", "type_vocab_size")  # fmt: skip
 PROBABILITIES = ("hidden_dropout", "attention_dropout")
@@ -124,8 +125,48 @@ def test_safetensors(tmp_path):
         for name, array in read.items():
             assert isinstance(array, np.ndarray) and array.shape == tensors[name].shape, name
 
-    mutations = (fuzz.truncate, fuzz.flip, fuzz.insert, fuzz.delete, fuzz.garbage)
+    mutations = SPARSE_MUTATIONS
     report = fuzz.run_cases(base, formats.read_safetensors, check, tmp_path / "cases",
                             "model.safetensors", CASES, seed=62, mutations=mutations)  # fmt: skip
     report.assert_clean("safetensors")
     assert math.prod(tensors["embeddings.LayerNorm.weight"].shape) == 384
+
+
+def test_tf_checkpoint(tmp_path):
+    """A Google-style TF checkpoint (name-based bundle) of all-MiniLM-L6-v2's embedding tensors;
+    one of its two files is damaged in most cases."""
+    import tensorflow as tf  # noqa: PLC0415 (slow to load; only this test needs it)
+
+    with safe_open(str(MINILM / "model.safetensors"), framework="np") as f:
+        names = {
+            "embeddings.LayerNorm.weight": "bert/embeddings/LayerNorm/gamma",
+            "embeddings.token_type_embeddings.weight": "bert/embeddings/token_type_embeddings",
+        }
+        tensors = {tf_name: f.get_tensor(name) for name, tf_name in names.items()}  # fmt: skip
+    prefix = str(tmp_path / "base" / "bert_model.ckpt")
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=list(tensors), shape_and_slices=[""] * 2,
+                      tensors=list(tensors.values()))  # fmt: skip
+    files = {p.name: p.read_bytes() for p in (tmp_path / "base").iterdir()}
+    assert sorted(files) == ["bert_model.ckpt.data-00000-of-00001", "bert_model.ckpt.index"]
+
+    def make(base, rng):
+        damaged = rng.choice(sorted(files))
+        if rng.random() < 0.1:  # both files have checksums: nearly every damage is found
+            return json.dumps({damaged: files[damaged].hex()}).encode(), "intact"
+        data, what = fuzz.mutate(files[damaged], rng, SPARSE_MUTATIONS)
+        return json.dumps({damaged: data.hex()}).encode(), f"{damaged}: {what}"
+
+    def read(path):  # the case's file names the damaged file; the other is copied intact
+        ((damaged, data),) = json.loads(path.read_bytes()).items()
+        for name, content in files.items():
+            (path.parent / name).write_bytes(bytes.fromhex(data) if name == damaged else content)
+        return formats.read_tf_checkpoint(str(path.parent / "bert_model.ckpt"))
+
+    def check(read_tensors, data):
+        assert sorted(read_tensors) == sorted(tensors)
+        for name, array in read_tensors.items():
+            assert array.shape == tensors[name].shape, name
+
+    report = fuzz.run_cases(b"", read, check, tmp_path / "cases", "case.json", CASES // 2,
+                            seed=63, make=make, named=lambda p: str(p.parent))  # fmt: skip
+    report.assert_clean("TF checkpoint")
