@@ -30,7 +30,8 @@ Bad input:
   offset and the line. ``errors="replace"`` puts U+FFFD for the bad bytes and counts the line
   in ``replaced_lines``; ``errors="skip"`` drops the line and counts it in ``skipped_lines``.
   In a compressed file the offset is in the decompressed stream.
-* Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line.
+* Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line. A
+  JSON text holding a lone surrogate escape (``"\\ud800"``) is treated as invalid UTF-8.
 * A compressed file that is cut short or damaged (bad CRC, corrupt stream, garbage): a
   ``UserError`` naming the file and the last line read whole.
 * A file that is not Parquet, a missing text column, a column of other values than strings:
@@ -237,11 +238,35 @@ def _jsonl(
         if not isinstance(text, str):
             kind = type(text).__name__
             raise UserError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
+        text = _without_surrogates(text, f"{path}:{number}", errors, stats)
+        if text is None:
+            continue
         document = text_document(text, split)
         if document:
             yield document
         else:
             stats.skipped_documents += 1
+
+
+def _without_surrogates(text: str, where: str, errors: str, stats: CorpusStats) -> str | None:
+    """A JSON text holding a lone surrogate escape ("\\ud800", half of a character, which no
+    tokenizer takes) follows `errors` as invalid UTF-8 does; None: skip the line."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError as e:
+        if errors == "strict":
+            raise UserError(
+                f"{where}: a lone surrogate {text[e.start]!r} (half of a character) at character "
+                f"{e.start}; pass errors='replace' or errors='skip' to go on"
+            ) from None
+    if errors == "skip":
+        stats.skipped_lines += 1
+        return None
+    stats.replaced_lines += 1
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _parquet(

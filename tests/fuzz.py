@@ -23,7 +23,8 @@ CASE_SECONDS = 10.0  # one case's limit: a reader slower than this on a small fi
 MAX_MESSAGE = 1000  # characters: a longer error message dumps the input instead of naming it
 GARBAGE = (b"\x00", b"\xff", b"\xfe", b"\t", b"\r", b"\n", b'"', b"{", b"}", b"<doc>", b"\xc3",
            b"\xe2\x80", b"\\u", b"-DOCSTART-", b"\r\n", b"</doc>")  # fmt: skip
-WEIRD_VALUES = (None, 0, -1, 1.5, "", "x", [], {}, True, 10**30, -(10**30), "nan", [1, 2], {"a": 1})
+WEIRD_VALUES = (None, 0, -1, 1.5, "", "x", [], {}, True, 10**30, -(10**30), "nan", [1, 2], {"a": 1},
+                "a lone \ud800 surrogate")  # fmt: skip
 
 
 class CaseTimeout(BaseException):
@@ -175,6 +176,25 @@ def json_structure(data, rng):
     weird = rng.choice(WEIRD_VALUES)
     parent[where[-1]] = weird
     return json.dumps(value).encode(), f"{list(where)} = {weird!r}"
+
+
+def json_surrogate(data, rng):
+    """Parses the JSON, then puts a lone surrogate ("\\ud83d": half a character, as a cut emoji
+    leaves it) into one of its strings."""
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return flip(data, rng)
+    strings = [(where, v) for where, v in _json_nodes(value) if where and isinstance(v, str)]
+    if not strings:
+        return flip(data, rng)
+    where, text = rng.choice(strings)
+    parent = value
+    for key in where[:-1]:
+        parent = parent[key]
+    at = rng.randrange(len(text) + 1)
+    parent[where[-1]] = text[:at] + rng.choice("\ud83d\udc80") + text[at:]
+    return json.dumps(value).encode(), f"a lone surrogate in {list(where)} at {at}"
 
 
 def mutate(data: bytes, rng: random.Random, mutations=BYTE_MUTATIONS) -> tuple[bytes, str]:

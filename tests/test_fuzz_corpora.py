@@ -64,11 +64,15 @@ def _reader(fmt: str, compressed: bool = False):
         assert stats.documents == len(documents) and stats.files == 1
         for document in documents:
             assert document and all(isinstance(s, str) and s.strip() for s in document)
+            assert all(s.encode("utf-8") for s in document)  # no lone surrogate
         if compressed:
             return
         try:
             data.decode("utf-8")
-        except UnicodeDecodeError:  # bad lines are counted under the rule asked for
+            if fmt == "jsonl":  # a "\ud800" escape in JSON is as bad as invalid UTF-8
+                texts = [json.loads(line)["text"] for line in data.splitlines() if line.strip()]
+                "".join(texts).encode("utf-8")
+        except UnicodeError:  # bad lines are counted under the rule asked for
             counted = {"replace": stats.replaced_lines, "skip": stats.skipped_lines}
             assert errors != "strict" and counted[errors] > 0, (errors, stats)
         else:
@@ -77,10 +81,34 @@ def _reader(fmt: str, compressed: bool = False):
     return read, check
 
 
+def _jsonl_structure(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """`fuzz.json_structure` on one line of a JSON Lines file."""
+    lines = data.split(b"\n")
+    i = rng.randrange(len(lines))
+    lines[i], what = fuzz.json_structure(lines[i], rng)
+    return b"\n".join(lines), f"line {i + 1}: {what}"
+
+
+def _jsonl_surrogate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
+    """A lone surrogate escape ("\\udc80": half a character, as a cut emoji leaves it) in the text
+    of one line of a JSON Lines file."""
+    lines = data.split(b"\n")
+    i = rng.randrange(len(lines))
+    try:
+        record = json.loads(lines[i])
+        at = rng.randrange(len(record["text"]) + 1)
+        record["text"] = record["text"][:at] + rng.choice("\ud83d\udc80") + record["text"][at:]
+    except (ValueError, KeyError, TypeError):
+        return fuzz.flip(data, rng)
+    lines[i] = json.dumps(record).encode()
+    return b"\n".join(lines), f"line {i + 1}: a lone surrogate at character {at}"
+
+
 @pytest.mark.parametrize("fmt", ["text", "paragraphs", "jsonl", "wikiextractor"])
 def test_text_formats(articles, tmp_path, fmt):
     read, check = _reader(fmt)
-    mutations = fuzz.BYTE_MUTATIONS + ((fuzz.json_structure,) * 4 if fmt == "jsonl" else ())
+    json_mutations = (_jsonl_structure,) * 4 + (_jsonl_surrogate,) * 2
+    mutations = fuzz.BYTE_MUTATIONS + (json_mutations if fmt == "jsonl" else ())
     report = fuzz.run_cases(_base(articles, fmt), read, check, tmp_path, f"corpus.{fmt}", CASES,
                             seed=zlib.crc32(fmt.encode()) % 1000, mutations=mutations)  # fmt: skip
     report.assert_clean(fmt)

@@ -53,7 +53,7 @@ def test_tokenizer_json(tmp_path):
     spec = json.loads((MINILM / "tokenizer.json").read_text(encoding="utf-8"))
     spec["model"]["vocab"] = {t: i for t, i in spec["model"]["vocab"].items() if i < VOCAB_LINES}
     base = json.dumps(spec, ensure_ascii=False).encode()
-    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6)
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6, *[fuzz.json_surrogate] * 2)
     report = fuzz.run_cases(base, tokenizers.load_tokenizer, _check_tokenizer, tmp_path,
                             "tokenizer.json", CASES, seed=52, mutations=mutations)  # fmt: skip
     report.assert_clean("tokenizer.json")
@@ -106,7 +106,7 @@ def test_checkpoint_config_json(tmp_path):
         assert config.hidden_size % config.num_heads == 0, config
 
     base = (MINILM / "config.json").read_bytes()
-    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 8)
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 8, fuzz.json_surrogate)
     report = fuzz.run_cases(base, read, check, tmp_path, "config.json", CASES, seed=61,
                             mutations=mutations)  # fmt: skip
     report.assert_clean("config.json")

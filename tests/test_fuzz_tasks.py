@@ -69,6 +69,7 @@ def test_squad_json(shared_data, tmp_path, is_training):
         assert isinstance(result, squad.SquadSet) and isinstance(result.version, str)
         for e in result.examples:
             assert all(isinstance(v, str) for v in (e.qid, e.question, e.context, e.title)), e
+            assert (e.question + e.context).encode("utf-8"), e  # no lone surrogate
             for answer in e.answers:
                 assert isinstance(answer.text, str) and isinstance(answer.start, int), e
             if is_training and not e.is_impossible:
@@ -76,7 +77,7 @@ def test_squad_json(shared_data, tmp_path, is_training):
                 assert answer.start >= 0, e
                 assert e.context[answer.start : answer.start + len(answer.text)] == answer.text
 
-    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6)
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6, *[fuzz.json_surrogate] * 2)
     report = fuzz.run_cases(base, lambda p: squad.read_squad(p, is_training=is_training), check,
                             tmp_path, "dev.json", CASES, seed=11 + is_training,
                             mutations=mutations)  # fmt: skip

@@ -132,7 +132,8 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
         raise UserError(f"SQuAD file {path} does not exist (or is not a file)")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone "\ud800" escape fails here
+    except (UnicodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not a valid SQuAD JSON file: {e}") from e
     articles = _field(data, "data", path, "the top level", list)
     examples, skipped = [], []
