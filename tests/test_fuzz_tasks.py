@@ -2,6 +2,8 @@
 slices of the real files in ../shared/data: every case is a UserError naming the file, or a
 parse that passes a sanity check; never another exception type, never a hang (tests/fuzz.py)."""
 
+import csv
+import io
 import json
 import random
 import zlib
@@ -23,6 +25,12 @@ def _line_count(data: bytes) -> int:
     return data.count(b"\n") + data.count(b"\r") + 1
 
 
+def _reference_rows(data: bytes) -> list[list[str]]:
+    """The csv module's rows over Python's own text decoding and line splitting."""
+    text = io.StringIO(data.decode("utf-8-sig"), newline="")
+    return list(csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
 @pytest.mark.parametrize(
     ("task", "folder", "name"),
     [
@@ -37,11 +45,16 @@ def test_glue_tsv(shared_data, tmp_path, task, folder, name):
     base = _head(shared_data / "glue" / folder / name, 40)
     labeled = name != "test.tsv"
 
-    def check(examples, data):
+    def read(path):
+        return glue.read_examples(task, path), glue.read_tsv(path)
+
+    def check(result, data):
+        examples, rows = result
+        assert rows == _reference_rows(data)
         assert len(examples) <= _line_count(data)
         for e in examples:
             texts = [e.text_a] + ([e.text_b] if spec.is_pair else [])
-            assert all(isinstance(t, str) and "\n" not in t and "\t" not in t for t in texts), e
+            assert all(isinstance(t, str) and not set(t) & set("\n\r\t") for t in texts), e
             if not labeled:
                 assert e.label is None and isinstance(e.index, str), e
             elif spec.is_regression:
@@ -49,7 +62,7 @@ def test_glue_tsv(shared_data, tmp_path, task, folder, name):
             else:
                 assert e.label in spec.labels, e
 
-    report = fuzz.run_cases(base, lambda p: glue.read_examples(task, p), check, tmp_path, name,
+    report = fuzz.run_cases(base, read, check, tmp_path, name,
                             CASES, seed=zlib.crc32(f"{task}{name}".encode()) % 1000)  # fmt: skip
     report.assert_clean(f"GLUE {task} {name}")
 

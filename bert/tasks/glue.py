@@ -223,18 +223,15 @@ def tsv_rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
     """(1-based line number, fields) of a tab-separated UTF-8 file, quoting off, BOM stripped.
 
     Raises:
-      UserError: bytes that are not UTF-8, a lone carriage return inside a line, or a field
-        over the csv module's limit (128 KiB), naming the file and line.
+      UserError: bytes that are not UTF-8, a NUL byte, or a field over the csv module's limit
+        (128 KiB), naming the file and line.
     """
     numbered = text_files.lines(path)
     reader = csv.reader((line for _, line in numbered), delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
         yield from ((reader.line_num, row) for row in reader)
-    except csv.Error as e:
-        reason = str(e)
-        if "new-line character" in reason:
-            reason = "a carriage return (\\r) in the middle of a line"
-        raise UserError(f"{path}:{reader.line_num}: not a tab-separated line: {reason}") from None
+    except csv.Error as e:  # e.g. a field over the limit
+        raise UserError(f"{path}:{reader.line_num}: not a tab-separated line: {e}") from None
 
 
 def read_tsv(path: PathLike) -> list[list[str]]:
