@@ -389,11 +389,15 @@ def _infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{config_path} is not valid JSON: {e}") from e
-        if "do_lower_case" in config:
-            options = {
-                k: config[k] for k in ("strip_accents", "tokenize_chinese_chars") if k in config
-            }
-            return bool(config["do_lower_case"]), options
+        if not isinstance(config, dict):
+            raise UserError(f"{config_path}: expected a JSON object")
+        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
+            if config.get(key) is not None and not isinstance(config[key], bool):
+                raise UserError(f"{config_path}: {key} must be true, false or null")
+        if config.get("do_lower_case") is not None:
+            names = ("strip_accents", "tokenize_chinese_chars")
+            options = {k: config[k] for k in names if config.get(k) is not None}
+            return config["do_lower_case"], options
     # An uncased vocabulary has no upper-case letter outside the bracketed special tokens.
     cased = any(
         not (token.startswith("[") and token.endswith("]")) and token != token.lower()

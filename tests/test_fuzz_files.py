@@ -48,6 +48,24 @@ def test_wordpiece_vocab_txt(vocab, tmp_path):
     report.assert_clean("vocab.txt")
 
 
+def test_tokenizer_config_beside_vocab_txt(vocab, tmp_path):
+    """all-MiniLM-L6-v2's tokenizer_config.json, which sets a vocab.txt's lower-casing."""
+
+    def read(path):
+        (path.parent / "vocab.txt").write_bytes(vocab)
+        return tokenizers.load_tokenizer(path.parent / "vocab.txt")
+
+    def check(tokenizer, data):
+        _check_tokenizer(tokenizer, data)
+        assert isinstance(tokenizer.lowercase, bool)
+
+    base = (MINILM / "tokenizer_config.json").read_bytes()
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6)
+    report = fuzz.run_cases(base, read, check, tmp_path, "tokenizer_config.json", CASES // 2,
+                            seed=54, mutations=mutations)  # fmt: skip
+    report.assert_clean("tokenizer_config.json")
+
+
 def test_tokenizer_json(tmp_path):
     """all-MiniLM-L6-v2's tokenizer.json, its vocabulary cut to the first tokens (for speed)."""
     spec = json.loads((MINILM / "tokenizer.json").read_text(encoding="utf-8"))
