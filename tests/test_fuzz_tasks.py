@@ -132,3 +132,31 @@ def test_mutations_are_seeded():
     """The same seed gives the same case (a failure's seed replays it)."""
     data = b"a\tb\nc\td\n" * 10
     assert fuzz.mutate(data, random.Random(5)) == fuzz.mutate(data, random.Random(5))
+
+
+def test_sts_encode_input(shared_data, tmp_path):
+    """The sentences file of the STS job's encode mode (one sentence per line, row i = line i)."""
+    from bert.jobs import sts as sts_job  # noqa: PLC0415 (the job module loads JAX)
+
+    rows = _head(shared_data / "stsbenchmark" / "sts-dev.csv", 40).decode().splitlines()
+    base = "".join(row.split("\t")[5] + "\n" for row in rows).encode()
+
+    def check(sentences, data):  # Python's own decoding and universal newlines as reference
+        expected = io.StringIO(data.decode("utf-8-sig"), newline=None).read().split("\n")
+        assert sentences == (expected[:-1] if expected[-1] == "" else expected)
+
+    report = fuzz.run_cases(base, lambda p: sts_job.read_sentences(str(p)), check, tmp_path,
+                            "sentences.txt", CASES, seed=32)  # fmt: skip
+    report.assert_clean("STS encode input")
+
+
+def test_squad_job_reads_a_byte_order_mark_as_read_squad_does(shared_data, tmp_path):
+    from bert.jobs import squad as squad_job  # noqa: PLC0415 (the job module loads JAX)
+
+    base = _squad_slice(shared_data)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + base)
+    (tmp_path / "plain.json").write_bytes(base)
+    with_bom = squad_job.read(str(tmp_path / "bom.json"), "train_file", True, 0)
+    plain = squad_job.read(str(tmp_path / "plain.json"), "train_file", True, 0)
+    assert with_bom[1] == plain[1] == json.loads(base)
+    assert with_bom[0].examples == plain[0].examples and plain[0].examples

@@ -131,7 +131,8 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
     if not path.is_file():
         raise UserError(f"SQuAD file {path} does not exist (or is not a file)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        with paths.open_text(path, "utf-8-sig") as f:  # a byte order mark is fine
+            data = json.loads(f.read())
         json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone "\ud800" escape fails here
     except (UnicodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not a valid SQuAD JSON file: {e}") from e
