@@ -12,6 +12,7 @@ import pathlib
 import re
 import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 from typing import NoReturn
 
@@ -42,6 +43,9 @@ SHOWN_LIBRARY_INFO = (f"{os.sep}clu{os.sep}metric_writers{os.sep}",)
 # present on this machine, but ... is not installed", which bert/training/accelerators.py replaces
 # with the install to run. (JAX's "CUDA backend failed to initialize" still shows.)
 HIDDEN_WARNINGS = ("may be present on this machine",)
+
+# A config field as an override names it: dotted identifiers (`train.steps`).
+FIELD_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -92,7 +96,17 @@ def flag_error_message(error: BaseException, argv: list[str], config_flag: str =
         return f"--{required.group(1)} is required (see --helpshort)"
     if "Traceback" not in str(error) and type(error).__module__.startswith("absl."):
         return str(error)  # absl's own message names the flag
+    overrides = [a.split("=", 1)[0] for a in argv if a.startswith(f"--{config_flag}.")]
+    for name in overrides:
+        if not FIELD_PATH.fullmatch(name.split(".", 1)[1]):
+            return (
+                f"{name}: not a config field name (a dotted path, e.g. --{config_flag}.train.steps)"
+            )
     inner = chain[-1]
+    frames = traceback.extract_tb(inner.__traceback__)
+    if overrides and frames and f"{os.sep}ml_collections{os.sep}" in frames[-1].filename:
+        # ml_collections failed to apply an override, e.g. a field under a string: name them
+        return f"{', '.join(overrides)}: {type(inner).__name__}: {inner}"
     return f"--{config_flag}: {type(inner).__name__}: {inner}"
 
 

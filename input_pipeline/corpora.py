@@ -30,7 +30,10 @@ Bad input:
   offset and the line. ``errors="replace"`` puts U+FFFD for the bad bytes and counts the line
   in ``replaced_lines``; ``errors="skip"`` drops the line and counts it in ``skipped_lines``.
   In a compressed file the offset is in the decompressed stream.
-* Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line.
+* Malformed JSON Lines or WikiExtractor structure: ``ValueError`` naming the file and line. A
+  JSON text holding a lone surrogate escape (``"\\ud800"``) is treated as invalid UTF-8.
+* A compressed file that is cut short or damaged (bad CRC, corrupt stream, garbage): a
+  ``UserError`` naming the file and the last line read whole.
 * A file that is not Parquet, a missing text column, a column of other values than strings:
   ``UserError`` naming the file and column. In Parquet a row stands for a line above (invalid
   UTF-8 names the row; replaced and skipped rows are counted as lines).
@@ -48,6 +51,7 @@ import lzma
 import os
 import pathlib
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
@@ -61,6 +65,7 @@ PathLike = str | os.PathLike
 FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor", "parquet")
 TEXT_FIELD_FORMATS = ("jsonl", "parquet")  # the formats whose text sits in a named field
 ERRORS = ("strict", "replace", "skip")
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")  # decompressed on the fly
 
 
 @dataclasses.dataclass
@@ -123,6 +128,27 @@ def _open_zstd(raw: BinaryIO) -> BinaryIO:
     return io.BufferedReader(pa.CompressedInputStream(raw, "zstd"), buffer_size=1 << 20)
 
 
+# What Python's decompressors (and pyarrow's Zstandard stream: OSError or ValueError) raise on a
+# damaged or cut file.
+DAMAGED_STREAM = (EOFError, OSError, ValueError, zlib.error, lzma.LZMAError)
+
+
+def _raw_lines(f: BinaryIO, path: pathlib.Path) -> Iterator[bytes]:
+    """The lines of `f`; a compressed file that is cut or damaged is a UserError naming it."""
+    number = 0
+    try:
+        for raw in f:
+            number += 1
+            yield raw
+    except DAMAGED_STREAM as e:
+        if path.suffix not in COMPRESSED:
+            raise
+        raise UserError(
+            f"{path}: damaged {path.suffix} file, unreadable after line {number} "
+            f"({type(e).__name__}: {e})"
+        ) from None
+
+
 def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its line ending), decoding UTF-8 line by line."""
     if errors not in ERRORS:
@@ -131,7 +157,7 @@ def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tupl
         raise UserError(f"corpus file {path} does not exist (or is not a file)")
     offset = 0
     with _open_binary(path) as f:
-        for number, raw in enumerate(f, 1):
+        for number, raw in enumerate(_raw_lines(f, path), 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -218,11 +244,35 @@ def _jsonl(
         if not isinstance(text, str):
             kind = type(text).__name__
             raise UserError(f"{path}:{number}: field {text_field!r} is a {kind}, not a string")
+        text = _without_surrogates(text, f"{path}:{number}", errors, stats)
+        if text is None:
+            continue
         document = text_document(text, split)
         if document:
             yield document
         else:
             stats.skipped_documents += 1
+
+
+def _without_surrogates(text: str, where: str, errors: str, stats: CorpusStats) -> str | None:
+    """A JSON text holding a lone surrogate escape ("\\ud800", half of a character, which no
+    tokenizer takes) follows `errors` as invalid UTF-8 does; None: skip the line."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError as e:
+        if errors == "strict":
+            raise UserError(
+                f"{where}: a lone surrogate {text[e.start]!r} (half of a character) at character "
+                f"{e.start}; pass errors='replace' or errors='skip' to go on"
+            ) from None
+    if errors == "skip":
+        stats.skipped_lines += 1
+        return None
+    stats.replaced_lines += 1
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
 def _parquet(

@@ -203,25 +203,26 @@ class SentencePieceTokenizer(Tokenizer):
             processor.LoadFromSerializedProto(proto)
         except (RuntimeError, OSError) as e:
             raise UserError(f"{path} is not a SentencePiece model: {e}") from e
+        try:  # a damaged model can hold pieces that are not UTF-8
+            pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path} is not a valid SentencePiece model: {e}") from None
         special = {}
         for token in SPECIAL_TOKENS:
             token_id = processor.piece_to_id(token)
-            if processor.id_to_piece(token_id) != token:
+            if pieces[token_id] != token:
                 hint = "train_sentencepiece makes models that have them all"
                 raise UserError(
                     f"SentencePiece model {path} lacks the special token {token}; {hint}"
                 )
             special[token] = token_id
         if processor.unk_id() != special[UNK]:
-            unk = processor.id_to_piece(processor.unk_id())
+            unk = pieces[processor.unk_id()]
             raise UserError(f"SentencePiece model {path}: its unknown piece is {unk!r}, not {UNK}")
         super().__init__(path, _sha256(b"sentencepiece", proto), special)
         self._sp = processor
         self._num_threads = num_threads or os.cpu_count() or 1
-        size = processor.get_piece_size()
-        self._word_start = [
-            processor.id_to_piece(i).startswith(SENTENCEPIECE_WORD_START) for i in range(size)
-        ]
+        self._word_start = [piece.startswith(SENTENCEPIECE_WORD_START) for piece in pieces]
         for token in (PAD, CLS, SEP, MASK):
             self._word_start[special[token]] = True
 
@@ -388,11 +389,15 @@ def _infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UserError(f"{config_path} is not valid JSON: {e}") from e
-        if "do_lower_case" in config:
-            options = {
-                k: config[k] for k in ("strip_accents", "tokenize_chinese_chars") if k in config
-            }
-            return bool(config["do_lower_case"]), options
+        if not isinstance(config, dict):
+            raise UserError(f"{config_path}: expected a JSON object")
+        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
+            if config.get(key) is not None and not isinstance(config[key], bool):
+                raise UserError(f"{config_path}: {key} must be true, false or null")
+        if config.get("do_lower_case") is not None:
+            names = ("strip_accents", "tokenize_chinese_chars")
+            options = {k: config[k] for k in names if config.get(k) is not None}
+            return config["do_lower_case"], options
     # An uncased vocabulary has no upper-case letter outside the bracketed special tokens.
     cased = any(
         not (token.startswith("[") and token.endswith("]")) and token != token.lower()

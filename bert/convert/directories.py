@@ -15,7 +15,14 @@ import numpy as np
 
 from bert.convert import formats
 from bert.convert.formats import CheckpointError
-from bert.convert.name_table import MLM, NSP, OPTIONAL_GROUPS, config_from_hf, config_to_hf
+from bert.convert.name_table import (
+    MLM,
+    NSP,
+    OPTIONAL_GROUPS,
+    check_config_value,
+    config_from_hf,
+    config_to_hf,
+)
 from bert.convert.params import (
     flax_to_torch_names,
     groups_of,
@@ -165,15 +172,24 @@ def save_orbax(
         return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
 
 
+def read_model_json(path: pathlib.Path) -> BertConfig:
+    """The model config in our format's `model.json` (written by `save_orbax`)."""
+    fields = formats.read_json(path).get("config")
+    if not isinstance(fields, dict):
+        raise CheckpointError(f"{path}: no 'config' object")
+    for name, value in fields.items():
+        check_config_value(name, value, path, f"config.{name[:80]}")
+    try:
+        return BertConfig.from_dict(fields)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad model config ({str(e)[:200]})") from None
+
+
 def load_orbax(path: pathlib.Path) -> Imported:
     """Reads a directory written by `save_orbax`."""
     import orbax.checkpoint as ocp
 
-    meta = formats.read_json(path / "model.json")
-    try:
-        config = BertConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path / 'model.json'}: bad model config ({e})") from None
+    config = read_model_json(path / "model.json")
     if not (path / "params").is_dir():
         raise CheckpointError(f"{path / 'params'}: parameter directory not found")
     with ocp.StandardCheckpointer() as checkpointer:

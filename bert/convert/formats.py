@@ -115,10 +115,17 @@ def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:
 
     try:
         reader = tf.train.load_checkpoint(prefix)
-    except (tf.errors.OpError, ValueError) as e:
+        names = reader.get_variable_to_shape_map()
+    except (tf.errors.OpError, IndexError, ValueError) as e:  # IndexError: a cut index file
         raise CheckpointError(f"{prefix}: cannot read TF checkpoint ({e})") from None
-    names = reader.get_variable_to_shape_map()
-    return {name: _to_numpy(name, reader.get_tensor(name), pathlib.Path(prefix)) for name in names}
+    tensors = {}
+    for name in names:
+        try:
+            value = reader.get_tensor(name)
+        except (tf.errors.OpError, IndexError, ValueError) as e:  # a damaged data file
+            raise CheckpointError(f"{prefix}: cannot read variable {name} ({e})") from None
+        tensors[name] = _to_numpy(name, value, pathlib.Path(prefix))
+    return tensors
 
 
 def find_tf_checkpoint(directory: pathlib.Path) -> str:

@@ -2,6 +2,7 @@
 Google TF variable name, and the config field names of both formats."""
 
 import dataclasses
+import math
 import pathlib
 from typing import Any
 
@@ -147,8 +148,41 @@ _CONFIG_FIELDS = (
 )
 
 
+# What a config value must be, by our field: (test, what the error says it must be).
+_POSITIVE_INT = (lambda v: type(v) is int and v > 0, "a positive integer")
+_PROBABILITY = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+_POSITIVE = (lambda v: _is_number(v) and v > 0, "a positive number")
+_CONFIG_VALUES = {
+    **dict.fromkeys(("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"), _POSITIVE_INT),
+    "hidden_dropout": _PROBABILITY,
+    "attention_dropout": _PROBABILITY,
+    "layer_norm_eps": _POSITIVE,
+    "initializer_range": _POSITIVE,
+    **dict.fromkeys(("hidden_act", "dtype", "param_dtype", "attention_impl"),
+                    (lambda v: isinstance(v, str), "a string")),
+}  # fmt: skip
+
+
+def check_config_value(ours: str, value: Any, path: pathlib.Path, name: str) -> None:
+    """Raises CheckpointError naming `path` and the field `name` when a config value (our field
+    `ours`) is of the wrong type or range; BertConfig checks the rest (an unknown activation)."""
+    valid, must_be = _CONFIG_VALUES.get(ours, (lambda v: True, ""))
+    if not valid(value):
+        raise CheckpointError(f"{path}: {name} must be {must_be}, got {repr(value)[:80]}")
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
 def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
-    """Our config from an HF `config.json` or a Google `bert_config.json` (read from `path`)."""
+    """Our config from an HF `config.json` or a Google `bert_config.json` (read from `path`).
+
+    Raises:
+      CheckpointError: not BERT, a required field missing, or a value of the wrong type or
+        range (a count that is not a positive integer, a dropout outside [0, 1), ...).
+    """
     model_type = fields.get("model_type", "bert")
     if model_type != "bert":
         raise CheckpointError(f"{path}: model_type {model_type!r} is not BERT ('bert')")
@@ -161,6 +195,7 @@ def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
     for ours, theirs, required in _CONFIG_FIELDS:
         if theirs in fields:
             values[ours] = fields[theirs]
+            check_config_value(ours, values[ours], path, theirs)
         elif required:
             raise CheckpointError(f"{path}: required field {theirs!r} is missing")
     try:

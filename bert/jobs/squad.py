@@ -23,7 +23,7 @@ def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.Sq
     squad_set = squad.read_squad(path, is_training=is_training)
     # read_squad logs the questions it skips (answer not at answer_start), with their count.
     examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples
-    with paths.open_text(path) as f:
+    with paths.open_text(path, "utf-8-sig") as f:  # as read_squad reads it: a BOM is fine
         dataset = json.load(f)
     return dataclasses.replace(squad_set, examples=examples), dataset
 

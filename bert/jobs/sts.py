@@ -17,7 +17,7 @@ from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.model import BertConfig
 from bert.tasks import features, metrics, retrieval, retrieval_data, squad_pairs, sts
 from bert.training import reporting
-from input_pipeline import atomic, paths
+from input_pipeline import atomic, paths, text_files
 from input_pipeline.errors import UserError
 
 
@@ -170,13 +170,10 @@ def read_sentences(path: str) -> list[str]:
     """One sentence per line (blank lines kept as empty sentences, so rows match lines)."""
     if not path:
         raise UserError("config.encode_input is empty: give a text file, one sentence per line")
-    try:
-        with paths.open_text(path) as f:
-            return [line.rstrip("\n") for line in f]
+    try:  # bytes that are not UTF-8, or a NUL byte: a UserError naming the line
+        return [line.rstrip("\r\n") for _, line in text_files.lines(path)]
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (config.encode_input)") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not valid UTF-8 at byte {e.start}") from None
 
 
 def run(config, workdir: str) -> dict[str, float]:

@@ -8,14 +8,15 @@ merges rows, e.g. MRPC train parses as 3,570 rows instead of 3,668) and as ``utf
 
 import csv
 import dataclasses
+import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, paths, tokenizers
+from input_pipeline import atomic, paths, text_files, tokenizers
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -212,14 +213,30 @@ def _resolve(column: Column, header: Sequence[str] | None, path: pathlib.Path) -
         return column
     assert header is not None, column
     if column not in header:
-        raise UserError(f"{path}:1: missing column {column!r}; the header has {list(header)}")
+        names = repr(list(header))
+        names = names if len(names) <= 300 else names[:300] + "...]"
+        raise UserError(f"{path}:1: missing column {column!r}; the header has {names}")
     return header.index(column)
+
+
+def tsv_rows(path: PathLike) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, fields) of a tab-separated UTF-8 file, quoting off, BOM stripped.
+
+    Raises:
+      UserError: bytes that are not UTF-8, a NUL byte, or a field over the csv module's limit
+        (128 KiB), naming the file and line.
+    """
+    numbered = text_files.lines(path)
+    reader = csv.reader((line for _, line in numbered), delimiter="\t", quoting=csv.QUOTE_NONE)
+    try:
+        yield from ((reader.line_num, row) for row in reader)
+    except csv.Error as e:  # e.g. a field over the limit
+        raise UserError(f"{path}:{reader.line_num}: not a tab-separated line: {e}") from None
 
 
 def read_tsv(path: PathLike) -> list[list[str]]:
     """The rows of a GLUE TSV file: tab-separated, quoting off, BOM stripped."""
-    with paths.open_text(path, "utf-8-sig", newline="") as f:
-        return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [row for _, row in tsv_rows(path)]
 
 
 def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None) -> list[Example]:
@@ -281,12 +298,18 @@ def _parse_label(task: Task, value: str, where: str) -> str | float:
     value = value.strip()
     if task.is_regression:
         try:
-            return float(value)
+            score = float(value)
         except ValueError:
-            raise UserError(f"{where}: label {value!r} is not a number ({task.name})") from None
+            raise UserError(
+                f"{where}: label {value[:80]!r} is not a number ({task.name})"
+            ) from None
+        if not math.isfinite(score):
+            raise UserError(f"{where}: label {value[:80]!r} is not a finite number ({task.name})")
+        return score
     if value not in task.labels:
+        labels = list(task.labels)
         raise UserError(
-            f"{where}: label {value!r} is not one of the {task.name} labels {list(task.labels)}"
+            f"{where}: label {value[:80]!r} is not one of the {task.name} labels {labels}"
         )
     return value
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, paths, tokenizers
+from input_pipeline import atomic, paths, text_files, tokenizers
 from input_pipeline.errors import UserError
 
 PathLike = str | os.PathLike
@@ -39,21 +39,20 @@ def read_conll(path: PathLike) -> list[Sentence]:
     sentences = []
     words: list[str] = []
     tags: list[str] = []
-    with paths.open_text(path, "utf-8-sig") as f:
-        for line_number, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(Sentence(words, tags))
-                words, tags = [], []
-                continue
-            where = f"{path}:{line_number}"
-            if len(fields) < 2:
-                raise UserError(f"{where}: expected 'word POS chunk NER', got {line.strip()!r}")
-            tag = fields[-1]
-            _check_tag(tag, tags[-1] if tags else OUTSIDE, where)
-            words.append(fields[0])
-            tags.append(tag)
+    for line_number, line in text_files.lines(path):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(Sentence(words, tags))
+            words, tags = [], []
+            continue
+        where = f"{path}:{line_number}"
+        if len(fields) < 2:
+            raise UserError(f"{where}: expected 'word POS chunk NER', got {line.strip()[:80]!r}")
+        tag = fields[-1]
+        _check_tag(tag, tags[-1] if tags else OUTSIDE, where)
+        words.append(fields[0])
+        tags.append(tag)
     if words:
         sentences.append(Sentence(words, tags))
     return sentences
@@ -64,9 +63,9 @@ def _check_tag(tag: str, previous: str, where: str) -> None:
         return
     prefix, _, entity = tag.partition("-")
     if prefix not in ("B", "I") or not entity:
-        raise UserError(f"{where}: tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE)")
+        raise UserError(f"{where}: tag {tag[:80]!r} is not IOB2 (O, B-TYPE or I-TYPE)")
     if prefix == "I" and previous[2:] != entity:
-        raise UserError(f"{where}: tag {tag!r} follows {previous!r}; IOB2 starts with B-")
+        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOB2 starts with B-")
 
 
 def label_list(sentences: Iterable[Sentence]) -> list[str]:

@@ -131,8 +131,10 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
     if not path.is_file():
         raise UserError(f"SQuAD file {path} does not exist (or is not a file)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        with paths.open_text(path, "utf-8-sig") as f:  # a byte order mark is fine
+            data = json.loads(f.read())
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # a lone "\ud800" escape fails here
+    except (UnicodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not a valid SQuAD JSON file: {e}") from e
     articles = _field(data, "data", path, "the top level", list)
     examples, skipped = [], []
@@ -148,7 +150,8 @@ def read_squad(path: PathLike, *, is_training: bool) -> SquadSet:
                 question = _field(qa, "question", path, qwhere, str)
                 impossible = bool(qa.get("is_impossible", False))
                 answers = []
-                for i, ans in enumerate([] if impossible else qa.get("answers", [])):
+                listed = _field(qa, "answers", path, qwhere, list) if "answers" in qa else []
+                for i, ans in enumerate([] if impossible else listed):
                     awhere = f"{qwhere}.answers[{i}] (id {qid})"
                     text = _field(ans, "text", path, awhere, str)
                     start = _field(ans, "answer_start", path, awhere, int)

@@ -5,7 +5,6 @@ id, score, sentence1, sentence2, and a few rows carry extra source columns after
 are read with quoting off, taking columns 4, 5 and 6.
 """
 
-import csv
 import dataclasses
 import math
 import os
@@ -35,7 +34,7 @@ def _check_score(value: str, where: str) -> float:
     try:
         score = float(value)
     except ValueError:
-        raise UserError(f"{where}: score {value!r} is not a number") from None
+        raise UserError(f"{where}: score {value[:80]!r} is not a number") from None
     if not (math.isfinite(score) and 0.0 <= score <= MAX_SCORE):
         raise UserError(f"{where}: score {score} is outside 0..{MAX_SCORE:g}")
     return score
@@ -50,19 +49,17 @@ def read_sts_benchmark(path: PathLike) -> list[Pair]:
     """
     path = paths.path(path)
     pairs = []
-    with paths.open_text(path, "utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        for line, row in enumerate(reader, start=1):
-            if row == [] or row == [""]:
-                continue
-            where = f"{path}:{line}"
-            if len(row) <= SENTENCE2_COLUMN:
-                raise UserError(
-                    f"{where}: missing column: {len(row)} fields, expected genre, file, year, "
-                    "id, score, sentence1, sentence2"
-                )
-            score = _check_score(row[SCORE_COLUMN], where)
-            pairs.append(Pair(row[SENTENCE1_COLUMN], row[SENTENCE2_COLUMN], score))
+    for line, row in glue.tsv_rows(path):
+        if row == [] or row == [""]:
+            continue
+        where = f"{path}:{line}"
+        if len(row) <= SENTENCE2_COLUMN:
+            raise UserError(
+                f"{where}: missing column: {len(row)} fields, expected genre, file, year, "
+                "id, score, sentence1, sentence2"
+            )
+        score = _check_score(row[SCORE_COLUMN], where)
+        pairs.append(Pair(row[SENTENCE1_COLUMN], row[SENTENCE2_COLUMN], score))
     return pairs
 
 

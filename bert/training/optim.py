@@ -11,6 +11,7 @@ trust ratio scales every parameter, so a bias that starts at zero could only gro
 (1 + learning rate) per step.) Gradients are clipped to a global norm before any of this.
 """
 
+import math
 from typing import Any
 
 import jax
@@ -29,6 +30,9 @@ def learning_rate_schedule(
     `total_steps` (power 1 is BERT's linear decay; NVIDIA's LAMB recipe uses 0.5)."""
     if total_steps <= 0:
         raise UserError(f"train.steps must be positive, got {total_steps}")
+    for name, value in (("learning_rate", peak), ("end_learning_rate", end)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"train.{name} must be a finite number >= 0, got {value}")
     if not 0 <= warmup_steps <= total_steps:
         raise UserError(f"train.warmup_steps ({warmup_steps}) must be in [0, {total_steps}]")
     decay = optax.polynomial_schedule(peak, end, power, max(total_steps - warmup_steps, 1))
