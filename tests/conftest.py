@@ -8,6 +8,9 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# transformers must not load its TensorFlow models (Keras 3 is installed, which they reject):
+# sentence-transformers imports them through transformers.integrations otherwise.
+os.environ.setdefault("USE_TF", "0")
 
 import pathlib  # noqa: E402
 

@@ -1,0 +1,151 @@
+"""The sentence-embedding training job (`config.task = "embeddings"`, configs/embeddings.py).
+
+A bi-encoder (bert/biencoder.py: one shared encoder over each side of a pair or triplet,
+mean / CLS pooling, optional L2 normalisation) starts from any checkpoint `init_from` takes and
+is trained with a sentence-transformers loss (bert/embedding_losses.py: multiple-negatives
+ranking with in-batch and hard negatives, CoSENT, cosine regression, each optionally under
+Matryoshka). Training goes through the fine-tuning machinery (bert/jobs/finetune.py: seeded
+row order, length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
+is scored (Spearman and Pearson of the cosine, x100) every train.eval_every steps and at the
+end. The workdir's parameters are an encoder's: configs/sts.py evaluates and encodes with
+`init_from=WORKDIR`.
+
+The negatives of the ranking loss are every row of the global batch, across devices and hosts
+(see bert/embedding_losses.py); gradient accumulation would cut them to a micro-batch, so
+train.accumulation_steps must be 1.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from bert import embedding_losses
+from bert.biencoder import BertBiEncoder
+from bert.heads import POOLINGS, BertForSentenceEmbedding
+from bert.jobs import finetune
+from bert.jobs import sts as sts_job
+from bert.tasks import metrics, sts
+from bert.tasks.features import ENCODER_INPUTS
+from input_pipeline.errors import UserError
+
+DATA_FORMATS = ("stsbenchmark",)
+SCORED_LOSSES = ("cosent", "cosine")
+
+
+def side_keys(sides: int) -> tuple[str, ...]:
+    """The batch keys of a bi-encoder with `sides` texts per row: text0_input_ids, ..."""
+    return tuple(f"text{i}_{key}" for i in range(sides) for key in ENCODER_INPUTS)
+
+
+def loss_sums(loss: embedding_losses.LossFn) -> Callable:
+    """A finetune.Spec loss: (embeddings [batch, sides, dim], batch) -> {"loss": (sum, count)},
+    the sum being the batch's mean loss times its rows (so the step's division gives it back)."""
+
+    def sums(embeddings: jax.Array, batch: dict[str, jax.Array]):
+        count = jnp.float32(embeddings.shape[0])
+        return {"loss": (loss(embeddings, batch["label"]) * count, count)}
+
+    return sums
+
+
+def read_training(path: str, file_format: str) -> tuple[list[list[str]], np.ndarray | None]:
+    """The training texts, one list per side, and the scores of scored pairs (else None)."""
+    if not path:
+        raise UserError("config.train_file is empty: give the training pairs")
+    if file_format not in DATA_FORMATS:
+        raise UserError(
+            f"config.train_format={file_format!r} is not one of {', '.join(DATA_FORMATS)}"
+        )
+    pairs = sts.read_sts_benchmark(path)
+    scores = np.array([p.score for p in pairs], np.float32)
+    return [[p.sentence1 for p in pairs], [p.sentence2 for p in pairs]], scores
+
+
+def training_features(
+    tokenizer, sides: Sequence[Sequence[str]], labels: np.ndarray, max_seq_length: int
+) -> dict[str, np.ndarray]:
+    """Each side as [CLS] text [SEP] under its side_keys, and "label" float32 [rows]."""
+    arrays = {}
+    for i, texts in enumerate(sides):
+        encoded = sts.sentence_features(tokenizer, texts, max_seq_length)
+        arrays.update({f"text{i}_{k}": v for k, v in encoded.items()})
+    return {**arrays, "label": labels.astype(np.float32)}
+
+
+def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
+    """STS dev pairs: Spearman and Pearson (x100) of the embeddings' cosine against the scores."""
+    pairs = sts_job.read_pairs(path)
+    pairs = pairs[: config.eval_limit] if config.eval_limit > 0 else pairs
+    sentences = [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
+    inputs = sts.sentence_features(tokenizer, sentences, config.max_seq_length)
+    gold = np.array([p.score for p in pairs], np.float64)
+
+    def finish(outputs: np.ndarray, write: bool) -> dict[str, float]:
+        del write
+        first = embedding_losses.normalize(outputs[: len(pairs)])
+        second = embedding_losses.normalize(outputs[len(pairs) :])
+        cosine = np.sum(np.asarray(first) * np.asarray(second), axis=-1)
+        return {
+            "spearman": 100 * metrics.spearman(cosine, gold),
+            "pearson": 100 * metrics.pearson(cosine, gold),
+        }
+
+    return finetune.EvalSet("sts_dev", inputs, finish)
+
+
+def make_loss(config, hidden_size: int) -> embedding_losses.LossFn:
+    """The configured loss; config errors name their fields."""
+    if config.loss not in embedding_losses.LOSSES:
+        raise UserError(
+            f"config.loss={config.loss!r} is not one of {', '.join(embedding_losses.LOSSES)}"
+        )
+    dims, weights = tuple(config.matryoshka_dims), tuple(config.matryoshka_weights)
+    if any(d <= 0 or d > hidden_size for d in dims):
+        raise UserError(
+            f"config.matryoshka_dims={dims}: each must be in 1..{hidden_size} (the model's width)"
+        )
+    if weights and len(weights) != len(dims):
+        raise UserError(
+            f"config.matryoshka_weights has {len(weights)} entries for {len(dims)} matryoshka_dims"
+        )
+    return embedding_losses.make(config.loss, config.scale, config.symmetric, dims, weights)
+
+
+def _check(config) -> None:
+    if config.pooling not in POOLINGS:
+        raise UserError(f"config.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
+    if config.train.accumulation_steps != 1:
+        raise UserError(
+            f"config.train.accumulation_steps={config.train.accumulation_steps}: must be 1 for "
+            "embedding losses (a micro-batch would see only its own rows as negatives)"
+        )
+
+
+def run(config, workdir: str) -> dict:
+    """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...}}."""
+    _check(config)
+    encoder = finetune.load_pretrained(config)
+    loss = make_loss(config, encoder.config.hidden_size)
+    sides, scores = read_training(config.train_file, config.train_format)
+    if scores is None and config.loss in SCORED_LOSSES:
+        raise UserError(f"config.loss={config.loss!r} needs scored pairs; the data has none")
+    labels = np.zeros(len(sides[0]), np.float32) if scores is None else scores / config.score_scale
+    train = training_features(encoder.tokenizer, sides, labels, config.max_seq_length)
+    train = finetune.limit_rows(train, config.train_limit)
+    logging.info("embeddings: %d training rows of %d texts", len(train["label"]), len(sides))
+    evals = [sts_eval_set(config.eval_file, encoder.tokenizer, config)] if config.eval_file else []
+    spec = finetune.Spec(
+        task="embeddings",
+        model=BertBiEncoder(encoder.config, config.pooling, config.normalize),
+        loss=loss_sums(loss),
+        label_keys=("label",),
+        train=train,
+        evals=evals,
+        input_keys=side_keys(len(sides)),
+        eval_model=BertForSentenceEmbedding(encoder.config, config.pooling, config.normalize),
+        eval_input_keys=ENCODER_INPUTS,
+    )
+    return finetune.run(spec, encoder, config, workdir)
