@@ -1,6 +1,8 @@
 """The sentence-embedding job (`config.task = "sts"`, configs/sts.py): evaluate a checkpoint's
-embeddings on STS (cosine similarity against gold scores), or encode a text file to a .npy
-matrix; and `embed`, which turns sentences into embeddings with any loaded checkpoint."""
+embeddings on STS (cosine similarity against gold scores) or on retrieval (recall, MRR, nDCG
+over a corpus), or encode a text file to a .npy matrix; and `embed`, which turns sentences
+into embeddings with any loaded checkpoint, and `evaluate_retrieval`, which the training job
+calls too."""
 
 import functools
 import io
@@ -13,7 +15,7 @@ from absl import logging
 from bert import pretrained
 from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.model import BertConfig
-from bert.tasks import features, metrics, sts
+from bert.tasks import features, metrics, retrieval, retrieval_data, squad_pairs, sts
 from bert.training import reporting
 from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
@@ -89,6 +91,66 @@ def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dic
     }
 
 
+def _cutoffs(value, field: str) -> tuple[int, ...]:
+    values = (value,) if isinstance(value, int) else tuple(value)
+    if not values or not all(isinstance(v, int) for v in values):
+        raise UserError(f"config.retrieval.{field}={value!r} must be integers, e.g. (1, 5, 10)")
+    return values
+
+
+def retrieval_options(section) -> retrieval.RetrievalOptions:
+    """The search and metric options of a `retrieval` config section (configs/sts.py)."""
+    return retrieval.RetrievalOptions(
+        score=section.score,
+        accuracy_at=_cutoffs(section.accuracy_at, "accuracy_at"),
+        mrr_at=_cutoffs(section.mrr_at, "mrr_at"),
+        ndcg_at=_cutoffs(section.ndcg_at, "ndcg_at"),
+        map_at=_cutoffs(section.map_at, "map_at"),
+        corpus_chunk=section.corpus_chunk,
+        query_chunk=section.query_chunk,
+    )
+
+
+def read_retrieval_set(section) -> retrieval_data.RetrievalSet:
+    """The retrieval set a `retrieval` config section names: a SQuAD file's held-out
+    articles, or BEIR-layout corpus, queries and qrels files."""
+    beir = (section.corpus_file, section.queries_file, section.qrels_file)
+    if section.squad_file and any(beir):
+        raise UserError("config.retrieval: give squad_file or corpus/queries/qrels files, not both")
+    if section.squad_file:
+        return squad_pairs.split_by_article(section.squad_file, section.held_out_articles)[1]
+    if not all(beir):
+        raise UserError("config.retrieval: give squad_file, or all of corpus_file, "
+                        "queries_file and qrels_file")  # fmt: skip
+    return retrieval_data.read_beir(*beir)
+
+
+def evaluate_retrieval(
+    model: pretrained.Pretrained, data: retrieval_data.RetrievalSet, config, mesh=None
+) -> dict[str, float]:
+    """Retrieval metrics of `model`'s embeddings on `data` (see bert.tasks.retrieval.metrics).
+
+    Args:
+      model: the checkpoint (its `encoder` params are the ones used).
+      data: queries, corpus and relevant documents.
+      config: a config with this job's embedding fields (`max_seq_length`, `eval_batch_size`,
+        `pooling`, `normalize`, `pad_to_multiple_of`) and a `retrieval` section.
+      mesh: the devices the corpus is split over (None: all).
+    """
+    encode = functools.partial(embed, model, max_seq_length=config.max_seq_length,
+                               batch_size=config.eval_batch_size, pooling=config.pooling,
+                               normalize=config.normalize,
+                               pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
+    return retrieval.evaluate(encode, data, retrieval_options(config.retrieval), mesh)
+
+
+def _write_results(out, name: str, results: dict[str, float]) -> None:
+    writer = reporting.make_writer(out)
+    writer.write_scalars(0, {f"{name}/{k}": v for k, v in results.items()})
+    writer.flush()
+    atomic.write_json(out / f"{name}_results.json", results)
+
+
 def read_sentences(path: str) -> list[str]:
     """One sentence per line (blank lines kept as empty sentences, so rows match lines)."""
     if not path:
@@ -103,21 +165,27 @@ def read_sentences(path: str) -> list[str]:
 
 
 def run(config, workdir: str) -> dict[str, float]:
-    """Runs the job; returns the metrics (mode=evaluate) or the matrix shape (mode=encode)."""
+    """Runs the job; returns the metrics (mode=evaluate, retrieval) or the matrix shape
+    (mode=encode)."""
     out = paths.path(workdir)
     out.mkdir(parents=True, exist_ok=True)
     if not config.init_from:
         raise UserError("config.init_from is empty: give a checkpoint directory")
     if config.pooling not in POOLINGS:
         raise UserError(f"config.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
+    if config.mode == "retrieval":  # bad files or options stop the run before the model loads
+        data = read_retrieval_set(config.retrieval)
+        retrieval_options(config.retrieval)
     model = pretrained.load(config.init_from, config.tokenizer)
     if config.mode == "evaluate":
         results = evaluate(model, read_pairs(config.eval_file), config)
-        writer = reporting.make_writer(out)
-        writer.write_scalars(0, {f"sts/{k}": v for k, v in results.items()})
-        writer.flush()
-        atomic.write_json(out / "sts_results.json", results)
+        _write_results(out, "sts", results)
         logging.info("STS %s: %s", config.eval_file, results)
+        return results
+    if config.mode == "retrieval":
+        results = evaluate_retrieval(model, data, config)
+        _write_results(out, "retrieval", results)
+        logging.info("retrieval: %s", results)
         return results
     sentences = read_sentences(config.encode_input)
     matrix = embed(model, sentences, max_seq_length=config.max_seq_length,
