@@ -23,7 +23,8 @@ requirements-test.txt (datasets pins an older fsspec than the project). Install 
 venv and point --st_pythonpath at them:
 
   pip install --no-deps --target /tmp/st_extra datasets==5.0.1 accelerate==1.15.0 \
-      fsspec==2026.6.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pandas==3.1.1
+      fsspec==2026.6.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pandas==3.1.1 \
+      httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0
   python bench/embeddings.py --part=both --which=both --st_pythonpath=/tmp/st_extra
 """
 
