@@ -9,6 +9,14 @@ through its own EmbeddingSimilarityEvaluator). Wall-clock is the whole job (load
 tokenize, train, evaluate), imports excluded. Ours runs configs/embeddings.py's job
 (bert/jobs/embeddings.py), theirs SentenceTransformerTrainer.
 
+SQuAD: both train all-MiniLM-L6-v2 with multiple-negatives ranking (scale 20, in-batch
+negatives, the default batch order, so duplicates of a paragraph in a batch are false
+negatives on both sides) on (question, paragraph) pairs of SQuAD v1.1 dev's articles but the
+last --held_out_articles, then rank all paragraphs of the held-out articles for each of their
+questions: recall@1 and MRR@10 (theirs through InformationRetrievalEvaluator, ours through
+the job's retrieval evaluation, bert/tasks/retrieval.py). Same settings as above, the maximum
+length --squad_max_seq_length.
+
 Encoding: sentences/s over the first --sentences distinct STS benchmark sentences (train, then
 dev), same batch size and maximum length: ours `bert.jobs.sts.embed` (length-sorted batches in
 buckets of 16), theirs `SentenceTransformer.encode` (also length-sorted). Each side first
@@ -25,7 +33,7 @@ venv and point --st_pythonpath at them:
   pip install --no-deps --target /tmp/st_extra datasets==5.0.1 accelerate==1.15.0 \
       fsspec==2026.6.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pandas==3.1.1 \
       httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0
-  python bench/embeddings.py --part=both --which=both --st_pythonpath=/tmp/st_extra
+  python bench/embeddings.py --part=all --which=both --st_pythonpath=/tmp/st_extra
 """
 
 import argparse
@@ -123,6 +131,82 @@ def st_sts(args: argparse.Namespace) -> dict:
     return {"spearman": 100 * spearman, "steps": steps, "total_s": time.perf_counter() - start}
 
 
+def squad_file(args: argparse.Namespace) -> str:
+    path = os.path.join(os.path.dirname(args.data_dir), "squad", "dev-v1.1.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: not found (SQuAD v1.1 dev beside --data_dir)")
+    return path
+
+
+def ours_squad(args: argparse.Namespace) -> dict:
+    from bert.jobs import embeddings as embeddings_job
+    from configs import embeddings as embeddings_config
+
+    start = time.perf_counter()
+    config = embeddings_config.get_config()
+    config.init_from = model_path(args.model)
+    config.train_file = config.retrieval.squad_file = squad_file(args)
+    config.train_format, config.train_kind, config.loss = "squad", "pairs", "mnrl"
+    config.retrieval.held_out_articles = args.held_out_articles
+    config.max_seq_length, config.pad_to_multiple_of = args.squad_max_seq_length, 16
+    config.train_limit = args.train_limit
+    config.train.batch_size, config.train.learning_rate = args.batch_size, args.learning_rate
+    config.train.warmup_proportion = args.warmup
+    config.train.epochs, config.train.steps = args.epochs, args.squad_steps
+    config.train.log_every = 50
+    with tempfile.TemporaryDirectory() as workdir:
+        results = embeddings_job.run(config, workdir)
+    found = results["retrieval"]
+    return {"recall@1": found["cosine_recall@1"], "mrr@10": found["cosine_mrr@10"],
+            "steps": results["step"], "total_s": time.perf_counter() - start}  # fmt: skip
+
+
+def st_squad(args: argparse.Namespace) -> dict:
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+
+    from bert.tasks import squad_pairs
+
+    start = time.perf_counter()
+    model = SentenceTransformer(model_path(args.model), device="cpu")
+    model.max_seq_length = args.squad_max_seq_length
+    pairs, held = squad_pairs.split_by_article(squad_file(args), args.held_out_articles)
+    n = args.train_limit or len(pairs)
+    train = Dataset.from_dict({"anchor": list(pairs.anchors[:n]),
+                               "positive": list(pairs.positives[:n])})  # fmt: skip
+    with tempfile.TemporaryDirectory() as output_dir:
+        training_args = SentenceTransformerTrainingArguments(
+            output_dir=output_dir, per_device_train_batch_size=args.batch_size,
+            learning_rate=args.learning_rate, warmup_ratio=args.warmup,
+            num_train_epochs=args.epochs, max_steps=args.squad_steps or -1, weight_decay=0.0,
+            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="linear", seed=0,
+            dataloader_drop_last=True, save_strategy="no", report_to="none",
+            logging_steps=50, use_cpu=True,
+        )  # fmt: skip
+        trainer = SentenceTransformerTrainer(
+            model=model, args=training_args, train_dataset=train,
+            loss=losses.MultipleNegativesRankingLoss(model),
+        )  # fmt: skip
+        trainer.train()
+        steps = trainer.state.global_step
+    evaluator = InformationRetrievalEvaluator(
+        dict(zip(held.query_ids, held.queries, strict=True)),
+        dict(zip(held.corpus_ids, held.corpus, strict=True)),
+        {q: {held.corpus_ids[i] for i in rel} for q, rel in zip(held.query_ids, held.relevant,
+                                                                 strict=True)},
+        batch_size=64,
+    )  # fmt: skip
+    found = evaluator(model)
+    return {"recall@1": found["cosine_recall@1"], "mrr@10": found["cosine_mrr@10"],
+            "steps": steps, "total_s": time.perf_counter() - start}  # fmt: skip
+
+
 def sentences_of(args: argparse.Namespace) -> list[str]:
     seen: dict[str, None] = {}
     for name in ("sts-train.csv", "sts-dev.csv"):
@@ -168,6 +252,7 @@ def st_encode(args: argparse.Namespace) -> dict:
 
 
 CHILDREN = {("sts", "ours"): ours_sts, ("sts", "st"): st_sts,
+            ("squad", "ours"): ours_squad, ("squad", "st"): st_squad,
             ("encode", "ours"): ours_encode, ("encode", "st"): st_encode}  # fmt: skip
 
 
@@ -192,7 +277,7 @@ def child(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", default="both", choices=["sts", "encode", "both"])
+    parser.add_argument("--part", default="all", choices=["sts", "squad", "encode", "all"])
     parser.add_argument("--which", default="both", choices=["ours", "st", "both"])
     parser.add_argument("--side", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -206,6 +291,9 @@ def main() -> None:
     parser.add_argument("--max_seq_length", type=int, default=64)
     parser.add_argument("--train_limit", type=int, default=0, help="first N training pairs")
     parser.add_argument("--eval_limit", type=int, default=0, help="first N dev pairs")
+    parser.add_argument("--squad_steps", type=int, default=0, help=">0 overrides --epochs")
+    parser.add_argument("--squad_max_seq_length", type=int, default=128)
+    parser.add_argument("--held_out_articles", type=int, default=10, help="SQuAD retrieval set")
     parser.add_argument("--sentences", type=int, default=10000, help="sentences to encode")
     parser.add_argument("--encode_batch_size", type=int, default=64)
     parser.add_argument("--st_pythonpath", default="", help="where datasets/accelerate lie")
@@ -213,7 +301,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(CHILDREN[(args.part, args.side)](args)))
         return
-    parts = ["sts", "encode"] if args.part == "both" else [args.part]
+    parts = ["sts", "squad", "encode"] if args.part == "all" else [args.part]
     sides = ["ours", "st"] if args.which == "both" else [args.which]
     rows = []
     for part in parts:

@@ -31,10 +31,13 @@ def test_bench_runs_on_tiny_settings(shared_data, tmp_path):
     transformers.BertModel(config).save_pretrained(tmp_path)
     shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", tmp_path / "vocab.txt")
     model = f"--model={tmp_path}"
-    (sts,) = bench(model, "--part=sts", "--which=ours", "--steps=2", "--train_limit=32",
-                   "--eval_limit=32")  # fmt: skip
+    sts, squad, encode = bench(model, "--part=all", "--which=ours", "--steps=2", "--squad_steps=2",
+                               "--train_limit=32", "--eval_limit=32", "--held_out_articles=1",
+                               "--squad_max_seq_length=32", "--sentences=40",
+                               "--encode_batch_size=8")  # fmt: skip
     assert sts[:3] == ["sts", "ours", "2"] and -100 <= float(sts[3]) <= 100, sts
-    encode = bench(model, "--part=encode", "--which=both", "--sentences=40",
-                   "--encode_batch_size=8")  # fmt: skip
-    assert [row[:3] for row in encode] == [["encode", "ours", "40"], ["encode", "st", "40"]]
-    assert all(float(row[4]) > 0 for row in encode), encode
+    assert squad[:3] == ["squad", "ours", "2"] and 0 <= float(squad[4]) <= float(squad[5]) <= 1
+    (theirs,) = bench(model, "--part=encode", "--which=st", "--sentences=40",
+                      "--encode_batch_size=8")  # fmt: skip
+    assert encode[:3] == ["encode", "ours", "40"] and theirs[:3] == ["encode", "st", "40"]
+    assert float(encode[6]) > 0 and float(theirs[6]) > 0, (encode, theirs)

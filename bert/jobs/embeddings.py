@@ -172,8 +172,9 @@ def run(config, workdir: str) -> dict:
     if scores is None and config.loss in SCORED_LOSSES:
         raise UserError(f"config.loss={config.loss!r} needs scored pairs; the data has none")
     labels = np.zeros(len(sides[0]), np.float32) if scores is None else scores / config.score_scale
+    if config.train_limit > 0:
+        sides, labels = [side[: config.train_limit] for side in sides], labels[: config.train_limit]
     train = training_features(encoder.tokenizer, sides, labels, config.max_seq_length)
-    train = finetune.limit_rows(train, config.train_limit)
     logging.info("embeddings: %d training rows of %d texts", len(train["label"]), len(sides))
     evals = eval_sets(config, encoder.tokenizer)
     spec = finetune.Spec(
