@@ -310,15 +310,15 @@ def main() -> None:
                                                                   "side": side}))))  # fmt: skip
             print(part, side, json.dumps(rows[-1][2]), flush=True)
     print(
-        "\n| part | side | steps / sentences | dev Spearman | sentences/s | wall-clock s "
-        "| load before/after |"
+        "\n| part | side | steps / sentences | STS dev Spearman | recall@1 | MRR@10 "
+        "| sentences/s | wall-clock s | load before/after |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for part, side, r in rows:
         count = r.get("steps", r.get("sentences"))
-        spearman = f"{r['spearman']:.2f}" if "spearman" in r else ""
-        rate = f"{r['sentences_per_s']:.0f}" if "sentences_per_s" in r else ""
-        print(f"| {part} | {side} | {count} | {spearman} | {rate} | {r['total_s']:.1f} "
+        cells = [f"{r[k]:.{d}f}" if k in r else "" for k, d in (("spearman", 2), ("recall@1", 4),
+                 ("mrr@10", 4), ("sentences_per_s", 0))]  # fmt: skip
+        print(f"| {part} | {side} | {count} | {' | '.join(cells)} | {r['total_s']:.1f} "
               f"| {r['load_before']:.1f}/{r['load_after']:.1f} |")  # fmt: skip
     print("\ncommand: python bench/embeddings.py " + " ".join(sys.argv[1:]))
 
