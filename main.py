@@ -35,7 +35,7 @@ _VERBOSE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> its job module in bert/jobs/, whose run(config, workdir) is called.
-TASKS = ("pretrain", "glue", "squad", "ner", "sts")
+TASKS = ("pretrain", "glue", "squad", "ner", "sts", "embeddings")
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

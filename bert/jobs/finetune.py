@@ -79,6 +79,9 @@ class Spec:
       input_keys: the batch keys the model takes, in order (pairs or several texts for a
         bi-encoder take more).
       labels: the class names of a classifier or tagger, recorded in the checkpoints.
+      eval_model, eval_input_keys: the model (same parameters) and batch keys the evaluation
+        sets are predicted with, where they differ from training's (a bi-encoder trains on
+        pairs and embeds single sentences); None: model and input_keys.
     """
 
     task: str
@@ -89,6 +92,8 @@ class Spec:
     evals: Sequence[EvalSet]
     input_keys: tuple[str, ...] = ENCODER_INPUTS
     labels: tuple[str, ...] = ()
+    eval_model: nn.Module | None = None
+    eval_input_keys: tuple[str, ...] | None = None
 
 
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
@@ -300,13 +305,16 @@ def run(
 
         return batch_at
 
+    eval_model = spec.eval_model or spec.model
+    eval_keys = spec.eval_input_keys or spec.input_keys
+
     def predict_step(params, batch):
-        return spec.model.apply({"params": params}, *(batch[k] for k in spec.input_keys))
+        return eval_model.apply({"params": params}, *(batch[k] for k in eval_keys))
 
     def make_evaluate(params_sharding):
         jitted = jax.jit(
             predict_step,
-            in_shardings=(params_sharding, sharding.batch_shardings(mesh, spec.input_keys)),
+            in_shardings=(params_sharding, sharding.batch_shardings(mesh, eval_keys)),
             out_shardings=sharding.replicated(mesh),
         )
         return lambda params: _evaluate(spec, jitted, params, config, mesh)

@@ -1,0 +1,49 @@
+"""A bi-encoder: one shared sentence encoder applied to every side of a pair or triplet.
+
+The parameters are exactly those of `BertForSentenceEmbedding` (`{"bert": encoder}`), so a
+trained bi-encoder's workdir loads anywhere an encoder does (configs/sts.py, init_from,
+export).
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bert.heads import BertForSentenceEmbedding
+from bert.model import BertConfig
+
+Array = jax.Array
+
+
+class BertBiEncoder(nn.Module):
+    """Embeds each side of a batch of pairs (or triplets, ...) with one shared encoder.
+
+    Called as model(ids_0, segments_0, mask_0, ids_1, segments_1, mask_1, ...): three inputs
+    [batch, length] per side, every side the same length (a single `ids` is one side with no
+    padding, as at initialisation). The sides are stacked into one encoder pass; each row's
+    embedding depends on its own tokens only.
+
+    Returns: [batch, sides, embed] float32.
+    """
+
+    config: BertConfig
+    pooling: str = "mean"
+    normalize: bool = True
+
+    def setup(self):
+        self.embed = BertForSentenceEmbedding(self.config, self.pooling, self.normalize)
+        nn.share_scope(self, self.embed)  # parameters at {"bert": ...}, as the embedding model's
+
+    def __call__(self, *inputs: Array, deterministic: bool = True) -> Array:
+        if len(inputs) == 1:
+            inputs = (inputs[0], jnp.zeros_like(inputs[0]), jnp.ones_like(inputs[0]))
+        if len(inputs) % 3:
+            raise ValueError(f"{len(inputs)} inputs: expected ids, segments, mask per side")
+        sides = len(inputs) // 3
+        batch, length = inputs[0].shape
+        # [batch, sides, length] -> [batch * sides, length]: a device's rows stay on it.
+        ids, segments, mask = (
+            jnp.stack(inputs[k::3], axis=1).reshape(batch * sides, length) for k in range(3)
+        )
+        pooled = self.embed(ids, segments, mask, deterministic)  # [batch * sides, embed]
+        return pooled.reshape(batch, sides, -1)

