@@ -254,18 +254,19 @@ def is_training_workdir(path: str | pathlib.Path) -> bool:
 
 
 def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[Any, dict]:
-    """Parameters (as host arrays) and metadata of a training checkpoint, without the optimizer.
+    """Parameters (as host arrays) and metadata of a training checkpoint, without the optimizer,
+    checked against the checkpoint's fingerprint where it has one.
 
     Args:
       workdir: a training workdir (holding `checkpoints/`).
       step: which step; default the latest.
 
     Raises:
-      UserError: no complete checkpoint, or none at `step`.
+      UserError: no complete checkpoint, none at `step`, or a damaged one.
     """
     directory = paths.absolute(workdir) / CHECKPOINT_DIR
     options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(directory, options=options, item_names=("state", "meta")) as mgr:
+    with ocp.CheckpointManager(directory, options=options, item_names=ITEMS) as mgr:
         steps = sorted(mgr.all_steps())
         if not steps:
             raise errors.UserError(f"{directory}: no complete checkpoint")
@@ -273,19 +274,35 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
             saved = ", ".join(map(str, steps))
             raise errors.UserError(f"{directory}: no checkpoint at step {step} (saved: {saved})")
         step = steps[-1] if step is None else step
-        meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        item = directory / str(step) / "state"
-        with ocp.PyTreeCheckpointer() as reader:
-            metadata = reader.metadata(item).item_metadata.tree
-            target = {"params": metadata["params"]}
-            restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-            restored = reader.restore(
-                item,
-                args=ocp.args.PyTreeRestore(
-                    item=target, restore_args=restore_args, partial_restore=True
-                ),
-            )
-    return restored["params"], meta
+        try:
+            params, meta, saved = _read_params(mgr, directory / str(step), step)
+        except Exception as e:  # noqa: BLE001 (unreadable files are a damaged checkpoint)
+            raise errors.UserError(f"{directory}/{step}: damaged checkpoint: {reason(e)}") from e
+    mismatch = saved and fingerprint.first_mismatch(params, saved, prefix=".params")
+    if mismatch:
+        raise errors.UserError(
+            f"{directory}/{step}: damaged checkpoint: array {mismatch} differs from its checksum"
+        )
+    return params, meta
+
+
+def _read_params(mgr, step_dir, step: int) -> tuple[Any, dict, dict | None]:
+    """(parameters as numpy arrays, meta, fingerprint or None) of one step."""
+    items = {"meta": ocp.args.JsonRestore()}
+    if (step_dir / "fingerprint").exists():
+        items["fingerprint"] = ocp.args.JsonRestore()
+    json_items = mgr.restore(step, args=ocp.args.Composite(**items))
+    with ocp.PyTreeCheckpointer() as reader:
+        metadata = reader.metadata(step_dir / "state").item_metadata.tree
+        target = {"params": metadata["params"]}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        restored = reader.restore(
+            step_dir / "state",
+            args=ocp.args.PyTreeRestore(
+                item=target, restore_args=restore_args, partial_restore=True
+            ),
+        )
+    return restored["params"], json_items.meta, json_items.get("fingerprint")
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ def _checksum_tree(tree: Any) -> Any:
 def checksums(state: Any) -> dict[str, list[int]]:
     """Key path -> [sum, weighted sum] of every array of `state` (blocks until computed)."""
     leaves = jax.tree.leaves(state)
-    first = leaves[0].sharding if leaves else None
+    first = getattr(leaves[0], "sharding", None) if leaves else None
     replicated = None  # every process reads the (tiny) results, also in a multi-host job
     if isinstance(first, NamedSharding):
         replicated = NamedSharding(first.mesh, PartitionSpec())
@@ -73,11 +73,15 @@ def make(state: Any) -> dict[str, Any]:
     return {"signature": signature(state), "checksums": checksums(state)}
 
 
-def first_mismatch(state: Any, saved: dict[str, Any]) -> str | None:
+def first_mismatch(state: Any, saved: dict[str, Any], prefix: str = "") -> str | None:
     """The key path of the first array of `state` whose checksum differs from `saved`'s (or
-    that `saved` lacks), or None when all agree."""
+    that `saved` lacks), or None when all agree.
+
+    Args:
+      prefix: the key path of `state` inside the saved state (".params" for the parameters).
+    """
     want = saved["checksums"]
     for path, value in checksums(state).items():
-        if want.get(path) != value:
-            return path
+        if want.get(prefix + path) != value:
+            return prefix + path
     return None
