@@ -293,7 +293,10 @@ def _read_params(mgr, step_dir, step: int) -> tuple[Any, dict, dict | None]:
         items["fingerprint"] = ocp.args.JsonRestore()
     json_items = mgr.restore(step, args=ocp.args.Composite(**items))
     with ocp.PyTreeCheckpointer() as reader:
-        metadata = reader.metadata(step_dir / "state").item_metadata.tree
+        metadata = reader.metadata(step_dir / "state")
+        if metadata is None or metadata.item_metadata is None:
+            raise Damaged("the state's metadata does not read")
+        metadata = metadata.item_metadata.tree
         target = {"params": metadata["params"]}
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
         restored = reader.restore(
