@@ -293,21 +293,21 @@ def unshare_works() -> bool:
 def test_disk_full_during_a_save_stops_cleanly_and_the_earlier_checkpoint_resumes(
     shared_data, tiny_hf, tmp_path
 ):
-    """Fine-tuning onto a 16 MB tmpfs: the checkpoint of step 2 (about 12 MB) fits, the one
-    of step 4 does not. The run stops with one line; the copy of the workdir taken after it
-    resumes from step 2 and finishes."""
+    """Fine-tuning onto a 6 MB tmpfs: the checkpoint of step 2 (about 4 MB) fits, the one
+    of step 4 does not (the one before stays until it is complete). The run stops with one
+    line; the copy of the workdir taken after it resumes from step 2 and finishes."""
     mount, copy = tmp_path / "tmpfs", tmp_path / "copy"
     mount.mkdir()
     args = glue_args(shared_data, tiny_hf, mount / "run", 6, **{"train.max_to_keep": 1})
-    script = (f"mount -t tmpfs -o size=16m tmpfs {mount} && {{ {' '.join(map(str, args))}; "
+    script = (f"mount -t tmpfs -o size=6m tmpfs {mount} && {{ {' '.join(map(str, args))}; "
               f"status=$?; cp -a {mount}/run {copy}; exit $status; }}")  # fmt: skip
     command = ["unshare", "-r", "-m", "sh", "-c", script]
     result = subprocess.run(
         command, cwd=ROOT, env=environment(1), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 2, result.stderr[-3000:]
-    line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: ") and "No space left on device" in line, line
+    line = result.stderr.strip().splitlines()[-1]  # the last thing said
+    assert line.startswith("error: ") and "No space left on device" in line, result.stderr[-3000:]
     assert "checkpoint of step 4 failed" in line and "newest complete: step 2" in line, line
     assert checkpoints.Checkpoints(copy, 1).latest_step() == 2
     finish = glue_args(shared_data, tiny_hf, copy, 6, **{"train.max_to_keep": 1})

@@ -55,8 +55,8 @@ def reason(error: BaseException) -> str:
         text = str(current).strip() or type(current).__name__
         line = text.splitlines()[0].split(" See full TensorStore details")[0]
         code = re.search(r"os_error_code='?(\d+)", text)
-        if code and os.strerror(int(code.group(1))) not in line:
-            line = f"{line} ({os.strerror(int(code.group(1)))})"
+        if code:  # the operating system's reason first: the rest can be long
+            line = f"{os.strerror(int(code.group(1)))}: {line}"
         if line not in lines:
             lines.append(line)
         current = current.__cause__ or current.__context__
@@ -103,10 +103,13 @@ class Checkpoints:
             if not _is_write_error(e):
                 raise
             self.manager.reload()
+            newest = self.manager.latest_step()
+            with contextlib.suppress(Exception):  # its threads end (and log) before the message
+                self.manager.close()
             raise errors.UserError(
                 f"{self.directory}: writing the checkpoint of step {self._saving} failed: "
                 f"{reason(e)}. The checkpoints before it are intact (newest complete: step "
-                f"{self.manager.latest_step()}); free space or fix the disk, then run again"
+                f"{newest}); free space or fix the disk, then run again"
             ) from None
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
