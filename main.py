@@ -7,6 +7,7 @@ field) prints one line and exits with code 2; third-party start-up logs show wit
 """
 
 import contextlib
+import errno
 import importlib
 import os
 import sys
@@ -14,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from input_pipeline import console, paths
+from input_pipeline import console, paths, workdir_lock
 from input_pipeline.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,6 +37,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # config.task -> its job module in bert/jobs/, whose run(config, workdir) is called.
 TASKS = ("pretrain", "glue", "squad", "ner", "sts", "embeddings")
+# Write errors of the disk, not of the program: one line, exit code 2 (files stay intact).
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -82,9 +85,14 @@ def main(argv: list[str]) -> None:
         logging.warning("%s", hint)
     config = _CONFIG.value
     try:
-        importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
+        with workdir_lock.hold(_WORKDIR.value, jax.process_index()):  # one workdir, one job
+            importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
     except (UserError, PermissionError) as e:  # PermissionError: a workdir or file not ours
         sys.exit(console.report(e))
+    except OSError as e:  # a full disk or a failing one while writing a results file
+        if e.errno not in WRITE_ERRORS:
+            raise
+        sys.exit(console.report(UserError(f"writing failed: {e}")))
 
 
 if __name__ == "__main__":

@@ -80,28 +80,31 @@ def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
 
 
 def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> step.TrainState:
-    latest = ckpts.latest_step()
-    if latest is None:
-        return step.create_train_state(
-            run.model, run.tx, mesh, seed, run.seq_length, run.initial_params()
-        )
-    meta = ckpts.meta(latest)
+    """The newest checkpoint that restores (damaged newer ones moved aside), or a fresh state."""
     model = dataclasses.asdict(run.model_config)
-    task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
-    if task != run.task or meta.get("model") != model:
-        raise UserError(
-            f"{ckpts.directory}/{latest}: saved for task {task!r} with model "
-            f"{meta.get('model')}; the config now says {run.task!r} with {model}. "
-            "Use a new workdir (with init_from to start from this one)"
-        )
+
+    def check(at: int, meta: dict) -> None:
+        task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
+        if task != run.task or meta.get("model") != model:
+            raise UserError(
+                f"{ckpts.directory}/{at}: saved for task {task!r} with model "
+                f"{meta.get('model')}; the config now says {run.task!r} with {model}. "
+                "Use a new workdir (with init_from to start from this one)"
+            )
+
     try:
-        state, _ = ckpts.restore(latest, abstract, shardings)
-    except (ValueError, KeyError) as e:
+        found = ckpts.restore_newest(abstract, shardings, check)
+    except checkpoints.StateMismatch as e:
         raise UserError(
-            f"{ckpts.directory}/{latest}: cannot restore this checkpoint into the configured "
+            f"{ckpts.directory}: cannot restore the newest checkpoint into the configured "
             f"model and optimizer (did train.optimizer change? use a new workdir, with "
             f"init_from to keep the parameters): {e}"
         ) from e
+    if found is None:
+        return step.create_train_state(
+            run.model, run.tx, mesh, seed, run.seq_length, run.initial_params()
+        )
+    latest, state, _ = found
     logging.info("resumed from step %d", latest)
     return state
 
