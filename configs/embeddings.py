@@ -8,7 +8,8 @@ Usage:
 
 `init_from` is an HF directory, a Google TF checkpoint, a workdir of ours or a Hub model id.
 The trained workdir is an encoder: evaluate or encode with configs/sts.py and
-`--config.init_from=WORKDIR` (with the same pooling).
+`--config.init_from=WORKDIR` (the checkpoints record its pooling, normalisation and length,
+which that job and the sentence-transformers export pick up).
 """
 
 import ml_collections
@@ -42,7 +43,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.symmetric = False  # mnrl: also rank each positive's anchor among all anchors
     config.matryoshka_dims = ()  # e.g. (384, 256, 128, 64): loss summed over prefixes; (): off
     config.matryoshka_weights = ()  # one weight per matryoshka dim; (): all 1
-    config.pooling = "mean"  # mean (over real tokens) or cls
+    # mean (over real tokens), cls or max; empty: the checkpoint's (a sentence-transformers
+    # directory's Pooling module, a workdir's recorded one), else mean
+    config.pooling = ""
     config.normalize = True  # L2-normalise the embeddings (the losses use cosines either way)
     # sentence-transformers' training_stsbenchmark recipe: batch 16, learning rate 2e-5, warm-up
     # 10%; AdamW as its trainer (Hugging Face Trainer) runs it: no weight decay, epsilon 1e-8.

@@ -130,11 +130,20 @@ def test_mnrl_on_squad_pairs_evaluates_retrieval_as_the_sts_job(shared_data, tin
     config.max_seq_length = 64
     config.retrieval.squad_file = config.train_file
     config.retrieval.held_out_articles = 2
+    config.pooling, config.normalize = "max", False
     results = embeddings_job.run(config, str(tmp_path))
     assert set(results) == {"step", "retrieval"} and results["step"] == 2
     got = results["retrieval"]
     data = sts_job.read_retrieval_set(config.retrieval)
-    want = sts_job.evaluate_retrieval(pretrained.load(str(tmp_path)), data, config)
+    # The workdir records its pooling, normalisation and length, and the STS job, left to the
+    # checkpoint's settings, evaluates with them.
+    trained = pretrained.load(str(tmp_path))
+    assert (trained.pooling, trained.normalize, trained.max_seq_length) == ("max", False, 64)
+    sts = sts_config.get_config("mode=retrieval")
+    sts.retrieval, sts.max_seq_length = config.retrieval, 64
+    # the same batches (a tiny random model's near-ties flip with float rounding otherwise)
+    sts.eval_batch_size, sts.pad_to_multiple_of = config.eval_batch_size, config.pad_to_multiple_of
+    want = sts_job.evaluate_retrieval(trained, data, sts)
     assert want["queries"] > 100 and want["corpus"] > 20, want
     for name in ("cosine_recall@1", "cosine_recall@10", "cosine_mrr@10", "cosine_ndcg@10"):
         assert got[name] == pytest.approx(want[name], abs=1e-6), name

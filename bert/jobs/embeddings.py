@@ -1,8 +1,8 @@
 """The sentence-embedding training job (`config.task = "embeddings"`, configs/embeddings.py).
 
 A bi-encoder (bert/biencoder.py: one shared encoder over each side of a pair or triplet,
-mean / CLS pooling, optional L2 normalisation) starts from any checkpoint `init_from` takes and
-is trained with a sentence-transformers loss (bert/embedding_losses.py: multiple-negatives
+mean / CLS / max pooling, optional L2 normalisation) starts from any checkpoint `init_from`
+takes and is trained with a sentence-transformers loss (bert/embedding_losses.py: multiple-negatives
 ranking with in-batch and hard negatives, CoSENT, cosine regression, each optionally under
 Matryoshka). Training goes through the fine-tuning machinery (bert/jobs/finetune.py: seeded
 row order, length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
@@ -153,7 +153,7 @@ def make_loss(config, hidden_size: int) -> embedding_losses.LossFn:
 
 
 def _check(config) -> None:
-    if config.pooling not in POOLINGS:
+    if config.pooling and config.pooling not in POOLINGS:
         raise UserError(f"config.pooling={config.pooling!r} is not one of {', '.join(POOLINGS)}")
     if config.train.accumulation_steps != 1:
         raise UserError(
@@ -177,15 +177,23 @@ def run(config, workdir: str) -> dict:
     train = training_features(encoder.tokenizer, sides, labels, config.max_seq_length)
     logging.info("embeddings: %d training rows of %d texts", len(train["label"]), len(sides))
     evals = eval_sets(config, encoder.tokenizer)
+    pooling = config.pooling or encoder.pooling or "mean"
+    logging.info("embeddings: %s pooling, normalize %s", pooling, config.normalize)
     spec = finetune.Spec(
         task="embeddings",
-        model=BertBiEncoder(encoder.config, config.pooling, config.normalize),
+        model=BertBiEncoder(encoder.config, pooling, config.normalize),
         loss=loss_sums(loss),
         label_keys=("label",),
         train=train,
         evals=evals,
         input_keys=side_keys(len(sides)),
-        eval_model=BertForSentenceEmbedding(encoder.config, config.pooling, config.normalize),
+        eval_model=BertForSentenceEmbedding(encoder.config, pooling, config.normalize),
         eval_input_keys=ENCODER_INPUTS,
+        # what the STS job, init_from and the sentence-transformers export read back
+        recorded={
+            "pooling": pooling,
+            "normalize": bool(config.normalize),
+            "max_seq_length": config.max_seq_length,
+        },  # fmt: skip
     )
     return finetune.run(spec, encoder, config, workdir)

@@ -79,6 +79,7 @@ class Spec:
       input_keys: the batch keys the model takes, in order (pairs or several texts for a
         bi-encoder take more).
       labels: the class names of a classifier or tagger, recorded in the checkpoints.
+      recorded: more settings recorded in the checkpoints (runner.Run.recorded).
       eval_model, eval_input_keys: the model (same parameters) and batch keys the evaluation
         sets are predicted with, where they differ from training's (a bi-encoder trains on
         pairs and embeds single sentences); None: model and input_keys.
@@ -92,6 +93,7 @@ class Spec:
     evals: Sequence[EvalSet]
     input_keys: tuple[str, ...] = ENCODER_INPUTS
     labels: tuple[str, ...] = ()
+    recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_model: nn.Module | None = None
     eval_input_keys: tuple[str, ...] | None = None
 
@@ -333,5 +335,6 @@ def run(
         batches=batches,
         make_evaluate=make_evaluate,
         labels=spec.labels,
+        recorded=spec.recorded,
     )
     return runner.train_and_evaluate(job, config, workdir, mesh)

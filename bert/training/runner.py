@@ -52,6 +52,8 @@ class Run:
       extra_metrics: a report's summary -> more scalars (e.g. MFU).
       labels: the names of a classifier's or tagger's classes (class i is labels[i]),
         recorded so that the workdir exports with them (bert/convert/workdirs.py).
+      recorded: more settings recorded in the checkpoints' metadata for whoever loads them
+        (a sentence embedding's pooling, normalisation and length: bert/pretrained.py).
     """
 
     task: str
@@ -68,6 +70,7 @@ class Run:
     make_evaluate: Callable[[Any], Callable[[Any], Results]]
     extra_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
     labels: tuple[str, ...] = ()
+    recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
@@ -147,6 +150,7 @@ def train_and_evaluate(
             "tokenizer": recorded_tokenizer(run.tokenizer, workdir)}  # fmt: skip
     if run.labels:
         meta["labels"] = list(run.labels)
+    meta.update(run.recorded)
 
     def save(at: int, current: step.TrainState) -> None:
         ckpts.save(at, current, {"step": at, **meta})
