@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("USE_TF", "0")
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -29,3 +30,32 @@ def shared_data() -> pathlib.Path:
             pytest.fail(f"{message}; CI must run every test that needs it")
         pytest.skip(message)
     return SHARED_DATA
+
+
+TINY_HF = dict(  # a small random BERT over the real uncased WordPiece vocabulary
+    vocab_size=30522,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=128,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(shared_data):
+    """A tiny random HF BertForPreTraining (seed 0) of TINY_HF's sizes."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    return transformers.BertForPreTraining(transformers.BertConfig(**TINY_HF)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory, tiny_model, shared_data):
+    """The tiny model as an HF directory with the uncased vocab.txt beside it."""
+    directory = tmp_path_factory.mktemp("tiny_hf")
+    tiny_model.save_pretrained(directory)
+    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
+    return directory

