@@ -21,7 +21,6 @@ a score that is not a finite number) raises UserError naming the file and the li
 
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -29,7 +28,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
-from bert.tasks import sts
+from bert.tasks import squad_pairs, sts
+from bert.tasks.pair_set import PairSet
 from input_pipeline import corpora, paths
 from input_pipeline.errors import UserError
 
@@ -45,29 +45,6 @@ DEFAULT_COLUMNS = {
 _NATIVE = {"stsbenchmark": "scored", "glue_stsb": "scored", "squad": "pairs"}  # what they give
 _SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # TSV/CSV/JSONL files may be compressed
-
-
-@dataclasses.dataclass(frozen=True)
-class PairSet:
-    """Rows of (anchor, positive[, negative][, score]), in file order.
-
-    Attributes:
-      anchors: the first text of each row (a query, a question, STS sentence1).
-      positives: the second text (a relevant passage, STS sentence2).
-      negatives: a hard negative per row (triplets), else None.
-      scores: a similarity score per row (scored pairs; as in the file, e.g. 0..5 for STS),
-        else None.
-      skipped: rows left out on purpose (SQuAD questions whose answer is not in the context).
-    """
-
-    anchors: tuple[str, ...]
-    positives: tuple[str, ...]
-    negatives: tuple[str, ...] | None = None
-    scores: tuple[float, ...] | None = None
-    skipped: int = 0
-
-    def __len__(self) -> int:
-        return len(self.anchors)
 
 
 def parse_columns(columns: str | Sequence[Column], kind: str) -> tuple[Column, ...]:
@@ -259,8 +236,6 @@ def _read_file(path: paths.Path, kind: str, columns: tuple[Column, ...], file_fo
     if file_format in ("stsbenchmark", "glue_stsb"):
         return _read_sts(path, file_format)
     if file_format == "squad":
-        from bert.tasks import squad_pairs  # noqa: PLC0415 (it imports this module)
-
         return squad_pairs.read_squad_pairs(path, passage)
     rows = _Rows(kind, columns)
     try:

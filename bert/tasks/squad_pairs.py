@@ -18,7 +18,7 @@ import logging
 import os
 
 from bert.tasks import squad
-from bert.tasks.pairs import PairSet
+from bert.tasks.pair_set import PairSet
 from bert.tasks.retrieval_data import RetrievalSet
 from input_pipeline import sentence_splitter
 from input_pipeline.errors import UserError
