@@ -3,8 +3,9 @@ started on the same workdir stops at once with a message naming the holder.
 
 The lock is `fcntl.flock` on the file: the kernel releases it when the holding process ends,
 however it ends (`kill -9` included), so a stale lock never blocks the next run; the file itself
-stays and records the holder's host and process id for the message. It also works on NFS
-(Linux emulates flock with NFS byte-range locks there).
+stays and records the holder's host and process id for the message. A workdir the lock created
+and the job left empty (it stopped on a user error before writing) is removed again. It also
+works on NFS (Linux emulates flock with NFS byte-range locks there).
 
 Not locked, by decision:
 - object-store workdirs (`gs://`): an object store has no locks and no way to tell that a
@@ -39,6 +40,7 @@ def hold(workdir: str | os.PathLike, process_index: int = 0) -> Iterator[None]:
         yield
         return
     directory = pathlib.Path(workdir)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by spawned workers
@@ -56,3 +58,7 @@ def hold(workdir: str | os.PathLike, process_index: int = 0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+        if created and [p.name for p in directory.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):  # a job that wrote nothing leaves no workdir
+                path.unlink()
+                directory.rmdir()
