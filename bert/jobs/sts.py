@@ -86,10 +86,10 @@ def settings(
     return pooling, normalize
 
 
-def evaluate(
-    model: pretrained.Pretrained, pairs: list[sts.Pair], config, pooling: str
-) -> dict[str, float]:
-    """Spearman and Pearson (x100) of the embeddings' cosine similarity against the scores."""
+def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dict[str, float]:
+    """Spearman and Pearson (x100) of the embeddings' cosine similarity against the scores,
+    pooled as `config.pooling` says (empty: the checkpoint's, see `settings`)."""
+    pooling, _ = settings(model, config.pooling, config.normalize)
     options = dict(max_seq_length=config.max_seq_length, batch_size=config.eval_batch_size,
                    pooling=pooling,
                    pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
@@ -192,7 +192,7 @@ def run(config, workdir: str) -> dict[str, float]:
     pooling, normalize = settings(model, config.pooling, config.normalize)
     logging.info("pooling %s, normalize %s", pooling, normalize)
     if config.mode == "evaluate":
-        results = evaluate(model, read_pairs(config.eval_file), config, pooling)
+        results = evaluate(model, read_pairs(config.eval_file), config)
         _write_results(out, "sts", results)
         logging.info("STS %s: %s", config.eval_file, results)
         return results
