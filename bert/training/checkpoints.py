@@ -15,6 +15,7 @@ lists them all (a cause common to all of them, such as too little memory, is not
 """
 
 import contextlib
+import logging as std_logging
 import os
 import pathlib
 import re
@@ -106,6 +107,9 @@ class Checkpoints:
             newest = self.manager.latest_step()
             with contextlib.suppress(Exception):  # its threads end (and log) before the message
                 self.manager.close()
+            # the failed save's orphaned futures would log the same error again at exit, after
+            # the one line that says it
+            std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
             raise errors.UserError(
                 f"{self.directory}: writing the checkpoint of step {self._saving} failed: "
                 f"{reason(e)}. The checkpoints before it are intact (newest complete: step "
