@@ -285,7 +285,10 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
             params, meta, saved = _read_params(mgr, directory / str(step), step)
         except Exception as e:  # noqa: BLE001 (unreadable files are a damaged checkpoint)
             raise errors.UserError(f"{directory}/{step}: damaged checkpoint: {reason(e)}") from e
-    mismatch = saved and fingerprint.first_mismatch(params, saved, prefix=".params")
+    # the parameters' key path in the saved state: a TrainState's field, or a plain dict's key
+    dataclass_field = saved and any(k.startswith(".params") for k in saved["checksums"])
+    prefix = ".params" if dataclass_field else "['params']"
+    mismatch = saved and fingerprint.first_mismatch(params, saved, prefix=prefix)
     if mismatch:
         raise errors.UserError(
             f"{directory}/{step}: damaged checkpoint: array {mismatch} differs from its checksum"
