@@ -18,9 +18,10 @@ the job's retrieval evaluation, bert/tasks/retrieval.py). Same settings as above
 length --squad_max_seq_length.
 
 Encoding: sentences/s over the first --sentences distinct STS benchmark sentences (train, then
-dev), same batch size and maximum length: ours `bert.jobs.sts.embed` (length-sorted batches in
-buckets of 16), theirs `SentenceTransformer.encode` (also length-sorted). Each side first
-encodes the first 1,000 sentences once (compilation, warm-up), then all of them, timed.
+dev), same batch size and maximum length: ours `bert.jobs.sts.embed` (length-sorted batches
+padded to their length bucket), theirs `SentenceTransformer.encode` (also length-sorted, padded
+to each batch's longest). Each side encodes all of them twice, both timed: the first pass cold
+(ours compiles each length bucket), the second warm (sentences/s).
 
 Each (part, side) runs in its own process, with one JAX device. The machine is shared: every
 row records the 1-minute load average (`uptime`) before and after it; figures taken under
@@ -44,6 +45,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import finetune_compare as compare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "stsbenchmark"))
@@ -84,16 +87,18 @@ def ours_sts(args: argparse.Namespace) -> dict:
     config.eval_file = os.path.join(args.data_dir, "sts-dev.csv")
     config.loss = "cosent"
     config.max_seq_length = args.max_seq_length
-    config.pad_to_multiple_of = 16
     config.train_limit, config.eval_limit = args.train_limit, args.eval_limit
     config.train.batch_size, config.train.learning_rate = args.batch_size, args.learning_rate
     config.train.warmup_proportion = args.warmup
     config.train.epochs, config.train.steps = args.epochs, args.steps
-    config.train.log_every = 50
+    config.train.log_every, config.seed = 50, args.seed
+    if args.group_by_length >= 0:
+        config.train.group_by_length = args.group_by_length
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
+        train_s = compare.logged_train_seconds(workdir)
     return {"spearman": results["sts_dev"]["spearman"], "steps": results["step"],
-            "total_s": time.perf_counter() - start}  # fmt: skip
+            "train_s": train_s, "total_s": time.perf_counter() - start}  # fmt: skip
 
 
 def st_sts(args: argparse.Namespace) -> dict:
@@ -116,19 +121,22 @@ def st_sts(args: argparse.Namespace) -> dict:
             output_dir=output_dir, per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup_ratio=args.warmup,
             num_train_epochs=args.epochs, max_steps=args.steps or -1, weight_decay=0.0,
-            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="linear", seed=0,
+            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="linear", seed=args.seed,
             dataloader_drop_last=True, save_strategy="no", report_to="none",
             logging_steps=50, use_cpu=True,
         )  # fmt: skip
         trainer = SentenceTransformerTrainer(
             model=model, args=training_args, train_dataset=train, loss=losses.CoSENTLoss(model)
         )
+        train_start = time.perf_counter()
         trainer.train()
+        train_s = time.perf_counter() - train_start
         steps = trainer.state.global_step
     d1, d2, dev = read_sts(os.path.join(args.data_dir, "sts-dev.csv"), args.eval_limit)
     evaluator = EmbeddingSimilarityEvaluator(d1, d2, [s / 5 for s in dev], batch_size=64)
     spearman = evaluator(model)[f"{evaluator.name}_spearman_cosine".lstrip("_")]
-    return {"spearman": 100 * spearman, "steps": steps, "total_s": time.perf_counter() - start}
+    return {"spearman": 100 * spearman, "steps": steps, "train_s": train_s,
+            "total_s": time.perf_counter() - start}  # fmt: skip
 
 
 def squad_file(args: argparse.Namespace) -> str:
@@ -148,17 +156,21 @@ def ours_squad(args: argparse.Namespace) -> dict:
     config.train_file = config.retrieval.squad_file = squad_file(args)
     config.train_format, config.train_kind, config.loss = "squad", "pairs", "mnrl"
     config.retrieval.held_out_articles = args.held_out_articles
-    config.max_seq_length, config.pad_to_multiple_of = args.squad_max_seq_length, 16
+    config.max_seq_length = args.squad_max_seq_length
     config.train_limit = args.train_limit
     config.train.batch_size, config.train.learning_rate = args.batch_size, args.learning_rate
     config.train.warmup_proportion = args.warmup
     config.train.epochs, config.train.steps = args.epochs, args.squad_steps
-    config.train.log_every = 50
+    config.train.log_every, config.seed = 50, args.seed
+    if args.group_by_length >= 0:
+        config.train.group_by_length = args.group_by_length
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
+        train_s = compare.logged_train_seconds(workdir)
     found = results["retrieval"]
     return {"recall@1": found["cosine_recall@1"], "mrr@10": found["cosine_mrr@10"],
-            "steps": results["step"], "total_s": time.perf_counter() - start}  # fmt: skip
+            "steps": results["step"], "train_s": train_s,
+            "total_s": time.perf_counter() - start}  # fmt: skip
 
 
 def st_squad(args: argparse.Namespace) -> dict:
@@ -185,7 +197,7 @@ def st_squad(args: argparse.Namespace) -> dict:
             output_dir=output_dir, per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup_ratio=args.warmup,
             num_train_epochs=args.epochs, max_steps=args.squad_steps or -1, weight_decay=0.0,
-            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="linear", seed=0,
+            adam_epsilon=1e-8, max_grad_norm=1.0, lr_scheduler_type="linear", seed=args.seed,
             dataloader_drop_last=True, save_strategy="no", report_to="none",
             logging_steps=50, use_cpu=True,
         )  # fmt: skip
@@ -193,7 +205,9 @@ def st_squad(args: argparse.Namespace) -> dict:
             model=model, args=training_args, train_dataset=train,
             loss=losses.MultipleNegativesRankingLoss(model),
         )  # fmt: skip
+        train_start = time.perf_counter()
         trainer.train()
+        train_s = time.perf_counter() - train_start
         steps = trainer.state.global_step
     evaluator = InformationRetrievalEvaluator(
         dict(zip(held.query_ids, held.queries, strict=True)),
@@ -204,7 +218,8 @@ def st_squad(args: argparse.Namespace) -> dict:
     )  # fmt: skip
     found = evaluator(model)
     return {"recall@1": found["cosine_recall@1"], "mrr@10": found["cosine_mrr@10"],
-            "steps": steps, "total_s": time.perf_counter() - start}  # fmt: skip
+            "steps": steps, "train_s": train_s,
+            "total_s": time.perf_counter() - start}  # fmt: skip
 
 
 def sentences_of(args: argparse.Namespace) -> list[str]:
@@ -218,14 +233,16 @@ def sentences_of(args: argparse.Namespace) -> list[str]:
 
 
 def timed_passes(encode, sentences: list[str]) -> dict:
-    """A warm-up pass over the first 1,000 sentences (compilation, caches), then all timed."""
+    """Two timed passes over all the sentences: the first cold (compilation of every length
+    bucket included), the second warm."""
     start = time.perf_counter()
-    encode(sentences[:1000])
-    warmup = time.perf_counter() - start
+    encode(sentences)
+    cold = time.perf_counter() - start
     start = time.perf_counter()
     encode(sentences)
     took = time.perf_counter() - start
-    return {"warmup_s": warmup, "total_s": took, "sentences": len(sentences),
+    return {"cold_s": cold, "total_s": took, "sentences": len(sentences),
+            "cold_sentences_per_s": len(sentences) / cold,
             "sentences_per_s": len(sentences) / took}  # fmt: skip
 
 
@@ -297,6 +314,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=10000, help="sentences to encode")
     parser.add_argument("--encode_batch_size", type=int, default=64)
     parser.add_argument("--st_pythonpath", default="", help="where datasets/accelerate lie")
+    parser.add_argument("--seed", type=int, default=0, help="data order, dropout (both sides)")
+    parser.add_argument("--group_by_length", type=int, default=-1,
+                        help="ours: config.train.group_by_length (-1: the config's)")  # fmt: skip
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[(args.part, args.side)](args)))
@@ -311,13 +331,13 @@ def main() -> None:
             print(part, side, json.dumps(rows[-1][2]), flush=True)
     print(
         "\n| part | side | steps / sentences | STS dev Spearman | recall@1 | MRR@10 "
-        "| sentences/s | wall-clock s | load before/after |"
+        "| sentences/s | train loop s | wall-clock s | load before/after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for part, side, r in rows:
         count = r.get("steps", r.get("sentences"))
         cells = [f"{r[k]:.{d}f}" if k in r else "" for k, d in (("spearman", 2), ("recall@1", 4),
-                 ("mrr@10", 4), ("sentences_per_s", 0))]  # fmt: skip
+                 ("mrr@10", 4), ("sentences_per_s", 0), ("train_s", 1))]  # fmt: skip
         print(f"| {part} | {side} | {count} | {' | '.join(cells)} | {r['total_s']:.1f} "
               f"| {r['load_before']:.1f}/{r['load_after']:.1f} |")  # fmt: skip
     print("\ncommand: python bench/embeddings.py " + " ".join(sys.argv[1:]))

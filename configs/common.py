@@ -130,9 +130,10 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     # tokenizer file or folder, or a Hub model id; empty: the one beside the checkpoint
     config.tokenizer = ""
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
-    # each batch is padded to the smallest multiple of this that holds its longest row (at most
-    # max_seq_length): one compiled shape per length, little work on padding; 0: max_seq_length
-    config.pad_to_multiple_of = 16
+    # each batch is padded to the smallest length bucket that holds its longest row: this times
+    # 1, 2, 3, 4, 6, 8, 12, 16, ... (at most max_seq_length; bert/tasks/features.bucket_length).
+    # One compiled shape per bucket, little work on padding; 0: every batch at max_seq_length
+    config.pad_to_multiple_of = 8
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all
     config.eval_batch_size = 64  # sequences per prediction batch (all hosts together)

@@ -40,8 +40,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.normalize = ml_collections.config_dict.placeholder(bool)
     config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
     config.eval_batch_size = 64  # sentences per forward pass
-    # sentences go by length, each batch padded to a multiple of this (few compiled shapes)
-    config.pad_to_multiple_of = 16
+    # sentences go by length, each batch padded to its length bucket: this times 1, 2, 3, 4, 6,
+    # 8, 12, ... (bert/tasks/features.bucket_length; few compiled shapes); 0: max_seq_length
+    config.pad_to_multiple_of = 8
     config.retrieval = retrieval_config()
     return config
 

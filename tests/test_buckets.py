@@ -1,7 +1,7 @@
-"""Length buckets in fine-tuning and prediction: a batch padded only to the smallest multiple
-of config.pad_to_multiple_of that holds its longest row gives the same predictions and metrics
-as batches padded to max_seq_length, compiles each length once, and the logs count real tokens
-with the padding fraction beside them."""
+"""Length buckets in fine-tuning and prediction: a batch padded only to the smallest length
+bucket (config.pad_to_multiple_of times 1, 2, 3, 4, 6, 8, ...) that holds its longest row gives
+the same predictions and metrics as batches padded to max_seq_length, compiles each length
+once, and the logs count real tokens with the padding fraction beside them."""
 
 import logging
 import pathlib
@@ -165,6 +165,13 @@ def test_bucket_helpers():
         128,
     ]
     assert features.bucket_length(100, 48, 128) == 128 and features.bucket_length(5, 0, 64) == 64
+    # beyond four multiples the buckets go 6, 8, 12, 16, 24, 32, ... multiples: at most half the
+    # longest row is padding, and sequence 512 in multiples of 8 compiles 12 shapes, not 64
+    lengths = list(range(1, 513))
+    buckets = [features.bucket_length(n, 8, 512) for n in lengths]
+    assert sorted(set(buckets)) == [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+    assert all(n <= b and (b <= 32 or b <= 1.5 * n) for n, b in zip(lengths, buckets, strict=True))
+    assert [features.bucket_length(n, 8, 100) for n in (33, 49, 65, 97)] == [48, 64, 96, 100]
     arrays = {"input_ids": np.zeros((3, 8)), "label": np.zeros(3), "offsets": np.zeros((3, 8, 2))}
     cut = features.cut_length(arrays, 4, 8)
     assert {k: v.shape for k, v in cut.items()} == {

@@ -12,8 +12,9 @@ same rows and a resumed run is identical to an uninterrupted one. With length bu
 similar lengths are batched together (`config.train.group_by_length`), as HF Trainer's
 `group_by_length` does, so that most batches need a short bucket.
 
-Batches are padded only to the smallest multiple of `config.pad_to_multiple_of` that holds
-their longest row (a length bucket, at most max_seq_length): XLA compiles one shape per bucket
+Batches are padded only to the smallest length bucket that holds their longest row (multiples
+of `config.pad_to_multiple_of`, spaced out geometrically beyond four of them, at most
+max_seq_length; `features.bucket_length`): XLA compiles one shape per bucket
 and little arithmetic is spent on padding. A training batch keeps its rows (the bucket follows
 from them, so a step's shape is as fixed as its rows); prediction sorts the rows by length first
 and puts each output back in its row's place. The input mask keeps padding out of every row's
@@ -140,6 +141,8 @@ class RowOrder:
     seed: int
     lengths: np.ndarray | None = None
     group_batches: int = 0
+    # the last epoch's batches, kept so that each step does not recompute its epoch's order
+    _last: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -160,7 +163,10 @@ class RowOrder:
     def rows(self, step: int) -> np.ndarray:
         """Row indices of the global batch of `step`."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        return self.epoch_batches(epoch)[position]
+        if epoch not in self._last:
+            self._last.clear()
+            self._last[epoch] = self.epoch_batches(epoch)
+        return self._last[epoch][position]
 
 
 def make_row_order(

@@ -34,15 +34,16 @@ def embed(
     batch_size: int = 64,
     pooling: str = "mean",
     normalize: bool = True,
-    pad_to_multiple_of: int = 16,
+    pad_to_multiple_of: int = 8,
 ) -> np.ndarray:
     """Embeddings [len(sentences), embed] as float32.
 
     Sentences are tokenized as [CLS] text [SEP], truncated to `max_seq_length`, sorted by length
-    and padded per batch to a multiple of `pad_to_multiple_of` (few compiled shapes, little
+    and padded per batch to a length bucket of `pad_to_multiple_of` (few compiled shapes, little
     padding; 0: every batch at `max_seq_length`).
     """
     tok = model.tokenizer
+    params = jax.device_put(model.encoder)  # once: host arrays would be copied at every batch
     encoded = []
     for ids in tok.encode_batch_ids(list(sentences)):
         ids, _ = tok.build_inputs(ids[: max_seq_length - 2])
@@ -59,7 +60,7 @@ def embed(
             ids[row, : len(encoded[i])] = encoded[i]
             mask[row, : len(encoded[i])] = 1
         vectors = _embed_batch(
-            model.encoder, ids, np.zeros_like(ids), mask,
+            params, ids, np.zeros_like(ids), mask,
             config=model.config, pooling=pooling, normalize=normalize,
         )  # fmt: skip
         out[chunk] = np.asarray(vectors)[: len(chunk)]
