@@ -99,7 +99,8 @@ def logged_train_seconds(workdir: str) -> float:
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 
-    events = event_accumulator.EventAccumulator(workdir)
+    # size_guidance 0 keeps every event: by default the accumulator keeps a sample of 10 per tag
+    events = event_accumulator.EventAccumulator(workdir, size_guidance={"tensors": 0})
     events.Reload()
     total, previous = 0.0, 0
     for event in events.Tensors("train/step_time"):

@@ -5,9 +5,10 @@ Times the parts of one training step of a sequence classifier (batch --batch, le
 forward and backward with dropout (under each JAX PRNG implementation given in --prng), the
 optimizer update alone (global-norm clipping + AdamW over every parameter), and the whole
 jitted train step (bert/training/step.py). HF PyTorch's `BertForSequenceClassification` is
-timed the same way (forward and backward with dropout, clipping + torch AdamW). Weights are
-random (timing does not depend on them). Each figure is the median of --repeats calls after
-two untimed ones.
+timed the same way (the forward in eval mode, forward and backward with dropout, clipping +
+torch AdamW). Then one float32 matmul of the model's shapes at batch x the first length
+tokens, torch against jitted JAX (GFLOP/s). Weights are random (timing does not depend on
+them). Each figure is the median of --repeats calls after two untimed ones.
 
   python bench/finetune_step_parts.py --lengths=16,32,48 --batch=32
 """
@@ -133,14 +134,44 @@ def hf_torch(args: argparse.Namespace, length: int) -> dict[str, float]:
         update()
 
     fwd_bwd()
+    model.eval()  # the forward alone as inference runs it (no dropout), as ours above
     with torch.no_grad():
         forward = median_seconds(lambda: model(**inputs), args.repeats)
+    model.train()
     return {
         "forward": forward,
         "fwd+bwd, dropout (torch)": median_seconds(fwd_bwd, args.repeats),
         "clip + AdamW update": median_seconds(update, args.repeats),
         "whole train step (torch)": median_seconds(whole, args.repeats),
     }
+
+
+def matmul_rates(tokens: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """GFLOP/s of one float32 matmul of the model's shapes, torch against a jitted JAX `@`."""
+    import jax
+    import numpy as np
+    import torch
+
+    shapes = {
+        "[tokens, 384] x [384, 1536]": (tokens, 384, 1536),
+        "[tokens, 1536] x [1536, 384]": (tokens, 1536, 384),
+        "[384, tokens] x [tokens, 1536] (weight gradient)": (384, tokens, 1536),
+    }
+    rates = {}
+    matmul = jax.jit(lambda x, y: x @ y)
+    for name, (m, k, n) in shapes.items():
+        a, b = np.ones((m, k), np.float32), np.ones((k, n), np.float32)
+        ta, tb, ja, jb = (
+            torch.from_numpy(a),
+            torch.from_numpy(b),
+            jax.numpy.asarray(a),
+            jax.numpy.asarray(b),
+        )
+        flops = 2 * m * k * n / 1e9
+        torch_s = median_seconds(lambda: ta @ tb, repeats)  # noqa: B023
+        jax_s = median_seconds(lambda: matmul(ja, jb).block_until_ready(), repeats)  # noqa: B023
+        rates[name] = (flops / torch_s, flops / jax_s)
+    return rates
 
 
 def main() -> None:
@@ -169,6 +200,12 @@ def main() -> None:
     for name, by_length in rows.items():
         cells = " | ".join(f"{1000 * by_length[n]:.1f}" if n in by_length else "" for n in lengths)
         print(f"| {name} | {cells} |")
+    tokens = args.batch * lengths[0]
+    print(f"\nfloat32 matmul throughput at {tokens} tokens (batch x length {lengths[0]}), GFLOP/s")
+    print("| shape | torch | JAX (XLA:CPU) |")
+    print("|---|---|---|")
+    for name, (torch_rate, jax_rate) in matmul_rates(tokens, args.repeats).items():
+        print(f"| {name} | {torch_rate:.0f} | {jax_rate:.0f} |")
     print("command: python bench/finetune_step_parts.py " + " ".join(sys.argv[1:]))
 
 

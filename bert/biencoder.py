@@ -19,9 +19,10 @@ class BertBiEncoder(nn.Module):
     """Embeds each side of a batch of pairs (or triplets, ...) with one shared encoder.
 
     Called as model(ids_0, segments_0, mask_0, ids_1, segments_1, mask_1, ...): three inputs
-    [batch, length] per side, every side the same length (a single `ids` is one side with no
-    padding, as at initialisation). The sides are stacked into one encoder pass; each row's
-    embedding depends on its own tokens only.
+    [batch, length_i] per side (a single `ids` is one side with no padding, as at
+    initialisation). Sides of one length are stacked into one encoder pass; sides of different
+    lengths (a short query beside a long passage, each padded to its own length bucket) get a
+    pass each. Each row's embedding depends on its own tokens only.
 
     Returns: [batch, sides, embed] float32.
     """
@@ -41,6 +42,9 @@ class BertBiEncoder(nn.Module):
             raise ValueError(f"{len(inputs)} inputs: expected ids, segments, mask per side")
         sides = len(inputs) // 3
         batch, length = inputs[0].shape
+        if any(x.shape[1] != length for x in inputs):  # one pass per side
+            each = [self.embed(*inputs[i : i + 3], deterministic) for i in range(0, len(inputs), 3)]
+            return jnp.stack(each, axis=1)  # [batch, sides, embed]
         # [batch, sides, length] -> [batch * sides, length]: a device's rows stay on it.
         ids, segments, mask = (
             jnp.stack(inputs[k::3], axis=1).reshape(batch * sides, length) for k in range(3)

@@ -172,6 +172,20 @@ def test_bucket_helpers():
     assert sorted(set(buckets)) == [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
     assert all(n <= b and (b <= 32 or b <= 1.5 * n) for n, b in zip(lengths, buckets, strict=True))
     assert [features.bucket_length(n, 8, 100) for n in (33, 49, 65, 97)] == [48, 64, 96, 100]
+    # several texts: each text's arrays to its own length, per-token arrays of none to the longest
+    texts = {k: np.zeros((3, 8)) for k in ("a_input_ids", "a_input_mask", "b_input_ids", "tags")}
+    texts["label"] = np.zeros(3)
+    cut = features.cut_texts(texts, {"a_input_mask": 2, "b_input_mask": 6}, 8)
+    widths = {k: v.shape[1:] for k, v in cut.items()}
+    assert widths == {"a_input_ids": (2,), "a_input_mask": (2,), "b_input_ids": (6,),
+                      "tags": (6,), "label": ()}  # fmt: skip
+    # a question beside a paragraph: own lengths; texts of similar lengths: each row's longest
+    short, long = np.array([[1, 1, 0, 0, 0, 0]] * 2), np.array([[1] * 5 + [0], [1] * 6])
+    apart = finetune.lengths_by_text({"a_input_mask": short, "b_input_mask": long}, 1, 1.5)
+    assert {k: v.tolist() for k, v in apart.items()} == {"a_input_mask": [2, 2],
+                                                        "b_input_mask": [5, 6]}  # fmt: skip
+    alike = finetune.lengths_by_text({"a_input_mask": long[::-1], "b_input_mask": long}, 1, 1.5)
+    assert {k: v.tolist() for k, v in alike.items()} == dict.fromkeys(alike, [6, 6])
     arrays = {"input_ids": np.zeros((3, 8)), "label": np.zeros(3), "offsets": np.zeros((3, 8, 2))}
     cut = features.cut_length(arrays, 4, 8)
     assert {k: v.shape for k, v in cut.items()} == {

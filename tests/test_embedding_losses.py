@@ -13,6 +13,7 @@ from sentence_transformers import losses as st_losses
 from bert import embedding_losses
 from bert.biencoder import BertBiEncoder
 from bert.jobs import embeddings as embeddings_job
+from bert.tasks import features
 from bert.training import objectives, sharding, step
 
 TOLERANCE = 1e-5
@@ -180,3 +181,24 @@ def test_in_batch_negatives_cover_the_global_batch_on_8_devices():
     whole = float(mnrl(embeddings, None))
     local = np.mean([float(mnrl(embeddings[i : i + 2], None)) for i in range(0, 16, 2)])
     assert abs(local - whole) > 0.5, (local, whole)
+
+
+def test_sides_cut_to_their_own_lengths_embed_as_at_the_full_length():
+    """A bi-encoder batch whose sides are cut to different length buckets (a short first text
+    beside a long second one, as the training job cuts them: features.cut_texts) gives the
+    embeddings of the fully padded batch (one stacked pass) within float rounding."""
+    batch = pair_batch(8)
+    short = batch["text0_input_mask"].copy()
+    short[:, 8:] = 0  # the first texts end by position 8, the second ones run to 16
+    for key in ("text0_input_ids", "text0_segment_ids"):
+        batch[key] = batch[key] * short
+    batch["text0_input_mask"] = short
+    cut = features.cut_texts(batch, {"text0_input_mask": 8, "text1_input_mask": 16}, full=16)
+    assert cut["text0_input_ids"].shape == (8, 8) and cut["text1_input_ids"].shape == (8, 16)
+    model = BertBiEncoder(train_helpers.TINY)
+    keys = embeddings_job.side_keys(2)
+    params = model.init(jax.random.key(0), batch["text0_input_ids"])["params"]
+    full = model.apply({"params": params}, *(batch[k] for k in keys))
+    each = model.apply({"params": params}, *(cut[k] for k in keys))
+    assert full.shape == each.shape == (8, 2, train_helpers.TINY.hidden_size)
+    np.testing.assert_allclose(each, full, rtol=0, atol=1e-6)

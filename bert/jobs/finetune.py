@@ -14,7 +14,8 @@ similar lengths are batched together (`config.train.group_by_length`), as HF Tra
 
 Batches are padded only to the smallest length bucket that holds their longest row (multiples
 of `config.pad_to_multiple_of`, spaced out geometrically beyond four of them, at most
-max_seq_length; `features.bucket_length`): XLA compiles one shape per bucket
+max_seq_length; `features.bucket_length`), each text of a model taking several (a bi-encoder's
+query and passage) to its own: XLA compiles one shape per bucket
 and little arithmetic is spent on padding. A training batch keeps its rows (the bucket follows
 from them, so a step's shape is as fixed as its rows); prediction sorts the rows by length first
 and puts each output back in its row's place. The input mask keeps padding out of every row's
@@ -208,6 +209,23 @@ def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
     return features.used_lengths(masks)
 
 
+def lengths_by_text(
+    arrays: dict[str, np.ndarray], multiple: int, ratio: float
+) -> dict[str, np.ndarray]:
+    """What each row's length bucket must hold, per text: input mask key -> [rows] lengths.
+
+    The texts of a model taking several (a bi-encoder's sides) get their own lengths when one's
+    mean is at least `ratio` times another's (a question beside a paragraph); otherwise they
+    share each row's longest, so that a batch compiles one shape and takes one encoder pass.
+    """
+    each = {m: lengths_of({m: arrays[m]}, multiple) for m in mask_keys(list(arrays))}
+    means = [float(np.mean(n)) for n in each.values()]
+    if len(each) > 1 and max(means) < ratio * max(min(means), 1.0):
+        shared = np.max(np.stack(list(each.values())), axis=0)  # [rows]
+        each = dict.fromkeys(each, shared)
+    return each
+
+
 def predict(
     predict_step: Callable,
     params: Any,
@@ -292,9 +310,11 @@ def run(
     _check_config(config, mesh)
     t = config.train
     inputs = {k: spec.train[k] for k in spec.input_keys}
-    lengths = lengths_of(inputs, config.pad_to_multiple_of)  # what each row's bucket holds
+    multiple = config.pad_to_multiple_of
+    text_lengths = lengths_by_text(inputs, multiple, config.text_bucket_ratio)
     # the order groups by the rows' real lengths, whatever the padding: the same rows each step
-    order = make_row_order(t, len(lengths), config.seed, lengths_of(inputs, multiple=1))
+    num_rows = len(inputs[spec.input_keys[0]])
+    order = make_row_order(t, num_rows, config.seed, lengths_of(inputs, multiple=1))
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
@@ -304,11 +324,12 @@ def run(
 
     def batches(start: int):
         def batch_at(step: int) -> dict[str, jax.Array]:
-            rows = order.rows(step)  # the global batch: every host cuts it to the same length
-            length = features.bucket_length(
-                int(lengths[rows].max()), config.pad_to_multiple_of, full
-            )
-            local = features.cut_length(take_rows(train_arrays, _host_share(rows)), length, full)
+            rows = order.rows(step)  # the global batch: every host cuts it to the same lengths
+            buckets = {m: features.bucket_length(int(n[rows].max()), multiple, full)
+                       for m, n in text_lengths.items()}  # fmt: skip
+            local = take_rows(train_arrays, _host_share(rows))
+            if buckets:
+                local = features.cut_texts(local, buckets, full)
             return sharding.global_batch(local, mesh)
 
         return batch_at

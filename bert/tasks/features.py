@@ -108,6 +108,26 @@ def bucket_length(longest: int, multiple: int, max_length: int) -> int:
     return min(k * multiple, max_length)
 
 
+def cut_texts(
+    arrays: dict[str, np.ndarray], lengths: dict[str, int], full: int
+) -> dict[str, np.ndarray]:
+    """Each text's per-token arrays cut to that text's length.
+
+    Args:
+      lengths: input-mask key -> length. A mask key `PREFIXinput_mask` names a text; the arrays
+        whose keys start with PREFIX are its own (the longest matching prefix wins). Per-token
+        arrays of no text are cut to the longest length.
+      full: the arrays' uncut length (second axis).
+    """
+    prefixes = sorted(((k[: -len("input_mask")], n) for k, n in lengths.items()), reverse=True)
+    longest = max(lengths.values())
+    out = {}
+    for key, value in arrays.items():
+        length = next((n for prefix, n in prefixes if key.startswith(prefix)), longest)
+        out[key] = cut_length({key: value}, length, full)[key]
+    return out
+
+
 def cut_length(arrays: dict[str, np.ndarray], length: int, full: int) -> dict[str, np.ndarray]:
     """Every per-token array (rank 2 or more, second axis `full` long) cut to its first `length`
     positions; the others as they are."""
