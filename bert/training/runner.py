@@ -172,17 +172,13 @@ def train_and_evaluate(
         evaluate=run_eval,
         extra_metrics=run.extra_metrics,
     )
+    ckpts.wait()
+    ckpts.close()
     if last < run.total_steps:
-        ckpts.wait()
-        ckpts.close()
         writer.flush()
         logging.info("stopped at step %d of %d; run again to resume", last, run.total_steps)
         return {"step": last}
-    try:
-        results = evaluate(state.params)  # while the last checkpoint is written
-    finally:
-        ckpts.wait()  # raises if that checkpoint failed: no results without it
-        ckpts.close()
+    results = evaluate(state.params)
     writer.write_scalars(last, reporting.eval_scalars(results))
     writer.flush()
     if jax.process_index() == 0:
