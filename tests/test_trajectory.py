@@ -1,6 +1,7 @@
 """Our optimizers and train steps against an independent trainer: LAMB as BERT defines it (timm's
 NVIDIA-style Lamb) and AdamW (torch), in pre-training (HF BertForPreTraining on our pipeline's
-batches) and in fine-tuning (HF BertForSequenceClassification on SST-2), 100 steps each."""
+batches) and in fine-tuning (HF BertForSequenceClassification on SST-2, BertForTokenClassification
+on CoNLL-2003), 100 steps each."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import trajectory
+import transformers
 
 from bert.model import BertConfig
 from bert.training import optim
@@ -25,8 +27,8 @@ TINY = BertConfig(
 STEPS = 100
 # Largest relative difference of a step's loss allowed over the 100 steps (float32 on both
 # sides, different summation orders; measured 4e-6 (LAMB) and 9e-6 (AdamW) in pre-training,
-# 3e-7 in fine-tuning).
-TOLERANCE = {"pretrain": 5e-5, "finetune": 1e-5}
+# 3e-7 in sequence classification, 5e-6 in tagging, whose loss falls further).
+TOLERANCE = {"pretrain": 5e-5, "finetune": 1e-5, "tagging": 3e-5}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +73,27 @@ def test_finetuning_losses_equal_hf_pytorch(name, lr, exported, shared_data):
         f"{name}: loss {ours[0]:.4f} -> {ours[-1]:.4f}; max relative difference {worst.max():.2e}"
     )
     assert worst.max() < TOLERANCE["finetune"], (worst.argmax(), worst.max())
+
+
+def test_tagging_losses_equal_hf_pytorch(exported, shared_data):
+    """NER's path: BertForTokenClassification against HF's, on CoNLL-2003 batches cut to their
+    length buckets (so several compiled shapes), sub-tokens after a word's first ignored."""
+    params, directory = exported
+    batches, labels = trajectory.conll_batches(shared_data, STEPS, batch_size=16, seq_length=64)
+    assert len({b["input_ids"].shape[1] for b in batches}) > 2, "the batches must vary in length"
+    recipe = trajectory.Recipe("adamw", 1e-3, warmup_steps=10, total_steps=STEPS)
+    model_params = trajectory.classifier_params(TINY, params, num_labels=len(labels))
+    ours, _ = trajectory.ours_tagging(model_params, TINY, recipe, batches)
+    hf = trajectory.hf_head(
+        transformers.BertForTokenClassification, directory, model_params["classifier"]
+    )
+    theirs = trajectory.hf_tagging(hf, recipe, batches)
+    worst = trajectory.relative_differences(ours, theirs)
+    print(
+        f"tagging: loss {ours[0]:.4f} -> {ours[-1]:.4f}; max relative difference {worst.max():.2e}"
+    )
+    assert ours[-1] < ours[0] / 2, "the run must learn for the comparison to mean something"
+    assert worst.max() < TOLERANCE["tagging"], (worst.argmax(), worst.max())
 
 
 def test_lamb_moves_zero_biases_as_timm_does():

@@ -26,7 +26,7 @@ import torch
 import transformers
 
 from bert import convert
-from bert.heads import BertForPreTraining, BertForSequenceClassification
+from bert.heads import BertForPreTraining, BertForSequenceClassification, BertForTokenClassification
 from bert.losses import classification_sums
 from bert.model import BertConfig
 from bert.tasks.features import ENCODER_INPUTS
@@ -89,7 +89,8 @@ def _one_device_mesh():
     return sharding.make_mesh((1, 1, 1), jax.devices()[:1])
 
 
-def _our_run(model, objective, params, recipe: Recipe, batches: Sequence[dict]) -> list[float]:
+def _our_run(model, objective, params, recipe: Recipe, batches: Sequence[dict]):
+    """(each step's loss before its update, the final parameters as host arrays)."""
     mesh = _one_device_mesh()
     schedule = optim.learning_rate_schedule(
         recipe.learning_rate, recipe.warmup_steps, recipe.total_steps
@@ -104,24 +105,31 @@ def _our_run(model, objective, params, recipe: Recipe, batches: Sequence[dict]) 
     for batch in batches:
         state, metrics = train_step(state, sharding.global_batch(batch, mesh))
         losses.append(float(metrics["loss"]))
-    return losses
+    return losses, jax.device_get(state.params)
 
 
 def ours_pretraining(params, config: BertConfig, recipe: Recipe, batches) -> list[float]:
     """Our losses, step by step, for BertForPreTraining (MLM + NSP) on the pipeline's batches."""
     model = BertForPreTraining(config)
-    return _our_run(model, objectives.pretraining(model), params, recipe, batches)
+    return _our_run(model, objectives.pretraining(model), params, recipe, batches)[0]
 
 
 def ours_classification(params, config: BertConfig, recipe: Recipe, batches) -> list[float]:
     """Our losses for BertForSequenceClassification (`params`: bert, pooler and classifier)."""
     model = BertForSequenceClassification(config, params["classifier"]["kernel"].shape[1])
+    objective = objectives.finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
+    return _our_run(model, objective, params, recipe, batches)[0]
 
-    def loss(logits, batch):
-        return classification_sums(logits, batch["label"])
 
-    objective = objectives.finetuning(model, loss, ENCODER_INPUTS, ("label",))
+def ours_tagging(params, config: BertConfig, recipe: Recipe, batches) -> tuple[list[float], dict]:
+    """Our losses for BertForTokenClassification (label -1: ignored), and the final parameters."""
+    model = BertForTokenClassification(config, params["classifier"]["kernel"].shape[1])
+    objective = objectives.finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
     return _our_run(model, objective, params, recipe, batches)
+
+
+def _label_loss(logits, batch):
+    return classification_sums(logits, batch["label"])
 
 
 def _is_matrix(name: str) -> bool:
@@ -199,23 +207,33 @@ def hf_pretraining(directory: pathlib.Path, recipe: Recipe, batches) -> list[flo
     return _hf_run(model, recipe, batches, forward)
 
 
-def hf_classification(directory: pathlib.Path, classifier: dict, recipe: Recipe, batches):
-    """HF BertForSequenceClassification's losses, its classifier set to ours."""
-    num_labels = classifier["kernel"].shape[1]
-    model = transformers.BertForSequenceClassification.from_pretrained(
-        str(directory), num_labels=num_labels, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, attn_implementation="eager",
+def hf_head(head: type, directory: pathlib.Path, classifier: dict, dropout: float = 0.0):
+    """An HF head model (e.g. transformers.BertForTokenClassification) from `directory`, its
+    classifier set to ours, with `dropout` as both dropout rates."""
+    model = head.from_pretrained(
+        str(directory), num_labels=classifier["kernel"].shape[1], hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout, attn_implementation="eager",
     )  # fmt: skip
     with torch.no_grad():
         model.classifier.weight.copy_(torch.tensor(np.array(classifier["kernel"]).T))
         model.classifier.bias.copy_(torch.tensor(np.array(classifier["bias"])))
+    return model
 
-    def forward(m, batch):
-        return m(
-            **encoder_inputs(batch), labels=torch.tensor(batch["label"], dtype=torch.long)
-        ).loss
 
-    return _hf_run(model, recipe, batches, forward)
+def _hf_label_loss(m, batch):
+    labels = torch.tensor(np.where(batch["label"] < 0, -100, batch["label"]), dtype=torch.long)
+    return m(**encoder_inputs(batch), labels=labels).loss
+
+
+def hf_classification(directory: pathlib.Path, classifier: dict, recipe: Recipe, batches):
+    """HF BertForSequenceClassification's losses, its classifier set to ours."""
+    model = hf_head(transformers.BertForSequenceClassification, directory, classifier)
+    return _hf_run(model, recipe, batches, _hf_label_loss)
+
+
+def hf_tagging(model: torch.nn.Module, recipe: Recipe, batches) -> list[float]:
+    """The losses of an HF BertForTokenClassification (`hf_head`), trained in place."""
+    return _hf_run(model, recipe, batches, _hf_label_loss)
 
 
 def classifier_params(config: BertConfig, pretrained: dict, num_labels: int, seed: int = 1):
@@ -267,3 +285,23 @@ def sst2_batches(shared_data: pathlib.Path, steps: int, batch_size: int, seq_len
                                                  seq_length)  # fmt: skip
     return [{k: v[i * batch_size : (i + 1) * batch_size] for k, v in features.items()}
             for i in range(steps)]  # fmt: skip
+
+
+def conll_batches(shared_data: pathlib.Path, steps: int, batch_size: int, seq_length: int):
+    """The first steps x batch_size CoNLL-2003 training sentences as tagging batches, each cut
+    to its length bucket of 8 as the fine-tuning job does; and the tag list."""
+    from bert.tasks import features, ner
+    from input_pipeline import tokenizers
+
+    tok = tokenizers.load_tokenizer(shared_data / "vocab" / "bert-base-uncased-vocab.txt")
+    sentences = ner.read_conll(shared_data / "conll2003" / "train.txt")[: steps * batch_size]
+    labels = ner.label_list(sentences)
+    arrays = ner.convert_sentences_to_features(sentences, labels, tok, seq_length)
+    batches = []
+    for i in range(steps):
+        rows = {k: arrays[k][i * batch_size : (i + 1) * batch_size]
+                for k in (*ENCODER_INPUTS, "label")}  # fmt: skip
+        used = int(rows["input_mask"].sum(axis=1).max())
+        length = features.bucket_length(used, 8, seq_length)
+        batches.append({k: v[:, :length] for k, v in rows.items()})
+    return batches, labels
