@@ -88,5 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.checkpoint_every = 10_000  # steps between checkpoints
     t.max_to_keep = 3  # checkpoints kept
     t.async_checkpoints = True  # save in the background while training goes on
+    # threads compiling the train and evaluation steps in the background (the train step while
+    # the input pipeline starts); 0: each compiles when first needed
+    t.compile_ahead_threads = 1
     t.peak_flops_per_device = 0.0  # for MFU; 0: look the device up in bert/flops.py
     return config

@@ -120,6 +120,9 @@ def finetune_train(
     t.checkpoint_every = 1000  # steps between checkpoints (and one at the end)
     t.max_to_keep = 1  # checkpoints kept
     t.async_checkpoints = True  # save in the background while training goes on
+    # threads compiling the steps of the run's length buckets (training and evaluation) in the
+    # background while earlier steps run; 0: each shape compiles when first needed
+    t.compile_ahead_threads = 1
     return t
 
 

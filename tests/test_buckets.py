@@ -26,11 +26,16 @@ COMPILE_LOGGER = "jax._src.interpreters.pxla"  # JAX logs "Compiling jit(NAME) .
 SEQ = 64
 
 
-def compiled_lengths(caplog, name: str) -> list[int]:
-    """The sequence length of every compilation of jit(`name`) logged so far, in order."""
+def compiled_lengths(caplog, name: str, thread: str = "") -> list[int]:
+    """The sequence length of every compilation of jit(`name`) logged so far, in order (only
+    those compiled in threads whose name starts with `thread`)."""
     lengths = []
     for record in caplog.records:
-        if record.msg.startswith("Compiling") and record.args[0] == f"jit({name})":
+        if (
+            record.msg.startswith("Compiling")
+            and record.args[0] == f"jit({name})"
+            and record.threadName.startswith(thread)
+        ):
             shapes = {a.shape[1] for a in record.args[1] if a.ndim == 2 and a.dtype == np.int32}
             assert len(shapes) == 1, shapes  # inputs (and NER labels) of one length
             lengths.append(shapes.pop())
@@ -70,7 +75,8 @@ def test_bucketed_finetuning_equals_fully_padded(
 ):
     """The same 4 steps and predictions with every batch at length 64 and with buckets of 16:
     equal prediction files and metrics, outputs and parameters within 1e-6 (float rounding of
-    different shapes only; 1.3e-7 measured), and one compilation per bucket."""
+    different shapes only; 1.3e-7 measured), and one compilation per bucket, each compiled
+    ahead in the background (bert/training/ahead.py), none on first use."""
     caplog.set_level(logging.DEBUG, logger=COMPILE_LOGGER)
     job = ner_job if task == "ner" else glue_job
     outputs = []  # (run, split inputs, model outputs) of every prediction
@@ -89,6 +95,8 @@ def test_bucketed_finetuning_equals_fully_padded(
         results = job.run(config_for(task, shared_data, tiny_hf, pad), str(workdir))
         params, _ = checkpoints.load_params(workdir, 4)
         compiled = {n: compiled_lengths(caplog, n) for n in ("train_step", "predict_step")}
+        ahead = {n: compiled_lengths(caplog, n, "compile-ahead") for n in compiled}
+        assert ahead == compiled, (pad, ahead, compiled)  # every shape compiled ahead
         runs[pad] = results, traverse_util.flatten_dict(params), compiled, workdir
     (padded, padded_params, padded_compiled, padded_dir) = runs[0]
     (bucketed, bucketed_params, bucketed_compiled, bucketed_dir) = runs[16]

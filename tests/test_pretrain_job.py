@@ -1,6 +1,7 @@
 """The pre-training job end to end through main.py: outputs, errors, signals, resume."""
 
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -12,7 +13,9 @@ import numpy as np
 import pytest
 
 from bert.jobs import glue as glue_job
+from bert.jobs import pretrain
 from bert.training import checkpoints
+from configs import bert_base
 from configs import glue as glue_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,8 +24,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MARGIN_LOSS, MARGIN_ACCURACY = 0.15, 0.025
 
 
-def job_args(shared_data, workdir, steps, **overrides):
-    """main.py arguments for a tiny model on four real Wikipedia files."""
+def job_settings(shared_data, steps, **overrides) -> dict:
+    """Config fields for a tiny model on four real Wikipedia files."""
     wiki = shared_data / "wikipedia" / "AA"
     settings = {
         "data.input": f"{wiki}/wiki_00,{wiki}/wiki_01,{wiki}/wiki_02,{wiki}/wiki_03",
@@ -41,6 +44,12 @@ def job_args(shared_data, workdir, steps, **overrides):
         "train.checkpoint_every": 5,
     }
     settings.update(overrides)
+    return settings
+
+
+def job_args(shared_data, workdir, steps, **overrides):
+    """main.py arguments for a tiny model on four real Wikipedia files."""
+    settings = job_settings(shared_data, steps, **overrides)
     return [
         sys.executable,
         str(ROOT / "main.py"),
@@ -117,6 +126,27 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     fine_tuned = glue_job.run(config, str(tmp_path / "sst2"))
     assert fine_tuned["step"] == 2 and 0 <= fine_tuned["dev"]["accuracy"] <= 1
     assert (tmp_path / "data" / "manifest.json").is_file()
+
+
+def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
+    """The train step compiles while the input pipeline starts and the evaluation step while
+    training runs: each once, in the background thread (bert/training/ahead.py), none on first
+    use."""
+    caplog.set_level(logging.DEBUG, logger="jax._src.interpreters.pxla")
+    config = bert_base.get_config("size=tiny")
+    for key, value in job_settings(shared_data, 3, **{"train.eval_every": 2}).items():
+        *parents, name = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[name] = value
+    assert pretrain.run(config, str(tmp_path))["step"] == 3
+    threads = {
+        name: [r.threadName for r in caplog.records
+               if r.msg.startswith("Compiling") and r.args[0] == f"jit({name})"]
+        for name in ("train_step", "eval_step")
+    }  # fmt: skip
+    assert threads == {"train_step": ["compile-ahead_0"], "eval_step": ["compile-ahead_0"]}
 
 
 def test_misspelt_config_field_is_a_clear_error(shared_data, tmp_path):

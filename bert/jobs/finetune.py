@@ -16,7 +16,9 @@ Batches are padded only to the smallest length bucket that holds their longest r
 of `config.pad_to_multiple_of`, spaced out geometrically beyond four of them, at most
 max_seq_length; `features.bucket_length`), each text of a model taking several (a bi-encoder's
 query and passage) to its own: XLA compiles one shape per bucket
-and little arithmetic is spent on padding. A training batch keeps its rows (the bucket follows
+and little arithmetic is spent on padding. The job knows every step's rows in advance, so the
+steps of all the buckets a run needs (and the evaluation's) compile in the background while the
+first steps run (bert/training/ahead.py). A training batch keeps its rows (the bucket follows
 from them, so a step's shape is as fixed as its rows); prediction sorts the rows by length first
 and puts each output back in its row's place. The input mask keeps padding out of every row's
 result, so bucketing changes no prediction beyond float rounding.
@@ -226,6 +228,37 @@ def lengths_by_text(
     return each
 
 
+def _plan(inputs: dict[str, np.ndarray], batch_size: int, multiple: int):
+    """(rows, length) of each prediction batch: with `multiple` 0 every batch at the full length
+    in the rows' order; otherwise the rows by length, each batch cut to its length bucket."""
+    num_rows, full = inputs["input_ids"].shape[:2]
+    lengths = lengths_of(inputs, multiple)
+    order = np.argsort(lengths, kind="stable") if multiple > 0 else np.arange(num_rows)
+    for start in range(0, num_rows, batch_size):
+        rows = order[start : start + batch_size]
+        yield rows, features.bucket_length(int(lengths[rows].max()), multiple, full)
+
+
+def _prediction_batch(inputs, rows: np.ndarray, length: int, batch_size: int) -> Batch:
+    """This host's share of a prediction batch, cut to `length`; the last batch filled up with
+    copies of its first row."""
+    filled = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
+    return features.cut_length(take_rows(inputs, _host_share(filled)), length,
+                               inputs["input_ids"].shape[1])  # fmt: skip
+
+
+def prediction_shapes(
+    inputs: dict[str, np.ndarray], batch_size: int, mesh, multiple: int = 0
+) -> list[Batch]:
+    """The abstract global batches `predict` will run, one per length bucket, shortest first."""
+    shapes = {}
+    for rows, length in _plan(inputs, batch_size, multiple):
+        if length not in shapes:
+            local = _prediction_batch(inputs, rows, length, batch_size)
+            shapes[length] = sharding.abstract_global_batch(local, mesh)
+    return list(shapes.values())
+
+
 def predict(
     predict_step: Callable,
     params: Any,
@@ -243,19 +276,14 @@ def predict(
 
     The last batch is filled up with copies of its first row, whose outputs are dropped.
     """
-    num_rows, full = inputs["input_ids"].shape[:2]
-    lengths = lengths_of(inputs, multiple)
-    order = np.argsort(lengths, kind="stable") if multiple > 0 else np.arange(num_rows)
+    num_rows = inputs["input_ids"].shape[0]
     shapes = jax.eval_shape(
         predict_step, params, {k: jax.ShapeDtypeStruct((batch_size, *v.shape[1:]), v.dtype)
                                for k, v in inputs.items()},
     )  # fmt: skip
     outputs = jax.tree.map(lambda s: np.zeros((num_rows, *s.shape[1:]), s.dtype), shapes)
-    for start in range(0, num_rows, batch_size):
-        rows = order[start : start + batch_size]
-        filled = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
-        length = features.bucket_length(int(lengths[rows].max()), multiple, full)
-        local = features.cut_length(take_rows(inputs, _host_share(filled)), length, full)
+    for rows, length in _plan(inputs, batch_size, multiple):
+        local = _prediction_batch(inputs, rows, length, batch_size)
         got = jax.device_get(predict_step(params, sharding.global_batch(local, mesh)))
 
         def put(out: np.ndarray, part: np.ndarray, rows=rows) -> None:
@@ -293,6 +321,73 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
     return per_host
 
 
+@dataclasses.dataclass(frozen=True)
+class _TrainBatches:
+    """The training batches of a run: each step's rows (`order`), cut to their length buckets.
+
+    Attributes:
+      text_lengths: input mask key -> each row's length to hold (lengths_by_text).
+      arrays: the training arrays (inputs and labels), one row per feature, uncut.
+      full: the per-token arrays' uncut length.
+    """
+
+    order: RowOrder
+    text_lengths: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
+    full: int
+    multiple: int
+    mesh: Any
+
+    def buckets_at(self, step: int) -> dict[str, int]:
+        rows = self.order.rows(step)  # the global batch: every host cuts it to the same lengths
+        return {m: features.bucket_length(int(n[rows].max()), self.multiple, self.full)
+                for m, n in self.text_lengths.items()}  # fmt: skip
+
+    def local(self, step: int) -> dict[str, np.ndarray]:
+        """This host's share of step `step`'s batch, each text cut to its bucket."""
+        local = take_rows(self.arrays, _host_share(self.order.rows(step)))
+        buckets = self.buckets_at(step)
+        return features.cut_texts(local, buckets, self.full) if buckets else local
+
+    def batches(self, start: int) -> Callable[[int], Batch]:
+        """step -> its global batch (runner.Run.batches)."""
+        return lambda step: sharding.global_batch(self.local(step), self.mesh)
+
+    def shapes(self, start: int) -> list[Batch]:
+        """The abstract global batches from `start` on, one per bucket combination, in the order
+        first needed (runner.Run.batch_shapes)."""
+        first = {}  # each bucket combination -> the first step that needs it
+        for at in range(start, self.order.total_steps):
+            first.setdefault(tuple(sorted(self.buckets_at(at).items())), at)
+        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+
+
+def _evaluator_maker(spec: Spec, config: ml_collections.ConfigDict, mesh) -> Callable:
+    """runner.Run.make_evaluate: (abstract params, compiler) -> (params -> every split's
+    metrics), the prediction step of every evaluation bucket compiled ahead."""
+    eval_model = spec.eval_model or spec.model
+    eval_keys = spec.eval_input_keys or spec.input_keys
+
+    def predict_step(params, batch):
+        return eval_model.apply({"params": params}, *(batch[k] for k in eval_keys))
+
+    def make_evaluate(params, compiler):
+        jitted = jax.jit(
+            predict_step,
+            in_shardings=(jax.tree.map(lambda p: p.sharding, params),
+                          sharding.batch_shardings(mesh, eval_keys)),
+            out_shardings=sharding.replicated(mesh),
+        )  # fmt: skip
+        shapes = []
+        for e in spec.evals:
+            multiple = config.pad_to_multiple_of if e.bucketed else 0
+            shapes += prediction_shapes(e.inputs, config.eval_batch_size, mesh, multiple)
+        step = compiler.wrap(jitted, params, shapes)
+        return lambda current: _evaluate(spec, step, current, config, mesh)
+
+    return make_evaluate
+
+
 def run(
     spec: Spec, encoder: pretrained.Pretrained, config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, Any]:
@@ -320,33 +415,9 @@ def run(
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
     train_arrays = {k: spec.train[k] for k in objective.batch_keys}
+
     full = train_arrays[spec.input_keys[0]].shape[1]
-
-    def batches(start: int):
-        def batch_at(step: int) -> dict[str, jax.Array]:
-            rows = order.rows(step)  # the global batch: every host cuts it to the same lengths
-            buckets = {m: features.bucket_length(int(n[rows].max()), multiple, full)
-                       for m, n in text_lengths.items()}  # fmt: skip
-            local = take_rows(train_arrays, _host_share(rows))
-            if buckets:
-                local = features.cut_texts(local, buckets, full)
-            return sharding.global_batch(local, mesh)
-
-        return batch_at
-
-    eval_model = spec.eval_model or spec.model
-    eval_keys = spec.eval_input_keys or spec.input_keys
-
-    def predict_step(params, batch):
-        return eval_model.apply({"params": params}, *(batch[k] for k in eval_keys))
-
-    def make_evaluate(params_sharding):
-        jitted = jax.jit(
-            predict_step,
-            in_shardings=(params_sharding, sharding.batch_shardings(mesh, eval_keys)),
-            out_shardings=sharding.replicated(mesh),
-        )
-        return lambda params: _evaluate(spec, jitted, params, config, mesh)
+    train = _TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
 
     job = runner.Run(
         task=spec.task,
@@ -359,9 +430,10 @@ def run(
         total_steps=order.total_steps,
         seq_length=spec.train[spec.input_keys[0]].shape[1],
         initial_params=lambda: {"bert": encoder.encoder},
-        batches=batches,
-        make_evaluate=make_evaluate,
+        batches=train.batches,
+        make_evaluate=_evaluator_maker(spec, config, mesh),
         labels=spec.labels,
         recorded=spec.recorded,
+        batch_shapes=train.shapes,
     )
     return runner.train_and_evaluate(job, config, workdir, mesh)

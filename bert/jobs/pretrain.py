@@ -93,9 +93,17 @@ def _mfu_metrics(config, bert_config: BertConfig, use_nsp: bool):
     return mfu
 
 
-def _evaluator(objective, mesh, params_sharding, eval_batches):
-    """params -> held-out metrics: MLM loss, accuracy and perplexity; NSP loss and accuracy."""
-    eval_step = step.compile_eval_step(objective, mesh, params_sharding)
+def _evaluator(objective, mesh, params, eval_batches, compiler=None):
+    """params -> held-out metrics: MLM loss, accuracy and perplexity; NSP loss and accuracy.
+
+    Args:
+      params: the abstract parameters with their shardings.
+      compiler: a CompileAhead to compile the evaluation step in the background, or None.
+    """
+    eval_step = step.compile_eval_step(objective, mesh, jax.tree.map(lambda p: p.sharding, params))
+    if compiler is not None:
+        shapes = [sharding.abstract_global_batch(b, mesh) for b in eval_batches[:1]]
+        eval_step = compiler.wrap(eval_step, params, shapes)
 
     def evaluate(params) -> dict[str, float]:
         results = step.summarize([eval_step(params, sharding.global_batch(b, mesh))
@@ -136,8 +144,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     batches = eval_batches_of(data.eval_files, config, data.tokenizer,
                             sharding.per_host_batch(config.train, mesh))  # fmt: skip
     objective = objectives.pretraining(model, use_nsp)
-    evaluate = _evaluator(objective, mesh, sharding.replicated(mesh), batches)
-    results = evaluate(params)
+    replicated = sharding.replicated(mesh)
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                            params)  # fmt: skip
+    results = _evaluator(objective, mesh, abstract, batches)(params)
     if jax.process_index() == 0:
         atomic.write_json(paths.path(workdir) / "eval_results.json",
                           {"checkpoint": config.init_from, **results})  # fmt: skip
@@ -204,8 +214,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         seq_length=config.max_seq_length,
         initial_params=lambda: initial_params(config.init_from, bert_config),
         batches=batches,
-        make_evaluate=lambda shardings: _evaluator(objective, mesh, shardings, eval_batches),
+        make_evaluate=lambda params, compiler: _evaluator(
+            objective, mesh, params, eval_batches, compiler
+        ),
         extra_metrics=_mfu_metrics(config, bert_config, use_nsp),
+        # every batch has one shape, the held-out batches' own: its step compiles while the
+        # input pipeline starts
+        batch_shapes=lambda _: [sharding.abstract_global_batch(b, mesh) for b in eval_batches[:1]],
     )
     results = runner.train_and_evaluate(job, config, workdir, mesh)
     logging.info("pre-training stopped at step %d", results["step"])

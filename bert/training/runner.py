@@ -23,7 +23,7 @@ import optax
 from absl import logging
 
 from bert.model import BertConfig
-from bert.training import checkpoints, loop, objectives, reporting, step
+from bert.training import ahead, checkpoints, loop, objectives, reporting, step
 from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
@@ -47,13 +47,16 @@ class Run:
       seq_length: the sequence length (initialisation shapes and throughput).
       initial_params: () -> parameters to start from (None: random); called on a fresh start only.
       batches: start step -> (step -> the global batch of that step).
-      make_evaluate: the parameters' shardings -> (params -> results); called every
-        train.eval_every steps and at the end.
+      make_evaluate: (the abstract parameters with their shardings, a CompileAhead) ->
+        (params -> results); called every train.eval_every steps and at the end.
       extra_metrics: a report's summary -> more scalars (e.g. MFU).
       labels: the names of a classifier's or tagger's classes (class i is labels[i]),
         recorded so that the workdir exports with them (bert/convert/workdirs.py).
       recorded: more settings recorded in the checkpoints' metadata for whoever loads them
         (a sentence embedding's pooling, normalisation and length: bert/pretrained.py).
+      batch_shapes: start step -> the abstract global batches (ShapeDtypeStructs with their
+        shardings) of the steps from there on, in the order their shapes are first needed; their
+        train steps are compiled ahead (bert/training/ahead.py). None: compiled on first use.
     """
 
     task: str
@@ -71,6 +74,7 @@ class Run:
     extra_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
     labels: tuple[str, ...] = ()
     recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
+    batch_shapes: Callable[[int], list[Batch]] | None = None
 
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
@@ -142,7 +146,22 @@ def train_and_evaluate(
     train_step = step.compile_train_step(
         run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, config.seed
     )
-    evaluate = run.make_evaluate(shardings.params)
+    fixed = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    compiler = ahead.CompileAhead(t.compile_ahead_threads)
+    try:
+        shapes = run.batch_shapes(start) if run.batch_shapes is not None else ()
+        train_step = compiler.wrap(train_step, fixed, shapes)
+        evaluate = run.make_evaluate(fixed.params, compiler)
+        return _train(run, config, workdir, state, start, train_step, evaluate, ckpts)
+    finally:
+        compiler.close()
+
+
+def _train(run: Run, config, workdir, state, start: int, train_step, evaluate, ckpts) -> Results:
+    """The loop, the last checkpoint, then the final evaluation (train_and_evaluate's body)."""
+    t = config.train
     writer = reporting.make_writer(workdir)
     if start == 0:
         writer.write_hparams(reporting.flat_hparams(config))

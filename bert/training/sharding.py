@@ -120,6 +120,19 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, ja
     }
 
 
+def abstract_global_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+    """What `global_batch` assembles from every host's `local_batch`, as ShapeDtypeStructs."""
+    sharding = batch_sharding(mesh)
+    return {
+        k: jax.ShapeDtypeStruct(
+            (v.shape[0] * jax.process_count(), *v.shape[1:]),
+            jax.dtypes.canonicalize_dtype(v.dtype),
+            sharding=sharding,
+        )
+        for k, v in local_batch.items()
+    }
+
+
 def batch_divisor(mesh: Mesh) -> int:
     """The global batch must be a multiple of this (devices along the batch axes)."""
     return mesh.shape[DATA] * mesh.shape[FSDP]
