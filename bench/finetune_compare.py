@@ -70,6 +70,13 @@ def add_flags(parser: argparse.ArgumentParser, max_seq_length: int, learning_rat
         default=-1,
         help="ours: batches sorted by length together (0: plain random batches; -1: the config's)",
     )
+    parser.add_argument(
+        "--compile_ahead_threads",
+        type=int,
+        default=-1,
+        help="ours: threads compiling bucket shapes in the background (0: on first use; -1: the "
+        "config's)",
+    )
     parser.add_argument("--worker", choices=("ours", "hf"), help=argparse.SUPPRESS)
 
 
@@ -82,6 +89,8 @@ def configure_ours(config, args: argparse.Namespace, seed: int) -> None:
         config.pad_to_multiple_of = args.pad_to_multiple_of
     if args.group_by_length >= 0:
         config.train.group_by_length = args.group_by_length
+    if args.compile_ahead_threads >= 0:
+        config.train.compile_ahead_threads = args.compile_ahead_threads
     config.seed = seed
     t = config.train
     t.batch_size, t.steps, t.learning_rate = args.batch_size, args.steps, args.learning_rate
