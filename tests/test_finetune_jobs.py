@@ -315,6 +315,9 @@ def test_bad_configs_are_clear_errors(shared_data, tiny_hf, sst2_workdir, tmp_pa
     config.eval_batch_size = 12
     with pytest.raises(ValueError, match="config.eval_batch_size=12 must be a multiple of 8"):
         glue_job.run(config, str(tmp_path / "d"))
+    config.eval_batch_size, config.train.compile_ahead_threads = 16, -1
+    with pytest.raises(UserError, match=r"config.train.compile_ahead_threads=-1 must be 0 \("):
+        glue_job.run(config, str(tmp_path / "d"))
     # A workdir fine-tuned for one task is not silently resumed for another.
     shutil.copytree(sst2_workdir, tmp_path / "e")
     config = quick(ner_config.get_config(), tiny_hf)

@@ -136,6 +136,11 @@ def train_and_evaluate(
             "config.model.attention_impl='cudnn' cannot train with attention dropout: set "
             "config.model.attention_dropout=0 (or config.model.attention_impl='xla')"
         )
+    if config.train.compile_ahead_threads < 0:
+        raise UserError(
+            f"config.train.compile_ahead_threads={config.train.compile_ahead_threads} must be 0 "
+            "(compile each shape when first needed) or more"
+        )
     workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     t = config.train
