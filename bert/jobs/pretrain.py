@@ -93,6 +93,12 @@ def _mfu_metrics(config, bert_config: BertConfig, use_nsp: bool):
     return mfu
 
 
+def _held_out_shape(eval_batches, mesh) -> list:
+    """The abstract global batch of the held-out batches (every pre-training batch's shape:
+    training batches come from the same dataset), or none when there are no held-out batches."""
+    return [sharding.abstract_global_batch(b, mesh) for b in eval_batches[:1]]
+
+
 def _evaluator(objective, mesh, params, eval_batches, compiler=None):
     """params -> held-out metrics: MLM loss, accuracy and perplexity; NSP loss and accuracy.
 
@@ -102,8 +108,7 @@ def _evaluator(objective, mesh, params, eval_batches, compiler=None):
     """
     eval_step = step.compile_eval_step(objective, mesh, jax.tree.map(lambda p: p.sharding, params))
     if compiler is not None:
-        shapes = [sharding.abstract_global_batch(b, mesh) for b in eval_batches[:1]]
-        eval_step = compiler.wrap(eval_step, params, shapes)
+        eval_step = compiler.wrap(eval_step, params, _held_out_shape(eval_batches, mesh))
 
     def evaluate(params) -> dict[str, float]:
         results = step.summarize([eval_step(params, sharding.global_batch(b, mesh))
@@ -218,9 +223,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             objective, mesh, params, eval_batches, compiler
         ),
         extra_metrics=_mfu_metrics(config, bert_config, use_nsp),
-        # every batch has one shape, the held-out batches' own: its step compiles while the
-        # input pipeline starts
-        batch_shapes=lambda _: [sharding.abstract_global_batch(b, mesh) for b in eval_batches[:1]],
+        # the one train step compiles while the input pipeline starts
+        batch_shapes=lambda _: _held_out_shape(eval_batches, mesh),
     )
     results = runner.train_and_evaluate(job, config, workdir, mesh)
     logging.info("pre-training stopped at step %d", results["step"])
