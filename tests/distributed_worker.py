@@ -1,7 +1,9 @@
-"""One process of the multi-process training test (run by tests/test_distributed.py).
+"""One process of the multi-process training tests (run by tests/test_distributed.py).
 
-Usage: python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES_PER_PROCESS
-Prints the losses of 5 training steps as JSON on the last line.
+Usage: python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES_PER_PROCESS TASK
+TASK "pretrain": prints the losses of 5 pre-training steps as JSON on the last line.
+TASK "mnrl": one bi-encoder step with the multiple-negatives ranking loss on a 16-row pair batch
+(this process feeding its share of the rows); prints the loss and the gradient's leaves.
 """
 
 import json
@@ -9,11 +11,13 @@ import os
 import sys
 
 process_id, num_processes, port, local_devices = (int(a) for a in sys.argv[1:5])
+task = sys.argv[5]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 if num_processes > 1:
@@ -23,12 +27,24 @@ import train_helpers  # noqa: E402
 
 from bert.training import sharding  # noqa: E402
 
-mesh, state, train_step, _ = train_helpers.setup((jax.device_count(), 1, 1))
-rows = 16 // num_processes
-losses = []
-for step in range(5):
-    batch = train_helpers.synthetic_batch(step)
-    local = {k: v[process_id * rows : (process_id + 1) * rows] for k, v in batch.items()}
-    state, metrics = train_step(state, sharding.global_batch(local, mesh))
-    losses.append(float(metrics["loss"]))
-print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(), "losses": losses}))
+
+def local_rows(batch: dict) -> dict:
+    """This process's share of a global batch's rows."""
+    rows = len(next(iter(batch.values()))) // num_processes
+    return {k: v[process_id * rows : (process_id + 1) * rows] for k, v in batch.items()}
+
+
+result = {"process": jax.process_index(), "devices": jax.device_count()}
+if task == "pretrain":
+    mesh, state, train_step, _ = train_helpers.setup((jax.device_count(), 1, 1))
+    result["losses"] = []
+    for step in range(5):
+        batch = local_rows(train_helpers.synthetic_batch(step))
+        state, metrics = train_step(state, sharding.global_batch(batch, mesh))
+        result["losses"].append(float(metrics["loss"]))
+else:
+    batch = local_rows(train_helpers.pair_batch(16))
+    loss, grads = train_helpers.mnrl_step((jax.device_count(), 1, 1), None, batch)
+    result["loss"] = loss
+    result["gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
+print(json.dumps(result))

@@ -1,4 +1,5 @@
-"""Two processes joined by jax.distributed on 127.0.0.1 train like one process."""
+"""Two processes joined by jax.distributed on 127.0.0.1 (gloo collectives) train like one
+process: pre-training, and the ranking loss whose in-batch negatives span both hosts."""
 
 import json
 import pathlib
@@ -6,7 +7,9 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import train_helpers
 
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")
 
@@ -17,31 +20,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def result(process: subprocess.Popen) -> dict:
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+def start(folder: pathlib.Path, process_id: int, processes: int, port: int, devices: int, task):
+    """A worker whose output goes to files: a worker blocked on a full pipe would hold the
+    others in jax.distributed's shutdown barrier."""
+    name = folder / f"{task}-{processes}-{process_id}"
+    args = [sys.executable, str(WORKER), *map(str, (process_id, processes, port, devices)), task]
+    with open(f"{name}.out", "w") as out, open(f"{name}.err", "w") as err:
+        return subprocess.Popen(args, stdout=out, stderr=err), name
 
 
-def test_two_processes_match_one_process():
+def result(worker) -> dict:
+    process, name = worker
+    process.wait(timeout=300)
+    assert process.returncode == 0, pathlib.Path(f"{name}.err").read_text()[-3000:]
+    return json.loads(pathlib.Path(f"{name}.out").read_text().strip().splitlines()[-1])
+
+
+def two_and_one(folder: pathlib.Path, task: str) -> tuple[dict, dict, dict]:
+    """The results of two processes of 2 devices each and of one process of 4 devices."""
     port = free_port()
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(i), "2", str(port), "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    single = subprocess.Popen(
-        [sys.executable, str(WORKER), "0", "1", "0", "4"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    first, second, alone = (result(p) for p in (*workers, single))
+    workers = [start(folder, i, 2, port, 2, task) for i in range(2)]
+    workers.append(start(folder, 0, 1, 0, 4, task))
+    first, second, alone = (result(p) for p in workers)
     assert (first["process"], second["process"]) == (0, 1)
     assert first["devices"] == second["devices"] == alone["devices"] == 4
+    return first, second, alone
+
+
+def test_two_processes_match_one_process(tmp_path):
+    first, second, alone = two_and_one(tmp_path, "pretrain")
     assert first["losses"] == second["losses"]  # every process sees the global loss
     np.testing.assert_allclose(first["losses"], alone["losses"], rtol=1e-5, atol=0)
+
+
+def test_ranking_negatives_span_both_processes(tmp_path):
+    """Each process feeds 8 of the 16 pairs; the loss and gradient equal one process's over
+    all 16 (1e-5, as tests/test_embedding_losses.py), which each process's 8 rows alone miss."""
+    first, second, alone = two_and_one(tmp_path, "mnrl")
+    assert first["loss"] == second["loss"]
+    assert abs(first["loss"] - alone["loss"]) <= 1e-5 * alone["loss"], (first, alone)
+    for got, want in zip(first["gradients"], alone["gradients"], strict=True):
+        want = np.asarray(want)
+        bound = 1e-5 * float(np.max(np.abs(want))) + 1e-9
+        assert np.max(np.abs(np.asarray(got) - want)) <= bound
+    # The test can tell: negatives from each process's own 8 rows give another loss.
+    halves = [train_helpers.mnrl_step((1, 1, 1), jax.devices()[:1], rows)[0] for rows in (
+        {k: v[:8] for k, v in train_helpers.pair_batch(16).items()},
+        {k: v[8:] for k, v in train_helpers.pair_batch(16).items()},
+    )]  # fmt: skip
+    assert abs(np.mean(halves) - alone["loss"]) > 0.3, (halves, alone["loss"])

@@ -4,7 +4,6 @@ and in-batch negatives cover the whole global batch of a sharded train step."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 import train_helpers
@@ -14,7 +13,6 @@ from bert import embedding_losses
 from bert.biencoder import BertBiEncoder
 from bert.jobs import embeddings as embeddings_job
 from bert.tasks import features
-from bert.training import objectives, sharding, step
 
 TOLERANCE = 1e-5
 
@@ -121,50 +119,12 @@ def test_losses_tell_good_embeddings_from_bad():
         embedding_losses.make("cosent", matryoshka_dims=(32,))(embeddings, labels)
 
 
-def keep_gradients() -> optax.GradientTransformation:
-    """An "optimizer" that leaves the parameters alone and keeps the last gradient as its state."""
-
-    def update(grads, state, params=None):
-        del state, params
-        return jax.tree.map(jnp.zeros_like, grads), grads
-
-    return optax.GradientTransformation(lambda p: jax.tree.map(jnp.zeros_like, p), update)
-
-
-def sharded_step(mesh_shape, devices, batch):
-    """The loss and the gradient of one jitted, sharded train step of a tiny bi-encoder with
-    the MNRL loss."""
-    mesh = sharding.make_mesh(mesh_shape, devices)
-    model = BertBiEncoder(train_helpers.TINY)
-    keys = embeddings_job.side_keys(2)
-    objective = objectives.finetuning(
-        model, embeddings_job.loss_sums(embedding_losses.make("mnrl")), keys, ("label",)
-    )
-    tx, schedule = keep_gradients(), optax.constant_schedule(0.0)
-    state = step.create_train_state(model, tx, mesh, seed=0, seq_length=16)
-    _, shardings = step.state_shardings(model, tx, mesh, 16)
-    train_step = step.compile_train_step(objective, tx, schedule, mesh, shardings)
-    state, metrics = train_step(state, sharding.global_batch(batch, mesh))
-    return float(metrics["loss"]), jax.device_get(state.opt_state)
-
-
-def pair_batch(rows: int = 16):
-    first, second = train_helpers.synthetic_batch(0, rows), train_helpers.synthetic_batch(1, rows)
-    batch = {}
-    for side, source in zip(embeddings_job.side_keys(2)[::3], (first, second), strict=True):
-        prefix = side[: -len("input_ids")]
-        for key in ("input_ids", "segment_ids", "input_mask"):
-            batch[prefix + key] = source[key]
-    batch["label"] = np.zeros(rows, np.float32)
-    return batch
-
-
 def test_in_batch_negatives_cover_the_global_batch_on_8_devices():
     assert len(jax.devices()) == 8
-    batch = pair_batch(16)  # 2 rows per device on the 8-device mesh
-    want_loss, want_grads = sharded_step((1, 1, 1), jax.devices()[:1], batch)
+    batch = train_helpers.pair_batch(16)  # 2 rows per device on the 8-device mesh
+    want_loss, want_grads = train_helpers.mnrl_step((1, 1, 1), jax.devices()[:1], batch)
     for mesh_shape in ((8, 1, 1),):
-        loss, grads = sharded_step(mesh_shape, None, batch)
+        loss, grads = train_helpers.mnrl_step(mesh_shape, None, batch)
         assert abs(loss - want_loss) <= TOLERANCE * want_loss, (mesh_shape, loss, want_loss)
         for (path, a), b in zip(
             jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(want_grads), strict=True
@@ -187,7 +147,7 @@ def test_sides_cut_to_their_own_lengths_embed_as_at_the_full_length():
     """A bi-encoder batch whose sides are cut to different length buckets (a short first text
     beside a long second one, as the training job cuts them: features.cut_texts) gives the
     embeddings of the fully padded batch (one stacked pass) within float rounding."""
-    batch = pair_batch(8)
+    batch = train_helpers.pair_batch(8)
     short = batch["text0_input_mask"].copy()
     short[:, 8:] = 0  # the first texts end by position 8, the second ones run to 16
     for key in ("text0_input_ids", "text0_segment_ids"):

@@ -1,8 +1,15 @@
-"""Small synthetic pre-training batches and a tiny model for training tests."""
+"""Small synthetic batches and a tiny model for training tests: pre-training, and a bi-encoder
+with the multiple-negatives ranking loss."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
+from bert import embedding_losses
+from bert.biencoder import BertBiEncoder
 from bert.heads import BertForPreTraining
+from bert.jobs import embeddings as embeddings_job
 from bert.model import BertConfig
 from bert.training import objectives, optim, sharding, step
 
@@ -53,3 +60,43 @@ def setup(
     )
     eval_step = step.compile_eval_step(objective, mesh, shardings.params)
     return mesh, state, train_step, eval_step
+
+
+def keep_gradients() -> optax.GradientTransformation:
+    """An "optimizer" that leaves the parameters alone and keeps the last gradient as its state."""
+
+    def update(grads, state, params=None):
+        del state, params
+        return jax.tree.map(jnp.zeros_like, grads), grads
+
+    return optax.GradientTransformation(lambda p: jax.tree.map(jnp.zeros_like, p), update)
+
+
+def mnrl_step(mesh_shape, devices, batch):
+    """The loss and the gradient of one jitted, sharded train step of a tiny bi-encoder with
+    the MNRL loss. `batch` is this process's rows of the global batch (all of it in one
+    process); the gradient comes back as numpy, so its leaves must be replicated."""
+    mesh = sharding.make_mesh(mesh_shape, devices)
+    model = BertBiEncoder(TINY)
+    keys = embeddings_job.side_keys(2)
+    objective = objectives.finetuning(
+        model, embeddings_job.loss_sums(embedding_losses.make("mnrl")), keys, ("label",)
+    )
+    tx, schedule = keep_gradients(), optax.constant_schedule(0.0)
+    state = step.create_train_state(model, tx, mesh, seed=0, seq_length=16)
+    _, shardings = step.state_shardings(model, tx, mesh, 16)
+    train_step = step.compile_train_step(objective, tx, schedule, mesh, shardings)
+    state, metrics = train_step(state, sharding.global_batch(batch, mesh))
+    return float(metrics["loss"]), jax.device_get(state.opt_state)
+
+
+def pair_batch(rows: int = 16):
+    """A batch of `rows` (first, second) text pairs with the embeddings job's keys, labels 0."""
+    first, second = synthetic_batch(0, rows), synthetic_batch(1, rows)
+    batch = {}
+    for side, source in zip(embeddings_job.side_keys(2)[::3], (first, second), strict=True):
+        prefix = side[: -len("input_ids")]
+        for key in ("input_ids", "segment_ids", "input_mask"):
+            batch[prefix + key] = source[key]
+    batch["label"] = np.zeros(rows, np.float32)
+    return batch
