@@ -86,3 +86,24 @@ def test_eval_shape_traces_the_jitted_function(weights):
     shapes = jax.eval_shape(call, weights, abstract(batch(2)))
     compiler.close()
     assert (shapes.shape, shapes.dtype) == ((4, 2), jnp.float32)
+
+
+def test_a_single_shape_program_compiles_once_in_the_background(caplog, weights):
+    """`single` (the checkpoint checksums): one fixed shape, compiled ahead, run, traced."""
+    caplog.set_level(logging.DEBUG, logger=COMPILE_LOGGER)
+
+    def total(tree):
+        return jax.tree.map(jnp.sum, tree)
+
+    names = []
+    for threads in (1, 0):
+        compiler = ahead.CompileAhead(threads)
+        call = compiler.single(jax.jit(total), abstract(batch(3)))
+        for _ in range(2):
+            np.testing.assert_allclose(call(batch(3))["x"], np.sum(batch(3)["x"]), rtol=1e-6)
+        assert jax.eval_shape(call, abstract(batch(3)))["x"].shape == ()
+        compiler.close()
+        names.append([r.threadName for r in caplog.records
+                      if r.msg.startswith("Compiling") and r.args[0] == "jit(total)"])  # fmt: skip
+        caplog.clear()
+    assert names == [["compile-ahead_0"], [threading.main_thread().name]]

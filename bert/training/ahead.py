@@ -60,10 +60,22 @@ class CompileAhead:
 
         def call(first: Any, batch: Batch) -> Any:
             future = futures.get(signature(batch))
-            traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(batch))
-            if future is None or traced:  # not announced (compiled on first use), or eval_shape
+            # not announced (compiled on first use), or under eval_shape
+            if future is None or _traced(batch):
                 return jitted(first, batch)
             return future.result()(first, batch)
+
+        return call
+
+    def single(self, jitted: Any, fixed: Any) -> Callable:
+        """`jitted` (called as jitted(x) with x laid out as the abstract `fixed`, such as the
+        checkpoint checksums of the train state), compiled ahead."""
+        future = self._pool.submit(_compile, jitted, fixed) if self._pool is not None else None
+
+        def call(x: Any) -> Any:
+            if future is None or _traced(x):
+                return jitted(x)
+            return future.result()(x)
 
         return call
 
@@ -73,5 +85,9 @@ class CompileAhead:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _compile(jitted: Any, fixed: Any, batch: Batch) -> jax.stages.Compiled:
-    return jitted.lower(fixed, batch).compile()
+def _traced(tree: Any) -> bool:
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def _compile(jitted: Any, *abstract: Any) -> jax.stages.Compiled:
+    return jitted.lower(*abstract).compile()

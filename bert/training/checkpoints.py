@@ -116,13 +116,17 @@ class Checkpoints:
                 f"{newest}); free space or fix the disk, then run again"
             ) from None
 
-    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    def save(self, step: int, state: Any, meta: dict[str, Any], checksums: Any = None) -> None:
         """Starts saving `state` at `step` (asynchronously when enabled).
+
+        Args:
+          checksums: the fingerprint's checksum program for `state` (compiled ahead by the
+            runner), or None to compile it here.
 
         Raises:
           UserError: writing this checkpoint, or the one before, failed (a full disk).
         """
-        fingerprinted = fingerprint.make(state)
+        fingerprinted = fingerprint.make(state, checksums)
         with self._writing():
             self.manager.wait_until_finished()  # an async error belongs to the step before
             self._saving = step

@@ -56,21 +56,34 @@ def _checksum_tree(tree: Any) -> Any:
     return jax.tree.map(_checksum, tree)
 
 
-def checksums(state: Any) -> dict[str, list[int]]:
-    """Key path -> [sum, weighted sum] of every array of `state` (blocks until computed)."""
+def checksum_program(state: Any) -> Any:
+    """The jitted program behind `checksums` for states laid out as `state` (arrays, or
+    ShapeDtypeStructs with shardings to compile it ahead); its results are replicated, so every
+    process reads the (tiny) results, also in a multi-host job."""
     leaves = jax.tree.leaves(state)
     first = getattr(leaves[0], "sharding", None) if leaves else None
-    replicated = None  # every process reads the (tiny) results, also in a multi-host job
+    replicated = None
     if isinstance(first, NamedSharding):
         replicated = NamedSharding(first.mesh, PartitionSpec())
-    sums = jax.device_get(jax.jit(_checksum_tree, out_shardings=replicated)(state))
+    return jax.jit(_checksum_tree, out_shardings=replicated)
+
+
+def checksums(state: Any, program: Any = None) -> dict[str, list[int]]:
+    """Key path -> [sum, weighted sum] of every array of `state` (blocks until computed).
+
+    Args:
+      program: `checksum_program(state)`, or a callable running it (compiled ahead); None
+        makes one.
+    """
+    program = checksum_program(state) if program is None else program
+    sums = jax.device_get(program(state))
     flat = jax.tree_util.tree_flatten_with_path(sums)[0]
     return {jax.tree_util.keystr(path): [int(v) for v in value] for path, value in flat}
 
 
-def make(state: Any) -> dict[str, Any]:
+def make(state: Any, program: Any = None) -> dict[str, Any]:
     """The fingerprint saved with `state`: {"signature": ..., "checksums": {...}}."""
-    return {"signature": signature(state), "checksums": checksums(state)}
+    return {"signature": signature(state), "checksums": checksums(state, program)}
 
 
 def first_mismatch(state: Any, saved: dict[str, Any], prefix: str = "") -> str | None:

@@ -23,7 +23,7 @@ import optax
 from absl import logging
 
 from bert.model import BertConfig
-from bert.training import ahead, checkpoints, loop, objectives, reporting, step
+from bert.training import ahead, checkpoints, fingerprint, loop, objectives, reporting, step
 from input_pipeline import atomic, paths
 from input_pipeline.errors import UserError
 
@@ -109,7 +109,7 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
         ) from e
     if found is None:
         return step.create_train_state(
-            run.model, run.tx, mesh, seed, run.seq_length, run.initial_params()
+            run.model, run.tx, mesh, seed, run.seq_length, run.initial_params(), shardings
         )
     latest, state, _ = found
     logging.info("resumed from step %d", latest)
@@ -159,12 +159,24 @@ def train_and_evaluate(
         shapes = run.batch_shapes(start) if run.batch_shapes is not None else ()
         train_step = compiler.wrap(train_step, fixed, shapes)
         evaluate = run.make_evaluate(fixed.params, compiler)
-        return _train(run, config, workdir, state, start, train_step, evaluate, ckpts)
+        checksums = compiler.single(fingerprint.checksum_program(fixed), fixed)
+        programs = _Programs(train_step, evaluate, checksums)
+        return _train(run, config, workdir, state, start, programs, ckpts)
     finally:
         compiler.close()
 
 
-def _train(run: Run, config, workdir, state, start: int, train_step, evaluate, ckpts) -> Results:
+@dataclasses.dataclass(frozen=True)
+class _Programs:
+    """The run's compiled (or compiling) programs: the train step, the evaluation and the
+    checkpoint checksums."""
+
+    train_step: Callable
+    evaluate: Callable
+    checksums: Callable
+
+
+def _train(run: Run, config, workdir, state, start: int, programs: _Programs, ckpts) -> Results:
     """The loop, the last checkpoint, then the final evaluation (train_and_evaluate's body)."""
     t = config.train
     writer = reporting.make_writer(workdir)
@@ -177,17 +189,17 @@ def _train(run: Run, config, workdir, state, start: int, train_step, evaluate, c
     meta.update(run.recorded)
 
     def save(at: int, current: step.TrainState) -> None:
-        ckpts.save(at, current, {"step": at, **meta})
+        ckpts.save(at, current, {"step": at, **meta}, programs.checksums)
 
     def run_eval(at: int, current: step.TrainState) -> None:
-        writer.write_scalars(at, reporting.eval_scalars(evaluate(current.params)))
+        writer.write_scalars(at, reporting.eval_scalars(programs.evaluate(current.params)))
 
     state, last = loop.train_loop(
         state,
         start,
         run.total_steps,
         batch_at=run.batches(start),
-        train_step=train_step,
+        train_step=programs.train_step,
         every=loop.Every(t.log_every, t.checkpoint_every, t.eval_every),
         ckpts=ckpts,
         save=save,
@@ -202,7 +214,7 @@ def _train(run: Run, config, workdir, state, start: int, train_step, evaluate, c
         writer.flush()
         logging.info("stopped at step %d of %d; run again to resume", last, run.total_steps)
         return {"step": last}
-    results = evaluate(state.params)
+    results = programs.evaluate(state.params)
     writer.write_scalars(last, reporting.eval_scalars(results))
     writer.flush()
     if jax.process_index() == 0:

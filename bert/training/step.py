@@ -56,14 +56,18 @@ def create_train_state(
     seed: int,
     seq_length: int,
     params: Any | None = None,
+    shardings: TrainState | None = None,
 ) -> TrainState:
     """A fresh state, created directly in its sharded layout.
 
     Args:
       params: optional initial parameters (e.g. phase 1 of pre-training or an imported
         checkpoint); entries present replace the random initialisation.
+      shardings: the state's shardings when the caller has them (`state_shardings`), else
+        computed here.
     """
-    _, shardings = state_shardings(model, tx, mesh, seq_length)
+    if shardings is None:
+        _, shardings = state_shardings(model, tx, mesh, seq_length)
     init = _init_fn(model, tx, seq_length)
 
     def init_unboxed(rng, given):
