@@ -64,8 +64,10 @@ def test_ranking_negatives_span_both_processes(tmp_path):
         bound = 1e-5 * float(np.max(np.abs(want))) + 1e-9
         assert np.max(np.abs(np.asarray(got) - want)) <= bound
     # The test can tell: negatives from each process's own 8 rows give another loss.
-    halves = [train_helpers.mnrl_step((1, 1, 1), jax.devices()[:1], rows)[0] for rows in (
-        {k: v[:8] for k, v in train_helpers.pair_batch(16).items()},
-        {k: v[8:] for k, v in train_helpers.pair_batch(16).items()},
-    )]  # fmt: skip
+    batch = train_helpers.pair_batch(16)
+    one_device = jax.devices()[:1]
+    halves = [
+        train_helpers.mnrl_step((1, 1, 1), one_device, {k: v[rows] for k, v in batch.items()})[0]
+        for rows in (slice(0, 8), slice(8, 16))
+    ]
     assert abs(np.mean(halves) - alone["loss"]) > 0.3, (halves, alone["loss"])

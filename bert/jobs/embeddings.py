@@ -87,13 +87,6 @@ def training_features(
     return {**arrays, "label": labels.astype(np.float32)}
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, on the host (as embedding_losses.normalize, without
-    compiling a program for each evaluation set's shape)."""
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), embedding_losses.EPS)
-
-
 def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
     """STS dev pairs: Spearman and Pearson (x100) of the embeddings' cosine against the scores."""
     pairs = sts_job.read_pairs(path)
@@ -104,7 +97,9 @@ def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
 
     def finish(outputs: np.ndarray, write: bool) -> dict[str, float]:
         del write
-        first, second = _unit_rows(outputs[: len(pairs)]), _unit_rows(outputs[len(pairs) :])
+        # on the host: no program compiled for each evaluation set's shape
+        first = retrieval.normalized(outputs[: len(pairs)])
+        second = retrieval.normalized(outputs[len(pairs) :])
         cosine = np.sum(first * second, axis=-1)
         return {
             "spearman": 100 * metrics.spearman(cosine, gold),

@@ -120,7 +120,9 @@ def _search_block(corpus, queries, *, mesh: Mesh, k: int, chunk: int, num_valid:
             jax.lax.with_sharding_constraint(indices, replicated))  # fmt: skip
 
 
-def _normalized(x: np.ndarray) -> np.ndarray:
+def normalized(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm on the host (norms below 1e-12 divided by 1e-12, as
+    bert/embedding_losses.py's `normalize` on the devices)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, 1e-12)
 
@@ -150,7 +152,7 @@ def search(
         raise UserError(f"retrieval needs queries and a corpus, got {len(queries)} queries "
                         f"and {len(corpus)} documents")  # fmt: skip
     if options.score == "cosine":
-        queries, corpus = _normalized(queries), _normalized(corpus)
+        queries, corpus = normalized(queries), normalized(corpus)
     mesh = corpus_mesh(mesh)
     devices = mesh.devices.size
     num_docs, k = corpus.shape[0], min(k, corpus.shape[0])
