@@ -103,7 +103,11 @@ class BertForSequenceClassification(nn.Module):
 
 
 class BertForTokenClassification(nn.Module):
-    """Every token's hidden state -> dropout -> Dense(num_labels) (NER tagging)."""
+    """Every token's hidden state -> dropout -> Dense(num_labels) (NER tagging).
+
+    Takes packed rows too (`position_ids`, see BertModel): each token's logits are then those
+    of its own sequence alone.
+    """
 
     config: BertConfig
     num_labels: int
@@ -115,9 +119,10 @@ class BertForTokenClassification(nn.Module):
         segment_ids: Array | None = None,
         input_mask: Array | None = None,
         deterministic: bool = True,
+        position_ids: Array | None = None,
     ) -> Array:
         seq, _ = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic
+            input_ids, segment_ids, input_mask, deterministic, position_ids
         )
         seq = nn.Dropout(self.config.hidden_dropout)(seq, deterministic=deterministic)
         return dense(self.config, self.num_labels, ("embed", "classes"), "classifier", jnp.float32)(

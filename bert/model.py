@@ -188,7 +188,11 @@ class SelfAttention(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: Array, input_mask: Array, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, input_mask: Array, deterministic: bool, blocks: Array | None = None
+    ) -> Array:
+        """blocks: [batch, length] packed-sequence numbers (None: one sequence per row); a
+        token then attends only to the real tokens of its own block."""
         c = self.config
         batch, length, _ = x.shape
 
@@ -203,8 +207,16 @@ class SelfAttention(nn.Module):
                 "model.attention_impl='cudnn' cannot apply attention dropout; "
                 "set model.attention_dropout=0.0 or model.attention_impl='xla'"
             )
+        if blocks is not None and c.attention_impl == "cudnn":
+            raise ValueError(
+                "model.attention_impl='cudnn' cannot attend within packed sequences; "
+                "set config.train.pack=False or model.attention_impl='xla'"
+            )
+        mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
+        if blocks is not None:  # [batch, 1, length, kv_length]
+            mask = mask & (blocks[:, None, :, None] == blocks[:, None, None, :])
         if dropout_active:
-            out = self._attention_with_dropout(q, k, v, input_mask)
+            out = self._attention_with_dropout(q, k, v, mask)
         elif c.attention_impl == "cudnn":
             # cuDNN flash attention takes lengths, not masks: BERT inputs are right-padded.
             lengths = jnp.sum(input_mask, axis=-1, dtype=jnp.int32)
@@ -213,16 +225,15 @@ class SelfAttention(nn.Module):
                 implementation="cudnn",
             )  # fmt: skip
         else:
-            mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
         return out.reshape(batch, length, c.hidden_size)  # [batch, length, heads*kv]
 
-    def _attention_with_dropout(self, q: Array, k: Array, v: Array, input_mask: Array) -> Array:
-        """Explicit attention (softmax in float32) with dropout on the probabilities."""
+    def _attention_with_dropout(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
+        """Explicit attention (softmax in float32) with dropout on the probabilities; `mask`
+        [batch, 1, 1 or length, kv_length] marks the keys each query may attend to."""
         c = self.config
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
         logits = logits / jnp.sqrt(jnp.float32(c.head_dim))
-        mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1)
         probs = nn.Dropout(c.attention_dropout)(probs, deterministic=False)
@@ -235,10 +246,12 @@ class TransformerLayer(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: Array, input_mask: Array, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, input_mask: Array, deterministic: bool, blocks: Array | None = None
+    ) -> Array:
         c = self.config
         drop = functools.partial(nn.Dropout(c.hidden_dropout), deterministic=deterministic)
-        attn = SelfAttention(c, name="attention")(x, input_mask, deterministic)
+        attn = SelfAttention(c, name="attention")(x, input_mask, deterministic, blocks)
         attn = dense(c, c.hidden_size, ("heads", "embed"), "attention_output")(attn)
         x = layer_norm(c, "attention_norm")(x + drop(attn)).astype(c.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -257,6 +270,11 @@ class BertModel(nn.Module):
     Call with `input_ids`, `segment_ids`, `input_mask` (all [batch, length] integers; mask 1 for
     real tokens, 0 for padding). Returns (sequence_output [batch, length, embed],
     pooled_output [batch, embed]): the last hidden states and tanh(W h_[CLS] + b).
+
+    Packed rows (several sequences one after another in a row, bert/tasks/packing.py) also
+    pass `position_ids` [batch, length], restarting at 0 where each sequence starts: each
+    sequence then gets its own positions and attends only to itself, so its hidden states
+    are those it has alone in a row. (The pooled output is then that of the row's first.)
     """
 
     config: BertConfig
@@ -273,15 +291,20 @@ class BertModel(nn.Module):
         segment_ids: Array | None = None,
         input_mask: Array | None = None,
         deterministic: bool = True,
+        position_ids: Array | None = None,
     ) -> tuple[Array, Array]:
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         if input_mask is None:
             input_mask = jnp.ones_like(input_ids)
-        position_ids = jnp.arange(input_ids.shape[-1])[None, :]  # [1, length]
+        blocks = None
+        if position_ids is None:
+            position_ids = jnp.arange(input_ids.shape[-1])[None, :]  # [1, length]
+        else:  # a new block at each position 0
+            blocks = jnp.cumsum(position_ids == 0, axis=-1)  # [batch, length]
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
         for layer in self.layers:
-            x = layer(x, input_mask, deterministic)
+            x = layer(x, input_mask, deterministic, blocks)
         pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed]
         return x, pooled
 

@@ -84,6 +84,7 @@ def finetuning(
     loss: Callable[[Any, Batch], Sums],
     input_keys: tuple[str, ...],
     label_keys: tuple[str, ...],
+    keyword_keys: tuple[str, ...] = (),
 ) -> Objective:
     """A head model's loss over named inputs.
 
@@ -92,12 +93,15 @@ def finetuning(
       loss: (outputs, batch) -> {name: (sum, count)} with a "loss" entry (bert/losses.py).
       input_keys: the batch keys the model takes, in order.
       label_keys: the batch keys holding labels; the first one counts the loss's denominator.
+      keyword_keys: more batch keys the model takes, by their names (packed rows'
+        "position_ids").
     """
 
     def loss_fn(params: Any, batch: Batch, rng: Array | None, total: Any) -> tuple[Array, Sums]:
         outputs = model.apply(
             {"params": params},
             *(batch[k] for k in input_keys),
+            **{k: batch[k] for k in keyword_keys},
             deterministic=rng is None,
             rngs=None if rng is None else {"dropout": rng},
         )
@@ -108,4 +112,4 @@ def finetuning(
     def totals_fn(batch: Batch) -> Array:
         return losses.label_count(batch[label_keys[0]])
 
-    return Objective(loss_fn, totals_fn, input_keys + label_keys)
+    return Objective(loss_fn, totals_fn, input_keys + keyword_keys + label_keys)
