@@ -25,15 +25,15 @@ DATA = ROOT.parent / "shared" / "data" / "conll2003"
 
 def batches_in_order(arrays: dict, steps: int, batch_size: int, seed: int) -> list[dict]:
     """The fine-tuning job's random row order (no grouping), each batch cut to its bucket."""
-    from bert.jobs import finetune
+    from bert.jobs import batches
     from bert.tasks import features
     from configs import ner as ner_config
 
     t = ner_config.get_config().train
     t.steps, t.batch_size, t.group_by_length = steps, batch_size, 0
-    order = finetune.make_row_order(t, len(arrays["input_ids"]), seed)
+    order = batches.make_row_order(t, len(arrays["input_ids"]), seed)
     full = arrays["input_ids"].shape[1]
-    lengths = finetune.lengths_of(arrays, multiple=1)
+    lengths = batches.lengths_of(arrays, multiple=1)
     out = []
     for i in range(steps):
         rows = order.rows(i)

@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 from test_finetune_jobs import quick
 
-from bert.jobs import finetune
+from bert.jobs import batches, finetune
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
 from bert.tasks import features, glue
@@ -56,6 +56,7 @@ def config_for(task: str, shared_data, init_from, pad: int):
     if task == "ner":
         config = quick(ner_config.get_config(), init_from, seq=SEQ, eval_limit=60)
         config.data_dir = str(shared_data / "conll2003")
+        config.train.pack, config.train.group_by_length = False, 50  # buckets, not packed rows
     else:
         config = quick(glue_config.get_config(f"task={task}"), init_from, seq=SEQ)
         config.data_dir = str(shared_data / "glue" / glue.get_task(task).data_dir)
@@ -135,7 +136,7 @@ def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):
         workdir = tmp_path / str(pad)
         glue_job.run(config, str(workdir))
         # rows of similar lengths go together (config.train.group_by_length), whatever the padding
-        order = finetune.make_row_order(config.train, len(examples), config.seed, tokens)
+        order = batches.make_row_order(config.train, len(examples), config.seed, tokens)
         reported = scalars(workdir, "train/padding_fraction")
         assert sorted(reported) == [2, 4]
         for step, fraction in reported.items():
@@ -189,10 +190,10 @@ def test_bucket_helpers():
                       "tags": (6,), "label": ()}  # fmt: skip
     # a question beside a paragraph: own lengths; texts of similar lengths: each row's longest
     short, long = np.array([[1, 1, 0, 0, 0, 0]] * 2), np.array([[1] * 5 + [0], [1] * 6])
-    apart = finetune.lengths_by_text({"a_input_mask": short, "b_input_mask": long}, 1, 1.5)
+    apart = batches.lengths_by_text({"a_input_mask": short, "b_input_mask": long}, 1, 1.5)
     assert {k: v.tolist() for k, v in apart.items()} == {"a_input_mask": [2, 2],
                                                         "b_input_mask": [5, 6]}  # fmt: skip
-    alike = finetune.lengths_by_text({"a_input_mask": long[::-1], "b_input_mask": long}, 1, 1.5)
+    alike = batches.lengths_by_text({"a_input_mask": long[::-1], "b_input_mask": long}, 1, 1.5)
     assert {k: v.tolist() for k, v in alike.items()} == dict.fromkeys(alike, [6, 6])
     arrays = {"input_ids": np.zeros((3, 8)), "label": np.zeros(3), "offsets": np.zeros((3, 8, 2))}
     cut = features.cut_length(arrays, 4, 8)
@@ -211,14 +212,14 @@ def test_group_by_length_keeps_a_seeded_permutation_with_little_padding(shared_d
     examples = glue.read_split(glue.get_task("sst2"), shared_data / "glue" / "SST-2", "train")
     lengths = np.array([min(len(e.text_a.split()) + 2, 128) for e in examples[:20000]])
     config = glue_config.get_config("task=sst2")
-    plain = finetune.make_row_order(config.train, len(lengths), seed=3)
-    grouped = finetune.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
-    again = finetune.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
+    plain = batches.make_row_order(config.train, len(lengths), seed=3)
+    grouped = batches.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
+    again = batches.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
     for epoch in (0, 1):
-        batches = grouped.epoch_batches(epoch)
-        assert batches.shape == (len(lengths) // 32, 32)
-        assert len(np.unique(batches)) == batches.size
-        np.testing.assert_array_equal(batches, again.epoch_batches(epoch))
+        epoch_rows = grouped.epoch_batches(epoch)
+        assert epoch_rows.shape == (len(lengths) // 32, 32)
+        assert len(np.unique(epoch_rows)) == epoch_rows.size
+        np.testing.assert_array_equal(epoch_rows, again.epoch_batches(epoch))
     assert not np.array_equal(grouped.epoch_batches(0), grouped.epoch_batches(1))
     np.testing.assert_array_equal(
         grouped.rows(grouped.steps_per_epoch + 5), grouped.epoch_batches(1)[5]

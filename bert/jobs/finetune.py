@@ -7,25 +7,18 @@ the run skeleton (bert/training/runner.py) with AdamW/LAMB, warm-up and linear d
 prediction step: every evaluation set turns the model's outputs into its metrics and writes its
 own predictions.
 
-The training order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the
-same rows and a resumed run is identical to an uninterrupted one. With length buckets, rows of
-similar lengths are batched together (`config.train.group_by_length`), as HF Trainer's
-`group_by_length` does, so that most batches need a short bucket.
-
-Batches are padded only to the smallest length bucket that holds their longest row (multiples
-of `config.pad_to_multiple_of`, spaced out geometrically beyond four of them, at most
-max_seq_length; `features.bucket_length`), each text of a model taking several (a bi-encoder's
-query and passage) to its own: XLA compiles one shape per bucket
-and little arithmetic is spent on padding. The job knows every step's rows in advance, so the
-steps of all the buckets a run needs (and the evaluation's) compile in the background while the
-first steps run (bert/training/ahead.py). A training batch keeps its rows (the bucket follows
-from them, so a step's shape is as fixed as its rows); prediction sorts the rows by length first
-and puts each output back in its row's place. The input mask keeps padding out of every row's
+Training batches come from bert/jobs/batches.py: a seeded random order per epoch, so a resumed
+run is identical to an uninterrupted one, each batch padded only to the smallest length bucket
+that holds its longest row (`config.pad_to_multiple_of`, spaced out geometrically; each text of
+a bi-encoder to its own), or, for a per-token task (NER), packed whole into rows
+(`config.train.pack`). The job knows every step's shape in advance, so the steps of all the
+shapes a run needs (and the evaluation's) compile in the background while the first steps run
+(bert/training/ahead.py). Prediction sorts the rows by length, batches them in length buckets
+and puts each output back in its row's place; the input mask keeps padding out of every row's
 result, so bucketing changes no prediction beyond float rounding.
 """
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,8 +29,9 @@ import numpy as np
 from absl import logging
 
 from bert import pretrained
+from bert.jobs import batches
 from bert.model import BertConfig
-from bert.tasks import features
+from bert.tasks import features, packing
 from bert.tasks.features import ENCODER_INPUTS
 from bert.training import objectives, optim, runner, sharding
 from input_pipeline.errors import UserError
@@ -87,6 +81,9 @@ class Spec:
       eval_model, eval_input_keys: the model (same parameters) and batch keys the evaluation
         sets are predicted with, where they differ from training's (a bi-encoder trains on
         pairs and embeds single sentences); None: model and input_keys.
+      pack_fill: for a model whose loss is per token and that takes `position_ids` (NER's
+        tagger): the value of unused positions of each packed training array not filled with
+        0 (its "no label"), so that config.train.pack can pack rows; None: it cannot.
     """
 
     task: str
@@ -100,6 +97,7 @@ class Spec:
     recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
     eval_model: nn.Module | None = None
     eval_input_keys: tuple[str, ...] | None = None
+    pack_fill: dict[str, int] | None = None
 
 
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
@@ -118,121 +116,16 @@ def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
         raise UserError(f"config.{e}") from None
 
 
-def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[rows] for k, v in arrays.items()}
-
-
 def limit_rows(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:
     """The first `limit` rows (all when `limit` is 0)."""
     return arrays if limit <= 0 else {k: v[:limit] for k, v in arrays.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class RowOrder:
-    """How many steps, and which rows each step takes.
-
-    Epoch e is the seeded permutation (seed, e) of the rows, cut into batches. With
-    `group_batches` > 1 and row `lengths`, each run of that many batches of the permutation is
-    sorted by length before it is cut, and the epoch's batches are then shuffled with the same
-    generator: a batch holds rows of similar lengths (little padding in a length bucket) while
-    every row is still seen once per epoch in a seeded order.
-    """
-
-    num_rows: int
-    batch_size: int
-    total_steps: int
-    seed: int
-    lengths: np.ndarray | None = None
-    group_batches: int = 0
-    # the last epoch's batches, kept so that each step does not recompute its epoch's order
-    _last: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.num_rows // self.batch_size
-
-    def epoch_batches(self, epoch: int) -> np.ndarray:
-        """[steps_per_epoch, batch_size] row indices of epoch `epoch`'s batches, in order."""
-        rng = np.random.default_rng((self.seed, epoch))
-        order = rng.permutation(self.num_rows)[: self.steps_per_epoch * self.batch_size]
-        if self.group_batches <= 1 or self.lengths is None:
-            return order.reshape(-1, self.batch_size)
-        span = self.group_batches * self.batch_size
-        groups = np.split(order, range(span, len(order), span))
-        by_length = [g[np.argsort(-self.lengths[g], kind="stable")] for g in groups]
-        batches = np.concatenate(by_length).reshape(-1, self.batch_size)
-        return batches[rng.permutation(len(batches))]
-
-    def rows(self, step: int) -> np.ndarray:
-        """Row indices of the global batch of `step`."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch not in self._last:
-            self._last.clear()
-            self._last[epoch] = self.epoch_batches(epoch)
-        return self._last[epoch][position]
-
-
-def make_row_order(
-    t: ml_collections.ConfigDict, num_rows: int, seed: int, lengths: np.ndarray | None = None
-) -> RowOrder:
-    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped).
-
-    `lengths` (each row's used length) lets config.train.group_by_length batch rows of similar
-    lengths together.
-    """
-    if num_rows < t.batch_size:
-        raise UserError(
-            f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
-        )
-    if t.group_by_length < 0:
-        raise UserError(f"config.train.group_by_length={t.group_by_length} must be 0 or more")
-    steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
-    if steps <= 0:
-        raise UserError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
-    return RowOrder(num_rows, t.batch_size, steps, seed, lengths, t.group_by_length)
-
-
-def _host_share(rows: np.ndarray) -> np.ndarray:
-    """This process's contiguous share of a global batch's rows."""
-    return rows.reshape(jax.process_count(), -1)[jax.process_index()]
-
-
-def mask_keys(keys: Sequence[str]) -> list[str]:
-    """The input masks among `keys` (one per text a model takes)."""
-    return [k for k in keys if k.endswith("input_mask")]
-
-
-def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
-    """Each row's used length (its full length when `multiple` is 0 or there is no mask)."""
-    masks = [arrays[k] for k in mask_keys(list(arrays))]
-    if multiple <= 0 or not masks:
-        rows, full = next(iter(arrays.values())).shape[:2]
-        return np.full(rows, full, np.int64)
-    return features.used_lengths(masks)
-
-
-def lengths_by_text(
-    arrays: dict[str, np.ndarray], multiple: int, ratio: float
-) -> dict[str, np.ndarray]:
-    """What each row's length bucket must hold, per text: input mask key -> [rows] lengths.
-
-    The texts of a model taking several (a bi-encoder's sides) get their own lengths when one's
-    mean is at least `ratio` times another's (a question beside a paragraph); otherwise they
-    share each row's longest, so that a batch compiles one shape and takes one encoder pass.
-    """
-    each = {m: lengths_of({m: arrays[m]}, multiple) for m in mask_keys(list(arrays))}
-    means = [float(np.mean(n)) for n in each.values()]
-    if len(each) > 1 and max(means) < ratio * max(min(means), 1.0):
-        shared = np.max(np.stack(list(each.values())), axis=0)  # [rows]
-        each = dict.fromkeys(each, shared)
-    return each
 
 
 def _plan(inputs: dict[str, np.ndarray], batch_size: int, multiple: int):
     """(rows, length) of each prediction batch: with `multiple` 0 every batch at the full length
     in the rows' order; otherwise the rows by length, each batch cut to its length bucket."""
     num_rows, full = inputs["input_ids"].shape[:2]
-    lengths = lengths_of(inputs, multiple)
+    lengths = batches.lengths_of(inputs, multiple)
     order = np.argsort(lengths, kind="stable") if multiple > 0 else np.arange(num_rows)
     for start in range(0, num_rows, batch_size):
         rows = order[start : start + batch_size]
@@ -243,7 +136,7 @@ def _prediction_batch(inputs, rows: np.ndarray, length: int, batch_size: int) ->
     """This host's share of a prediction batch, cut to `length`; the last batch filled up with
     copies of its first row."""
     filled = np.concatenate([rows, np.full(batch_size - len(rows), rows[0])])
-    return features.cut_length(take_rows(inputs, _host_share(filled)), length,
+    return features.cut_length(batches.take_rows(inputs, batches.host_share(filled)), length,
                                inputs["input_ids"].shape[1])  # fmt: skip
 
 
@@ -321,45 +214,19 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
     return per_host
 
 
-@dataclasses.dataclass(frozen=True)
-class _TrainBatches:
-    """The training batches of a run: each step's rows (`order`), cut to their length buckets.
-
-    Attributes:
-      text_lengths: input mask key -> each row's length to hold (lengths_by_text).
-      arrays: the training arrays (inputs and labels), one row per feature, uncut.
-      full: the per-token arrays' uncut length.
-    """
-
-    order: RowOrder
-    text_lengths: dict[str, np.ndarray]
-    arrays: dict[str, np.ndarray]
-    full: int
-    multiple: int
-    mesh: Any
-
-    def buckets_at(self, step: int) -> dict[str, int]:
-        rows = self.order.rows(step)  # the global batch: every host cuts it to the same lengths
-        return {m: features.bucket_length(int(n[rows].max()), self.multiple, self.full)
-                for m, n in self.text_lengths.items()}  # fmt: skip
-
-    def local(self, step: int) -> dict[str, np.ndarray]:
-        """This host's share of step `step`'s batch, each text cut to its bucket."""
-        local = take_rows(self.arrays, _host_share(self.order.rows(step)))
-        buckets = self.buckets_at(step)
-        return features.cut_texts(local, buckets, self.full) if buckets else local
-
-    def batches(self, start: int) -> Callable[[int], Batch]:
-        """step -> its global batch (runner.Run.batches)."""
-        return lambda step: sharding.global_batch(self.local(step), self.mesh)
-
-    def shapes(self, start: int) -> list[Batch]:
-        """The abstract global batches from `start` on, one per bucket combination, in the order
-        first needed (runner.Run.batch_shapes)."""
-        first = {}  # each bucket combination -> the first step that needs it
-        for at in range(start, self.order.total_steps):
-            first.setdefault(tuple(sorted(self.buckets_at(at).items())), at)
-        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+def _check_packing(spec: Spec, t: ml_collections.ConfigDict) -> None:
+    if spec.pack_fill is None:
+        raise UserError(
+            f"config.train.pack: the {spec.task} job cannot pack its rows (only a per-token "
+            "task, ner, can); set config.train.pack=False"
+        )
+    if t.group_by_length > 1:
+        raise UserError(
+            f"config.train.pack packs random batches; config.train.group_by_length="
+            f"{t.group_by_length} would sort them by length: set it to 0"
+        )
+    if t.pack_length < 1:
+        raise UserError(f"config.train.pack_length={t.pack_length} must be 1 or more (tokens)")
 
 
 def _evaluator_maker(spec: Spec, config: ml_collections.ConfigDict, mesh) -> Callable:
@@ -406,18 +273,29 @@ def run(
     t = config.train
     inputs = {k: spec.train[k] for k in spec.input_keys}
     multiple = config.pad_to_multiple_of
-    text_lengths = lengths_by_text(inputs, multiple, config.text_bucket_ratio)
+    text_lengths = batches.lengths_by_text(inputs, multiple, config.text_bucket_ratio)
     # the order groups by the rows' real lengths, whatever the padding: the same rows each step
     num_rows = len(inputs[spec.input_keys[0]])
-    order = make_row_order(t, num_rows, config.seed, lengths_of(inputs, multiple=1))
+    order = batches.make_row_order(t, num_rows, config.seed, batches.lengths_of(inputs, multiple=1))
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
-    objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
-    train_arrays = {k: spec.train[k] for k in objective.batch_keys}
-
-    full = train_arrays[spec.input_keys[0]].shape[1]
-    train = _TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
+    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
+    if t.pack:
+        _check_packing(spec, t)
+        objective = objectives.finetuning(
+            spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
+        )
+        rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * t.accumulation_steps
+        lengths = batches.lengths_of(inputs, multiple=1)
+        row_length = min(t.pack_length, train_arrays[spec.input_keys[0]].shape[1])
+        num_rows = packing.rows_for(lengths, t.batch_size, row_length, rows_multiple)
+        train = batches.PackedBatches(order, lengths, train_arrays, spec.pack_fill, rows_multiple,
+                               num_rows, row_length, multiple, mesh)  # fmt: skip
+    else:
+        objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
+        full = train_arrays[spec.input_keys[0]].shape[1]
+        train = batches.TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
 
     job = runner.Run(
         task=spec.task,

@@ -73,5 +73,6 @@ def run(config, workdir: str) -> dict:
         features(train_sentences),
         evals,
         labels=tuple(labels),
+        pack_fill={"label": ner.IGNORE},
     )
     return finetune.run(spec, pretrained, config, workdir)

@@ -1,0 +1,234 @@
+"""The training batches of a fine-tuning run: which rows each step takes, cut to length
+buckets or packed into rows.
+
+The order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the same
+rows and a resumed run is identical to an uninterrupted one; rows of similar lengths can be
+batched together (`config.train.group_by_length`). `TrainBatches` cuts each step's batch to the
+length bucket of its longest row (each text of a bi-encoder to its own); `PackedBatches` packs a
+per-token task's rows whole into rows of `config.train.pack_length` (bert/tasks/packing.py).
+Both know every step's shape in advance, so the runner compiles them ahead.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from bert.tasks import features, packing
+from bert.training import sharding
+from input_pipeline.errors import UserError
+
+Batch = dict[str, Any]
+
+
+def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RowOrder:
+    """How many steps, and which rows each step takes.
+
+    Epoch e is the seeded permutation (seed, e) of the rows, cut into batches. With
+    `group_batches` > 1 and row `lengths`, each run of that many batches of the permutation is
+    sorted by length before it is cut, and the epoch's batches are then shuffled with the same
+    generator: a batch holds rows of similar lengths (little padding in a length bucket) while
+    every row is still seen once per epoch in a seeded order.
+    """
+
+    num_rows: int
+    batch_size: int
+    total_steps: int
+    seed: int
+    lengths: np.ndarray | None = None
+    group_batches: int = 0
+    # the last epoch's batches, kept so that each step does not recompute its epoch's order
+    _last: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_rows // self.batch_size
+
+    def epoch_batches(self, epoch: int) -> np.ndarray:
+        """[steps_per_epoch, batch_size] row indices of epoch `epoch`'s batches, in order."""
+        rng = np.random.default_rng((self.seed, epoch))
+        order = rng.permutation(self.num_rows)[: self.steps_per_epoch * self.batch_size]
+        if self.group_batches <= 1 or self.lengths is None:
+            return order.reshape(-1, self.batch_size)
+        span = self.group_batches * self.batch_size
+        groups = np.split(order, range(span, len(order), span))
+        by_length = [g[np.argsort(-self.lengths[g], kind="stable")] for g in groups]
+        batches = np.concatenate(by_length).reshape(-1, self.batch_size)
+        return batches[rng.permutation(len(batches))]
+
+    def rows(self, step: int) -> np.ndarray:
+        """Row indices of the global batch of `step`."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if epoch not in self._last:
+            self._last.clear()
+            self._last[epoch] = self.epoch_batches(epoch)
+        return self._last[epoch][position]
+
+
+def make_row_order(
+    t: ml_collections.ConfigDict, num_rows: int, seed: int, lengths: np.ndarray | None = None
+) -> RowOrder:
+    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped).
+
+    `lengths` (each row's used length) lets config.train.group_by_length batch rows of similar
+    lengths together.
+    """
+    if num_rows < t.batch_size:
+        raise UserError(
+            f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
+        )
+    if t.group_by_length < 0:
+        raise UserError(f"config.train.group_by_length={t.group_by_length} must be 0 or more")
+    steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
+    if steps <= 0:
+        raise UserError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
+    return RowOrder(num_rows, t.batch_size, steps, seed, lengths, t.group_by_length)
+
+
+def host_share(rows: np.ndarray) -> np.ndarray:
+    """This process's contiguous share of a global batch's rows."""
+    return rows.reshape(jax.process_count(), -1)[jax.process_index()]
+
+
+def mask_keys(keys: Sequence[str]) -> list[str]:
+    """The input masks among `keys` (one per text a model takes)."""
+    return [k for k in keys if k.endswith("input_mask")]
+
+
+def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
+    """Each row's used length (its full length when `multiple` is 0 or there is no mask)."""
+    masks = [arrays[k] for k in mask_keys(list(arrays))]
+    if multiple <= 0 or not masks:
+        rows, full = next(iter(arrays.values())).shape[:2]
+        return np.full(rows, full, np.int64)
+    return features.used_lengths(masks)
+
+
+def lengths_by_text(
+    arrays: dict[str, np.ndarray], multiple: int, ratio: float
+) -> dict[str, np.ndarray]:
+    """What each row's length bucket must hold, per text: input mask key -> [rows] lengths.
+
+    The texts of a model taking several (a bi-encoder's sides) get their own lengths when one's
+    mean is at least `ratio` times another's (a question beside a paragraph); otherwise they
+    share each row's longest, so that a batch compiles one shape and takes one encoder pass.
+    """
+    each = {m: lengths_of({m: arrays[m]}, multiple) for m in mask_keys(list(arrays))}
+    means = [float(np.mean(n)) for n in each.values()]
+    if len(each) > 1 and max(means) < ratio * max(min(means), 1.0):
+        shared = np.max(np.stack(list(each.values())), axis=0)  # [rows]
+        each = dict.fromkeys(each, shared)
+    return each
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBatches:
+    """The training batches of a run: each step's rows (`order`), cut to their length buckets.
+
+    Attributes:
+      text_lengths: input mask key -> each row's length to hold (lengths_by_text).
+      arrays: the training arrays (inputs and labels), one row per feature, uncut.
+      full: the per-token arrays' uncut length.
+    """
+
+    order: RowOrder
+    text_lengths: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
+    full: int
+    multiple: int
+    mesh: Any
+
+    def buckets_at(self, step: int) -> dict[str, int]:
+        rows = self.order.rows(step)  # the global batch: every host cuts it to the same lengths
+        return {m: features.bucket_length(int(n[rows].max()), self.multiple, self.full)
+                for m, n in self.text_lengths.items()}  # fmt: skip
+
+    def local(self, step: int) -> dict[str, np.ndarray]:
+        """This host's share of step `step`'s batch, each text cut to its bucket."""
+        local = take_rows(self.arrays, host_share(self.order.rows(step)))
+        buckets = self.buckets_at(step)
+        return features.cut_texts(local, buckets, self.full) if buckets else local
+
+    def batches(self, start: int) -> Callable[[int], Batch]:
+        """step -> its global batch (runner.Run.batches)."""
+        return lambda step: sharding.global_batch(self.local(step), self.mesh)
+
+    def shapes(self, start: int) -> list[Batch]:
+        """The abstract global batches from `start` on, one per bucket combination, in the order
+        first needed (runner.Run.batch_shapes)."""
+        first = {}  # each bucket combination -> the first step that needs it
+        for at in range(start, self.order.total_steps):
+            first.setdefault(tuple(sorted(self.buckets_at(at).items())), at)
+        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedBatches:
+    """The training batches of a run with config.train.pack: each step's rows (`order`) packed
+    whole (bert/tasks/packing.py) into `num_rows` rows of `row_length` tokens, or of a longer
+    length bucket where they do not fit, so that a run compiles few shapes (2-3 on CoNLL).
+    The packing follows from the step's rows alone, so a step's batch is as fixed as its rows;
+    each host packs the global batch and takes its share of the rows.
+
+    Attributes:
+      lengths: each training row's used length.
+      arrays: the training arrays (inputs and labels), one row per feature, uncut.
+      fill: packing.pack's fill values (Spec.pack_fill).
+      rows_multiple: devices along the batch x hosts x accumulation steps; `num_rows` is a
+        multiple of it.
+      multiple: config.pad_to_multiple_of (the length buckets).
+    """
+
+    order: RowOrder
+    lengths: np.ndarray
+    arrays: dict[str, np.ndarray]
+    fill: dict[str, int]
+    rows_multiple: int
+    num_rows: int
+    row_length: int
+    multiple: int
+    mesh: Any
+
+    def _packed(self, step: int) -> tuple[list[list[int]], int, int]:
+        """(each packed row's training rows, the number of rows, their length) of step `step`:
+        `num_rows` rows of the shortest length bucket (from `row_length` on) that holds them,
+        more rows only where even max_seq_length does not."""
+        rows = self.order.rows(step)
+        lengths = self.lengths[rows]
+        full = next(iter(self.arrays.values())).shape[1]
+        longest = features.bucket_length(int(lengths.max()), self.multiple, full)
+        length = min(max(self.row_length, longest), full)
+        packed = packing.first_fit(lengths, length)
+        while len(packed) > self.num_rows and length < full:
+            length = features.bucket_length(length + 1, self.multiple, full)
+            packed = packing.first_fit(lengths, length)
+        num_rows = max(self.num_rows, -(-len(packed) // self.rows_multiple) * self.rows_multiple)
+        return [[int(rows[i]) for i in r] for r in packed], num_rows, length
+
+    def local(self, step: int) -> dict[str, np.ndarray]:
+        """This host's share of step `step`'s packed rows."""
+        packed, num_rows, length = self._packed(step)
+        arrays = packing.pack(self.arrays, self.lengths, packed, num_rows, self.fill, length)
+        share = jax.process_count(), -1  # this host's contiguous share of the rows
+        return {k: v.reshape(*share, *v.shape[1:])[jax.process_index()] for k, v in arrays.items()}
+
+    def batches(self, start: int) -> Callable[[int], Batch]:
+        """step -> its global batch (runner.Run.batches)."""
+        return lambda step: sharding.global_batch(self.local(step), self.mesh)
+
+    def shapes(self, start: int) -> list[Batch]:
+        """The abstract global batches from `start` on, one per number of packed rows, in the
+        order first needed (runner.Run.batch_shapes)."""
+        first = {}  # each number of rows -> the first step that needs it
+        for at in range(start, self.order.total_steps):
+            first.setdefault(self._packed(at)[1:], at)
+        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
