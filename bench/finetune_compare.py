@@ -71,11 +71,26 @@ def add_flags(parser: argparse.ArgumentParser, max_seq_length: int, learning_rat
         help="ours: batches sorted by length together (0: plain random batches; -1: the config's)",
     )
     parser.add_argument(
+        "--pack",
+        type=int,
+        default=-1,
+        help="ours: config.train.pack (1: pack random batches, group_by_length 0; -1: the "
+        "config's)",
+    )
+    parser.add_argument(
         "--compile_ahead_threads",
         type=int,
         default=-1,
         help="ours: threads compiling bucket shapes in the background (0: on first use; -1: the "
         "config's)",
+    )
+    parser.add_argument(
+        "--same_order",
+        type=int,
+        default=0,
+        help="1: HF takes our job's seeded random batches (batches.RowOrder, no grouping) instead "
+        "of torch.randperm's, so that both sides see the same batches (ours with "
+        "--group_by_length=0 or --pack=1)",
     )
     parser.add_argument("--worker", choices=("ours", "hf"), help=argparse.SUPPRESS)
 
@@ -89,6 +104,10 @@ def configure_ours(config, args: argparse.Namespace, seed: int) -> None:
         config.pad_to_multiple_of = args.pad_to_multiple_of
     if args.group_by_length >= 0:
         config.train.group_by_length = args.group_by_length
+    if args.pack >= 0:
+        config.train.pack = bool(args.pack)
+        if args.pack:
+            config.train.group_by_length = 0
     if args.compile_ahead_threads >= 0:
         config.train.compile_ahead_threads = args.compile_ahead_threads
     config.seed = seed
@@ -146,6 +165,13 @@ def hf_train(model, args: argparse.Namespace, num_rows: int, seed: int, take: Ca
     generator = torch.Generator().manual_seed(seed)
 
     def batches() -> Iterator:  # shuffled, epochs as needed, the last partial batch dropped
+        if args.same_order:  # our job's batches: step s takes RowOrder.rows(s)
+            sys.path.insert(0, ROOT)
+            from bert.jobs import batches
+
+            order = batches.RowOrder(num_rows, args.batch_size, args.steps, seed)
+            yield from (order.rows(step) for step in range(args.steps))
+            return
         while True:
             order = torch.randperm(num_rows, generator=generator)
             for i in range(num_rows // args.batch_size):
