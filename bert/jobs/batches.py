@@ -175,7 +175,7 @@ class TrainBatches:
 class PackedBatches:
     """The training batches of a run with config.train.pack: each step's rows (`order`) packed
     whole (bert/tasks/packing.py) into `num_rows` rows of `row_length` tokens, or of a longer
-    length bucket where they do not fit, so that a run compiles few shapes (2-3 on CoNLL).
+    length bucket where they do not fit, so that a run compiles few shapes (2 on CoNLL-2003).
     The packing follows from the step's rows alone, so a step's batch is as fixed as its rows;
     each host packs the global batch and takes its share of the rows.
 
