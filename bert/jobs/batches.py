@@ -9,6 +9,7 @@ per-token task's rows whole into rows of `config.train.pack_length` (bert/tasks/
 Both know every step's shape in advance, so the runner compiles them ahead.
 """
 
+import abc
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
@@ -95,8 +96,8 @@ def make_row_order(
 
 
 def host_share(rows: np.ndarray) -> np.ndarray:
-    """This process's contiguous share of a global batch's rows."""
-    return rows.reshape(jax.process_count(), -1)[jax.process_index()]
+    """This process's contiguous share of a global batch's rows (along the first axis)."""
+    return rows.reshape(jax.process_count(), -1, *rows.shape[1:])[jax.process_index()]
 
 
 def mask_keys(keys: Sequence[str]) -> list[str]:
@@ -130,8 +131,35 @@ def lengths_by_text(
     return each
 
 
+class _Steps(abc.ABC):
+    """What the runner asks of a run's training batches (runner.Run.batches and batch_shapes),
+    from a subclass's `local(step)` (this host's share of the step's batch) and `shape_key(step)`
+    (what fixes the step's shape)."""
+
+    order: RowOrder
+    mesh: Any
+
+    @abc.abstractmethod
+    def local(self, step: int) -> dict[str, np.ndarray]: ...
+
+    @abc.abstractmethod
+    def shape_key(self, step: int) -> Any: ...
+
+    def batches(self, start: int) -> Callable[[int], Batch]:
+        """step -> its global batch (runner.Run.batches)."""
+        return lambda step: sharding.global_batch(self.local(step), self.mesh)
+
+    def shapes(self, start: int) -> list[Batch]:
+        """The abstract global batches from `start` on, one per shape, in the order first needed
+        (runner.Run.batch_shapes)."""
+        first = {}  # each shape's key -> the first step that needs it
+        for at in range(start, self.order.total_steps):
+            first.setdefault(self.shape_key(at), at)
+        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+
+
 @dataclasses.dataclass(frozen=True)
-class TrainBatches:
+class TrainBatches(_Steps):
     """The training batches of a run: each step's rows (`order`), cut to their length buckets.
 
     Attributes:
@@ -158,21 +186,12 @@ class TrainBatches:
         buckets = self.buckets_at(step)
         return features.cut_texts(local, buckets, self.full) if buckets else local
 
-    def batches(self, start: int) -> Callable[[int], Batch]:
-        """step -> its global batch (runner.Run.batches)."""
-        return lambda step: sharding.global_batch(self.local(step), self.mesh)
-
-    def shapes(self, start: int) -> list[Batch]:
-        """The abstract global batches from `start` on, one per bucket combination, in the order
-        first needed (runner.Run.batch_shapes)."""
-        first = {}  # each bucket combination -> the first step that needs it
-        for at in range(start, self.order.total_steps):
-            first.setdefault(tuple(sorted(self.buckets_at(at).items())), at)
-        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+    def shape_key(self, step: int) -> tuple:
+        return tuple(sorted(self.buckets_at(step).items()))  # each text's bucket
 
 
 @dataclasses.dataclass(frozen=True)
-class PackedBatches:
+class PackedBatches(_Steps):
     """The training batches of a run with config.train.pack: each step's rows (`order`) packed
     whole (bert/tasks/packing.py) into `num_rows` rows of `row_length` tokens, or of a longer
     length bucket where they do not fit, so that a run compiles few shapes (2 on CoNLL-2003).
@@ -218,17 +237,7 @@ class PackedBatches:
         """This host's share of step `step`'s packed rows."""
         packed, num_rows, length = self._packed(step)
         arrays = packing.pack(self.arrays, self.lengths, packed, num_rows, self.fill, length)
-        share = jax.process_count(), -1  # this host's contiguous share of the rows
-        return {k: v.reshape(*share, *v.shape[1:])[jax.process_index()] for k, v in arrays.items()}
+        return {k: host_share(v) for k, v in arrays.items()}
 
-    def batches(self, start: int) -> Callable[[int], Batch]:
-        """step -> its global batch (runner.Run.batches)."""
-        return lambda step: sharding.global_batch(self.local(step), self.mesh)
-
-    def shapes(self, start: int) -> list[Batch]:
-        """The abstract global batches from `start` on, one per number of packed rows, in the
-        order first needed (runner.Run.batch_shapes)."""
-        first = {}  # each number of rows -> the first step that needs it
-        for at in range(start, self.order.total_steps):
-            first.setdefault(self._packed(at)[1:], at)
-        return [sharding.abstract_global_batch(self.local(at), self.mesh) for at in first.values()]
+    def shape_key(self, step: int) -> tuple[int, int]:
+        return self._packed(step)[1:]  # (rows, length)
