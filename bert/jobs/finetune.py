@@ -273,10 +273,9 @@ def run(
     t = config.train
     inputs = {k: spec.train[k] for k in spec.input_keys}
     multiple = config.pad_to_multiple_of
-    text_lengths = batches.lengths_by_text(inputs, multiple, config.text_bucket_ratio)
     # the order groups by the rows' real lengths, whatever the padding: the same rows each step
-    num_rows = len(inputs[spec.input_keys[0]])
-    order = batches.make_row_order(t, num_rows, config.seed, batches.lengths_of(inputs, multiple=1))
+    lengths = batches.lengths_of(inputs, multiple=1)
+    order = batches.make_row_order(t, len(lengths), config.seed, lengths)
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
@@ -287,14 +286,16 @@ def run(
             spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
         )
         rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * t.accumulation_steps
-        lengths = batches.lengths_of(inputs, multiple=1)
         row_length = min(t.pack_length, train_arrays[spec.input_keys[0]].shape[1])
         num_rows = packing.rows_for(lengths, t.batch_size, row_length, rows_multiple)
-        train = batches.PackedBatches(order, lengths, train_arrays, spec.pack_fill, rows_multiple,
-                               num_rows, row_length, multiple, mesh)  # fmt: skip
+        train = batches.PackedBatches(
+            order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
+            multiple, mesh,
+        )  # fmt: skip
     else:
         objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
         full = train_arrays[spec.input_keys[0]].shape[1]
+        text_lengths = batches.lengths_by_text(inputs, multiple, config.text_bucket_ratio)
         train = batches.TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
 
     job = runner.Run(
