@@ -29,6 +29,9 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "swish": jax.nn.silu,
 }
 ATTENTION_IMPLS = ("xla", "cudnn")
+# How new weights are drawn, with standard deviation initializer_range: cut at two standard
+# deviations and not rescaled (Google's BERT), or not cut (Hugging Face transformers).
+INITIALIZERS = ("truncated_normal", "normal")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,7 @@ class BertConfig:
     attention_dropout: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    initializer: str = "truncated_normal"
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "xla"
@@ -63,6 +67,10 @@ class BertConfig:
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(
                 f"model.hidden_act {self.hidden_act!r} is not one of {', '.join(ACTIVATIONS)}"
+            )
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(
+                f"model.initializer {self.initializer!r} is not one of {', '.join(INITIALIZERS)}"
             )
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(
@@ -96,6 +104,8 @@ class BertConfig:
 
 
 def _init(config: BertConfig) -> nn.initializers.Initializer:
+    if config.initializer == "normal":
+        return nn.initializers.normal(stddev=config.initializer_range)
     return nn.initializers.truncated_normal(stddev=config.initializer_range)
 
 

@@ -2,11 +2,16 @@
 
 import math
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 import torch
 import transformers
 
 from bert.convert import params as convert_params
+from bert.heads import BertForTokenClassification
 from bert.model import BertConfig
 from configs import bert_base, common
 
@@ -60,6 +65,8 @@ def test_bad_model_values_name_the_field():
         BertConfig(vocab_size=10, hidden_act="tanhh")
     with pytest.raises(ValueError, match="model.attention_impl 'flash'"):
         BertConfig(vocab_size=10, attention_impl="flash")
+    with pytest.raises(ValueError, match="model.initializer 'uniform' is not one of"):
+        BertConfig(vocab_size=10, initializer="uniform")
     with pytest.raises(ValueError, match="unknown model config fields: hiden_size"):
         BertConfig.from_dict({"vocab_size": 10, "hiden_size": 8})
 
@@ -77,3 +84,31 @@ def test_auto_dtype_is_float32_on_cpu():
     assert config.dtype == "float32"  # this suite runs on CPU; GPU/TPU get bfloat16
     with pytest.raises(ValueError, match="model.dtype 'auto'"):
         BertConfig(vocab_size=10, dtype="auto")  # only from_dict resolves it
+
+
+def _classifier_draws(initializer: str) -> np.ndarray:
+    """A new 384 x 64 tagger head's initial weights under `initializer`, as float64."""
+    config = BertConfig(vocab_size=32, hidden_size=384, num_layers=1, num_heads=6,
+                        intermediate_size=64, initializer=initializer)  # fmt: skip
+    model = BertForTokenClassification(config, num_labels=64)
+    params = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32))["params"]
+    return np.asarray(nn.meta.unbox(params)["classifier"]["kernel"], np.float64)
+
+
+def test_head_initializer_draws_as_its_reference():
+    """A fine-tuning head starts from HF transformers' normal draws (std initializer_range, no
+    cut); pre-training's default stays Google's BERT's, cut at two standard deviations."""
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(vocab_size=32, hidden_size=384, num_hidden_layers=1,
+                                        num_attention_heads=6, intermediate_size=64,
+                                        num_labels=64)  # fmt: skip
+    hf = transformers.BertForTokenClassification(hf_config).classifier.weight
+    hf = hf.detach().double().numpy()
+    beyond = lambda w: float(np.mean(np.abs(w) > 0.04))  # noqa: E731 (beyond 2 std)
+    normal, cut = _classifier_draws("normal"), _classifier_draws("truncated_normal")
+    # 24,576 draws each: the std within 2% of HF's, the share beyond 2 std (4.6%) within 0.6%
+    assert normal.std() == pytest.approx(hf.std(), rel=0.02)
+    assert abs(beyond(normal) - beyond(hf)) < 0.006 and beyond(hf) > 0.04
+    assert beyond(cut) == 0 and cut.std() == pytest.approx(0.88 * hf.std(), rel=0.02)
+    assert common.finetune_model().initializer == "normal"
+    assert bert_base.get_config().model.initializer == "truncated_normal"

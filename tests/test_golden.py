@@ -5,7 +5,8 @@ The record was made before the layout of the code was reorganised, so a move or 
 changes any number fails here. On the machine kind and JAX version it was recorded with, the
 check is bitwise (a SHA-256 of every parameter's bytes and of the prediction files); elsewhere
 XLA may order float sums differently, so it falls back to per-parameter norms within a relative
-1e-3 and metrics within 0.05.
+1e-3 (or an absolute 1e-6: the attention key biases get no gradient, so their norms are rounding
+noise of about 1e-9) and metrics within 0.05.
 
 Record anew (only when a change of numbers is intended): GOLDEN_RECORD=1 pytest tests/test_golden.py
 """
@@ -110,6 +111,7 @@ def _finetune_args(shared_data, workdir, init_from) -> list[str]:
         # equality with fixed padding is tests/test_buckets.py's).
         "pad_to_multiple_of": 0,
         "train.group_by_length": 0,  # plain random batches, as recorded
+        "model.initializer": "truncated_normal",  # the classifier's draw, as recorded
         "train_limit": 64,
         "eval_limit": 32,
         "eval_batch_size": 16,
@@ -137,7 +139,7 @@ def _compare(name: str, got: dict, want: dict, bitwise: bool) -> None:
     for key, value in want_numbers.items():
         assert abs(got_numbers[key] - value) <= 0.05, (name, key)
     for key, value in want["norms"].items():
-        assert got["norms"][key] == pytest.approx(value, rel=1e-3), (name, key)
+        assert got["norms"][key] == pytest.approx(value, rel=1e-3, abs=1e-6), (name, key)
 
 
 def test_golden_pretraining_and_finetuning(shared_data, tmp_path):

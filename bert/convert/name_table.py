@@ -159,7 +159,7 @@ _CONFIG_VALUES = {
     "attention_dropout": _PROBABILITY,
     "layer_norm_eps": _POSITIVE,
     "initializer_range": _POSITIVE,
-    **dict.fromkeys(("hidden_act", "dtype", "param_dtype", "attention_impl"),
+    **dict.fromkeys(("hidden_act", "dtype", "param_dtype", "attention_impl", "initializer"),
                     (lambda v: isinstance(v, str), "a string")),
 }  # fmt: skip
 

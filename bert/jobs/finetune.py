@@ -39,7 +39,7 @@ from input_pipeline.errors import UserError
 Batch = dict[str, Any]
 Sums = dict[str, tuple[jax.Array, jax.Array]]
 # config.model fields that may differ from the checkpoint's own model config.
-MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout")
+MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
 
 
 @dataclasses.dataclass(frozen=True)
