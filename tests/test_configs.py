@@ -95,6 +95,11 @@ def _classifier_draws(initializer: str) -> np.ndarray:
     return np.asarray(nn.meta.unbox(params)["classifier"]["kernel"], np.float64)
 
 
+def _beyond_two_std(weights: np.ndarray) -> float:
+    """The share of `weights` beyond two standard deviations of initializer_range 0.02."""
+    return float(np.mean(np.abs(weights) > 0.04))
+
+
 def test_head_initializer_draws_as_its_reference():
     """A fine-tuning head starts from HF transformers' normal draws (std initializer_range, no
     cut); pre-training's default stays Google's BERT's, cut at two standard deviations."""
@@ -104,11 +109,10 @@ def test_head_initializer_draws_as_its_reference():
                                         num_labels=64)  # fmt: skip
     hf = transformers.BertForTokenClassification(hf_config).classifier.weight
     hf = hf.detach().double().numpy()
-    beyond = lambda w: float(np.mean(np.abs(w) > 0.04))  # noqa: E731 (beyond 2 std)
     normal, cut = _classifier_draws("normal"), _classifier_draws("truncated_normal")
     # 24,576 draws each: the std within 2% of HF's, the share beyond 2 std (4.6%) within 0.6%
     assert normal.std() == pytest.approx(hf.std(), rel=0.02)
-    assert abs(beyond(normal) - beyond(hf)) < 0.006 and beyond(hf) > 0.04
-    assert beyond(cut) == 0 and cut.std() == pytest.approx(0.88 * hf.std(), rel=0.02)
+    assert abs(_beyond_two_std(normal) - _beyond_two_std(hf)) < 0.006 and _beyond_two_std(hf) > 0.04
+    assert _beyond_two_std(cut) == 0 and cut.std() == pytest.approx(0.88 * hf.std(), rel=0.02)
     assert common.finetune_model().initializer == "normal"
     assert bert_base.get_config().model.initializer == "truncated_normal"
