@@ -75,6 +75,16 @@ def read_sts(path: str, limit: int = 0) -> tuple[list[str], list[str], list[floa
     return first[:n], second[:n], scores[:n]
 
 
+def batch_options(config, args: argparse.Namespace) -> None:
+    """--pack and --group_by_length into ours' config (packed batches are random ones)."""
+    if args.pack >= 0:
+        config.train.pack = bool(args.pack)
+    if args.group_by_length >= 0:
+        config.train.group_by_length = args.group_by_length
+    elif config.train.pack:
+        config.train.group_by_length = 0
+
+
 def ours_sts(args: argparse.Namespace) -> dict:
     from bert.jobs import embeddings as embeddings_job
     from configs import embeddings as embeddings_config
@@ -92,8 +102,7 @@ def ours_sts(args: argparse.Namespace) -> dict:
     config.train.warmup_proportion = args.warmup
     config.train.epochs, config.train.steps = args.epochs, args.steps
     config.train.log_every, config.seed = 50, args.seed
-    if args.group_by_length >= 0:
-        config.train.group_by_length = args.group_by_length
+    batch_options(config, args)
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
         total_s = time.perf_counter() - start  # the job's; reading its logs below is the bench's
@@ -163,8 +172,7 @@ def ours_squad(args: argparse.Namespace) -> dict:
     config.train.warmup_proportion = args.warmup
     config.train.epochs, config.train.steps = args.epochs, args.squad_steps
     config.train.log_every, config.seed = 50, args.seed
-    if args.group_by_length >= 0:
-        config.train.group_by_length = args.group_by_length
+    batch_options(config, args)
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
         total_s = time.perf_counter() - start
@@ -318,6 +326,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="data order, dropout (both sides)")
     parser.add_argument("--group_by_length", type=int, default=-1,
                         help="ours: config.train.group_by_length (-1: the config's)")  # fmt: skip
+    parser.add_argument("--pack", type=int, default=-1,
+                        help="ours: config.train.pack, 1 or 0 (-1: the config's)")  # fmt: skip
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[(args.part, args.side)](args)))

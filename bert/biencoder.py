@@ -24,6 +24,11 @@ class BertBiEncoder(nn.Module):
     lengths (a short query beside a long passage, each padded to its own length bucket) get a
     pass each. Each row's embedding depends on its own tokens only.
 
+    Packed (config.train.pack): model(ids, segments, mask, position_ids=, sequence_ids=,
+    starts=), every side's sentences packed into the same rows (bert/jobs/batches.py
+    PackedSides); `starts` [batch, sides] places sentence (b, s) as sequence b * sides + s
+    (heads.pool_packed), and each embedding is the one it has alone in a row.
+
     Returns: [batch, sides, embed] float32.
     """
 
@@ -35,11 +40,25 @@ class BertBiEncoder(nn.Module):
         self.embed = BertForSentenceEmbedding(self.config, self.pooling, self.normalize)
         nn.share_scope(self, self.embed)  # parameters at {"bert": ...}, as the embedding model's
 
-    def __call__(self, *inputs: Array, deterministic: bool = True) -> Array:
+    def __call__(
+        self,
+        *inputs: Array,
+        deterministic: bool = True,
+        position_ids: Array | None = None,
+        sequence_ids: Array | None = None,
+        starts: Array | None = None,
+    ) -> Array:
         if len(inputs) == 1:
             inputs = (inputs[0], jnp.zeros_like(inputs[0]), jnp.ones_like(inputs[0]))
         if len(inputs) % 3:
             raise ValueError(f"{len(inputs)} inputs: expected ids, segments, mask per side")
+        if starts is not None:  # packed: every side's sentences in one pass
+            if len(inputs) != 3:
+                raise ValueError(f"packed rows take ids, segments, mask: {len(inputs)} inputs")
+            batch, sides = starts.shape
+            pooled = self.embed(*inputs, deterministic, position_ids, sequence_ids,
+                                starts.reshape(-1))  # fmt: skip
+            return pooled.reshape(batch, sides, -1)
         sides = len(inputs) // 3
         batch, length = inputs[0].shape
         if any(x.shape[1] != length for x in inputs):  # one pass per side

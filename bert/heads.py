@@ -157,11 +157,49 @@ class BertForQuestionAnswering(nn.Module):
 POOLINGS = ("mean", "cls", "max")
 
 
+def pool_rows(hidden: Array, input_mask: Array, pooling: str) -> Array:
+    """Each row's `pooling` over its real tokens: hidden [batch, length, embed] float32,
+    input_mask [batch, length] -> [batch, embed]. A row without any real token pools to zeros."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "max":
+        real = input_mask[..., None] > 0  # [batch, length, 1]
+        pooled = jnp.max(jnp.where(real, hidden, -jnp.inf), axis=1)
+        return jnp.where(jnp.any(real, axis=1), pooled, 0.0)  # [batch, embed]
+    weights = input_mask[..., None].astype(jnp.float32)  # [batch, length, 1]
+    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+
+
+def pool_packed(hidden: Array, sequence_ids: Array, starts: Array, pooling: str) -> Array:
+    """Each packed sentence's `pooling` over its own tokens (bert/tasks/packing.py).
+
+    Args:
+      hidden: [rows, length, embed] float32, packed rows' hidden states.
+      sequence_ids: [rows, length] the sentence each position holds (0..sentences-1; any other
+        value: none).
+      starts: [sentences] each sentence's first position in the rows laid end to end.
+
+    Returns: [sentences, embed].
+    """
+    flat = hidden.reshape(-1, hidden.shape[-1])  # [rows * length, embed]
+    if pooling == "cls":
+        return jnp.take(flat, starts, axis=0)
+    ids, count = sequence_ids.reshape(-1), starts.shape[0]
+    if pooling == "max":
+        return jax.ops.segment_max(flat, ids, count)
+    sums = jax.ops.segment_sum(flat, ids, count)  # [sentences, embed]
+    tokens = jax.ops.segment_sum(jnp.ones_like(ids, jnp.float32), ids, count)  # [sentences]
+    return sums / jnp.maximum(tokens, 1e-9)[:, None]
+
+
 class BertForSentenceEmbedding(nn.Module):
     """A sentence embedding: the encoder's last hidden states pooled (one of POOLINGS, padding
     excluded as in sentence-transformers' Pooling module), optionally L2-normalised, in float32.
 
     Returns: [batch, embed]. A row without any real token (batch padding) pools to zeros.
+    Packed rows (several sentences per row, bert/tasks/packing.py) also pass `position_ids`,
+    `sequence_ids` and `starts` (see `pool_packed`) and get [sentences, embed]: each sentence's
+    embedding is the one it has alone in a row.
     """
 
     config: BertConfig
@@ -175,25 +213,23 @@ class BertForSentenceEmbedding(nn.Module):
         segment_ids: Array | None = None,
         input_mask: Array | None = None,
         deterministic: bool = True,
+        position_ids: Array | None = None,
+        sequence_ids: Array | None = None,
+        starts: Array | None = None,
     ) -> Array:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if input_mask is None:
             input_mask = jnp.ones_like(input_ids)
         hidden, _ = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic
+            input_ids, segment_ids, input_mask, deterministic, position_ids
         )
         hidden = hidden.astype(jnp.float32)  # [batch, length, embed]
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            real = input_mask[..., None] > 0  # [batch, length, 1]
-            pooled = jnp.max(jnp.where(real, hidden, -jnp.inf), axis=1)
-            pooled = jnp.where(jnp.any(real, axis=1), pooled, 0.0)  # [batch, embed]
+        if starts is None:
+            pooled = pool_rows(hidden, input_mask, self.pooling)
         else:
-            weights = input_mask[..., None].astype(jnp.float32)  # [batch, length, 1]
-            pooled = jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1e-9)
+            pooled = pool_packed(hidden, sequence_ids, starts, self.pooling)
         if self.normalize:
             norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
             pooled = pooled / jnp.maximum(norm, 1e-12)
-        return pooled  # [batch, embed]
+        return pooled  # [batch or sentences, embed]

@@ -113,8 +113,9 @@ def finetune_train(
     # (pad_to_multiple_of) is short; 0: plain random batches (slower; on a short NER schedule
     # 2.4 F1 points better, BENCHMARKS.md)
     t.group_by_length = 50
-    # pack each batch's rows whole into rows of max_seq_length (per-token tasks only: ner), so
-    # random batches carry almost no padding; needs group_by_length 0
+    # pack each batch's rows whole into rows of pack_length tokens (a per-token task, ner; a
+    # bi-encoder's texts of every side, embeddings), so random batches carry almost no padding;
+    # needs group_by_length 0
     t.pack = False
     # tokens per packed row (at most max_seq_length); a batch packs into the rows an average
     # batch needs, and into a longer length bucket's rows where it does not fit

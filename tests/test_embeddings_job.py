@@ -81,6 +81,8 @@ def quick(init_from, train_file: pathlib.Path, steps: int = 6):
 
 
 def test_resumed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
+    """6 steps with dropout on packed batches (the config's default); the checkpoint of step 6
+    dropped, the run resumes at step 4 and ends with the same parameters, bitwise."""
     train_file = shared_data / "stsbenchmark" / "sts-train.csv"
     full = embeddings_job.run(quick(tiny_hf, train_file), str(tmp_path / "full"))
     shutil.copytree(tmp_path / "full", tmp_path / "run")

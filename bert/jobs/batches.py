@@ -5,8 +5,9 @@ The order is a seeded permutation per epoch (`RowOrder`), so step `s` always see
 rows and a resumed run is identical to an uninterrupted one; rows of similar lengths can be
 batched together (`config.train.group_by_length`). `TrainBatches` cuts each step's batch to the
 length bucket of its longest row (each text of a bi-encoder to its own); `PackedBatches` packs a
-per-token task's rows whole into rows of `config.train.pack_length` (bert/tasks/packing.py).
-Both know every step's shape in advance, so the runner compiles them ahead.
+per-token task's rows whole into rows of `config.train.pack_length` (bert/tasks/packing.py),
+`PackedSides` a bi-encoder's texts of every side.
+All three know every step's shape in advance, so the runner compiles them ahead.
 """
 
 import abc
@@ -190,6 +191,28 @@ class TrainBatches(_Steps):
         return tuple(sorted(self.buckets_at(step).items()))  # each text's bucket
 
 
+def pack_plan(
+    lengths: np.ndarray,
+    row_length: int,
+    num_rows: int,
+    rows_multiple: int,
+    multiple: int,
+    full: int,
+) -> tuple[list[list[int]], int, int]:
+    """(each packed row's sequences, as indices into `lengths`; the number of rows; their
+    length) for one step's sequences: `num_rows` rows of the shortest length bucket (of
+    `multiple`, from `row_length` on) that holds them, more rows (a multiple of
+    `rows_multiple`) only where even `full` tokens do not."""
+    longest = features.bucket_length(int(lengths.max()), multiple, full)
+    length = min(max(row_length, longest), full)
+    packed = packing.first_fit(lengths, length)
+    while len(packed) > num_rows and length < full:
+        length = features.bucket_length(length + 1, multiple, full)
+        packed = packing.first_fit(lengths, length)
+    num_rows = max(num_rows, -(-len(packed) // rows_multiple) * rows_multiple)
+    return packed, num_rows, length
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedBatches(_Steps):
     """The training batches of a run with config.train.pack: each step's rows (`order`) packed
@@ -218,19 +241,12 @@ class PackedBatches(_Steps):
     mesh: Any
 
     def _packed(self, step: int) -> tuple[list[list[int]], int, int]:
-        """(each packed row's training rows, the number of rows, their length) of step `step`:
-        `num_rows` rows of the shortest length bucket (from `row_length` on) that holds them,
-        more rows only where even max_seq_length does not."""
+        """(each packed row's training rows, the number of rows, their length) of step `step`
+        (`pack_plan`)."""
         rows = self.order.rows(step)
-        lengths = self.lengths[rows]
         full = next(iter(self.arrays.values())).shape[1]
-        longest = features.bucket_length(int(lengths.max()), self.multiple, full)
-        length = min(max(self.row_length, longest), full)
-        packed = packing.first_fit(lengths, length)
-        while len(packed) > self.num_rows and length < full:
-            length = features.bucket_length(length + 1, self.multiple, full)
-            packed = packing.first_fit(lengths, length)
-        num_rows = max(self.num_rows, -(-len(packed) // self.rows_multiple) * self.rows_multiple)
+        packed, num_rows, length = pack_plan(self.lengths[rows], self.row_length, self.num_rows,
+                                             self.rows_multiple, self.multiple, full)  # fmt: skip
         return [[int(rows[i]) for i in r] for r in packed], num_rows, length
 
     def local(self, step: int) -> dict[str, np.ndarray]:
@@ -241,3 +257,57 @@ class PackedBatches(_Steps):
 
     def shape_key(self, step: int) -> tuple[int, int]:
         return self._packed(step)[1:]  # (rows, length)
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedSides(_Steps):
+    """The training batches of a bi-encoder run with config.train.pack: the texts of every side
+    of each step's rows (`order`) packed whole into the same `num_rows` rows (`pack_plan`), so
+    that all sides take one encoder pass and a run compiles few shapes. Text s of the step's
+    b-th row is packed sequence b * sides + s; the batch's "sequence_ids" and "starts"
+    [batch, sides] place them (packing.sequence_places) and the labels stay one per row.
+
+    Attributes:
+      lengths: [rows, sides] each text's used length.
+      arrays: the training arrays: each side's inputs, one key per side and encoder input
+        (`side_keys`), and the per-row labels (`label_keys`), uncut.
+      side_keys: per side, its keys of ENCODER_INPUTS (ids, segments, mask) in that order.
+      label_keys: the per-row arrays.
+      Others: as PackedBatches'.
+    """
+
+    order: RowOrder
+    lengths: np.ndarray
+    arrays: dict[str, np.ndarray]
+    side_keys: tuple[tuple[str, ...], ...]
+    label_keys: tuple[str, ...]
+    rows_multiple: int
+    num_rows: int
+    row_length: int
+    multiple: int
+    mesh: Any
+
+    def _plan(self, step: int) -> tuple[np.ndarray, np.ndarray, list[list[int]], int, int]:
+        rows = self.order.rows(step)
+        lengths = self.lengths[rows].reshape(-1)  # [batch * sides]: row-major, b * sides + s
+        full = self.arrays[self.side_keys[0][0]].shape[1]
+        plan = pack_plan(lengths, self.row_length, self.num_rows, self.rows_multiple,
+                         self.multiple, full)  # fmt: skip
+        return (rows, lengths, *plan)
+
+    def local(self, step: int) -> dict[str, np.ndarray]:
+        """This host's share of step `step`'s packed rows, starts and labels."""
+        rows, lengths, packed, num_rows, length = self._plan(step)
+        texts = {
+            name: np.stack([self.arrays[keys[i]][rows] for keys in self.side_keys], axis=1)
+            .reshape(len(lengths), -1)  # [batch * sides, full]
+            for i, name in enumerate(features.ENCODER_INPUTS)
+        }  # fmt: skip
+        out = packing.pack(texts, lengths, packed, num_rows, {}, length)
+        out["sequence_ids"], starts = packing.sequence_places(lengths, packed, num_rows, length)
+        out["starts"] = starts.reshape(len(rows), len(self.side_keys))
+        out.update({k: self.arrays[k][rows] for k in self.label_keys})
+        return {k: host_share(v) for k, v in out.items()}
+
+    def shape_key(self, step: int) -> tuple[int, int]:
+        return self._plan(step)[3:]  # (rows, length)

@@ -190,6 +190,7 @@ def run(config, workdir: str) -> dict:
         input_keys=side_keys(len(sides)),
         eval_model=BertForSentenceEmbedding(encoder.config, pooling, config.normalize),
         eval_input_keys=ENCODER_INPUTS,
+        pack_sides=True,  # config.train.pack: every side's texts packed into shared rows
         # what the STS job, init_from and the sentence-transformers export read back
         recorded={
             "pooling": pooling,

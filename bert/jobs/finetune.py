@@ -10,12 +10,13 @@ own predictions.
 Training batches come from bert/jobs/batches.py: a seeded random order per epoch, so a resumed
 run is identical to an uninterrupted one, each batch padded only to the smallest length bucket
 that holds its longest row (`config.pad_to_multiple_of`, spaced out geometrically; each text of
-a bi-encoder to its own), or, for a per-token task (NER), packed whole into rows
-(`config.train.pack`). The job knows every step's shape in advance, so the steps of all the
-shapes a run needs (and the evaluation's) compile in the background while the first steps run
-(bert/training/ahead.py). Prediction sorts the rows by length, batches them in length buckets
-and puts each output back in its row's place; the input mask keeps padding out of every row's
-result, so bucketing changes no prediction beyond float rounding.
+a bi-encoder to its own), or packed whole into rows (`config.train.pack`): a per-token task's
+(NER) sentences, or a bi-encoder's texts of every side into shared rows. The job knows every
+step's shape in advance, so the steps of all the shapes a run needs (and the evaluation's)
+compile in the background while the first steps run (bert/training/ahead.py). Prediction
+sorts the rows by length, batches them in length buckets and puts each output back in its
+row's place; the input mask keeps padding out of every row's result, so bucketing changes no
+prediction beyond float rounding.
 """
 
 import dataclasses
@@ -40,6 +41,8 @@ Batch = dict[str, Any]
 Sums = dict[str, tuple[jax.Array, jax.Array]]
 # config.model fields that may differ from the checkpoint's own model config.
 MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
+# the batch keys a packed bi-encoder takes besides ENCODER_INPUTS (batches.PackedSides)
+PACKED_SIDES_KEYS = ("position_ids", "sequence_ids", "starts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,8 @@ class Spec:
       pack_fill: for a model whose loss is per token and that takes `position_ids` (NER's
         tagger): the value of unused positions of each packed training array not filled with
         0 (its "no label"), so that config.train.pack can pack rows; None: it cannot.
+      pack_sides: True for a bi-encoder (bert/biencoder.py; input_keys are ids, segments, mask
+        per side) whose texts config.train.pack packs into shared rows (batches.PackedSides).
     """
 
     task: str
@@ -98,6 +103,7 @@ class Spec:
     eval_model: nn.Module | None = None
     eval_input_keys: tuple[str, ...] | None = None
     pack_fill: dict[str, int] | None = None
+    pack_sides: bool = False
 
 
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
@@ -215,10 +221,10 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
 
 
 def _check_packing(spec: Spec, t: ml_collections.ConfigDict) -> None:
-    if spec.pack_fill is None:
+    if spec.pack_fill is None and not spec.pack_sides:
         raise UserError(
             f"config.train.pack: the {spec.task} job cannot pack its rows (only a per-token "
-            "task, ner, can); set config.train.pack=False"
+            "task, ner, and the bi-encoder, embeddings, can); set config.train.pack=False"
         )
     if t.group_by_length > 1:
         raise UserError(
@@ -255,6 +261,45 @@ def _evaluator_maker(spec: Spec, config: ml_collections.ConfigDict, mesh) -> Cal
     return make_evaluate
 
 
+def _train_batches(spec: Spec, config, order: batches.RowOrder, lengths: np.ndarray, mesh):
+    """(the objective, the run's training batches): packed (config.train.pack), else each
+    step's rows cut to their length buckets. `lengths`: each row's used length."""
+    t, multiple = config.train, config.pad_to_multiple_of
+    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
+    full = train_arrays[spec.input_keys[0]].shape[1]
+    rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * t.accumulation_steps
+    if t.pack and spec.pack_sides:
+        _check_packing(spec, t)
+        sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
+        each = np.stack([batches.lengths_of({k[2]: spec.train[k[2]]}, 1) for k in sides], axis=1)
+        # rows hold the longest text, so that one long text does not change the step's shape
+        longest = features.bucket_length(int(each.max()), multiple, full)
+        row_length = min(max(t.pack_length, longest), full)
+        num_rows = packing.rows_for(each.reshape(-1), t.batch_size * len(sides), row_length,
+                                    rows_multiple)  # fmt: skip
+        objective = objectives.finetuning(spec.model, spec.loss, ENCODER_INPUTS, spec.label_keys,
+                                          PACKED_SIDES_KEYS)  # fmt: skip
+        return objective, batches.PackedSides(
+            order, each, train_arrays, sides, spec.label_keys, rows_multiple, num_rows,
+            row_length, multiple, mesh,
+        )  # fmt: skip
+    if t.pack:
+        _check_packing(spec, t)
+        objective = objectives.finetuning(
+            spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
+        )
+        row_length = min(t.pack_length, full)
+        num_rows = packing.rows_for(lengths, t.batch_size, row_length, rows_multiple)
+        return objective, batches.PackedBatches(
+            order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
+            multiple, mesh,
+        )  # fmt: skip
+    objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
+    inputs = {k: spec.train[k] for k in spec.input_keys}
+    text_lengths = batches.lengths_by_text(inputs, multiple, config.text_bucket_ratio)
+    return objective, batches.TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
+
+
 def run(
     spec: Spec, encoder: pretrained.Pretrained, config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, Any]:
@@ -272,32 +317,13 @@ def run(
     _check_config(config, mesh)
     t = config.train
     inputs = {k: spec.train[k] for k in spec.input_keys}
-    multiple = config.pad_to_multiple_of
     # the order groups by the rows' real lengths, whatever the padding: the same rows each step
     lengths = batches.lengths_of(inputs, multiple=1)
     order = batches.make_row_order(t, len(lengths), config.seed, lengths)
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
-    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
-    if t.pack:
-        _check_packing(spec, t)
-        objective = objectives.finetuning(
-            spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
-        )
-        rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * t.accumulation_steps
-        row_length = min(t.pack_length, train_arrays[spec.input_keys[0]].shape[1])
-        num_rows = packing.rows_for(lengths, t.batch_size, row_length, rows_multiple)
-        train = batches.PackedBatches(
-            order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
-            multiple, mesh,
-        )  # fmt: skip
-    else:
-        objective = objectives.finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
-        full = train_arrays[spec.input_keys[0]].shape[1]
-        text_lengths = batches.lengths_by_text(inputs, multiple, config.text_bucket_ratio)
-        train = batches.TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)
-
+    objective, train = _train_batches(spec, config, order, lengths, mesh)
     job = runner.Run(
         task=spec.task,
         model=spec.model,

@@ -7,7 +7,8 @@ sequence its own positions and lets its tokens attend only to each other (bert/m
 every token's hidden state is the one it has alone in a row. A per-token loss (NER) is then
 the same sum over the same labels, on far fewer positions: CoNLL-2003's sentences average 19
 tokens, and random batches of 32 in length buckets hold 3.16 positions per real token, packed
-rows 1.24 (BENCHMARKS.md).
+rows 1.24 (BENCHMARKS.md). A bi-encoder packs the texts of all its sides alike and pools each
+one's own tokens (`sequence_places`, bert/heads.py `pool_packed`).
 """
 
 import numpy as np
@@ -91,3 +92,29 @@ def rows_for(lengths: np.ndarray, batch_size: int, row_length: int, multiple: in
     `lengths`, with `ROOM`, rounded up to a multiple of `multiple`."""
     rows = int(np.ceil(ROOM * batch_size * float(np.mean(lengths)) / row_length))
     return max(-(-rows // multiple) * multiple, multiple)
+
+
+def sequence_places(
+    lengths: np.ndarray, rows: list[list[int]], num_rows: int, length: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where `pack` puts each sequence: for pooling each one's tokens on its own.
+
+    Args: as `pack`'s (`length` the packed rows' length).
+
+    Returns:
+      sequence_ids: [num_rows, length] int32, the index (into `lengths`) of the sequence each
+        position holds; len(lengths) where it holds none (padding).
+      starts: [len(lengths)] int32, each sequence's first position as an index into the rows
+        laid end to end (row * length + offset).
+    """
+    count = len(lengths)
+    sequence_ids = np.full((num_rows, length), count, np.int32)
+    starts = np.zeros(count, np.int32)
+    for r, members in enumerate(rows):
+        at = 0
+        for i in members:
+            n = int(lengths[i])
+            sequence_ids[r, at : at + n] = i
+            starts[i] = r * length + at
+            at += n
+    return sequence_ids, starts
