@@ -24,10 +24,12 @@ class BertBiEncoder(nn.Module):
     lengths (a short query beside a long passage, each padded to its own length bucket) get a
     pass each. Each row's embedding depends on its own tokens only.
 
-    Packed (config.train.pack): model(ids, segments, mask, position_ids=, sequence_ids=,
-    starts=), every side's sentences packed into the same rows (bert/jobs/batches.py
-    PackedSides); `starts` [batch, sides] places sentence (b, s) as sequence b * sides + s
-    (heads.pool_packed), and each embedding is the one it has alone in a row.
+    With `packed` (config.train.pack): model(*group_0, *group_1, ...), six inputs per group of
+    sides packed into shared rows (bert/jobs/batches.py PackedSides): ids, segments, mask,
+    position_ids, sequence_ids [rows, length] and starts [batch, sides in the group], which
+    places text s of the group's row b as sequence b * sides + s (heads.pool_packed). The
+    groups hold consecutive sides in order (all sides, or each alone); each group takes one
+    encoder pass, and each embedding is the one its text has alone in a row.
 
     Returns: [batch, sides, embed] float32.
     """
@@ -35,30 +37,19 @@ class BertBiEncoder(nn.Module):
     config: BertConfig
     pooling: str = "mean"
     normalize: bool = True
+    packed: bool = False
 
     def setup(self):
         self.embed = BertForSentenceEmbedding(self.config, self.pooling, self.normalize)
         nn.share_scope(self, self.embed)  # parameters at {"bert": ...}, as the embedding model's
 
-    def __call__(
-        self,
-        *inputs: Array,
-        deterministic: bool = True,
-        position_ids: Array | None = None,
-        sequence_ids: Array | None = None,
-        starts: Array | None = None,
-    ) -> Array:
+    def __call__(self, *inputs: Array, deterministic: bool = True) -> Array:
+        if self.packed:
+            return self._packed(inputs, deterministic)
         if len(inputs) == 1:
             inputs = (inputs[0], jnp.zeros_like(inputs[0]), jnp.ones_like(inputs[0]))
         if len(inputs) % 3:
             raise ValueError(f"{len(inputs)} inputs: expected ids, segments, mask per side")
-        if starts is not None:  # packed: every side's sentences in one pass
-            if len(inputs) != 3:
-                raise ValueError(f"packed rows take ids, segments, mask: {len(inputs)} inputs")
-            batch, sides = starts.shape
-            pooled = self.embed(*inputs, deterministic, position_ids, sequence_ids,
-                                starts.reshape(-1))  # fmt: skip
-            return pooled.reshape(batch, sides, -1)
         sides = len(inputs) // 3
         batch, length = inputs[0].shape
         if any(x.shape[1] != length for x in inputs):  # one pass per side
@@ -70,3 +61,18 @@ class BertBiEncoder(nn.Module):
         )
         pooled = self.embed(ids, segments, mask, deterministic)  # [batch * sides, embed]
         return pooled.reshape(batch, sides, -1)
+
+    def _packed(self, inputs: tuple[Array, ...], deterministic: bool) -> Array:
+        if len(inputs) % 6:
+            raise ValueError(
+                f"{len(inputs)} inputs: expected ids, segments, mask, position_ids, "
+                "sequence_ids, starts per packed group"
+            )
+        each = []
+        for i in range(0, len(inputs), 6):
+            ids, segments, mask, positions, sequence_ids, starts = inputs[i : i + 6]
+            batch, sides = starts.shape
+            pooled = self.embed(ids, segments, mask, deterministic, positions, sequence_ids,
+                                starts.reshape(-1))  # fmt: skip
+            each.append(pooled.reshape(batch, sides, -1))
+        return jnp.concatenate(each, axis=1)  # [batch, sides, embed]

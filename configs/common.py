@@ -151,8 +151,9 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     # 1, 2, 3, 4, 6, 8, 12, 16, ... (at most max_seq_length; bert/tasks/features.bucket_length).
     # One compiled shape per bucket, little work on padding; 0: every batch at max_seq_length
     config.pad_to_multiple_of = 8
-    # a model taking several texts (a bi-encoder's sides) pads each to its own bucket when one's
-    # mean length is at least this many times another's (query and passage); else they share one
+    # a model taking several texts (a bi-encoder's sides) pads each to its own bucket (packed:
+    # into rows of its own) when one's mean length is at least this many times another's (query
+    # and passage); else they share one
     config.text_bucket_ratio = 1.5
     config.train_limit = 0  # use only the first N training examples; 0: all
     config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all

@@ -52,10 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = common.finetune_train(batch_size=16, learning_rate=2e-5, epochs=1.0)
     config.train.weight_decay = 0.0  # the Hugging Face Trainer's default
     config.train.eps = 1e-8  # the Hugging Face Trainer's Adam epsilon
-    # random batches with the texts of every side packed whole into shared rows of
-    # train.pack_length tokens (rows hold the longest text): one encoder pass and one or two
-    # shapes; trains as the same batches unpacked do (tests/test_packed_sides.py), 1.2x faster
-    # than length-grouped batches on STS benchmark (BENCHMARKS.md)
+    # random batches with their texts packed whole into shared rows that hold the longest text
+    # (at least train.pack_length tokens; sides of very different lengths, text_bucket_ratio,
+    # in rows of their own): one encoder pass per group of rows and one step shape; the same
+    # loss and gradient as the batch unpacked (tests/test_packed_sides.py), faster
+    # (BENCHMARKS.md)
     config.train.pack = True
     config.train.group_by_length = 0  # packing takes random batches
     return config

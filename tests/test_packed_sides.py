@@ -1,12 +1,13 @@
 """A packed bi-encoder (config.train.pack for the embeddings job): every side's sentences of a
 batch packed whole into shared rows, one encoder pass. Each sentence's embedding equals HF
 BertModel's hidden states on the sentence alone pooled by sentence-transformers' own Pooling
-module; the packed batches place every text once; a packed run trains to the parameters of the
-same batches unpacked and compiles one step. (The job packs by default: tests/test_embeddings_job.py
-resumes a packed run.)"""
+module; the packed batches place every text once; the loss and gradient of a packed batch equal
+the same batch's unpacked, and a packed run compiles one step. (The job packs by default:
+tests/test_embeddings_job.py resumes a packed run.)"""
 
 import logging
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -17,10 +18,10 @@ from test_embeddings_job import quick
 
 from bert import pretrained
 from bert.biencoder import BertBiEncoder
-from bert.jobs import batches
+from bert.jobs import batches, finetune
 from bert.jobs import embeddings as embeddings_job
-from bert.tasks import features, sts
-from bert.training import checkpoints
+from bert.tasks import sts
+from bert.training import checkpoints, sharding
 
 ROW = 64
 ST_POOLING = {"mean": "mean", "cls": "cls", "max": "max"}
@@ -51,32 +52,40 @@ def sts_sides(shared_data, tokenizer, pairs: int, seq: int) -> dict[str, np.ndar
     return embeddings_job.training_features(tokenizer, sides, labels, seq)
 
 
-def packed_sides(arrays: dict[str, np.ndarray], batch: int, num_rows: int) -> batches.PackedSides:
+TOGETHER, APART = ((0, 1),), ((0,), (1,))  # side groups: both sides in shared rows, or apart
+
+
+def packed_sides(arrays, batch: int, num_rows: int, groups=TOGETHER) -> batches.PackedSides:
     keys = embeddings_job.side_keys(2)
     sides = (keys[:3], keys[3:])
     lengths = np.stack([arrays[s[2]].sum(axis=1) for s in sides], axis=1)  # [rows, sides]
     order = batches.RowOrder(len(lengths), batch, 4, seed=0)
-    return batches.PackedSides(order, lengths, arrays, sides, ("label",), 1, num_rows, ROW, 8, None)
+    n = len(groups)
+    return batches.PackedSides(order, lengths, arrays, sides, ("label",), groups, (ROW,) * n,
+                               ((num_rows, num_rows),) * n, 1, 8, None)  # fmt: skip
 
 
+@pytest.mark.parametrize("groups", [TOGETHER, APART], ids=["together", "apart"])
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
-def test_packed_embeddings_equal_st_pooling_of_each_sentence_alone(shared_data, tiny_hf, pooling):
-    """12 STS pairs' 24 sentences packed into rows of 64 (and an empty row): every embedding
-    equals sentence-transformers' pooling of HF's hidden states on the sentence alone within
-    1e-5. Without the packed positions (sentences attending across a row) they differ."""
+def test_packed_embeddings_equal_st_pooling_of_each_sentence_alone(
+    shared_data, tiny_hf, pooling, groups
+):
+    """12 STS pairs' 24 sentences packed into rows of 64 (and empty rows), both sides together
+    or each side apart: every embedding equals sentence-transformers' pooling of HF's hidden
+    states on the sentence alone within 1e-5. With one sequence's positions per row
+    (sentences attending across a row) they differ."""
     loaded = pretrained.load(str(tiny_hf), "")
     arrays = sts_sides(shared_data, loaded.tokenizer, 12, ROW)
-    steps = packed_sides(arrays, 12, 1)
-    batch = steps.local(0)
-    rows = steps.order.rows(0)
-    assert batch["input_ids"].shape[0] < 24 / 2, "several sentences share each row"
-    model = BertBiEncoder(loaded.config, pooling, normalize=True)
+    batch = packed_sides(arrays, 12, 6, groups).local(0)
+    rows = batches.RowOrder(12, 12, 4, seed=0).rows(0)
+    assert len(np.unique(batch["pack0_sequence_ids"][0])) > 2, "several sentences share a row"
+    model = BertBiEncoder(loaded.config, pooling, normalize=True, packed=True)
     params = {"bert": loaded.encoder}
-    inputs = [batch[k] for k in features.ENCODER_INPUTS]
-    places = {"sequence_ids": batch["sequence_ids"], "starts": batch["starts"]}
-    ours = model.apply({"params": params}, *inputs, position_ids=batch["position_ids"], **places)
-    crossed = model.apply({"params": params}, *inputs, **places)  # no packed positions
-    ours, crossed = np.asarray(ours), np.asarray(crossed)
+    keys = batches.packed_keys(len(groups))
+    ours = np.asarray(model.apply({"params": params}, *(batch[k] for k in keys)))
+    one_per_row = {k: np.tile(np.arange(ROW), (len(v), 1)) if k.endswith("position_ids") else v
+                   for k, v in batch.items()}  # fmt: skip
+    crossed = np.asarray(model.apply({"params": params}, *(one_per_row[k] for k in keys)))
     for side in range(2):
         ids, mask = (arrays[f"text{side}_{k}"][rows] for k in ("input_ids", "input_mask"))
         alone = [r[: int(n)] for r, n in zip(ids, mask.sum(axis=1), strict=True)]
@@ -85,62 +94,111 @@ def test_packed_embeddings_equal_st_pooling_of_each_sentence_alone(shared_data, 
         assert np.abs(crossed[:, side] - want).max() > 1e-3  # the comparison can fail
 
 
-def test_packed_sides_place_every_text_once(shared_data, tiny_hf):
-    """Each step's 2 x 16 texts packed into rows of 64: every text's tokens appear once, where
-    `starts` says, with positions from 0; padding belongs to no text; labels stay per row."""
+@pytest.mark.parametrize("groups", [TOGETHER, APART], ids=["together", "apart"])
+def test_packed_sides_place_every_text_once(shared_data, tiny_hf, groups):
+    """Each step's 2 x 16 texts packed into rows of 64, together or apart: every text's tokens
+    appear once in its group's rows, where `starts` says, with positions from 0; padding
+    belongs to no text; labels stay per row."""
     loaded = pretrained.load(str(tiny_hf), "")
     arrays = sts_sides(shared_data, loaded.tokenizer, 64, ROW)
-    steps = packed_sides(arrays, 16, 8)
+    steps = packed_sides(arrays, 16, 8, groups)
     for step in range(4):
         batch, rows = steps.local(step), steps.order.rows(step)
-        assert batch["input_ids"].shape == (8, ROW) and steps.shape_key(step) == (8, ROW)
+        assert steps.shape_key(step) == ((8, ROW),) * len(groups)
         np.testing.assert_array_equal(batch["label"], arrays["label"][rows])
-        flat = {k: batch[k].reshape(-1) for k in ("input_ids", "position_ids", "sequence_ids")}
-        for b, row in enumerate(rows):
-            for side in range(2):
-                n = int(arrays[f"text{side}_input_mask"][row].sum())
-                at = int(batch["starts"][b, side])
-                np.testing.assert_array_equal(
-                    flat["input_ids"][at : at + n], arrays[f"text{side}_input_ids"][row, :n]
-                )
-                np.testing.assert_array_equal(flat["position_ids"][at : at + n], np.arange(n))
-                assert (flat["sequence_ids"] == 2 * b + side).sum() == n
-        real = batch["input_mask"].reshape(-1) > 0
-        assert (flat["sequence_ids"][~real] == 2 * len(rows)).all()
-        assert real.sum() == sum(arrays[f"text{s}_input_mask"][rows].sum() for s in range(2))
+        for g, group in enumerate(groups):
+            got = {k: batch[f"pack{g}_{k}"] for k in batches.PACKED_INPUTS}
+            assert got["input_ids"].shape == (8, ROW) and got["starts"].shape == (16, len(group))
+            flat = {k: got[k].reshape(-1) for k in ("input_ids", "position_ids", "sequence_ids")}
+            for b, row in enumerate(rows):
+                for j, side in enumerate(group):
+                    n = int(arrays[f"text{side}_input_mask"][row].sum())
+                    at = int(got["starts"][b, j])
+                    np.testing.assert_array_equal(
+                        flat["input_ids"][at : at + n], arrays[f"text{side}_input_ids"][row, :n]
+                    )
+                    np.testing.assert_array_equal(flat["position_ids"][at : at + n], np.arange(n))
+                    assert (flat["sequence_ids"] == len(group) * b + j).sum() == n
+            real = got["input_mask"].reshape(-1) > 0
+            assert (flat["sequence_ids"][~real] == len(group) * len(rows)).all()
+            assert real.sum() == sum(arrays[f"text{s}_input_mask"][rows].sum() for s in group)
 
 
-def packed_config(tiny_hf, shared_data, pack: bool, steps: int = 4, dropout: bool = False):
-    config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv", steps=steps)
+def test_side_groups_follow_the_length_ratio():
+    """Sides of similar mean lengths share rows; a short side beside one 1.5 times as long or
+    longer (a question beside its paragraph) is packed apart."""
+    assert batches.side_groups(np.array([[10, 14], [12, 12]]), 1.5) == TOGETHER
+    assert batches.side_groups(np.array([[10, 30], [12, 36]]), 1.5) == APART
+    assert batches.side_groups(np.array([[10, 15, 15]]), 1.5) == ((0,), (1,), (2,))
+
+
+def packed_config(tiny_hf, shared_data, pack: bool, data: str = "sts"):
+    config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv", steps=4)
+    if data == "squad":  # questions beside paragraphs: each side packed apart
+        config.train_file = str(shared_data / "squad" / "dev-v1.1.json")
+        config.train_format, config.train_kind = "squad", "pairs"
+        config.eval_file, config.max_seq_length = "", 64
     config.train.pack, config.train.group_by_length = pack, 0  # the same random batches
-    if not dropout:  # dropout masks depend on the batch's shape
-        config.model.hidden_dropout = config.model.attention_dropout = 0.0
+    # dropout masks depend on the batch's shape
+    config.model.hidden_dropout = config.model.attention_dropout = 0.0
     return config
 
 
-def test_packed_run_equals_unpacked(shared_data, tiny_hf, tmp_path, caplog):
-    """4 MNRL steps (symmetric, Matryoshka) on the same random batches of 16 pairs, each side
-    in its length bucket or every side packed into rows: the same parameters within 1e-6 and
-    the same STS dev metrics."""
+@pytest.mark.parametrize("data", ["sts", "squad"])
+def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
+    """The job's first batch of 16 pairs (MNRL, symmetric, Matryoshka) on 8 devices, each side
+    in its length bucket or packed (STS pairs' sides together, SQuAD's questions and
+    paragraphs apart): the same loss within 1e-6 and the same gradient within 1e-5 of its
+    largest entry."""
+    got = {}
+    for pack in (False, True):
+        config = packed_config(tiny_hf, shared_data, pack, data)
+        spec, encoder = embeddings_job.make_spec(config)
+        lengths = batches.lengths_of({k: spec.train[k] for k in spec.input_keys}, 1)
+        order = batches.make_row_order(config.train, len(lengths), config.seed, lengths)
+        mesh = sharding.make_mesh(config.mesh)
+        objective, steps = finetune.train_batches(spec, config, order, lengths, mesh)
+        batch = steps.batches(0)(0)
+        grad = jax.value_and_grad(lambda p, b, o=objective: o.loss_fn(p, b, None, None)[0])
+        got[pack] = jax.device_get(jax.jit(grad)({"bert": encoder.encoder}, batch))
+        assert any(k.startswith("pack1_") for k in batch) == (pack and data == "squad")
+    (loss, grads), (packed_loss, packed_grads) = got[False], got[True]
+    assert packed_loss == pytest.approx(loss, rel=1e-6)
+    largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
+    for (path, value), packed in zip(
+        jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(packed_grads), strict=True
+    ):
+        np.testing.assert_allclose(packed, value, rtol=0, atol=1e-5 * largest, err_msg=str(path))
+
+
+# The int32 [rows, length] arrays of the packed run's one compiled train step, and how many
+# steps the unpacked run compiles. STS: both sides share rows of 32 (`starts` is pruned: mean
+# pooling reads only its shape); unpacked, one bucket of 16. SQuAD (length 64): questions
+# packed apart into 8 rows (one per device), paragraphs into 16; unpacked, the questions'
+# bucket changes between steps.
+COMPILED = {"sts": ([{(16, 32)}], 1), "squad": ([{(8, 64), (16, 64)}], 2)}
+
+
+@pytest.mark.parametrize("data", ["sts", "squad"])
+def test_packed_run_compiles_one_step(shared_data, tiny_hf, tmp_path, caplog, data):
+    """4 steps on the same random batches, each side in its length bucket or packed: the packed
+    run compiles one train step, of the shapes above, trains (its parameters move) and scores
+    STS dev as the unpacked one within 1e-3."""
     caplog.set_level(logging.DEBUG, logger=COMPILE_LOGGER)
-    results, params, shapes = {}, {}, {}
+    results, shapes = {}, {}
     for pack in (False, True):
         caplog.clear()
         workdir = tmp_path / str(pack)
-        results[pack] = embeddings_job.run(packed_config(tiny_hf, shared_data, pack), str(workdir))
-        params[pack] = traverse_util.flatten_dict(checkpoints.load_params(workdir, 4)[0])
+        config = packed_config(tiny_hf, shared_data, pack, data)
+        results[pack] = embeddings_job.run(config, str(workdir))
         shapes[pack] = [
             {a.shape for a in r.args[1] if a.ndim == 2 and a.dtype == np.int32}
             for r in caplog.records
             if r.msg.startswith("Compiling") and r.args[0] == "jit(train_step)"
         ]  # fmt: skip
-    for key, value in params[False].items():
-        np.testing.assert_allclose(params[True][key], value, rtol=0, atol=1e-6, err_msg=str(key))
-    for name, value in results[False]["sts_dev"].items():
+    assert (shapes[True], len(shapes[False])) == COMPILED[data], shapes
+    for name, value in results[False].get("sts_dev", {}).items():
         assert results[True]["sts_dev"][name] == pytest.approx(value, abs=1e-3), name
-    # It trained: the parameters moved.
+    params = traverse_util.flatten_dict(checkpoints.load_params(tmp_path / "True", 4)[0])
     start = pretrained.load(str(tiny_hf)).encoder["embeddings"]["word_embeddings"]
-    assert not np.array_equal(params[True][("bert", "embeddings", "word_embeddings")], start)
-    # one step compiled, on packed rows of 32 tokens (`starts` is pruned: mean pooling reads
-    # only its shape); unpacked, each side in its bucket of 16
-    assert shapes == {True: [{(16, 32)}], False: [{(16, 16)}]}, shapes
+    assert not np.array_equal(params[("bert", "embeddings", "word_embeddings")], start)

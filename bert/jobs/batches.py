@@ -125,8 +125,7 @@ def lengths_by_text(
     share each row's longest, so that a batch compiles one shape and takes one encoder pass.
     """
     each = {m: lengths_of({m: arrays[m]}, multiple) for m in mask_keys(list(arrays))}
-    means = [float(np.mean(n)) for n in each.values()]
-    if len(each) > 1 and max(means) < ratio * max(min(means), 1.0):
+    if len(each) > 1 and len(side_groups(np.stack(list(each.values()), axis=1), ratio)) == 1:
         shared = np.max(np.stack(list(each.values())), axis=0)  # [rows]
         each = dict.fromkeys(each, shared)
     return each
@@ -259,20 +258,61 @@ class PackedBatches(_Steps):
         return self._packed(step)[1:]  # (rows, length)
 
 
+def rows_to_hold(
+    order: RowOrder, lengths: np.ndarray, row_length: int, rows_multiple: int, steps: int
+) -> tuple[int, int]:
+    """The packed rows of `row_length` tokens that the run's first `steps` steps need
+    (first-fit): (enough for PACK_QUANTILE of them, enough for all), each rounded up to a
+    multiple of `rows_multiple`. `lengths`: [rows, ...] each training row's sequences."""
+    need = [len(packing.first_fit(lengths[order.rows(step)].reshape(-1), row_length))
+            for step in range(min(steps, order.total_steps))]  # fmt: skip
+    usual, most = int(np.ceil(np.quantile(need, PACK_QUANTILE))), max(need)
+    return tuple(-(-n // rows_multiple) * rows_multiple for n in (usual, most))
+
+
+# a packed bi-encoder's usual rows hold this share of steps; a fuller step takes the most rows
+# any of them needs (a second shape). On STS benchmark batches of 16 pairs in rows of 64 the
+# steps need 6-11 rows, 7.9 on average (BENCHMARKS.md).
+PACK_QUANTILE = 0.9
+
+# a packed group's batch keys, after its prefix (`packed_keys`)
+PACKED_INPUTS = (*features.ENCODER_INPUTS, "position_ids", "sequence_ids", "starts")
+
+
+def packed_keys(groups: int) -> tuple[str, ...]:
+    """The batch keys of `groups` packed groups, in the order a packed bi-encoder takes them."""
+    return tuple(f"pack{g}_{name}" for g in range(groups) for name in PACKED_INPUTS)
+
+
+def side_groups(lengths: np.ndarray, ratio: float) -> tuple[tuple[int, ...], ...]:
+    """Which sides share packed rows, from each text's length ([rows, sides]): all together,
+    unless one side's mean length is at least `ratio` times another's (a question beside its
+    paragraph): then each side alone, so that short texts attend within short rows."""
+    means = lengths.mean(axis=0)
+    sides = lengths.shape[1]
+    if sides > 1 and means.max() >= ratio * max(means.min(), 1.0):
+        return tuple((s,) for s in range(sides))
+    return (tuple(range(sides)),)
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedSides(_Steps):
-    """The training batches of a bi-encoder run with config.train.pack: the texts of every side
-    of each step's rows (`order`) packed whole into the same `num_rows` rows (`pack_plan`), so
-    that all sides take one encoder pass and a run compiles few shapes. Text s of the step's
-    b-th row is packed sequence b * sides + s; the batch's "sequence_ids" and "starts"
-    [batch, sides] place them (packing.sequence_places) and the labels stay one per row.
+    """The training batches of a bi-encoder run with config.train.pack: each step's rows
+    (`order`) with the texts of each group of sides (`side_groups`) packed whole into that
+    group's rows (`pack_plan`): one encoder pass per group, and a run compiles few shapes.
+    Group g's batch keys are packed_keys' "pack{g}_..."; text s of the group's b-th row is its
+    sequence b * len(group) + s, placed by "sequence_ids" and "starts" [batch, len(group)]
+    (packing.sequence_places). The labels stay one per row.
 
     Attributes:
       lengths: [rows, sides] each text's used length.
       arrays: the training arrays: each side's inputs, one key per side and encoder input
         (`side_keys`), and the per-row labels (`label_keys`), uncut.
       side_keys: per side, its keys of ENCODER_INPUTS (ids, segments, mask) in that order.
-      label_keys: the per-row arrays.
+      groups: the sides packed together, consecutive and in order.
+      row_lengths: each group's packed rows' length (pack_plan's row_length).
+      num_rows: each group's (usual, most) rows (`rows_to_hold`): a step takes the usual rows,
+        or the most where the usual do not hold it.
       Others: as PackedBatches'.
     """
 
@@ -281,33 +321,46 @@ class PackedSides(_Steps):
     arrays: dict[str, np.ndarray]
     side_keys: tuple[tuple[str, ...], ...]
     label_keys: tuple[str, ...]
+    groups: tuple[tuple[int, ...], ...]
+    row_lengths: tuple[int, ...]
+    num_rows: tuple[tuple[int, int], ...]
     rows_multiple: int
-    num_rows: int
-    row_length: int
     multiple: int
     mesh: Any
 
-    def _plan(self, step: int) -> tuple[np.ndarray, np.ndarray, list[list[int]], int, int]:
+    def _plans(self, step: int):
+        """Per group: (its texts' lengths [batch * len(group)], pack_plan's rows, the number of
+        rows, their length)."""
         rows = self.order.rows(step)
-        lengths = self.lengths[rows].reshape(-1)  # [batch * sides]: row-major, b * sides + s
         full = self.arrays[self.side_keys[0][0]].shape[1]
-        plan = pack_plan(lengths, self.row_length, self.num_rows, self.rows_multiple,
-                         self.multiple, full)  # fmt: skip
-        return (rows, lengths, *plan)
+        plans = []
+        for group, row_length, num_rows in zip(
+            self.groups, self.row_lengths, self.num_rows, strict=True
+        ):
+            lengths = self.lengths[rows][:, group].reshape(-1)  # row-major: b * len(group) + s
+            usual, most = num_rows
+            packed, n, length = pack_plan(lengths, row_length, usual, self.rows_multiple,
+                                          self.multiple, full)  # fmt: skip
+            plans.append((lengths, packed, most if usual < n <= most else n, length))
+        return rows, plans
 
     def local(self, step: int) -> dict[str, np.ndarray]:
         """This host's share of step `step`'s packed rows, starts and labels."""
-        rows, lengths, packed, num_rows, length = self._plan(step)
-        texts = {
-            name: np.stack([self.arrays[keys[i]][rows] for keys in self.side_keys], axis=1)
-            .reshape(len(lengths), -1)  # [batch * sides, full]
-            for i, name in enumerate(features.ENCODER_INPUTS)
-        }  # fmt: skip
-        out = packing.pack(texts, lengths, packed, num_rows, {}, length)
-        out["sequence_ids"], starts = packing.sequence_places(lengths, packed, num_rows, length)
-        out["starts"] = starts.reshape(len(rows), len(self.side_keys))
-        out.update({k: self.arrays[k][rows] for k in self.label_keys})
+        rows, plans = self._plans(step)
+        out = {k: self.arrays[k][rows] for k in self.label_keys}
+        for g, (group, (lengths, packed, num_rows, length)) in enumerate(
+            zip(self.groups, plans, strict=True)
+        ):
+            texts = {
+                name: np.stack([self.arrays[self.side_keys[s][i]][rows] for s in group], axis=1)
+                .reshape(len(lengths), -1)  # [batch * len(group), full]
+                for i, name in enumerate(features.ENCODER_INPUTS)
+            }  # fmt: skip
+            packed_group = packing.pack(texts, lengths, packed, num_rows, {}, length)
+            places, starts = packing.sequence_places(lengths, packed, num_rows, length)
+            packed_group.update(sequence_ids=places, starts=starts.reshape(len(rows), len(group)))
+            out.update({f"pack{g}_{k}": v for k, v in packed_group.items()})
         return {k: host_share(v) for k, v in out.items()}
 
-    def shape_key(self, step: int) -> tuple[int, int]:
-        return self._plan(step)[3:]  # (rows, length)
+    def shape_key(self, step: int) -> tuple:
+        return tuple(plan[2:] for plan in self._plans(step)[1])  # (rows, length) per group

@@ -5,7 +5,8 @@ mean / CLS / max pooling, optional L2 normalisation) starts from any checkpoint 
 takes and is trained with a sentence-transformers loss (bert/embedding_losses.py: multiple-negatives
 ranking with in-batch and hard negatives, CoSENT, cosine regression, each optionally under
 Matryoshka). Training goes through the fine-tuning machinery (bert/jobs/finetune.py: seeded
-row order, length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
+row order, the texts packed into shared rows (config.train.pack, batches.PackedSides) or cut to
+length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
 is scored (Spearman and Pearson of the cosine, x100) every train.eval_every steps and at the
 end. The workdir's parameters are an encoder's: configs/sts.py evaluates and encodes with
 `init_from=WORKDIR`.
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from bert import embedding_losses
+from bert import embedding_losses, pretrained
 from bert.biencoder import BertBiEncoder
 from bert.heads import POOLINGS, BertForSentenceEmbedding
 from bert.jobs import finetune
@@ -163,9 +164,8 @@ def _check(config) -> None:
         )
 
 
-def run(config, workdir: str) -> dict:
-    """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...},
-    "retrieval": {...}} (the evaluations configured)."""
+def make_spec(config) -> tuple[finetune.Spec, pretrained.Pretrained]:
+    """(the job's finetune.Spec, the pretrained encoder) from its config."""
     _check(config)
     encoder = finetune.load_pretrained(config)
     loss = make_loss(config, encoder.config.hidden_size)
@@ -190,7 +190,8 @@ def run(config, workdir: str) -> dict:
         input_keys=side_keys(len(sides)),
         eval_model=BertForSentenceEmbedding(encoder.config, pooling, config.normalize),
         eval_input_keys=ENCODER_INPUTS,
-        pack_sides=True,  # config.train.pack: every side's texts packed into shared rows
+        # config.train.pack: the sides' texts packed into shared rows
+        packed_model=BertBiEncoder(encoder.config, pooling, config.normalize, packed=True),
         # what the STS job, init_from and the sentence-transformers export read back
         recorded={
             "pooling": pooling,
@@ -198,4 +199,11 @@ def run(config, workdir: str) -> dict:
             "max_seq_length": config.max_seq_length,
         },  # fmt: skip
     )
+    return spec, encoder
+
+
+def run(config, workdir: str) -> dict:
+    """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...},
+    "retrieval": {...}} (the evaluations configured)."""
+    spec, encoder = make_spec(config)
     return finetune.run(spec, encoder, config, workdir)

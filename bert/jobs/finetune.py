@@ -41,8 +41,9 @@ Batch = dict[str, Any]
 Sums = dict[str, tuple[jax.Array, jax.Array]]
 # config.model fields that may differ from the checkpoint's own model config.
 MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
-# the batch keys a packed bi-encoder takes besides ENCODER_INPUTS (batches.PackedSides)
-PACKED_SIDES_KEYS = ("position_ids", "sequence_ids", "starts")
+# a packed bi-encoder's rows per step follow from the run's first this many steps
+# (first-fit of 32-48 texts takes well under a millisecond a step)
+PACK_PLAN_STEPS = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,8 +88,9 @@ class Spec:
       pack_fill: for a model whose loss is per token and that takes `position_ids` (NER's
         tagger): the value of unused positions of each packed training array not filled with
         0 (its "no label"), so that config.train.pack can pack rows; None: it cannot.
-      pack_sides: True for a bi-encoder (bert/biencoder.py; input_keys are ids, segments, mask
-        per side) whose texts config.train.pack packs into shared rows (batches.PackedSides).
+      packed_model: for a bi-encoder (bert/biencoder.py; input_keys are ids, segments, mask
+        per side), the same model taking packed groups of sides (batches.PackedSides), so that
+        config.train.pack can pack its texts; None: it cannot.
     """
 
     task: str
@@ -103,7 +105,7 @@ class Spec:
     eval_model: nn.Module | None = None
     eval_input_keys: tuple[str, ...] | None = None
     pack_fill: dict[str, int] | None = None
-    pack_sides: bool = False
+    packed_model: nn.Module | None = None
 
 
 def load_pretrained(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
@@ -221,7 +223,7 @@ def _check_config(config: ml_collections.ConfigDict, mesh) -> int:
 
 
 def _check_packing(spec: Spec, t: ml_collections.ConfigDict) -> None:
-    if spec.pack_fill is None and not spec.pack_sides:
+    if spec.pack_fill is None and spec.packed_model is None:
         raise UserError(
             f"config.train.pack: the {spec.task} job cannot pack its rows (only a per-token "
             "task, ner, and the bi-encoder, embeddings, can); set config.train.pack=False"
@@ -261,30 +263,42 @@ def _evaluator_maker(spec: Spec, config: ml_collections.ConfigDict, mesh) -> Cal
     return make_evaluate
 
 
-def _train_batches(spec: Spec, config, order: batches.RowOrder, lengths: np.ndarray, mesh):
+def _packed_sides(spec: Spec, config, order: batches.RowOrder, mesh, rows_multiple: int):
+    """(the objective, the batches) of a bi-encoder with config.train.pack: its sides packed in
+    groups (batches.side_groups), each into rows that hold its longest text (so that one long
+    text does not change a step's shape), as many as most of the first PACK_PLAN_STEPS steps
+    need, and a second shape for the fuller ones (batches.rows_to_hold)."""
+    t, multiple = config.train, config.pad_to_multiple_of
+    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
+    full = train_arrays[spec.input_keys[0]].shape[1]
+    sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
+    each = np.stack([batches.lengths_of({k[2]: spec.train[k[2]]}, 1) for k in sides], axis=1)
+    groups = batches.side_groups(each, config.text_bucket_ratio)
+    row_lengths, num_rows = [], []
+    for group in groups:
+        longest = features.bucket_length(int(each[:, group].max()), multiple, full)
+        row_lengths.append(min(max(t.pack_length, longest), full))
+        num_rows.append(batches.rows_to_hold(order, each[:, group], row_lengths[-1],
+                                             rows_multiple, PACK_PLAN_STEPS))  # fmt: skip
+    keys = batches.packed_keys(len(groups))
+    objective = objectives.finetuning(spec.packed_model, spec.loss, keys, spec.label_keys)
+    return objective, batches.PackedSides(
+        order, each, train_arrays, sides, spec.label_keys, groups, tuple(row_lengths),
+        tuple(num_rows), rows_multiple, multiple, mesh,
+    )  # fmt: skip
+
+
+def train_batches(spec: Spec, config, order: batches.RowOrder, lengths: np.ndarray, mesh):
     """(the objective, the run's training batches): packed (config.train.pack), else each
     step's rows cut to their length buckets. `lengths`: each row's used length."""
     t, multiple = config.train, config.pad_to_multiple_of
     train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
     full = train_arrays[spec.input_keys[0]].shape[1]
     rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * t.accumulation_steps
-    if t.pack and spec.pack_sides:
-        _check_packing(spec, t)
-        sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
-        each = np.stack([batches.lengths_of({k[2]: spec.train[k[2]]}, 1) for k in sides], axis=1)
-        # rows hold the longest text, so that one long text does not change the step's shape
-        longest = features.bucket_length(int(each.max()), multiple, full)
-        row_length = min(max(t.pack_length, longest), full)
-        num_rows = packing.rows_for(each.reshape(-1), t.batch_size * len(sides), row_length,
-                                    rows_multiple)  # fmt: skip
-        objective = objectives.finetuning(spec.model, spec.loss, ENCODER_INPUTS, spec.label_keys,
-                                          PACKED_SIDES_KEYS)  # fmt: skip
-        return objective, batches.PackedSides(
-            order, each, train_arrays, sides, spec.label_keys, rows_multiple, num_rows,
-            row_length, multiple, mesh,
-        )  # fmt: skip
     if t.pack:
         _check_packing(spec, t)
+        if spec.packed_model is not None:
+            return _packed_sides(spec, config, order, mesh, rows_multiple)
         objective = objectives.finetuning(
             spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
         )
@@ -323,7 +337,7 @@ def run(
     warmup = round(t.warmup_proportion * order.total_steps)
     schedule = optim.learning_rate_schedule(t.learning_rate, warmup, order.total_steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
-    objective, train = _train_batches(spec, config, order, lengths, mesh)
+    objective, train = train_batches(spec, config, order, lengths, mesh)
     job = runner.Run(
         task=spec.task,
         model=spec.model,
