@@ -263,16 +263,17 @@ def _evaluator_maker(spec: Spec, config: ml_collections.ConfigDict, mesh) -> Cal
     return make_evaluate
 
 
-def _packed_sides(spec: Spec, config, order: batches.RowOrder, mesh, rows_multiple: int):
+def _packed_sides(
+    spec: Spec, config, order: batches.RowOrder, train_arrays, rows_multiple: int, mesh
+):
     """(the objective, the batches) of a bi-encoder with config.train.pack: its sides packed in
     groups (batches.side_groups), each into rows that hold its longest text (so that one long
     text does not change a step's shape), as many as most of the first PACK_PLAN_STEPS steps
     need, and a second shape for the fuller ones (batches.rows_to_hold)."""
     t, multiple = config.train, config.pad_to_multiple_of
-    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
     full = train_arrays[spec.input_keys[0]].shape[1]
     sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
-    each = np.stack([batches.lengths_of({k[2]: spec.train[k[2]]}, 1) for k in sides], axis=1)
+    each = np.stack([batches.lengths_of({k[2]: train_arrays[k[2]]}, 1) for k in sides], axis=1)
     groups = batches.side_groups(each, config.text_bucket_ratio)
     row_lengths, num_rows = [], []
     for group in groups:
@@ -298,7 +299,7 @@ def train_batches(spec: Spec, config, order: batches.RowOrder, lengths: np.ndarr
     if t.pack:
         _check_packing(spec, t)
         if spec.packed_model is not None:
-            return _packed_sides(spec, config, order, mesh, rows_multiple)
+            return _packed_sides(spec, config, order, train_arrays, rows_multiple, mesh)
         objective = objectives.finetuning(
             spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
         )
