@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert.dropout import Dropout
 from bert.model import ACTIVATIONS, BertConfig, BertModel, dense, layer_norm
 
 Array = jax.Array
@@ -96,7 +97,7 @@ class BertForSequenceClassification(nn.Module):
         _, pooled = BertModel(self.config, name="bert")(
             input_ids, segment_ids, input_mask, deterministic
         )
-        pooled = nn.Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
+        pooled = Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
         return dense(
             self.config, self.num_labels, ("embed_out", "classes"), "classifier", jnp.float32
         )(pooled)  # [batch, num_labels]
@@ -124,7 +125,7 @@ class BertForTokenClassification(nn.Module):
         seq, _ = BertModel(self.config, name="bert")(
             input_ids, segment_ids, input_mask, deterministic, position_ids
         )
-        seq = nn.Dropout(self.config.hidden_dropout)(seq, deterministic=deterministic)
+        seq = Dropout(self.config.hidden_dropout)(seq, deterministic=deterministic)
         return dense(self.config, self.num_labels, ("embed", "classes"), "classifier", jnp.float32)(
             seq
         )  # [batch, length, num_labels]

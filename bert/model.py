@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert.dropout import Dropout
+
 Array = jax.Array
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
@@ -177,7 +179,7 @@ class Embeddings(nn.Module):
             c.param_dtype,
         )
         self.layer_norm = layer_norm(c, "layer_norm")
-        self.dropout = nn.Dropout(c.hidden_dropout)
+        self.dropout = Dropout(c.hidden_dropout)
 
     def __call__(
         self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
@@ -246,7 +248,7 @@ class SelfAttention(nn.Module):
         logits = logits / jnp.sqrt(jnp.float32(c.head_dim))
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1)
-        probs = nn.Dropout(c.attention_dropout)(probs, deterministic=False)
+        probs = Dropout(c.attention_dropout)(probs, deterministic=False)
         return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(c.dtype), v)
 
 
@@ -260,7 +262,7 @@ class TransformerLayer(nn.Module):
         self, x: Array, input_mask: Array, deterministic: bool, blocks: Array | None = None
     ) -> Array:
         c = self.config
-        drop = functools.partial(nn.Dropout(c.hidden_dropout), deterministic=deterministic)
+        drop = functools.partial(Dropout(c.hidden_dropout), deterministic=deterministic)
         attn = SelfAttention(c, name="attention")(x, input_mask, deterministic, blocks)
         attn = dense(c, c.hidden_size, ("heads", "embed"), "attention_output")(attn)
         x = layer_norm(c, "attention_norm")(x + drop(attn)).astype(c.dtype)
