@@ -6,7 +6,7 @@ faster; XLA then runs each mask through a while loop that writes every intermedi
 out, and fuses none of it. Dropout on every hidden state and attention probability of a
 small encoder (all-MiniLM-L6-v2, 16 x 128 tokens) drew 32 million random numbers a step and
 took about 13% of a CPU training step. Written out as plain integer ops, the 20 rounds fuse
-into one elementwise loop: the attention masks of that step took 12 ms instead of 220 ms
+into one elementwise loop: the attention masks of that step took 12 ms instead of 175 ms
 (BENCHMARKS.md). GPUs and TPUs already get the unrolled rounds from JAX, so there this is
 the same computation.
 
