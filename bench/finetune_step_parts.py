@@ -2,14 +2,14 @@
 
 Times the parts of one training step of a sequence classifier (batch --batch, lengths
 --lengths, float32, one device): the forward pass alone, forward and backward without dropout,
-forward and backward with dropout (under each JAX PRNG implementation given in --prng;
-threefry keys draw their masks through bert/dropout.py's unrolled hash, the others through
-JAX's own), the optimizer update alone (global-norm clipping + AdamW over every parameter),
-and the whole jitted train step (bert/training/step.py). HF PyTorch's
-`BertForSequenceClassification` is timed the same way (the forward in eval mode, forward
-and backward with dropout, clipping + torch AdamW). Then one float32 matmul of the model's shapes at batch x the first length
-tokens, torch against jitted JAX (GFLOP/s). Weights are random (timing does not depend on
-them). Each figure is the median of --repeats calls after two untimed ones.
+forward and backward with dropout (under each JAX PRNG implementation given in --prng; threefry
+keys draw their masks through bert/dropout.py's unrolled hash, the others through JAX's own),
+the optimizer update alone (global-norm clipping + AdamW over every parameter), and the whole
+jitted train step (bert/training/step.py). HF PyTorch's `BertForSequenceClassification` is
+timed the same way (the forward in eval mode, forward and backward with dropout, clipping +
+torch AdamW). Then one float32 matmul of the model's shapes at batch x the first length tokens,
+torch against jitted JAX (GFLOP/s). Weights are random (timing does not depend on them). Each
+figure is the median of --repeats calls after two untimed ones.
 
   python bench/finetune_step_parts.py --lengths=16,32,48 --batch=32
 """
