@@ -2,21 +2,21 @@
 
 Loads the ml_collections config (locked: a misspelt override is an error), keeps TensorFlow
 (used only by tf.data) off the accelerators, joins a multi-host job when asked, and runs the
-job named by `config.task`. A user error (input_pipeline.errors.UserError, a bad flag or config
+job named by `config.task`. A user error (util.errors.UserError, a bad flag or config
 field) prints one line and exits with code 2; third-party start-up logs show with --verbose.
 """
 
 import contextlib
 import errno
-import importlib
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from input_pipeline import console, paths, workdir_lock
-from input_pipeline.errors import UserError
+from bert import jobs
+from util import console, paths, workdir_lock
+from util.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bert_base.py:size=mini.", lock_config=True
@@ -35,8 +35,6 @@ _VERBOSE = flags.DEFINE_bool(
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
-# config.task -> its job module in bert/jobs/, whose run(config, workdir) is called.
-TASKS = ("pretrain", "glue", "squad", "ner", "sts", "embeddings")
 # Write errors of the disk, not of the program: one line, exit code 2 (files stay intact).
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)
 
@@ -54,9 +52,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
         if console.user_error_in(e) is None and "--verbose" in argv:
             raise  # a config file that fails for another reason: its traceback, when asked
         sys.exit(console.report(UserError(console.flag_error_message(e, argv))))
-    if task not in TASKS:
-        sys.exit(console.report(UserError(
-            f"--config: config.task {task!r} is not one of {', '.join(TASKS)}")))  # fmt: skip
+    try:
+        jobs.check(task)
+    except UserError as e:
+        sys.exit(console.report(e))
     return rest
 
 
@@ -86,7 +85,7 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     try:
         with workdir_lock.hold(_WORKDIR.value, jax.process_index()):  # one workdir, one job
-            importlib.import_module(f"bert.jobs.{config.task}").run(config, _WORKDIR.value)
+            jobs.job(config.task)(config, _WORKDIR.value)
     except (UserError, PermissionError) as e:  # PermissionError: a workdir or file not ours
         sys.exit(console.report(e))
     except OSError as e:  # a full disk or a failing one while writing a results file

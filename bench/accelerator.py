@@ -119,21 +119,21 @@ def bench_pretraining(args, seq: int, attention: str) -> dict:
     import jax
 
     from bert import flops
-    from bert.heads import BertForPreTraining
     from bert.model import BertConfig
-    from bert.training import objectives, sharding
+    from bert.objectives import MlmNsp
+    from bert.training import sharding
 
     dropout = 0.0 if attention == "cudnn" else 0.1  # cuDNN attention trains without it
     config = BertConfig(**model_fields(args.size, args.dtype, attention, dropout))
     batch = args.batch_128 if seq == 128 else args.batch_512
     mesh = sharding.make_mesh((-1, 1, 1))
-    model = BertForPreTraining(config)
-    run = train_runner(model, objectives.pretraining(model), mesh, seq)
+    objective = MlmNsp(config)
+    run = train_runner(objective.model, objective, mesh, seq)
     data = pretraining_batch(batch, seq)
     seconds = timed(run, [data] * args.steps, [data] * args.warmup)
     per_second = batch * args.steps / seconds
     predictions = data["masked_lm_ids"].shape[1]
-    achieved = per_second * flops.train_flops_per_sequence(config, seq, predictions)
+    achieved = per_second * objective.train_flops(seq, predictions)
     peak = flops.peak_flops(jax.devices()[0].device_kind, args.peak_flops or None)
     return {"sequences_per_s": per_second, "step_s": seconds / args.steps,
             "mfu": flops.mfu(achieved, jax.device_count(), peak),
@@ -143,14 +143,15 @@ def bench_pretraining(args, seq: int, attention: str) -> dict:
 def bench_finetuning(args, multiple: int) -> dict:
     """SST-2-shaped steps: batch 32, max_seq_length 128, padded to 128 or cut to buckets."""
     from bert import losses
+    from bert.finetuning.objective import Finetuning
     from bert.heads import BertForSequenceClassification
     from bert.model import BertConfig
-    from bert.training import objectives, sharding
+    from bert.training import sharding
 
     config = BertConfig(**model_fields(args.size, args.dtype, "xla", 0.1))
     mesh = sharding.make_mesh((-1, 1, 1))
     model = BertForSequenceClassification(config, 2)
-    objective = objectives.finetuning(
+    objective = Finetuning(
         model, lambda logits, b: losses.classification_sums(logits, b["label"]),
         ("input_ids", "segment_ids", "input_mask"), ("label",),
     )  # fmt: skip
@@ -270,9 +271,10 @@ def mfu_of(args, seq: int, per_second: float) -> dict:
 
     from bert import flops
     from bert.model import BertConfig
+    from bert.objectives import MlmNsp
 
     config = BertConfig(**model_fields(args.size, args.dtype, "xla", 0.1))
-    achieved = per_second * flops.train_flops_per_sequence(config, seq, PREDICTIONS[seq])
+    achieved = per_second * MlmNsp(config).train_flops(seq, PREDICTIONS[seq])
     peak = flops.peak_flops(jax.devices()[0].device_kind, args.peak_flops or None)
     return {"mfu": flops.mfu(achieved, jax.device_count(), peak),
             "tflops_per_s": achieved / 1e12}  # fmt: skip

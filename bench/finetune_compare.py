@@ -88,7 +88,7 @@ def add_flags(parser: argparse.ArgumentParser, max_seq_length: int, learning_rat
         "--same_order",
         type=int,
         default=0,
-        help="1: HF takes our job's seeded random batches (batches.RowOrder, no grouping) instead "
+        help="1: HF takes our job's seeded random batches (order.RowOrder, no grouping) instead "
         "of torch.randperm's, so that both sides see the same batches (ours with "
         "--group_by_length=0 or --pack=1)",
     )
@@ -167,10 +167,10 @@ def hf_train(model, args: argparse.Namespace, num_rows: int, seed: int, take: Ca
     def batches() -> Iterator:  # shuffled, epochs as needed, the last partial batch dropped
         if args.same_order:  # our job's batches: step s takes RowOrder.rows(s)
             sys.path.insert(0, ROOT)
-            from bert.jobs import batches
+            from bert.finetuning import order
 
-            order = batches.RowOrder(num_rows, args.batch_size, args.steps, seed)
-            yield from (order.rows(step) for step in range(args.steps))
+            plan = order.RowOrder(num_rows, args.batch_size, args.steps, seed)
+            yield from (plan.rows(step) for step in range(args.steps))
             return
         while True:
             order = torch.randperm(num_rows, generator=generator)

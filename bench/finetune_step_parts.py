@@ -60,14 +60,15 @@ def ours(args: argparse.Namespace, length: int, prng: str) -> dict[str, float]:
 
     sys.path.insert(0, ROOT)
     from bert import losses
+    from bert.finetuning.objective import Finetuning
     from bert.heads import BertForSequenceClassification
     from bert.model import BertConfig
     from bert.tasks.features import ENCODER_INPUTS
-    from bert.training import objectives, optim, step
+    from bert.training import optim, step
 
     model = BertForSequenceClassification(BertConfig(**MINILM), 2)
     loss = lambda out, b: losses.classification_sums(out, b["label"])  # noqa: E731
-    objective = objectives.finetuning(model, loss, ENCODER_INPUTS, ("label",))
+    objective = Finetuning(model, loss, ENCODER_INPUTS, ("label",))
     batch = {k: jnp.asarray(v) for k, v in batch_of(args.batch, length).items()}
     params = model.init(jax.random.key(0), batch["input_ids"])["params"]
     schedule = optim.learning_rate_schedule(2e-5, 10, 1000)
@@ -77,7 +78,7 @@ def ours(args: argparse.Namespace, length: int, prng: str) -> dict[str, float]:
     totals = objective.totals_fn(batch)
 
     forward = jax.jit(lambda p: model.apply({"params": p}, *(batch[k] for k in ENCODER_INPUTS)))
-    grad = jax.jit(jax.grad(lambda p, r: objective.loss_fn(p, batch, r, totals)[0]))
+    grad = jax.jit(jax.grad(lambda p, r: objective.loss_fn(p, batch, {"dropout": r}, totals)[0]))
     update = jax.jit(lambda g, s, p: optax.apply_updates(p, tx.update(g, s, p)[0]))
     train = jax.jit(functools.partial(step.train_step, objective=objective, tx=tx,
                                       schedule=schedule, seed=1))  # fmt: skip

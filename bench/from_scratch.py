@@ -105,14 +105,17 @@ def hf(args) -> None:
     import trajectory
     import transformers
 
+    from bert import objectives
     from bert.jobs import pretrain as job
-    from input_pipeline import data_setup
+    from input_pipeline import data_setup, pretraining
 
     torch.set_num_threads(os.cpu_count() or 1)
     config = recipe_config()
     workdir = pathlib.Path(args.workdir)
-    data = data_setup.prepare_pretraining_data(config.data, workdir)  # finds it prepared
+    data = data_setup.prepare_pretraining_data(job.corpus(config), workdir)  # finds it prepared
     bert_config = job.model_config(config.model, data.tokenizer.vocab_size)
+    objective = objectives.create(config.objective, bert_config)
+    ids = data.tokenizer.special_ids
     t = config.train
     params = _initial_params(bert_config, config)
     recipe = trajectory.Recipe("lamb", t.learning_rate, t.warmup_steps, t.steps, t.weight_decay,
@@ -122,8 +125,12 @@ def hf(args) -> None:
         model = transformers.BertForPreTraining.from_pretrained(str(directory))
     model.train()
     opt, schedule = trajectory.torch_optimizer(model, recipe)
-    train = job.make_dataset(data.train_files, config, data.tokenizer, t.batch_size, config.seed, 0)
-    held_out = job.eval_batches_of(data.eval_files, config, data.tokenizer, t.batch_size)
+    settings = job.batch_settings(config, objective)
+    train = pretraining.make_pretraining_dataset(
+        data.train_files, settings, ids, batch_size=t.batch_size, seed=config.seed
+    )
+    held_out = job.eval_batches_of(data.eval_files, config, settings, ids, objective,
+                                   t.batch_size)  # fmt: skip
     rows, started = [], time.perf_counter()
     for step, batch in enumerate(train.as_numpy_iterator(), 1):
         nsp = torch.tensor(batch["next_sentence_labels"], dtype=torch.long)

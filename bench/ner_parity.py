@@ -25,19 +25,15 @@ DATA = ROOT.parent / "shared" / "data" / "conll2003"
 
 def batches_in_order(arrays: dict, steps: int, batch_size: int, seed: int) -> list[dict]:
     """The fine-tuning job's random row order (no grouping), each batch cut to its bucket."""
-    from bert.jobs import batches
-    from bert.tasks import features
-    from configs import ner as ner_config
+    from bert.finetuning import buckets, order
 
-    t = ner_config.get_config().train
-    t.steps, t.batch_size, t.group_by_length = steps, batch_size, 0
-    order = batches.make_row_order(t, len(arrays["input_ids"]), seed)
+    plan = order.make_row_order(len(arrays["input_ids"]), batch_size, steps, 0.0, 0, seed)
     full = arrays["input_ids"].shape[1]
-    lengths = batches.lengths_of(arrays, multiple=1)
+    lengths = buckets.lengths_of(arrays, multiple=1)
     out = []
     for i in range(steps):
-        rows = order.rows(i)
-        length = features.bucket_length(int(lengths[rows].max()), 8, full)
+        rows = plan.rows(i)
+        length = buckets.bucket_length(int(lengths[rows].max()), 8, full)
         out.append({k: v[rows][:, :length] for k, v in arrays.items() if k != "word_starts"})
     return out
 
@@ -58,7 +54,7 @@ def run(args: argparse.Namespace, dropout: float) -> dict:
     import transformers
 
     from bert.heads import BertForTokenClassification
-    from bert.jobs import finetune
+    from bert.jobs import settings
     from bert.tasks import ner
     from bert.tasks.features import ENCODER_INPUTS
     from configs import ner as ner_config
@@ -66,7 +62,7 @@ def run(args: argparse.Namespace, dropout: float) -> dict:
     path = args.model or compare.model_path()
     config = ner_config.get_config()
     config.init_from = path
-    pre = finetune.load_pretrained(config)
+    pre = settings.encoder(config)
     model_config = dataclasses.replace(
         pre.config, hidden_dropout=dropout, attention_dropout=dropout
     )

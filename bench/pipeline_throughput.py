@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import tensorflow as tf  # noqa: E402
 
-from input_pipeline import prepare, pretraining, records, tokenizers  # noqa: E402
+from input_pipeline import batches, prepare, pretraining, records, tokenizers  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 WIKI = DATA / "wikipedia" / "AA"
@@ -96,9 +96,8 @@ def _peer_tokens_per_second(files: list[str], seconds: float) -> float:
 def _first_batch_seconds(files, ids, batch_size, start_step) -> float:
     start = time.perf_counter()
     dataset = pretraining.make_pretraining_dataset(
-        files, batch_size=batch_size, seq_length=128, max_predictions_per_seq=20,
-        start_step=start_step, **ids,
-    )  # fmt: skip
+        files, batches.Settings(128, 20), ids, batch_size=batch_size, start_step=start_step
+    )
     next(iter(dataset))
     return time.perf_counter() - start
 
@@ -115,14 +114,7 @@ def main() -> None:
         sys.exit(f"{WIKI} is absent; this benchmark needs ../shared/data")
     files = _records(args.files, pathlib.Path(args.records))
     tokenizer = tokenizers.load_tokenizer(VOCAB)
-    ids = dict(
-        vocab_size=tokenizer.vocab_size,
-        pad_id=tokenizer.pad_id,
-        unk_id=tokenizer.unk_id,
-        cls_id=tokenizer.cls_id,
-        sep_id=tokenizer.sep_id,
-        mask_id=tokenizer.mask_id,
-    )
+    ids = tokenizer.special_ids
     cores = len(os.sched_getaffinity(0))
     cpuinfo = pathlib.Path("/proc/cpuinfo").read_text().splitlines()
     names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
@@ -134,14 +126,9 @@ def main() -> None:
     header = f"{'mode':>6} {'seq':>4} {'wwm':>3} {'seq/s':>8} {'real tok/s':>11}"
     print(header + f" {'fill':>5} {'CPU use':>7} {'seq/CPU-s':>9}")
     for mode, length, predictions, wwm in CONFIGS:
+        settings = batches.Settings(length, predictions, mode, whole_word_masking=wwm)
         dataset = pretraining.make_pretraining_dataset(
-            files,
-            batch_size=args.batch_size,
-            seq_length=length,
-            max_predictions_per_seq=predictions,
-            mode=mode,
-            whole_word_masking=wwm,
-            **ids,
+            files, settings, ids, batch_size=args.batch_size
         )
         r = _time_pipeline(dataset, args.seconds)
         print(

@@ -65,21 +65,21 @@ def step_ours(size: str, batch: dict):
     sys.path.insert(0, ROOT)
     import jax
 
-    from bert.heads import BertForPreTraining
     from bert.model import BertConfig
-    from bert.training import objectives, optim, sharding
+    from bert.objectives import MlmNsp
+    from bert.training import optim, sharding
     from bert.training import step as train_step
     from configs import common
 
     config = BertConfig.from_dict(common.model_config(size, 30522).to_dict())
     mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
-    model = BertForPreTraining(config)
+    objective = MlmNsp(config)
+    model = objective.model
     schedule = optim.learning_rate_schedule(1e-4, 0, 1000)
     tx = optim.make_optimizer("adamw", schedule, 0.01, clip_norm=None)
     seq = batch["input_ids"].shape[1]
     state = train_step.create_train_state(model, tx, mesh, 0, seq)
     _, shardings = train_step.state_shardings(model, tx, mesh, seq)
-    objective = objectives.pretraining(model)
     step = train_step.compile_train_step(objective, tx, schedule, mesh, shardings)
     device_batch = sharding.global_batch(batch, mesh)
     holder = {"state": state}

@@ -25,7 +25,7 @@ class BertBiEncoder(nn.Module):
     pass each. Each row's embedding depends on its own tokens only.
 
     With `packed` (config.train.pack): model(*group_0, *group_1, ...), six inputs per group of
-    sides packed into shared rows (bert/jobs/batches.py PackedSides): ids, segments, mask,
+    sides packed into shared rows (bert/finetuning/batches.py PackedSides): ids, segments, mask,
     position_ids, sequence_ids [rows, length] and starts [batch, sides in the group], which
     places text s of the group's row b as sequence b * sides + s (heads.pool_packed). The
     groups hold consecutive sides in order (all sides, or each alone); each group takes one

@@ -18,8 +18,8 @@ import numpy as np
 from bert import pretrained
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
-from input_pipeline import console, paths
-from input_pipeline.errors import UserError
+from util import console, paths
+from util.errors import UserError
 
 MASK = "[MASK]"
 
@@ -52,7 +52,7 @@ def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _probabilities(params, ids, positions, *, config: BertConfig):
     """Softmax over the vocabulary at `positions` [1, masks] of one unpadded sentence `ids`."""
-    out = BertForPreTraining(config).apply(
+    out = BertForPreTraining(config, with_nsp=False).apply(
         {"params": params}, ids, jnp.zeros_like(ids), jnp.ones_like(ids),
         masked_positions=positions,
     )  # fmt: skip

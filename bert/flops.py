@@ -1,11 +1,15 @@
 """Training FLOPs of a BERT step and model FLOPs utilisation (MFU).
 
 Counts matrix multiplications only (2 FLOPs per multiply-add), forward x 3 for forward plus
-backward, as in the PaLM/Megatron MFU convention. The MLM head is counted on the gathered
-masked positions, which is what this project computes.
+backward, as in the PaLM/Megatron MFU convention. The encoder and each head are counted apart,
+so that an objective (bert/objectives/) adds up the heads it trains; the MLM head is counted on
+the gathered masked positions, which is what this project computes.
 """
 
 from bert.model import BertConfig
+
+# forward + backward FLOPs per forward FLOP
+TRAIN_PER_FORWARD = 3.0
 
 # Dense bf16 peak FLOP/s per device, by a substring of `jax.Device.device_kind` (first match).
 PEAK_FLOPS: tuple[tuple[str, float], ...] = (
@@ -23,24 +27,24 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
-def forward_flops_per_sequence(
-    config: BertConfig, seq_length: int, num_predictions: int, nsp: bool = True
-) -> float:
-    """Forward matmul FLOPs for one sequence of `seq_length` tokens with `num_predictions`
-    masked positions through the MLM head."""
-    h, i, v, s = config.hidden_size, config.intermediate_size, config.vocab_size, seq_length
+def encoder_flops(config: BertConfig, seq_length: int) -> float:
+    """Forward matmul FLOPs of the encoder over one sequence of `seq_length` tokens."""
+    h, i, s = config.hidden_size, config.intermediate_size, seq_length
     per_token_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * s * h  # projections + attention
-    encoder = config.num_layers * per_token_layer * s
-    mlm = 2 * (h * h + h * v) * num_predictions
-    pooler_nsp = 2 * (h * h + 2 * h) if nsp else 0
-    return float(encoder + mlm + pooler_nsp)
+    return float(config.num_layers * per_token_layer * s)
 
 
-def train_flops_per_sequence(
-    config: BertConfig, seq_length: int, num_predictions: int, nsp: bool = True
-) -> float:
-    """Forward + backward (3x forward) FLOPs for one training sequence."""
-    return 3.0 * forward_flops_per_sequence(config, seq_length, num_predictions, nsp)
+def mlm_head_flops(config: BertConfig, num_predictions: int) -> float:
+    """Forward FLOPs of the MLM head (transform, then the vocabulary) on `num_predictions`
+    masked positions."""
+    h, v = config.hidden_size, config.vocab_size
+    return float(2 * (h * h + h * v) * num_predictions)
+
+
+def nsp_head_flops(config: BertConfig) -> float:
+    """Forward FLOPs of the pooler and the next-sentence head over one sequence."""
+    h = config.hidden_size
+    return float(2 * (h * h + 2 * h))
 
 
 def peak_flops(device_kind: str, override: float | None = None) -> float | None:

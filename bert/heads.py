@@ -48,19 +48,22 @@ class MaskedLMHead(nn.Module):
 
 
 class BertForPreTraining(nn.Module):
-    """Encoder + masked LM head + next-sentence head.
+    """Encoder + masked LM head + next-sentence head (`with_nsp` False: no next-sentence head).
 
     With `masked_positions` [batch, predictions] the MLM head runs on those positions only
     (the large saving in a training step); without it, on every position.
-    Returns a dict with `mlm_logits`, `nsp_logits`, `sequence_output`, `pooled_output`.
+    Returns a dict with `mlm_logits`, `nsp_logits` (with the head), `sequence_output`,
+    `pooled_output`.
     """
 
     config: BertConfig
+    with_nsp: bool = True
 
     def setup(self):
         self.bert = BertModel(self.config)
         self.mlm = MaskedLMHead(self.config)
-        self.nsp = dense(self.config, 2, ("embed_out", "classes"), "nsp", dtype=jnp.float32)
+        if self.with_nsp:
+            self.nsp = dense(self.config, 2, ("embed_out", "classes"), "nsp", dtype=jnp.float32)
 
     def __call__(
         self,
@@ -72,12 +75,14 @@ class BertForPreTraining(nn.Module):
     ) -> dict[str, Array]:
         seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic)
         picked = seq if masked_positions is None else gather_positions(seq, masked_positions)
-        return {
+        out = {
             "mlm_logits": self.mlm(picked, self.bert.word_embedding_table()),
-            "nsp_logits": self.nsp(pooled),
             "sequence_output": seq,
             "pooled_output": pooled,
         }
+        if self.with_nsp:
+            out["nsp_logits"] = self.nsp(pooled)
+        return out
 
 
 class BertForSequenceClassification(nn.Module):
@@ -172,7 +177,7 @@ def pool_rows(hidden: Array, input_mask: Array, pooling: str) -> Array:
 
 
 def pool_packed(hidden: Array, sequence_ids: Array, starts: Array, pooling: str) -> Array:
-    """Each packed sentence's `pooling` over its own tokens (bert/tasks/packing.py).
+    """Each packed sentence's `pooling` over its own tokens (bert/finetuning/packing.py).
 
     Args:
       hidden: [rows, length, embed] float32, packed rows' hidden states.
@@ -198,7 +203,7 @@ class BertForSentenceEmbedding(nn.Module):
     excluded as in sentence-transformers' Pooling module), optionally L2-normalised, in float32.
 
     Returns: [batch, embed]. A row without any real token (batch padding) pools to zeros.
-    Packed rows (several sentences per row, bert/tasks/packing.py) also pass `position_ids`,
+    Packed rows (several sentences per row, bert/finetuning/packing.py) also pass `position_ids`,
     `sequence_ids` and `starts` (see `pool_packed`) and get [sentences, embed]: each sentence's
     embedding is the one it has alone in a row.
     """

@@ -283,7 +283,7 @@ class BertModel(nn.Module):
     real tokens, 0 for padding). Returns (sequence_output [batch, length, embed],
     pooled_output [batch, embed]): the last hidden states and tanh(W h_[CLS] + b).
 
-    Packed rows (several sequences one after another in a row, bert/tasks/packing.py) also
+    Packed rows (several sequences one after another in a row, bert/finetuning/packing.py) also
     pass `position_ids` [batch, length], restarting at 0 where each sequence starts: each
     sequence then gets its own positions and attends only to itself, so its hidden states
     are those it has alone in a row. (The pooled output is then that of the row's first.)

@@ -1,7 +1,7 @@
 """The one loader of pretrained models: a workdir of ours (pre-trained or fine-tuned: its newest
 checkpoint), any checkpoint directory bert/convert reads (Hugging Face, Google TF, our exported
 format, a sentence-transformers directory) or a Hugging Face Hub model id (`org/name[@revision]`,
-fetched once into the Hub cache by input_pipeline/hub.py), with the tokenizer found beside it,
+fetched once into the Hub cache by util/hub.py), with the tokenizer found beside it,
 and the sentence-embedding settings the checkpoint records (pooling, normalisation)."""
 
 import dataclasses
@@ -14,7 +14,8 @@ from bert import convert
 from bert.convert import st_modules
 from bert.model import BertConfig
 from bert.training import checkpoints
-from input_pipeline import errors, hub, paths, tokenizers
+from input_pipeline import tokenizers
+from util import errors, hub, paths
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pre-training BERT (masked LM + next sentence prediction).
+"""Pre-training BERT (masked LM + next sentence prediction, or another `config.objective`).
 
 Usage:
   python main.py --config=configs/bert_base.py --workdir=runs/base
@@ -22,7 +22,7 @@ jsonl, wikiextractor, parquet).
 import ml_collections
 
 from configs import common
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_seq_length = 512 if phase2 else 128  # tokens per sequence, [CLS]/[SEP]s included
     config.model = common.model_config(str(args["size"]), int(args["vocab_size"]))
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
+    # what the model learns (bert/objectives/): mlm_nsp (BERT's masked LM + next sentence
+    # prediction on sentence pairs) or mlm (masked LM alone on sentences packed into full rows)
+    config.objective = "mlm_nsp"
 
     d = config.data = ml_collections.ConfigDict()
     # comma-separated globs of raw text files: local, or hf:// for Hub files; empty: the TFDS
@@ -61,7 +64,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.verify = "checksum"
     d.eval_shards = 1  # the last shards, held out for evaluation (or eval_input's shards)
     d.eval_input = ""  # globs of a separate held-out corpus (data.format); empty: eval_shards
-    d.mode = "nsp"  # nsp: sentence pairs with NSP labels; packed: MLM only, packed sentences
     d.max_predictions_per_seq = 80 if phase2 else 20  # masked positions per sequence, at most
     d.mask_rate = 0.15  # fraction of tokens selected for prediction
     d.whole_word_masking = False  # select whole words (all their WordPiece/SentencePiece parts)

@@ -2,7 +2,7 @@
 
 import ml_collections
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 # name -> (layers, hidden width). Heads are width / 64 and the feed-forward width is 4x width,
 # as in the BERT paper and Google's 24 smaller BERT models (Turc et al., 2019).
@@ -148,7 +148,7 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     config.tokenizer = ""
     config.max_seq_length = max_seq_length  # tokens per sequence, special tokens included
     # each batch is padded to the smallest length bucket that holds its longest row: this times
-    # 1, 2, 3, 4, 6, 8, 12, 16, ... (at most max_seq_length; bert/tasks/features.bucket_length).
+    # 1, 2, 3, 4, 6, 8, 12, 16, ... (at most max_seq_length; bert/finetuning/buckets.py).
     # One compiled shape per bucket, little work on padding; 0: every batch at max_seq_length
     config.pad_to_multiple_of = 8
     # a model taking several texts (a bi-encoder's sides) pads each to its own bucket (packed:

@@ -15,7 +15,7 @@ import ml_collections
 
 from bert.tasks import glue
 from configs import common
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -15,7 +15,7 @@ evaluation takes), nbest_predictions.json and, for 2.0, null_odds.json to workdi
 import ml_collections
 
 from configs import common
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -14,7 +14,7 @@ The arg after the colon takes `mode` (evaluate, encode or retrieval; default eva
 import ml_collections
 
 from configs import common
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.max_seq_length = 256  # tokens per sentence, [CLS] and [SEP] included
     config.eval_batch_size = 64  # sentences per forward pass
     # sentences go by length, each batch padded to its length bucket: this times 1, 2, 3, 4, 6,
-    # 8, 12, ... (bert/tasks/features.bucket_length; few compiled shapes); 0: max_seq_length
+    # 8, 12, ... (bert/finetuning/buckets.py; few compiled shapes); 0: max_seq_length
     config.pad_to_multiple_of = 8
     config.retrieval = retrieval_config()
     return config

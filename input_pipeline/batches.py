@@ -1,13 +1,15 @@
-"""The pre-training batch that `pretraining.make_pretraining_dataset` yields: its keys.
+"""The pre-training batch that `pretraining.make_pretraining_dataset` yields: its keys, and the
+settings that decide it.
 
-Kept free of TensorFlow, so that the train step (bert/training/objectives.py) can name the keys
-without importing the data pipeline.
+Kept free of TensorFlow, so that whoever builds or names a batch need not import the pipeline.
 """
+
+import dataclasses
 
 # input_ids, segment_ids, input_mask: int32 [batch, seq_length];
 # masked_lm_positions, masked_lm_ids: int32 [batch, max_predictions_per_seq];
 # masked_lm_weights: float32 [batch, max_predictions_per_seq] (0 for padding predictions);
-# next_sentence_labels: int32 [batch] (0: B follows A, 1: B is random).
+# next_sentence_labels: int32 [batch] (0: B follows A, 1: B is random; 0 when packed).
 BATCH_KEYS = (
     "input_ids",
     "segment_ids",
@@ -17,3 +19,28 @@ BATCH_KEYS = (
     "masked_lm_weights",
     "next_sentence_labels",
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What decides a pre-training batch, besides the files, the seed and the host.
+
+    Attributes:
+      seq_length: L, tokens per example, special tokens included.
+      max_predictions_per_seq: P, masked positions per example (BERT: 20 at L=128, 80 at 512).
+      mode: "nsp" (sentence pairs with next-sentence labels, as the original BERT) or "packed"
+        (one segment of whole sentences packed across documents, labels 0).
+      mask_rate: share of the non-special tokens chosen for prediction (BERT's 0.15).
+      whole_word_masking: choose whole words rather than single tokens.
+      short_seq_prob: NSP only: chance that a document's pairs aim at a random shorter length
+        (BERT's 0.1).
+      nsp_random_prob: NSP only: chance that B comes from another document.
+    """
+
+    seq_length: int
+    max_predictions_per_seq: int
+    mode: str = "nsp"
+    mask_rate: float = 0.15
+    whole_word_masking: bool = False
+    short_seq_prob: float = 0.1
+    nsp_random_prob: float = 0.5

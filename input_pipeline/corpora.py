@@ -56,9 +56,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from input_pipeline import parquet_text
-from input_pipeline import paths as file_paths
-from input_pipeline.errors import UserError
 from input_pipeline.sentence_splitter import split_sentences
+from util import paths as file_paths
+from util.errors import UserError
 
 Document = list[str]
 PathLike = str | os.PathLike

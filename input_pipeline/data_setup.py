@@ -6,17 +6,51 @@ shards. Hub inputs that cannot be reached fail first, before any work, saying wh
 import dataclasses
 import pathlib
 import re
-from typing import Any
 
-from input_pipeline import atomic, hub, prepare, tfds_corpus, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import prepare, tfds_corpus, tokenizers
 from input_pipeline.manifest import Manifest
+from util import atomic, hub
+from util.errors import UserError
 
 # What an offline user can pass instead of Hub inputs (README's Pre-training command).
 LOCAL_INSTEAD = (
     "To train on local text instead, pass --config.data.input='corpus/*.txt' "
     "--config.data.format=text"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """The text to prepare and how (`config.data`'s fields of the same names; configs/bert_base.py
+    documents each).
+
+    Attributes:
+      input: comma-separated globs of raw text (local, gs://, hf://); empty: the TFDS set.
+      format: text, paragraphs, jsonl, wikiextractor or parquet.
+      text_field: the jsonl field or parquet column holding the text.
+      tfds_name, tfds_split, tfds_field: the TFDS text set used when `input` is empty.
+      tokenizer: a tokenizer file or folder, or a Hub model id; empty: SentencePiece trained on
+        the corpus.
+      sentencepiece_vocab_size, sentencepiece_model_type: the trained SentencePiece model.
+      num_shards: record shards written.
+      verify: the start check of prepared shards, checksum or size.
+      eval_shards: the last shards held out for evaluation (or eval_input's shards).
+      eval_input: globs of a separate held-out corpus; empty: eval_shards of the corpus.
+    """
+
+    input: str
+    format: str
+    text_field: str
+    tfds_name: str
+    tfds_split: str
+    tfds_field: str
+    tokenizer: str
+    sentencepiece_vocab_size: int
+    sentencepiece_model_type: str
+    num_shards: int
+    verify: str
+    eval_shards: int
+    eval_input: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +74,7 @@ def export_tfds(name: str, split: str, field: str, directory: pathlib.Path) -> p
     return path
 
 
-def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
+def _patterns(data: Corpus, workdir: pathlib.Path) -> tuple[list[str], str]:
     """The input globs and their format: `data.input`, or the TFDS set exported as text."""
     if data.input:
         return [p.strip() for p in data.input.split(",") if p.strip()], data.format
@@ -58,10 +92,10 @@ def _patterns(data: Any, workdir: pathlib.Path) -> tuple[list[str], str]:
 
 
 def prepare_pretraining_data(
-    data: Any, workdir: pathlib.Path, tokenizer: str = "", evaluate_only: bool = False
+    data: Corpus, workdir: pathlib.Path, tokenizer: str = "", evaluate_only: bool = False
 ) -> PretrainingData:
-    """Prepares (or finds prepared) records for `config.data` (the config section) under
-    `workdir/data`, and `data.eval_input` (if given) under `workdir/eval_data`.
+    """Prepares (or finds prepared) records of `data` under `workdir/data`, and of
+    `data.eval_input` (if given) under `workdir/eval_data`.
 
     Args:
       tokenizer: the tokenizer to use when `data.tokenizer` is empty (e.g. the checkpoint's,

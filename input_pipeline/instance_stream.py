@@ -46,8 +46,11 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import instances, paths, records
-from input_pipeline.errors import UserError
+from input_pipeline import instances, records
+from input_pipeline.batches import Settings
+from input_pipeline.tokenizers import SpecialIds
+from util import paths
+from util.errors import UserError
 
 MODES = ("nsp", "packed")
 PathLike = str | os.PathLike
@@ -388,60 +391,56 @@ def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str,
 
 def make_instance_dataset(
     files: PathLike | Sequence[PathLike],
+    settings: Settings,
+    ids: SpecialIds,
     *,
     batch_size: int,
-    seq_length: int,
-    vocab_size: int,
-    pad_id: int,
-    cls_id: int,
-    sep_id: int,
-    mode: str = "nsp",
-    short_seq_prob: float = 0.1,
-    nsp_random_prob: float = 0.5,
     seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
     start_step: int = 0,
-    word_starts: bool = False,
     block_documents: int = 1024,
     files_in_parallel: int = 8,
 ) -> tf.data.Dataset:
     """The endless, deterministic stream of this host's unmasked batches (see the module doc).
 
-    Arguments are those of `pretraining.make_pretraining_dataset`, plus `word_starts`: also
-    yield each token's word-start flag (for whole-word masking; default False).
+    Arguments are those of `pretraining.make_pretraining_dataset` (the masking settings unused,
+    but for whole_word_masking: it also yields each token's word-start flag).
 
     Returns:
       A dataset of dicts: input_ids, segment_ids, input_mask int32 [B, L]; next_sentence_labels
       int32 [B]; example_keys int64 [B, 3] (host, epoch, index in the epoch); word_starts
-      int32 [B, L] (1 on special tokens) if asked for.
+      int32 [B, L] (1 on special tokens) with whole-word masking.
     """
-    _check_sizes(mode, seq_length, batch_size, start_step, block_documents, files_in_parallel)
-    _check_host_and_probabilities(process_index, process_count, short_seq_prob, nsp_random_prob)
+    s = settings
+    _check_sizes(s.mode, s.seq_length, batch_size, start_step, block_documents, files_in_parallel)
+    _check_host_and_probabilities(process_index, process_count, s.short_seq_prob,
+                                  s.nsp_random_prob)  # fmt: skip
     all_files = expand_record_files(files)
     by_file = len(all_files) >= process_count
+    word_starts = s.whole_word_masking
     spec = _StreamSpec(
         files=tuple(all_files[process_index::process_count] if by_file else all_files),
         record_shards=1 if by_file else process_count,
         record_shard_index=0 if by_file else process_index,
-        mode=mode,
-        seq_length=seq_length,
-        short_seq_prob=short_seq_prob,
-        nsp_random_prob=nsp_random_prob,
+        mode=s.mode,
+        seq_length=s.seq_length,
+        short_seq_prob=s.short_seq_prob,
+        nsp_random_prob=s.nsp_random_prob,
         seed=seed,
         process_index=process_index,
         block_documents=block_documents,
         files_in_parallel=files_in_parallel,
-        vocab_size=vocab_size,
-        cls_id=cls_id,
-        sep_id=sep_id,
-        pad_id=pad_id,
+        vocab_size=ids.vocab_size,
+        cls_id=ids.cls,
+        sep_id=ids.sep,
+        pad_id=ids.pad,
         word_starts=word_starts,
     )
     guard = _ExitGuard()
     dataset = tf.data.Dataset.from_generator(
         lambda: guard.track(_guarded(spec, batch_size, start_step * batch_size, guard)),
-        output_signature=_signature(batch_size, seq_length, word_starts),
+        output_signature=_signature(batch_size, s.seq_length, word_starts),
     )
     options = tf.data.Options()
     options.deterministic = True

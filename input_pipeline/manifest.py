@@ -29,8 +29,8 @@ import os
 import pathlib
 from typing import Any
 
-from input_pipeline import atomic, paths
-from input_pipeline.errors import UserError
+from util import atomic, paths
+from util.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 MASK_TOKEN_SHARE = 0.8  # chosen tokens replaced by [MASK] (BERT)
 RANDOM_TOKEN_SHARE = 0.1  # chosen tokens replaced by a random token (BERT); the rest stay

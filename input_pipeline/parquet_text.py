@@ -13,7 +13,7 @@ the corpus readers' ``errors`` rule: "strict" raises naming the file, row and by
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 BATCH_ROWS = 256  # rows turned into Python strings at a time (does not change the output)
 

@@ -49,16 +49,8 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from input_pipeline import (
-    console,
-    corpora,
-    paths,
-    record_encoder,
-    shards,
-    tokenizers,
-)
+from input_pipeline import corpora, record_encoder, shards, tokenizers
 from input_pipeline import sentencepiece_training as sp_training
-from input_pipeline.errors import UserError
 from input_pipeline.manifest import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
@@ -69,6 +61,8 @@ from input_pipeline.manifest import (
     write_manifest,
 )
 from input_pipeline.shards import VERIFY_MODES
+from util import console, paths
+from util.errors import UserError
 
 __all__ = ["Manifest", "is_complete", "load_manifest", "main", "prepare"]
 

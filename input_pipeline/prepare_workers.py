@@ -21,8 +21,9 @@ from concurrent import futures
 
 import numpy as np
 
-from input_pipeline import paths, record_encoder, tokenizers
+from input_pipeline import record_encoder, tokenizers
 from input_pipeline.sentence_splitter import split_sentences
+from util import paths
 
 
 @dataclasses.dataclass(frozen=True)

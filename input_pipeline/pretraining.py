@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from input_pipeline import instance_stream, masking
-from input_pipeline.batches import BATCH_KEYS
+from input_pipeline.batches import BATCH_KEYS, Settings
+from input_pipeline.tokenizers import SpecialIds
 
 MODES = instance_stream.MODES
 PathLike = str | os.PathLike
@@ -53,21 +54,10 @@ def _masker(
 
 def make_pretraining_dataset(
     files: PathLike | Sequence[PathLike],
+    settings: Settings,
+    ids: SpecialIds,
     *,
     batch_size: int,
-    seq_length: int,
-    max_predictions_per_seq: int,
-    vocab_size: int,
-    pad_id: int,
-    unk_id: int,
-    cls_id: int,
-    sep_id: int,
-    mask_id: int,
-    mode: str = "nsp",
-    mask_rate: float = 0.15,
-    whole_word_masking: bool = False,
-    short_seq_prob: float = 0.1,
-    nsp_random_prob: float = 0.5,
     seed: int = 0,
     process_index: int = 0,
     process_count: int = 1,
@@ -79,19 +69,10 @@ def make_pretraining_dataset(
 
     Args:
       files: record shards (`input_pipeline.records` format): paths, globs, or a list of them.
+      settings: the batches' length, predictions, mode and masking (`batches.Settings`).
+      ids: the tokenizer's special ids and vocabulary size (`tokenizer.special_ids`); no
+        special id is ever chosen for prediction or used as a random replacement.
       batch_size: B, examples per batch on this host.
-      seq_length: L, tokens per example, special tokens included.
-      max_predictions_per_seq: P, masked positions per example (BERT: 20 at L=128, 80 at 512).
-      vocab_size: the tokenizer's vocabulary size (random replacements are drawn below it).
-      pad_id, unk_id, cls_id, sep_id, mask_id: the tokenizer's special ids; none of them is
-        ever chosen for prediction or used as a random replacement.
-      mode: "nsp" (sentence pairs with next-sentence labels, as the original BERT; default) or
-        "packed" (one segment of whole sentences packed across documents, labels 0).
-      mask_rate: share of the non-special tokens chosen for prediction (default 0.15, BERT's).
-      whole_word_masking: choose whole words rather than single tokens (default False).
-      short_seq_prob: NSP only: chance that a document's pairs aim at a random shorter length
-        (default 0.1, BERT's).
-      nsp_random_prob: NSP only: chance that B comes from another document (default 0.5).
       seed: decides every random choice (default 0); the same seed gives the same batches.
       process_index, process_count: this host and the number of hosts (default 0 of 1).
       start_step: resume at this step: the first batch is the one an uninterrupted run with
@@ -105,29 +86,22 @@ def make_pretraining_dataset(
       masked_lm_positions, masked_lm_ids int32 [B, P]; masked_lm_weights float32 [B, P];
       next_sentence_labels int32 [B] (1: B is a random segment).
     """
-    specials = (pad_id, unk_id, cls_id, sep_id, mask_id)
-    if max(specials) >= vocab_size or min(specials) < 0:
-        raise ValueError(f"special ids {specials} must be in [0, vocab_size={vocab_size})")
+    specials = (ids.pad, ids.unk, ids.cls, ids.sep, ids.mask)
+    if max(specials) >= ids.vocab_size or min(specials) < 0:
+        raise ValueError(f"special ids {specials} must be in [0, vocab_size={ids.vocab_size})")
     dataset = instance_stream.make_instance_dataset(
         files,
+        settings,
+        ids,
         batch_size=batch_size,
-        seq_length=seq_length,
-        vocab_size=vocab_size,
-        pad_id=pad_id,
-        cls_id=cls_id,
-        sep_id=sep_id,
-        mode=mode,
-        short_seq_prob=short_seq_prob,
-        nsp_random_prob=nsp_random_prob,
         seed=seed,
         process_index=process_index,
         process_count=process_count,
         start_step=start_step,
-        word_starts=whole_word_masking,
         block_documents=block_documents,
         files_in_parallel=files_in_parallel,
     )
-    mask = _masker(
-        seed, max_predictions_per_seq, specials, mask_id, vocab_size, mask_rate, whole_word_masking
-    )
+    s = settings
+    mask = _masker(seed, s.max_predictions_per_seq, specials, ids.mask, ids.vocab_size,
+                   s.mask_rate, s.whole_word_masking)  # fmt: skip
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

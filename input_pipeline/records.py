@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import paths
+from util import paths
 
 FEATURES = {
     "token_ids": tf.io.RaggedFeature(tf.int64),

@@ -16,8 +16,8 @@ from typing import Any
 
 import sentencepiece as spm
 
-from input_pipeline import atomic, paths
-from input_pipeline.errors import UserError
+from util import atomic, paths
+from util.errors import UserError
 
 MODEL_TYPES = ("unigram", "bpe")
 

@@ -31,9 +31,10 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from input_pipeline import atomic, corpora, paths, prepare_workers, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import corpora, prepare_workers, tokenizers
 from input_pipeline.manifest import Manifest, sync_directory, write_manifest
+from util import atomic, paths
+from util.errors import UserError
 
 VERIFY_MODES = ("checksum", "size")  # what `damaged` compares with the manifest
 _READ_BLOCK = 8 << 20  # bytes read at a time when checksumming a local file

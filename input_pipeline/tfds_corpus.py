@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from input_pipeline import corpora
-from input_pipeline.errors import UserError
 from input_pipeline.sentence_splitter import split_sentences
+from util.errors import UserError
 
 
 def read_tfds(

@@ -20,8 +20,6 @@ and exposes their ids, so the rest of the pipeline never needs to know which kin
 import abc
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import os
 import pathlib
@@ -32,8 +30,9 @@ import sentencepiece as spm
 import tokenizers as hf_tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
-from input_pipeline import paths, sentencepiece_training
-from input_pipeline.errors import UserError
+from input_pipeline import sentencepiece_training, vocab_files
+from util import paths
+from util.errors import UserError
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)  # also their ids in a trained SentencePiece model
@@ -41,6 +40,24 @@ SENTENCEPIECE_WORD_START = "\u2581"  # '▁', SentencePiece's whitespace marker
 WORDPIECE_PREFIX = "##"  # marks a WordPiece token that continues a word
 
 PathLike = str | os.PathLike
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecialIds:
+    """What the pipeline needs of a tokenizer's ids: its special tokens' and its size (random
+    replacements are drawn below it)."""
+
+    pad: int
+    unk: int
+    cls: int
+    sep: int
+    mask: int
+    vocab_size: int
+
+    @property
+    def all(self) -> frozenset[int]:
+        """Ids of ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (never chosen as masking targets)."""
+        return frozenset((self.pad, self.unk, self.cls, self.sep, self.mask))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +150,10 @@ class Tokenizer(abc.ABC):
         return self._special[MASK]
 
     @property
-    def special_ids(self) -> frozenset[int]:
-        """Ids of ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (never chosen as masking targets)."""
-        return frozenset(self._special.values())
+    def special_ids(self) -> SpecialIds:
+        """The special tokens' ids and the vocabulary size."""
+        s = self._special
+        return SpecialIds(s[PAD], s[UNK], s[CLS], s[SEP], s[MASK], self.vocab_size)
 
     def fingerprint(self) -> str:
         """SHA-256 (hex) of the file contents and of any setting that changes the ids.
@@ -363,49 +381,6 @@ def _check_specials(path: pathlib.Path, vocab: Mapping[str, int]) -> None:
             raise UserError(f"WordPiece vocabulary {path} lacks the special token {token}")
 
 
-def _read_vocab_txt(path: pathlib.Path, data: bytes) -> dict[str, int]:
-    """Google's vocab.txt, read as HF's ``load_vocab`` does (a repeated token keeps its last id)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 (byte offset {e.start})") from e
-    vocab = {}
-    for index, line in enumerate(io.StringIO(text, newline=None)):
-        vocab[line.rstrip("\n")] = index
-    if not vocab:
-        raise UserError(f"WordPiece vocabulary {path} is empty")
-    return vocab
-
-
-def _infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool, dict]:
-    """Lower-casing from a ``tokenizer_config.json`` beside the vocabulary, else from the vocab.
-
-    Returns:
-      (lowercase, the config's strip_accents and tokenize_chinese_chars if it has them).
-    """
-    config_path = path.parent / "tokenizer_config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise UserError(f"{config_path} is not valid JSON: {e}") from e
-        if not isinstance(config, dict):
-            raise UserError(f"{config_path}: expected a JSON object")
-        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars"):
-            if config.get(key) is not None and not isinstance(config[key], bool):
-                raise UserError(f"{config_path}: {key} must be true, false or null")
-        if config.get("do_lower_case") is not None:
-            names = ("strip_accents", "tokenize_chinese_chars")
-            options = {k: config[k] for k in names if config.get(k) is not None}
-            return config["do_lower_case"], options
-    # An uncased vocabulary has no upper-case letter outside the bracketed special tokens.
-    cased = any(
-        not (token.startswith("[") and token.endswith("]")) and token != token.lower()
-        for token in vocab
-    )
-    return not cased, {}
-
-
 def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTokenizer:
     """Loads Google's ``vocab.txt`` or an HF ``tokenizer.json`` holding a WordPiece model.
 
@@ -433,11 +408,11 @@ def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTo
             raise UserError(f"{path} is not a valid tokenizer.json: {e}") from e
         return WordPieceTokenizer(tokenizer, path, _sha256(b"tokenizer.json", data), None)
 
-    vocab = _read_vocab_txt(path, data)
+    vocab = vocab_files.read_vocab_txt(path, data)
     _check_specials(path, vocab)  # before add_special_tokens would append them
     options: dict = {}
     if lowercase is None:
-        lowercase, options = _infer_lowercase(path, vocab)
+        lowercase, options = vocab_files.infer_lowercase(path, vocab)
         logging.info("WordPiece vocabulary %s: lowercase=%s (inferred)", path, lowercase)
     strip_accents = options.get("strip_accents")
     handle_chinese_chars = bool(options.get("tokenize_chinese_chars", True))

@@ -1,10 +1,26 @@
-"""Test set-up: 8 fake CPU devices, set before anything imports TensorFlow or JAX."""
+"""Test set-up: 8 fake CPU devices and a compilation cache shared by every test process, set
+before anything imports TensorFlow or JAX; and the two tiers.
+
+`pytest -q` runs the fast tier: every module, each property once, in minutes. `pytest -q --full`
+runs the full suite: also the tests marked `full` (parity runs against the references,
+trajectories, fault injection and kill loops, fuzzing, end-to-end jobs through main.py).
+"""
 
 import os
+import pathlib
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+# JAX's persistent compilation cache, shared by the test processes (pytest-xdist's workers and
+# the main.py runs the tests start, which inherit the environment): a program compiled once is
+# loaded by the next process that needs it. Keyed on the program, the compiler options and the
+# JAX version, so it never returns another program's executable.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # least recent go first
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -12,12 +28,30 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # sentence-transformers imports them through transformers.integrations otherwise.
 os.environ.setdefault("USE_TF", "0")
 
-import pathlib  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="run the full suite: also the tests marked full (parity runs, trajectories, fault "
+        "injection, fuzzing, end-to-end jobs)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without --full, the tests marked `full` are deselected (the fast tier)."""
+    if config.getoption("--full"):
+        return
+    fast = [item for item in items if "full" not in item.keywords]
+    if len(fast) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in fast])
+        items[:] = fast
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 CASE_SECONDS = 10.0  # one case's limit: a reader slower than this on a small file hangs
 MAX_MESSAGE = 1000  # characters: a longer error message dumps the input instead of naming it

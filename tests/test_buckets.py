@@ -14,16 +14,22 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 from test_finetune_jobs import quick
 
-from bert.jobs import batches, finetune
+from bert.finetuning import buckets, order, predict
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
-from bert.tasks import features, glue
+from bert.tasks import glue
 from bert.training import checkpoints, reporting
 from configs import glue as glue_config
 from configs import ner as ner_config
 
 COMPILE_LOGGER = "jax._src.interpreters.pxla"  # JAX logs "Compiling jit(NAME) ..." at DEBUG
 SEQ = 64
+
+
+def row_order(train, num_rows: int, seed: int, lengths=None) -> order.RowOrder:
+    """The job's row order for a config.train section."""
+    return order.make_row_order(num_rows, train.batch_size, train.steps, train.epochs,
+                                train.group_by_length, seed, lengths)  # fmt: skip
 
 
 def compiled_lengths(caplog, name: str, thread: str = "") -> list[int]:
@@ -83,12 +89,12 @@ def test_bucketed_finetuning_equals_fully_padded(
     outputs = []  # (run, split inputs, model outputs) of every prediction
 
     def recording_predict(step, params, inputs, batch_size, mesh, multiple=0):
-        got = predict(step, params, inputs, batch_size, mesh, multiple)
+        got = original(step, params, inputs, batch_size, mesh, multiple)
         outputs.append((multiple, inputs, got))
         return got
 
-    predict = finetune.predict
-    monkeypatch.setattr(finetune, "predict", recording_predict)
+    original = predict.predict
+    monkeypatch.setattr(predict, "predict", recording_predict)
     runs = {}
     for pad in (0, 16):
         caplog.clear()
@@ -136,11 +142,11 @@ def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):
         workdir = tmp_path / str(pad)
         glue_job.run(config, str(workdir))
         # rows of similar lengths go together (config.train.group_by_length), whatever the padding
-        order = batches.make_row_order(config.train, len(examples), config.seed, tokens)
+        plan = row_order(config.train, len(examples), config.seed, tokens)
         reported = scalars(workdir, "train/padding_fraction")
         assert sorted(reported) == [2, 4]
         for step, fraction in reported.items():
-            rows = [order.rows(s) for s in (step - 2, step - 1)]
+            rows = [plan.rows(s) for s in (step - 2, step - 1)]
             real = sum(tokens[r].sum() for r in rows)
             positions = sum(len(r) * (-(-tokens[r].max() // 16) * 16 if pad else SEQ) for r in rows)
             assert fraction == pytest.approx(1 - real / positions, abs=1e-6), (pad, step)
@@ -164,39 +170,39 @@ def test_progress_counts_real_tokens_per_second():
 
 def test_bucket_helpers():
     mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 0]])
-    np.testing.assert_array_equal(features.used_lengths([mask]), [2, 4, 0, 3])
-    np.testing.assert_array_equal(features.used_lengths([mask, mask[::-1]]), [3, 4, 4, 3])
-    assert [features.bucket_length(n, 32, 128) for n in (0, 1, 32, 33, 127)] == [
+    np.testing.assert_array_equal(buckets.used_lengths([mask]), [2, 4, 0, 3])
+    np.testing.assert_array_equal(buckets.used_lengths([mask, mask[::-1]]), [3, 4, 4, 3])
+    assert [buckets.bucket_length(n, 32, 128) for n in (0, 1, 32, 33, 127)] == [
         32,
         32,
         32,
         64,
         128,
     ]
-    assert features.bucket_length(100, 48, 128) == 128 and features.bucket_length(5, 0, 64) == 64
+    assert buckets.bucket_length(100, 48, 128) == 128 and buckets.bucket_length(5, 0, 64) == 64
     # beyond four multiples the buckets go 6, 8, 12, 16, 24, 32, ... multiples: at most half the
     # longest row is padding, and sequence 512 in multiples of 8 compiles 12 shapes, not 64
     lengths = list(range(1, 513))
-    buckets = [features.bucket_length(n, 8, 512) for n in lengths]
-    assert sorted(set(buckets)) == [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-    assert all(n <= b and (b <= 32 or b <= 1.5 * n) for n, b in zip(lengths, buckets, strict=True))
-    assert [features.bucket_length(n, 8, 100) for n in (33, 49, 65, 97)] == [48, 64, 96, 100]
+    sizes = [buckets.bucket_length(n, 8, 512) for n in lengths]
+    assert sorted(set(sizes)) == [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+    assert all(n <= b and (b <= 32 or b <= 1.5 * n) for n, b in zip(lengths, sizes, strict=True))
+    assert [buckets.bucket_length(n, 8, 100) for n in (33, 49, 65, 97)] == [48, 64, 96, 100]
     # several texts: each text's arrays to its own length, per-token arrays of none to the longest
     texts = {k: np.zeros((3, 8)) for k in ("a_input_ids", "a_input_mask", "b_input_ids", "tags")}
     texts["label"] = np.zeros(3)
-    cut = features.cut_texts(texts, {"a_input_mask": 2, "b_input_mask": 6}, 8)
+    cut = buckets.cut_texts(texts, {"a_input_mask": 2, "b_input_mask": 6}, 8)
     widths = {k: v.shape[1:] for k, v in cut.items()}
     assert widths == {"a_input_ids": (2,), "a_input_mask": (2,), "b_input_ids": (6,),
                       "tags": (6,), "label": ()}  # fmt: skip
     # a question beside a paragraph: own lengths; texts of similar lengths: each row's longest
     short, long = np.array([[1, 1, 0, 0, 0, 0]] * 2), np.array([[1] * 5 + [0], [1] * 6])
-    apart = batches.lengths_by_text({"a_input_mask": short, "b_input_mask": long}, 1, 1.5)
+    apart = buckets.lengths_by_text({"a_input_mask": short, "b_input_mask": long}, 1, 1.5)
     assert {k: v.tolist() for k, v in apart.items()} == {"a_input_mask": [2, 2],
                                                         "b_input_mask": [5, 6]}  # fmt: skip
-    alike = batches.lengths_by_text({"a_input_mask": long[::-1], "b_input_mask": long}, 1, 1.5)
+    alike = buckets.lengths_by_text({"a_input_mask": long[::-1], "b_input_mask": long}, 1, 1.5)
     assert {k: v.tolist() for k, v in alike.items()} == dict.fromkeys(alike, [6, 6])
     arrays = {"input_ids": np.zeros((3, 8)), "label": np.zeros(3), "offsets": np.zeros((3, 8, 2))}
-    cut = features.cut_length(arrays, 4, 8)
+    cut = buckets.cut_length(arrays, 4, 8)
     assert {k: v.shape for k, v in cut.items()} == {
         "input_ids": (3, 4),
         "label": (3,),
@@ -212,9 +218,9 @@ def test_group_by_length_keeps_a_seeded_permutation_with_little_padding(shared_d
     examples = glue.read_split(glue.get_task("sst2"), shared_data / "glue" / "SST-2", "train")
     lengths = np.array([min(len(e.text_a.split()) + 2, 128) for e in examples[:20000]])
     config = glue_config.get_config("task=sst2")
-    plain = batches.make_row_order(config.train, len(lengths), seed=3)
-    grouped = batches.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
-    again = batches.make_row_order(config.train, len(lengths), seed=3, lengths=lengths)
+    plain = row_order(config.train, len(lengths), 3)
+    grouped = row_order(config.train, len(lengths), 3, lengths)
+    again = row_order(config.train, len(lengths), 3, lengths)
     for epoch in (0, 1):
         epoch_rows = grouped.epoch_batches(epoch)
         assert epoch_rows.shape == (len(lengths) // 32, 32)
@@ -227,7 +233,7 @@ def test_group_by_length_keeps_a_seeded_permutation_with_little_padding(shared_d
 
     def mean_bucket(order) -> float:
         longest = lengths[order.epoch_batches(0)].max(axis=1)
-        return float(np.mean([features.bucket_length(n, 16, 128) for n in longest]))
+        return float(np.mean([buckets.bucket_length(n, 16, 128) for n in longest]))
 
     assert mean_bucket(grouped) < 0.6 * mean_bucket(plain), (
         mean_bucket(grouped),

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 from bert.training import accelerators
-from input_pipeline import console
+from util import console
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Start-up lines of TensorFlow (C++), XLA and JAX that a default run must not show.

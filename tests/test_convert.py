@@ -9,7 +9,8 @@ from flax import traverse_util
 from safetensors.numpy import load_file
 
 from bert import convert
-from bert.convert import cli, name_table
+from bert.convert import name_table
+from bert.export import cli
 from bert.heads import BertForPreTraining
 
 TOLERANCE = 1e-5

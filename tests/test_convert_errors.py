@@ -9,8 +9,9 @@ import reference
 from safetensors.numpy import load_file, save_file
 
 from bert import convert
-from bert.convert import cli, formats
+from bert.convert import formats
 from bert.convert import params as convert_params
+from bert.export import cli
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from input_pipeline import corpora, sentence_splitter, tfds_corpus
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Sentence splitting

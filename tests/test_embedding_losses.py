@@ -11,8 +11,8 @@ from sentence_transformers import losses as st_losses
 
 from bert import embedding_losses
 from bert.biencoder import BertBiEncoder
+from bert.finetuning import buckets
 from bert.jobs import embeddings as embeddings_job
-from bert.tasks import features
 
 TOLERANCE = 1e-5
 
@@ -145,7 +145,7 @@ def test_in_batch_negatives_cover_the_global_batch_on_8_devices():
 
 def test_sides_cut_to_their_own_lengths_embed_as_at_the_full_length():
     """A bi-encoder batch whose sides are cut to different length buckets (a short first text
-    beside a long second one, as the training job cuts them: features.cut_texts) gives the
+    beside a long second one, as the training job cuts them: buckets.cut_texts) gives the
     embeddings of the fully padded batch (one stacked pass) within float rounding."""
     batch = train_helpers.pair_batch(8)
     short = batch["text0_input_mask"].copy()
@@ -153,7 +153,7 @@ def test_sides_cut_to_their_own_lengths_embed_as_at_the_full_length():
     for key in ("text0_input_ids", "text0_segment_ids"):
         batch[key] = batch[key] * short
     batch["text0_input_mask"] = short
-    cut = features.cut_texts(batch, {"text0_input_mask": 8, "text1_input_mask": 16}, full=16)
+    cut = buckets.cut_texts(batch, {"text0_input_mask": 8, "text1_input_mask": 16}, full=16)
     assert cut["text0_input_ids"].shape == (8, 8) and cut["text1_input_ids"].shape == (8, 16)
     model = BertBiEncoder(train_helpers.TINY)
     keys = embeddings_job.side_keys(2)

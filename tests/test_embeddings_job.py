@@ -20,7 +20,7 @@ from bert.jobs import sts as sts_job
 from bert.training import checkpoints
 from configs import embeddings as embeddings_config
 from configs import sts as sts_config
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STARTING_SPEARMAN = 86.72  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)

@@ -18,7 +18,7 @@ from flax import traverse_util
 from hub_upload_server import FakeHub
 
 from bert import heads, pretrained
-from bert.convert import cli
+from bert.export import cli
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
 from bert.jobs import pretrain

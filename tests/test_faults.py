@@ -23,7 +23,7 @@ from test_pretrain_job import ROOT, environment, job_args
 from bert.jobs import pretrain
 from bert.training import checkpoints
 from configs import bert_base
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def leaves(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ from bert.training import checkpoints
 from configs import glue as glue_config
 from configs import ner as ner_config
 from configs import squad as squad_config
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,10 @@ import train_helpers
 from flax import traverse_util
 
 from bert import losses
+from bert.finetuning.objective import Finetuning
 from bert.heads import BertForTokenClassification
 from bert.tasks.features import ENCODER_INPUTS
-from bert.training import objectives, optim, sharding
+from bert.training import optim, sharding
 from bert.training import step as train_step
 
 RNG = np.random.default_rng(0)
@@ -74,7 +75,7 @@ def test_accumulated_tagging_step_equals_full_batch():
     batch = {k: batch[k] for k in ENCODER_INPUTS} | {"label": labels.astype(np.int32)}
     no_dropout = dataclasses.replace(train_helpers.TINY, hidden_dropout=0, attention_dropout=0)
     model = BertForTokenClassification(no_dropout, 3)
-    objective = objectives.finetuning(model, lambda logits, b: losses.classification_sums(
+    objective = Finetuning(model, lambda logits, b: losses.classification_sums(
         logits, b["label"]), ENCODER_INPUTS, ("label",))  # fmt: skip
     mesh = sharding.make_mesh((8, 1, 1))
     schedule = optim.learning_rate_schedule(1e-3, 0, 10)

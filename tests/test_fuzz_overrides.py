@@ -11,8 +11,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from input_pipeline import console
 from tests import fuzz
+from util import console
 
 CASES = 300
 CONFIGS = ("configs/bert_base.py:size=tiny", "configs/glue.py:task=sst2", "configs/squad.py",

@@ -28,8 +28,9 @@ from tensorboard.backend.event_processing import plugin_event_accumulator
 from tensorboard.util import tensor_util
 
 from bert.training import checkpoints
-from input_pipeline import atomic, paths, prepare, records
+from input_pipeline import prepare, records
 from tests.test_pretrain_job import ROOT, environment, job_args, wait_for
+from util import atomic, paths
 
 BUCKET = "bucket"
 STEPS = 8

@@ -29,8 +29,9 @@ from huggingface_hub.utils import reset_sessions
 from bert import pretrained
 from bert.heads import BertForPreTraining
 from configs import bert_base
-from input_pipeline import data_setup, hub, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import data_setup, tokenizers
+from util import hub
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REPO = "org/tiny-bert"
@@ -192,7 +193,7 @@ def test_offline_without_cache_is_one_user_error_line(served, tmp_path):
     done = _python(code, env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("input_pipeline.errors.UserError: init_from='org/tiny-bert': ")
+    assert last.startswith("util.errors.UserError: init_from='org/tiny-bert': ")
     assert "no such local path, and as a Hub model id it is not in the Hugging Face cache" in last
     assert last.endswith("while HF_HUB_OFFLINE is set; run once with network access, or give a "
                          "local path")  # fmt: skip

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import corpora, prepare, records, tfds_corpus, tokenizers
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIKI_FILES = ["wiki_07", "wiki_45"]

@@ -1,5 +1,8 @@
 """The house rules that a reader relies on: README's Layout lists every module and nothing else,
-each folder imports only what its concern allows, and files and functions stay short."""
+each folder imports only what its concern allows (the utilities below everything, the data
+pipeline below the model code, the training machinery knowing no objective, job, task or data
+format, conversion one-way), only jobs read config sections, and files and functions stay
+short."""
 
 import ast
 import pathlib
@@ -11,6 +14,9 @@ MAX_FILE_LINES = 510  # "about 500"
 MAX_FUNCTION_LINES = 80
 MODEL_LIBRARY = ("bert/model.py", "bert/dropout.py", "bert/heads.py", "bert/losses.py",
                  "bert/flops.py")  # fmt: skip
+PACKAGES = ("bert/", "configs/", "input_pipeline/", "util/")
+# the utilities that moved out of the data pipeline: none may come back into it
+UTILITIES = ("errors", "console", "paths", "atomic", "workdir_lock", "text_files", "hub")
 
 
 def _modules() -> list[str]:
@@ -35,30 +41,55 @@ def _imports(path: str) -> set[str]:
 def test_readme_layout_lists_every_module():
     readme = (ROOT / "README.md").read_text()
     layout = readme[readme.index("## Layout") : readme.index("## Tests")]
-    listed = set(re.findall(r"^((?:bert|configs|input_pipeline)/[\w/]+\.py|main\.py)", layout,
-                            re.M))  # fmt: skip
+    listed = set(re.findall(r"^((?:bert|configs|input_pipeline|util)/[\w/]+\.py|main\.py)",
+                            layout, re.M))  # fmt: skip
     code = {
         f
         for f in _modules()
-        if (f.startswith(("bert/", "configs/", "input_pipeline/")) or f == "main.py")
+        if (f.startswith(PACKAGES) or f == "main.py")
         and not f.endswith(("__init__.py", "__main__.py"))
     }
     assert sorted(code - listed) == [], "modules missing from README's Layout"
     assert sorted(listed - code) == [], "README's Layout lists modules that do not exist"
 
 
+def _ours(imports: set[str], *prefixes: str) -> set[str]:
+    """The imports of `imports` that are `prefixes` or inside them."""
+    return {i for i in imports if any(i == p or i.startswith(p + ".") for p in prefixes)}
+
+
 def test_each_folder_imports_only_its_concern():
     for path in _modules():
         imports = _imports(path)
+        if path.startswith("util/"):
+            assert not _ours(imports, "bert", "input_pipeline", "configs"), path
         if path.startswith("input_pipeline/"):
-            assert not {i for i in imports if i.split(".")[0] in ("flax", "optax", "bert")}, path
+            assert not _ours(imports, "flax", "optax", "bert", "configs"), path
+            assert pathlib.Path(path).stem not in UTILITIES, path
         if path in MODEL_LIBRARY:
-            assert not {i for i in imports if i.startswith(("bert.", "input_pipeline"))} - {
-                "bert.model",
-                "bert.dropout",
-            }, path
-        if path.startswith(("bert/training/", "bert/convert/", "bert/tasks/")):
-            assert not {i for i in imports if i.startswith("bert.jobs")}, path
+            assert not _ours(imports, "bert", "input_pipeline") - {"bert.model", "bert.dropout"}, (
+                path
+            )
+        if path.startswith("bert/training/"):
+            assert not _ours(imports, "input_pipeline", "bert.objectives", "bert.jobs",
+                             "bert.tasks", "bert.finetuning", "bert.pretrained"), path  # fmt: skip
+        if path.startswith("bert/convert/") and not path.endswith("__main__.py"):
+            # __main__.py is the entry point of `python -m bert.convert`, which nothing imports
+            assert not _ours(imports, "bert.pretrained", "bert.jobs", "bert.tasks",
+                             "bert.training", "bert.export", "bert.finetuning"), path  # fmt: skip
+        if path.startswith("bert/objectives/"):
+            assert not _ours(imports, "input_pipeline", "bert.jobs", "bert.tasks",
+                             "bert.training", "bert.finetuning"), path  # fmt: skip
+        if path.startswith(("bert/finetuning/", "bert/tasks/", "bert/export/")):
+            assert not _ours(imports, "bert.jobs"), path
+
+
+def test_only_jobs_read_config_sections():
+    """ml_collections (a config section's type) only in configs, the jobs and the entry points."""
+    allowed = ("configs/", "bert/jobs/", "main.py")
+    for path in _modules():
+        if path.startswith(PACKAGES) and not path.startswith(allowed):
+            assert "ml_collections" not in _imports(path), path
 
 
 def test_files_and_functions_stay_short():

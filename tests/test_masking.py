@@ -40,7 +40,7 @@ def _mask(rows, keys, tokenizer, **kwargs):
         keys,
         seed=kwargs.pop("seed", 7),
         max_predictions_per_seq=kwargs.pop("max_predictions_per_seq", PREDICTIONS),
-        special_ids=sorted(tokenizer.special_ids),
+        special_ids=sorted(tokenizer.special_ids.all),
         mask_id=tokenizer.mask_id,
         vocab_size=tokenizer.vocab_size,
         **kwargs,
@@ -66,7 +66,7 @@ def _chosen(out, shape):
 
 
 def _check_common(rows, out, chosen, tokenizer):
-    special = np.isin(rows, sorted(tokenizer.special_ids))
+    special = np.isin(rows, sorted(tokenizer.special_ids.all))
     assert not np.any(chosen & special)  # never a special token, never padding
     assert np.array_equal(out["input_ids"][~chosen], rows[~chosen])
     lm_ids = out["masked_lm_ids"]
@@ -95,7 +95,7 @@ def test_selection_and_replacement_statistics(wiki):
     assert abs(masked.mean() - 0.8) < 0.015
     assert abs(replaced.mean() - 0.1) < 0.015
     assert abs(kept.mean() - 0.1) < 0.015
-    assert not np.any(np.isin(new[replaced], sorted(tokenizer.special_ids)))
+    assert not np.any(np.isin(new[replaced], sorted(tokenizer.special_ids.all)))
     assert len(np.unique(new[replaced])) > 0.9 * replaced.sum()  # spread over the vocabulary
 
 
@@ -162,7 +162,7 @@ def test_stateless_keys_and_batch_independence(wiki):
             key,
             seed=7,
             max_predictions_per_seq=PREDICTIONS,
-            special_ids=sorted(tokenizer.special_ids),
+            special_ids=sorted(tokenizer.special_ids.all),
             mask_id=tokenizer.mask_id,
             vocab_size=tokenizer.vocab_size,
         )

@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from bert import convert
-from bert.convert import cli
+from bert.export import cli
 from bert.model import BertModel
 
 HIDDEN_TOLERANCE = 1e-4  # max abs difference of the last hidden states

@@ -18,8 +18,9 @@ from test_embeddings_job import quick
 
 from bert import pretrained
 from bert.biencoder import BertBiEncoder
-from bert.jobs import batches, finetune
+from bert.finetuning import batches, buckets, order
 from bert.jobs import embeddings as embeddings_job
+from bert.jobs import settings
 from bert.tasks import sts
 from bert.training import checkpoints, sharding
 
@@ -59,9 +60,9 @@ def packed_sides(arrays, batch: int, num_rows: int, groups=TOGETHER) -> batches.
     keys = embeddings_job.side_keys(2)
     sides = (keys[:3], keys[3:])
     lengths = np.stack([arrays[s[2]].sum(axis=1) for s in sides], axis=1)  # [rows, sides]
-    order = batches.RowOrder(len(lengths), batch, 4, seed=0)
+    plan = order.RowOrder(len(lengths), batch, 4, seed=0)
     n = len(groups)
-    return batches.PackedSides(order, lengths, arrays, sides, ("label",), groups, (ROW,) * n,
+    return batches.PackedSides(plan, lengths, arrays, sides, ("label",), groups, (ROW,) * n,
                                ((num_rows, num_rows),) * n, 1, 8, None)  # fmt: skip
 
 
@@ -77,7 +78,7 @@ def test_packed_embeddings_equal_st_pooling_of_each_sentence_alone(
     loaded = pretrained.load(str(tiny_hf), "")
     arrays = sts_sides(shared_data, loaded.tokenizer, 12, ROW)
     batch = packed_sides(arrays, 12, 6, groups).local(0)
-    rows = batches.RowOrder(12, 12, 4, seed=0).rows(0)
+    rows = order.RowOrder(12, 12, 4, seed=0).rows(0)
     assert len(np.unique(batch["pack0_sequence_ids"][0])) > 2, "several sentences share a row"
     model = BertBiEncoder(loaded.config, pooling, normalize=True, packed=True)
     params = {"bert": loaded.encoder}
@@ -127,9 +128,9 @@ def test_packed_sides_place_every_text_once(shared_data, tiny_hf, groups):
 def test_side_groups_follow_the_length_ratio():
     """Sides of similar mean lengths share rows; a short side beside one 1.5 times as long or
     longer (a question beside its paragraph) is packed apart."""
-    assert batches.side_groups(np.array([[10, 14], [12, 12]]), 1.5) == TOGETHER
-    assert batches.side_groups(np.array([[10, 30], [12, 36]]), 1.5) == APART
-    assert batches.side_groups(np.array([[10, 15, 15]]), 1.5) == ((0,), (1,), (2,))
+    assert buckets.side_groups(np.array([[10, 14], [12, 12]]), 1.5) == TOGETHER
+    assert buckets.side_groups(np.array([[10, 30], [12, 36]]), 1.5) == APART
+    assert buckets.side_groups(np.array([[10, 15, 15]]), 1.5) == ((0,), (1,), (2,))
 
 
 def packed_config(tiny_hf, shared_data, pack: bool, data: str = "sts"):
@@ -154,10 +155,12 @@ def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
     for pack in (False, True):
         config = packed_config(tiny_hf, shared_data, pack, data)
         spec, encoder = embeddings_job.make_spec(config)
-        lengths = batches.lengths_of({k: spec.train[k] for k in spec.input_keys}, 1)
-        order = batches.make_row_order(config.train, len(lengths), config.seed, lengths)
+        lengths = buckets.lengths_of({k: spec.train[k] for k in spec.input_keys}, 1)
+        run = settings.finetuning(config)
+        rows = order.make_row_order(len(lengths), run.run.batch_size, run.steps, run.epochs,
+                                    run.group_by_length, run.run.seed, lengths)  # fmt: skip
         mesh = sharding.make_mesh(config.mesh)
-        objective, steps = finetune.train_batches(spec, config, order, lengths, mesh)
+        objective, steps = batches.train_batches(spec, run, rows, lengths, mesh)
         batch = steps.batches(0)(0)
         grad = jax.value_and_grad(lambda p, b, o=objective: o.loss_fn(p, b, None, None)[0])
         got[pack] = jax.device_get(jax.jit(grad)({"bert": encoder.encoder}, batch))

@@ -17,14 +17,15 @@ from test_buckets import COMPILE_LOGGER, scalars
 from test_finetune_jobs import quick
 
 from bert import pretrained
+from bert.finetuning import packing
 from bert.heads import BertForTokenClassification
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
-from bert.tasks import ner, packing
+from bert.tasks import ner
 from bert.training import checkpoints
 from configs import glue as glue_config
 from configs import ner as ner_config
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 SEQ = 64
 

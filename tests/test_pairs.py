@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from bert.tasks import pairs, retrieval_data, squad_pairs, sts
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROWS = [  # awkward texts: commas, quotes, tabs are not used (TSV), non-ASCII, a newline (CSV)
     {"anchor": 'He said "hello", then left.', "positive": "Café, naïve – ok", "negative": "x",

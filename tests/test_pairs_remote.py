@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bert.tasks import pairs
-from input_pipeline import paths
 from tests.test_gcs import BUCKET, emulator, gcs  # noqa: F401 (fixtures)
+from util import paths
 
 
 def test_pairs_from_gcs_equal_local(gcs, tmp_path):  # noqa: F811

@@ -1,4 +1,5 @@
-"""Our model equals Hugging Face's PyTorch BertForPreTraining: outputs and gradients."""
+"""Our model equals Hugging Face's PyTorch BertForPreTraining: outputs, and the pre-training
+objectives' losses and gradients (BertForPreTraining's, BertForMaskedLM's)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,9 +7,10 @@ import numpy as np
 import pytest
 import reference
 import torch
+import transformers
 from flax import traverse_util
 
-from bert import convert, losses
+from bert import convert, objectives
 from bert.convert import params as convert_params
 from bert.heads import BertForPreTraining
 from bert.model import BertConfig
@@ -56,8 +58,21 @@ def test_gathered_mlm_logits_equal_full(converted):
     np.testing.assert_allclose(np.asarray(gathered), want, rtol=0, atol=1e-6)
 
 
-def test_gradients_equal_reference(converted):
-    name, hf, config, params = converted
+@pytest.fixture(scope="module")
+def masked_lm(converted, tmp_path_factory):
+    """HF BertForMaskedLM with the converted model's encoder and MLM head (no pooler, no NSP)."""
+    name, hf, _, _ = converted
+    directory = tmp_path_factory.mktemp(f"{name}_mlm")
+    hf.save_pretrained(directory)
+    return transformers.BertForMaskedLM.from_pretrained(directory).eval()
+
+
+@pytest.mark.parametrize("objective", ["mlm_nsp", "mlm"])
+def test_objective_loss_and_gradients_equal_reference(converted, masked_lm, objective):
+    """Each pre-training objective's loss and gradients (bert/objectives/, the train step's
+    loss function on a pipeline-shaped batch) equal HF's: mlm_nsp BertForPreTraining with its
+    MLM and NSP labels, mlm BertForMaskedLM with its MLM labels."""
+    name, pretraining_hf, config, params = converted
     cfg = reference.CONFIGS[name]
     inputs = reference.batch(cfg, seed=1)
     rng = np.random.default_rng(2)
@@ -72,35 +87,33 @@ def test_gradients_equal_reference(converted):
         for p in range(positions.shape[1]):
             if weights[b, p]:
                 labels[b, positions[b, p]] = targets[b, p]
+    hf = pretraining_hf if objective == "mlm_nsp" else masked_lm
+    extra = {"next_sentence_label": torch.from_numpy(nsp_labels)} if objective == "mlm_nsp" else {}
     hf.zero_grad()
-    out = hf(
-        **{k: torch.from_numpy(v) for k, v in inputs.items()},
-        labels=torch.from_numpy(labels),
-        next_sentence_label=torch.from_numpy(nsp_labels),
-    )
+    out = hf(**{k: torch.from_numpy(v) for k, v in inputs.items()},
+             labels=torch.from_numpy(labels), **extra)  # fmt: skip
     out.loss.backward()
     hf_grads = {n: p.grad.numpy() for n, p in hf.named_parameters()}
     want, _, _ = convert_params.params_from_hf(hf_grads, config, "torch gradients")
 
-    model = BertForPreTraining(config)
+    ours = objectives.create(objective, config)
+    batch = {"input_ids": inputs["input_ids"], "segment_ids": inputs["token_type_ids"],
+             "input_mask": inputs["attention_mask"], "masked_lm_positions": positions,
+             "masked_lm_ids": targets, "masked_lm_weights": weights,
+             "next_sentence_labels": nsp_labels}  # fmt: skip
+    batch = {k: batch[k] for k in ours.batch_keys}
+    mine = {k: v for k, v in params.items() if k in ("bert", *ours.heads)}
 
     def loss_fn(p):
-        o = model.apply(
-            {"params": p},
-            inputs["input_ids"],
-            inputs["token_type_ids"],
-            inputs["attention_mask"],
-            masked_positions=positions,
-        )
-        loss, _ = losses.pretraining_loss(
-            o["mlm_logits"], targets, weights, o["nsp_logits"], nsp_labels
-        )
-        return loss
+        return ours.loss_fn(p, batch, None, None)[0]
 
-    loss, grads = jax.value_and_grad(loss_fn)(jax.tree.map(jnp.asarray, params))
+    loss, grads = jax.value_and_grad(loss_fn)(jax.tree.map(jnp.asarray, mine))
     assert abs(float(loss) - out.loss.item()) <= 1e-5
     got = traverse_util.flatten_dict(grads)
     want = traverse_util.flatten_dict(want)
+    pooler = {path for path in got if path[:2] == ("bert", "pooler")}
+    if objective == "mlm":  # BertForMaskedLM has no pooler: ours gets no gradient there
+        assert all(np.all(np.asarray(got.pop(path)) == 0) for path in pooler)
     assert set(got) == set(want)
     for path, reference_grad in want.items():
         if path[-2:] == ("key", "bias"):

@@ -16,7 +16,8 @@ from tests.test_pretrain_job import ROOT
 
 PREPARE = """
 import sys
-from input_pipeline import paths, prepare
+from input_pipeline import prepare
+from util import paths
 paths.use_fsspec_backend()
 prepare.prepare([sys.argv[1]], sys.argv[2], "parquet", sys.argv[3], num_shards=2, workers=0)
 """

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from input_pipeline import corpora, prepare, prepare_workers, records, sentence_splitter, tokenizers
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WIKI_FILES = ["wiki_00", "wiki_31", "wiki_62"]

@@ -129,6 +129,37 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     assert (tmp_path / "data" / "manifest.json").is_file()
 
 
+def test_mlm_objective_trains_packed_rows_and_exports_a_masked_lm(shared_data, tmp_path):
+    """config.objective=mlm: packed rows (almost no padding), no NSP head or metric, and a
+    workdir that exports as transformers' BertForMaskedLM with no missing or unexpected
+    weights, whose logits equal ours."""
+    import torch
+    import transformers
+
+    from bert import objectives, pretrained
+    from bert.export import cli
+
+    workdir = tmp_path / "run"
+    result = run_job(job_args(shared_data, workdir, steps=4, objective="mlm"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalars(workdir, "train/mlm_loss") and not scalars(workdir, "train/nsp_loss")
+    assert all(v < 0.05 for _, v in scalars(workdir, "train/padding_fraction"))  # packed rows
+    results = json.loads((workdir / "eval_results.json").read_text())
+    assert results["step"] == 4 and "mlm_perplexity" in results and "nsp_loss" not in results
+    loaded = pretrained.load(str(workdir))
+    assert sorted(loaded.params) == ["bert", "mlm"]
+    assert cli.main([str(workdir), str(tmp_path / "hf"), "--to=hf"]) == 0
+    hf, info = transformers.BertForMaskedLM.from_pretrained(tmp_path / "hf",
+                                                            output_loading_info=True)  # fmt: skip
+    assert not any(info.values()), info  # nothing missing, unexpected or mismatched
+    ids = np.array([loaded.tokenizer.build_inputs(loaded.tokenizer.encode_ids(
+        "the cat sat on the mat"))[0]], np.int32)  # fmt: skip
+    ours = objectives.create("mlm", loaded.config).model.apply({"params": loaded.params}, ids)
+    with torch.no_grad():
+        theirs = hf.eval()(torch.from_numpy(ids).long()).logits.numpy()
+    np.testing.assert_allclose(np.asarray(ours["mlm_logits"]), theirs, rtol=0, atol=1e-5)
+
+
 def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
     """The train step compiles while the input pipeline starts, the evaluation step and the
     checkpoint checksums while training runs: each once, in the background thread
@@ -238,9 +269,10 @@ def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, 
     """What a model predicting token frequencies reaches on the run's held-out batches: the
     cross-entropy of their masked labels under the unigram distribution of the masked labels
     the run trained on (its MLM loss), and the share of the most frequent one (its accuracy)."""
+    from bert import objectives
     from bert.jobs import pretrain
     from configs import bert_base
-    from input_pipeline import data_setup
+    from input_pipeline import data_setup, pretraining
 
     config = bert_base.get_config("size=tiny")
     for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
@@ -250,10 +282,15 @@ def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, 
         for section in sections:
             target = target[section]
         target[field] = type(target[field])(value)
-    data = data_setup.prepare_pretraining_data(config.data, workdir)  # finds it prepared
-    batch = config.train.batch_size
-    held_out = pretrain.eval_batches_of(data.eval_files, config, data.tokenizer, batch)
-    seen = pretrain.make_dataset(data.train_files, config, data.tokenizer, batch, config.seed, 0)
+    data = data_setup.prepare_pretraining_data(pretrain.corpus(config), workdir)  # prepared
+    batch, ids = config.train.batch_size, data.tokenizer.special_ids
+    objective = objectives.create(
+        config.objective, pretrain.model_config(config.model, ids.vocab_size)
+    )
+    settings = pretrain.batch_settings(config, objective)
+    held_out = pretrain.eval_batches_of(data.eval_files, config, settings, ids, objective, batch)
+    seen = pretraining.make_pretraining_dataset(data.train_files, settings, ids, batch_size=batch,
+                                                seed=config.seed)  # fmt: skip
 
     def labels(batches):
         return np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])

@@ -2,6 +2,7 @@
 packing checked token by token on tagged synthetic documents, determinism, exact resume, and
 disjoint hosts."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 import tensorflow as tf
 from pipeline_data import CLS, MASK, PAD, SEP, UNK
 
-from input_pipeline import instance_stream, instances, pretraining
-from input_pipeline.errors import UserError
+from input_pipeline import batches, instance_stream, instances, pretraining
+from input_pipeline.tokenizers import SpecialIds
+from util.errors import UserError
+
+SETTINGS = {f.name for f in dataclasses.fields(batches.Settings)}
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +50,25 @@ def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
+def _arguments(ids: dict, kwargs: dict) -> tuple[batches.Settings, SpecialIds, dict]:
+    """(the batch settings, the special ids, the other keyword arguments) of flat arguments."""
+    settings = {k: v for k, v in kwargs.items() if k in SETTINGS}
+    settings.setdefault("max_predictions_per_seq", 20)
+    special = SpecialIds(**{k.removesuffix("_id"): v for k, v in ids.items()})
+    rest = {k: v for k, v in kwargs.items() if k not in SETTINGS}
+    return batches.Settings(**settings), special, rest
+
+
+def _masked(files, ids, **kwargs) -> tf.data.Dataset:
+    """make_pretraining_dataset of `ids` (pad_id=..., vocab_size=...) and flat arguments."""
+    settings, special, rest = _arguments(ids, kwargs)
+    return pretraining.make_pretraining_dataset(files, settings, special, **rest)
+
+
 def _unmasked(files, ids, **kwargs) -> tf.data.Dataset:
-    """The instance stream that `make_pretraining_dataset(files, **ids, **kwargs)` masks."""
-    kwargs = dict(kwargs)
-    kwargs.pop("max_predictions_per_seq", None)
-    kwargs["word_starts"] = kwargs.pop("whole_word_masking", False)
-    ids = {k: v for k, v in ids.items() if k not in ("unk_id", "mask_id")}
-    return instance_stream.make_instance_dataset(files, **ids, **kwargs)
+    """The instance stream that `_masked(files, ids, **kwargs)` masks."""
+    settings, special, rest = _arguments(ids, kwargs)
+    return instance_stream.make_instance_dataset(files, settings, special, **rest)
 
 
 def _restore(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -103,7 +119,7 @@ def _check_layout(batch, ids, pairs: bool):
 def test_nsp_batches_on_wikipedia(wiki):
     files, ids = wiki
     kwargs = dict(batch_size=256, seq_length=128, max_predictions_per_seq=20, seed=1)
-    masked = _stack(_take(pretraining.make_pretraining_dataset(files, **ids, **kwargs), 16))
+    masked = _stack(_take(_masked(files, ids, **kwargs), 16))
     unmasked = _stack(_take(_unmasked(files, ids, **kwargs), 16))
     _check_masked_against_unmasked(masked, unmasked, ids)
     _check_layout(unmasked, ids, pairs=True)
@@ -116,7 +132,7 @@ def test_nsp_batches_on_wikipedia(wiki):
 def test_packed_batches_on_wikipedia(wiki):
     files, ids = wiki
     kwargs = dict(batch_size=128, seq_length=128, max_predictions_per_seq=20, mode="packed")
-    masked = _stack(_take(pretraining.make_pretraining_dataset(files, **ids, **kwargs), 8))
+    masked = _stack(_take(_masked(files, ids, **kwargs), 8))
     unmasked = _stack(_take(_unmasked(files, ids, **kwargs), 8))
     _check_masked_against_unmasked(masked, unmasked, ids)
     _check_layout(unmasked, ids, pairs=False)
@@ -193,16 +209,10 @@ def test_packing_keeps_every_token_once_and_sentences_whole(synthetic):
 
 def test_same_seed_same_batches_other_seed_other_batches(synthetic):
     kwargs = dict(batch_size=32, seq_length=64, max_predictions_per_seq=10, block_documents=6)
-    make = pretraining.make_pretraining_dataset
-    first = _take(
-        make(synthetic.files, **SYNTHETIC_IDS, vocab_size=synthetic.vocab_size, **kwargs), 6
-    )
-    again = _take(
-        make(synthetic.files, **SYNTHETIC_IDS, vocab_size=synthetic.vocab_size, **kwargs), 6
-    )
-    other = _take(
-        make(synthetic.files, **SYNTHETIC_IDS, vocab_size=synthetic.vocab_size, seed=1, **kwargs), 6
-    )
+    ids = SYNTHETIC_IDS | {"vocab_size": synthetic.vocab_size}
+    first = _take(_masked(synthetic.files, ids, **kwargs), 6)
+    again = _take(_masked(synthetic.files, ids, **kwargs), 6)
+    other = _take(_masked(synthetic.files, ids, seed=1, **kwargs), 6)
     for a, b, c in zip(first, again, other, strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in a)
         assert not np.array_equal(a["input_ids"], c["input_ids"])
@@ -212,9 +222,7 @@ def test_epochs_draw_new_masks(tmp_path):
     """One file, so every epoch packs the same instances; their masks must differ."""
     data = pipeline_data.write_synthetic(tmp_path, 1, 10)
     kwargs = dict(batch_size=20, seq_length=64, max_predictions_per_seq=10, mode="packed")
-    dataset = pretraining.make_pretraining_dataset(
-        data.files, **SYNTHETIC_IDS, vocab_size=data.vocab_size, **kwargs
-    )
+    dataset = _masked(data.files, SYNTHETIC_IDS | {"vocab_size": data.vocab_size}, **kwargs)
     seen: dict[bytes, list[np.ndarray]] = {}
     for batch in _take(dataset, 12):
         for row, positions in zip(_restore(batch), batch["masked_lm_positions"], strict=True):
@@ -239,10 +247,9 @@ def test_resume_gives_the_uninterrupted_batches(wiki, mode, whole_word_masking):
     # The first step holding an instance of epoch 1: resuming after it skips a whole epoch.
     unmasked = _unmasked(files, ids, **kwargs).as_numpy_iterator()
     epoch1 = next(i for i, b in enumerate(unmasked) if b["example_keys"][:, 1].max() >= 1)
-    make = pretraining.make_pretraining_dataset
-    uninterrupted = _take(make(files, **ids, **kwargs), epoch1 + 8)
+    uninterrupted = _take(_masked(files, ids, **kwargs), epoch1 + 8)
     for start in (5, epoch1 - 1, epoch1 + 2):  # in the first block, across, after the epoch
-        resumed = _take(make(files, **ids, start_step=start, **kwargs), 6)
+        resumed = _take(_masked(files, ids, start_step=start, **kwargs), 6)
         for a, b in zip(uninterrupted[start : start + 6], resumed, strict=True):
             assert all(np.array_equal(a[k], b[k]) for k in pretraining.BATCH_KEYS)
 
@@ -270,14 +277,15 @@ def test_hosts_see_disjoint_documents(tmp_path, num_files):
 
 
 def test_errors_name_the_problem(synthetic, tmp_path):
-    kwargs = dict(batch_size=4, seq_length=64, max_predictions_per_seq=5, **SYNTHETIC_IDS)
-    make = pretraining.make_pretraining_dataset
+    kwargs = dict(batch_size=4, seq_length=64, max_predictions_per_seq=5)
+    ids = SYNTHETIC_IDS | {"vocab_size": synthetic.vocab_size}
     with pytest.raises(UserError, match="no record file"):
-        make(str(tmp_path / "missing-*.tfrecord"), vocab_size=100, **kwargs)
+        _masked(str(tmp_path / "missing-*.tfrecord"), SYNTHETIC_IDS | {"vocab_size": 100},
+                **kwargs)  # fmt: skip
     with pytest.raises(ValueError, match="mode"):
-        make(synthetic.files, vocab_size=synthetic.vocab_size, mode="mlm", **kwargs)
+        _masked(synthetic.files, ids, mode="mlm", **kwargs)
     with pytest.raises(ValueError, match="process_index"):
-        make(synthetic.files, vocab_size=synthetic.vocab_size, process_index=2, **kwargs)
-    small_vocabulary = make(synthetic.files, vocab_size=1000, **kwargs)
+        _masked(synthetic.files, ids, process_index=2, **kwargs)
+    small_vocabulary = _masked(synthetic.files, SYNTHETIC_IDS | {"vocab_size": 1000}, **kwargs)
     with pytest.raises(tf.errors.OpError, match="another vocabulary"):
         next(iter(small_vocabulary))

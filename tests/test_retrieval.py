@@ -12,7 +12,7 @@ from sentence_transformers.sentence_transformer.evaluation import (
 from sentence_transformers.util import cos_sim, dot_score
 
 from bert.tasks import retrieval
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 
 def options(score="cosine", corpus_chunk=16, query_chunk=8, **cutoffs):

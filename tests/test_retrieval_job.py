@@ -15,7 +15,7 @@ import pytest
 from bert.jobs import sts as sts_job
 from bert.tasks import squad_pairs
 from configs import sts as sts_config
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HELD_OUT = 2  # the last two SQuAD dev articles: 378 questions over 90 paragraphs

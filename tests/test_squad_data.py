@@ -10,7 +10,7 @@ import pytest
 
 from bert.tasks import squad
 from input_pipeline import tokenizers as tok_lib
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 MAX_SEQ, STRIDE, MAX_QUERY = 384, 128, 64
 

@@ -1,7 +1,7 @@
 """sentence-transformers directories out and in: `python -m bert.convert SRC DST
 --to=sentence-transformers` from a checkpoint or a training workdir, loaded by
 sentence-transformers' own `SentenceTransformer`, whose `encode` must give our embeddings
-(bert/jobs/sts.py: embed); and such directories (all-MiniLM-L6-v2 among them) read back with
+(bert/embed.py); and such directories (all-MiniLM-L6-v2 among them) read back with
 their pooling and normalisation, which the STS job then uses unless its config says otherwise."""
 
 import dataclasses
@@ -18,8 +18,8 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers import models as st_models
 
-from bert import pretrained
-from bert.convert import cli
+from bert import embed, pretrained
+from bert.export import cli
 from bert.heads import BertForSentenceEmbedding
 from bert.jobs import sts as sts_job
 from bert.model import BertConfig, BertModel
@@ -100,7 +100,7 @@ def test_export_encodes_as_ours(minilm_path, minilm, tmp_path, pooling, normaliz
     assert [m["type"].rsplit(".", 1)[-1] for m in modules] == (
         ["Transformer", "Pooling", "Normalize"] if normalize else ["Transformer", "Pooling"]
     )
-    ours = sts_job.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling=pooling,
+    ours = embed.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling=pooling,
                          normalize=normalize)  # fmt: skip
     assert_same(ours, st_encode(out))
     back = pretrained.load(str(out))  # and read back: what it was written with
@@ -122,14 +122,14 @@ def test_workdir_export_takes_the_recorded_settings_else_the_flags(minilm, tmp_p
     _workdir(run, minilm, {"bert": minilm.encoder}, task="embeddings", pooling="max",
              normalize=True, max_seq_length=SEQ)  # fmt: skip
     out = export(run, tmp_path / "st")
-    ours = sts_job.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="max", normalize=True)
+    ours = embed.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="max", normalize=True)
     assert_same(ours, st_encode(out))
     # A fine-tuned classifier's workdir records no pooling: the flags', its head left out.
     run = tmp_path / "glue_run"
     head = {"kernel": np.ones((384, 2), np.float32), "bias": np.zeros(2, np.float32)}
     _workdir(run, minilm, {"bert": minilm.encoder, "classifier": head}, task="glue/sst2")
     out = export(run, tmp_path / "st2", "--pooling=cls", f"--max_seq_length={SEQ}")
-    ours = sts_job.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="cls", normalize=False)
+    ours = embed.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="cls", normalize=False)
     assert_same(ours, st_encode(out))
     assert not (out / "2_Normalize").exists()  # not recorded, not asked: not normalised
 
@@ -162,12 +162,12 @@ def test_sts_job_uses_the_checkpoints_settings_unless_set(minilm_path, minilm, t
                  f"--max_seq_length={SEQ}")  # fmt: skip
     assert_same(_sts_encode(tmp_path / "a", out), st_encode(out))  # max, not normalised
     got = _sts_encode(tmp_path / "b", out, pooling="cls", normalize=True)
-    want = sts_job.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="cls", normalize=True)
+    want = embed.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="cls", normalize=True)
     assert_same(got, want)
     # A plain HF directory records nothing: mean pooling, normalised, as before.
     plain = tmp_path / "hf"
     shutil.copytree(minilm_path, plain, ignore=shutil.ignore_patterns("modules.json"))
-    want = sts_job.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="mean", normalize=True)
+    want = embed.embed(minilm, SENTENCES, max_seq_length=SEQ, pooling="mean", normalize=True)
     assert_same(_sts_encode(tmp_path / "c", plain), want)
 
 
@@ -183,7 +183,7 @@ def test_transformer_in_a_subfolder_loads(minilm_path, minilm, tmp_path):
     (inner / "modules.json").write_text(json.dumps(modules))
     loaded = pretrained.load(str(inner))
     assert (loaded.pooling, loaded.normalize) == ("mean", True)
-    ours = sts_job.embed(loaded, SENTENCES, pooling="mean", normalize=True)
+    ours = embed.embed(loaded, SENTENCES, pooling="mean", normalize=True)
     assert_same(ours, st_encode(inner))
 
 
@@ -274,6 +274,6 @@ def test_sentencepiece_workdir_exports_its_tokenizer(tmp_path):
              normalize=False, max_seq_length=48)  # fmt: skip
     out = export(tmp_path / "run", tmp_path / "st")
     sentences = [corpus[0], corpus[1][:20], "Ünseen wörds, 42 digits and QUIET capitals!"]
-    ours = sts_job.embed(pretrained.load(str(tmp_path / "run")), sentences, max_seq_length=48,
+    ours = embed.embed(pretrained.load(str(tmp_path / "run")), sentences, max_seq_length=48,
                          pooling="mean", normalize=False)  # fmt: skip
     assert_same(ours, st_encode(out, sentences))

@@ -17,9 +17,8 @@ from hub_server import HubServer
 from hub_upload_server import FakeHub
 from sentence_transformers import SentenceTransformer
 
-from bert import pretrained
-from bert.convert import cli
-from bert.jobs import sts as sts_job
+from bert import embed, pretrained
+from bert.export import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 REPO = "org/tiny-sentence-model"
@@ -31,9 +30,9 @@ DECOYS = {name: b"not read" for name in ("pytorch_model.bin", "onnx/model.onnx",
 LOAD = """
 import sys
 from bert import pretrained
-from bert.jobs import sts
+from bert import embed
 model = pretrained.load(sys.argv[1])
-vectors = sts.embed(model, sys.argv[2:], pooling=model.pooling, normalize=model.normalize)
+vectors = embed.embed(model, sys.argv[2:], pooling=model.pooling, normalize=model.normalize)
 print(model.pooling, model.normalize, model.max_seq_length, repr(float(vectors.sum())))
 """
 
@@ -105,6 +104,6 @@ def test_push_to_hub_uploads_the_sentence_transformers_directory(sentence_model,
     # Re-exported from a sentence-transformers directory: its settings carried over.
     loaded = pretrained.load(str(out))
     assert (loaded.pooling, loaded.normalize, loaded.max_seq_length) == ("max", True, 24)
-    ours = sts_job.embed(loaded, SENTENCES, pooling="max", normalize=True)
+    ours = embed.embed(loaded, SENTENCES, pooling="max", normalize=True)
     want = SentenceTransformer(str(out), device="cpu").encode(SENTENCES)
     np.testing.assert_allclose(ours, want, atol=1e-5)

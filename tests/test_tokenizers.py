@@ -12,7 +12,7 @@ import pytest
 import sentencepiece as spm
 
 from input_pipeline import corpora, tokenizers
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 transformers = pytest.importorskip("transformers")
 
@@ -69,7 +69,7 @@ def test_wordpiece_uncased_matches_hf(shared_data, wiki_paragraphs):
     assert ours.vocab_size == 30522
     specials = (ours.pad_id, ours.unk_id, ours.cls_id, ours.sep_id, ours.mask_id)
     assert specials == (0, 100, 101, 102, 103)
-    assert ours.special_ids == {0, 100, 101, 102, 103}
+    assert ours.special_ids.all == {0, 100, 101, 102, 103}
     hf = _hf(vocab, True)
     _check_same_as_hf(ours, hf, wiki_paragraphs + TRICKY)
     assert sum(len(e.ids) for e in ours.encode_batch(wiki_paragraphs)) > 50_000  # real text
@@ -198,13 +198,13 @@ def test_sentencepiece_special_ids_and_files(trained):
     assert [tokenizer.id_to_token(i) for i in range(5)] == list(tokenizers.SPECIAL_TOKENS)
     assert (tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id) == (0, 1, 2)
     assert (tokenizer.sep_id, tokenizer.mask_id) == (3, 4)
-    assert tokenizer.special_ids == {0, 1, 2, 3, 4}
+    assert tokenizer.special_ids.all == {0, 1, 2, 3, 4}
     vocab_lines = (folder / "spm.vocab").read_text(encoding="utf-8").splitlines()
     assert len(vocab_lines) == 2000
     assert [line.split("\t")[0] for line in vocab_lines[:5]] == list(tokenizers.SPECIAL_TOKENS)
     # Control symbols: text never produces a special id, not even a literal "[MASK]".
     ids = tokenizer.encode("a [MASK] b [CLS] [SEP] [PAD]").ids
-    assert not set(ids) & (tokenizer.special_ids - {tokenizer.unk_id})
+    assert not set(ids) & (tokenizer.special_ids.all - {tokenizer.unk_id})
     reloaded = tokenizers.load_tokenizer(folder / "spm.model")
     assert reloaded.fingerprint() == tokenizer.fingerprint()
     assert pickle.loads(pickle.dumps(tokenizer)).encode("Hello there") == tokenizer.encode(

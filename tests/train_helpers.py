@@ -8,10 +8,11 @@ import optax
 
 from bert import embedding_losses
 from bert.biencoder import BertBiEncoder
-from bert.heads import BertForPreTraining
+from bert.finetuning.objective import Finetuning
 from bert.jobs import embeddings as embeddings_job
 from bert.model import BertConfig
-from bert.training import objectives, optim, sharding, step
+from bert.objectives import MlmNsp
+from bert.training import optim, sharding, step
 
 TINY = BertConfig(
     vocab_size=101,
@@ -49,12 +50,12 @@ def setup(
 ):
     """(mesh, state, train_step, eval_step) for the tiny model with LAMB."""
     mesh = sharding.make_mesh(mesh_shape, devices)
-    model = BertForPreTraining(config)
+    objective = MlmNsp(config)
+    model = objective.model
     schedule = optim.learning_rate_schedule(lr, 2, steps)
     tx = optim.make_optimizer(opt, schedule, weight_decay=0.01)
     state = step.create_train_state(model, tx, mesh, seed=0, seq_length=16)
     _, shardings = step.state_shardings(model, tx, mesh, 16)
-    objective = objectives.pretraining(model)
     train_step = step.compile_train_step(
         objective, tx, schedule, mesh, shardings, accumulation_steps, seed=0
     )
@@ -79,7 +80,7 @@ def mnrl_step(mesh_shape, devices, batch):
     mesh = sharding.make_mesh(mesh_shape, devices)
     model = BertBiEncoder(TINY)
     keys = embeddings_job.side_keys(2)
-    objective = objectives.finetuning(
+    objective = Finetuning(
         model, embeddings_job.loss_sums(embedding_losses.make("mnrl")), keys, ("label",)
     )
     tx, schedule = keep_gradients(), optax.constant_schedule(0.0)

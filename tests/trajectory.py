@@ -26,11 +26,13 @@ import torch
 import transformers
 
 from bert import convert
+from bert.finetuning.objective import Finetuning
 from bert.heads import BertForPreTraining, BertForSequenceClassification, BertForTokenClassification
 from bert.losses import classification_sums
 from bert.model import BertConfig
+from bert.objectives import MlmNsp
 from bert.tasks.features import ENCODER_INPUTS
-from bert.training import objectives, optim, sharding, step
+from bert.training import optim, sharding, step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,21 +112,21 @@ def _our_run(model, objective, params, recipe: Recipe, batches: Sequence[dict]):
 
 def ours_pretraining(params, config: BertConfig, recipe: Recipe, batches) -> list[float]:
     """Our losses, step by step, for BertForPreTraining (MLM + NSP) on the pipeline's batches."""
-    model = BertForPreTraining(config)
-    return _our_run(model, objectives.pretraining(model), params, recipe, batches)[0]
+    objective = MlmNsp(config)
+    return _our_run(objective.model, objective, params, recipe, batches)[0]
 
 
 def ours_classification(params, config: BertConfig, recipe: Recipe, batches) -> list[float]:
     """Our losses for BertForSequenceClassification (`params`: bert, pooler and classifier)."""
     model = BertForSequenceClassification(config, params["classifier"]["kernel"].shape[1])
-    objective = objectives.finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
+    objective = Finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
     return _our_run(model, objective, params, recipe, batches)[0]
 
 
 def ours_tagging(params, config: BertConfig, recipe: Recipe, batches) -> tuple[list[float], dict]:
     """Our losses for BertForTokenClassification (label -1: ignored), and the final parameters."""
     model = BertForTokenClassification(config, params["classifier"]["kernel"].shape[1])
-    objective = objectives.finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
+    objective = Finetuning(model, _label_loss, ENCODER_INPUTS, ("label",))
     return _our_run(model, objective, params, recipe, batches)
 
 
@@ -259,7 +261,7 @@ def pipeline_batches(
 ) -> list[dict]:
     """`steps` NSP batches from our tf.data pipeline (masks included) over two Wikipedia files
     with the uncased WordPiece vocabulary."""  # fmt: skip
-    from input_pipeline import prepare, pretraining, tokenizers
+    from input_pipeline import batches, prepare, pretraining, tokenizers
 
     wiki = shared_data / "wikipedia" / "AA"
     vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
@@ -267,9 +269,8 @@ def pipeline_batches(
                                "wikiextractor", vocab, num_shards=2, workers=1)  # fmt: skip
     tok = tokenizers.load_tokenizer(manifest.tokenizer_path)
     dataset = pretraining.make_pretraining_dataset(
-        [str(p) for p in manifest.shard_paths], batch_size=batch_size, seq_length=seq_length,
-        max_predictions_per_seq=predictions, vocab_size=tok.vocab_size, pad_id=tok.pad_id,
-        unk_id=tok.unk_id, cls_id=tok.cls_id, sep_id=tok.sep_id, mask_id=tok.mask_id, seed=0,
+        [str(p) for p in manifest.shard_paths], batches.Settings(seq_length, predictions),
+        tok.special_ids, batch_size=batch_size, seed=0,
     )  # fmt: skip
     return list(dataset.take(steps).as_numpy_iterator())
 
@@ -290,7 +291,8 @@ def sst2_batches(shared_data: pathlib.Path, steps: int, batch_size: int, seq_len
 def conll_batches(shared_data: pathlib.Path, steps: int, batch_size: int, seq_length: int):
     """The first steps x batch_size CoNLL-2003 training sentences as tagging batches, each cut
     to its length bucket of 8 as the fine-tuning job does; and the tag list."""
-    from bert.tasks import features, ner
+    from bert.finetuning import buckets
+    from bert.tasks import ner
     from input_pipeline import tokenizers
 
     tok = tokenizers.load_tokenizer(shared_data / "vocab" / "bert-base-uncased-vocab.txt")
@@ -302,6 +304,6 @@ def conll_batches(shared_data: pathlib.Path, steps: int, batch_size: int, seq_le
         rows = {k: arrays[k][i * batch_size : (i + 1) * batch_size]
                 for k in (*ENCODER_INPUTS, "label")}  # fmt: skip
         used = int(rows["input_mask"].sum(axis=1).max())
-        length = features.bucket_length(used, 8, seq_length)
+        length = buckets.bucket_length(used, 8, seq_length)
         batches.append({k: v[:, :length] for k, v in rows.items()})
     return batches, labels

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from input_pipeline import errors
+from util import errors
 
 # Files that describe a tokenizer; carried along when a checkpoint is converted.
 TOKENIZER_FILES = (

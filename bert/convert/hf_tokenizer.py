@@ -22,7 +22,6 @@ import tokenizers as hf_tokenizers
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
 
-from input_pipeline import errors
 from input_pipeline.tokenizers import (
     CLS,
     MASK,
@@ -35,6 +34,7 @@ from input_pipeline.tokenizers import (
     Tokenizer,
     WordPieceTokenizer,
 )
+from util import errors
 
 # SentencePiece piece types (sentencepiece_model.proto, ModelProto.SentencePiece.Type).
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6

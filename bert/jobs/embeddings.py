@@ -4,7 +4,7 @@ A bi-encoder (bert/biencoder.py: one shared encoder over each side of a pair or 
 mean / CLS / max pooling, optional L2 normalisation) starts from any checkpoint `init_from`
 takes and is trained with a sentence-transformers loss (bert/embedding_losses.py: multiple-negatives
 ranking with in-batch and hard negatives, CoSENT, cosine regression, each optionally under
-Matryoshka). Training goes through the fine-tuning machinery (bert/jobs/finetune.py: seeded
+Matryoshka). Training goes through the fine-tuning machinery (bert/finetuning/: seeded
 row order, the texts packed into shared rows (config.train.pack, batches.PackedSides) or cut to
 length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
 is scored (Spearman and Pearson of the cosine, x100) every train.eval_every steps and at the
@@ -25,12 +25,14 @@ from absl import logging
 
 from bert import embedding_losses, pretrained
 from bert.biencoder import BertBiEncoder
+from bert.finetuning import finetune
+from bert.finetuning.spec import EvalSet, Spec
 from bert.heads import POOLINGS, BertForSentenceEmbedding
-from bert.jobs import finetune
+from bert.jobs import settings
 from bert.jobs import sts as sts_job
 from bert.tasks import metrics, pairs, retrieval, retrieval_data, squad_pairs, sts
 from bert.tasks.features import ENCODER_INPUTS
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 SCORED_LOSSES = ("cosent", "cosine")
 
@@ -41,7 +43,7 @@ def side_keys(sides: int) -> tuple[str, ...]:
 
 
 def loss_sums(loss: embedding_losses.LossFn) -> Callable:
-    """A finetune.Spec loss: (embeddings [batch, sides, dim], batch) -> {"loss": (sum, count)},
+    """A Spec loss: (embeddings [batch, sides, dim], batch) -> {"loss": (sum, count)},
     the sum being the batch's mean loss times its rows (so the step's division gives it back)."""
 
     def sums(embeddings: jax.Array, batch: dict[str, jax.Array]):
@@ -88,7 +90,7 @@ def training_features(
     return {**arrays, "label": labels.astype(np.float32)}
 
 
-def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
+def sts_eval_set(path: str, tokenizer, config) -> EvalSet:
     """STS dev pairs: Spearman and Pearson (x100) of the embeddings' cosine against the scores."""
     pairs = sts_job.read_pairs(path)
     pairs = pairs[: config.eval_limit] if config.eval_limit > 0 else pairs
@@ -107,10 +109,10 @@ def sts_eval_set(path: str, tokenizer, config) -> finetune.EvalSet:
             "pearson": 100 * metrics.pearson(cosine, gold),
         }
 
-    return finetune.EvalSet("sts_dev", inputs, finish)
+    return EvalSet("sts_dev", inputs, finish)
 
 
-def retrieval_eval_set(data: retrieval_data.RetrievalSet, tokenizer, config) -> finetune.EvalSet:
+def retrieval_eval_set(data: retrieval_data.RetrievalSet, tokenizer, config) -> EvalSet:
     """Queries ranked against the corpus: sentence-transformers' IR metrics (recall@k, MRR@10,
     nDCG@10, ...; bert/tasks/retrieval.py)."""
     options = sts_job.retrieval_options(config.retrieval)
@@ -123,10 +125,10 @@ def retrieval_eval_set(data: retrieval_data.RetrievalSet, tokenizer, config) -> 
         _, indices = retrieval.search(queries, corpus, options.max_k, options)
         return retrieval.metrics(indices, data.relevant, options)
 
-    return finetune.EvalSet("retrieval", inputs, finish)
+    return EvalSet("retrieval", inputs, finish)
 
 
-def eval_sets(config, tokenizer) -> list[finetune.EvalSet]:
+def eval_sets(config, tokenizer) -> list[EvalSet]:
     """STS dev (config.eval_file) and retrieval (config.retrieval), where configured."""
     evals = [sts_eval_set(config.eval_file, tokenizer, config)] if config.eval_file else []
     r = config.retrieval
@@ -164,10 +166,10 @@ def _check(config) -> None:
         )
 
 
-def make_spec(config) -> tuple[finetune.Spec, pretrained.Pretrained]:
-    """(the job's finetune.Spec, the pretrained encoder) from its config."""
+def make_spec(config) -> tuple[Spec, pretrained.Pretrained]:
+    """(the job's Spec, the pretrained encoder) from its config."""
     _check(config)
-    encoder = finetune.load_pretrained(config)
+    encoder = settings.encoder(config)
     loss = make_loss(config, encoder.config.hidden_size)
     sides, scores = read_training(config)
     if scores is None and config.loss in SCORED_LOSSES:
@@ -180,7 +182,7 @@ def make_spec(config) -> tuple[finetune.Spec, pretrained.Pretrained]:
     evals = eval_sets(config, encoder.tokenizer)
     pooling = config.pooling or encoder.pooling or "mean"
     logging.info("embeddings: %s pooling, normalize %s", pooling, config.normalize)
-    spec = finetune.Spec(
+    spec = Spec(
         task="embeddings",
         model=BertBiEncoder(encoder.config, pooling, config.normalize),
         loss=loss_sums(loss),
@@ -206,4 +208,4 @@ def run(config, workdir: str) -> dict:
     """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...},
     "retrieval": {...}} (the evaluations configured)."""
     spec, encoder = make_spec(config)
-    return finetune.run(spec, encoder, config, workdir)
+    return finetune.run(spec, encoder, settings.finetuning(config), workdir)

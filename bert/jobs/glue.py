@@ -6,12 +6,14 @@ import numpy as np
 from absl import logging
 
 from bert import losses
+from bert.finetuning import finetune
+from bert.finetuning.spec import EvalSet, Spec
 from bert.heads import BertForSequenceClassification
-from bert.jobs import finetune
+from bert.jobs import settings
 from bert.tasks import glue, glue_tfds, metrics
 from bert.tasks.features import ENCODER_INPUTS
-from input_pipeline import paths
-from input_pipeline.errors import UserError
+from util import paths
+from util.errors import UserError
 
 
 def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
@@ -32,7 +34,7 @@ def predictions_of(task: glue.Task, outputs: np.ndarray) -> np.ndarray:
     return outputs[:, 0] if task.is_regression else np.argmax(outputs, axis=-1)
 
 
-def _eval_set(task, config, split, examples, features, out_dir) -> finetune.EvalSet:
+def _eval_set(task, config, split, examples, features, out_dir) -> EvalSet:
     labeled = split not in task.submission_names
     inputs = {k: features[k] for k in ENCODER_INPUTS}
 
@@ -45,13 +47,13 @@ def _eval_set(task, config, split, examples, features, out_dir) -> finetune.Eval
             return {}
         return metrics.compute(task.metrics, predictions, features["label"])
 
-    return finetune.EvalSet(split, inputs, finish)
+    return EvalSet(split, inputs, finish)
 
 
 def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
     task = glue.get_task(config.glue_task)
-    pretrained = finetune.load_pretrained(config)
+    pretrained = settings.encoder(config)
     tokenizer = pretrained.tokenizer
 
     def features(split: str, limit: int) -> tuple[list[glue.Example], dict[str, np.ndarray]]:
@@ -74,7 +76,7 @@ def run(config, workdir: str) -> dict:
         return losses.classification_sums(logits, batch["label"])
 
     model = BertForSequenceClassification(pretrained.config, task.num_labels)
-    spec = finetune.Spec(
+    spec = Spec(
         f"glue/{task.name}", model, loss, ("label",), train_features, evals, labels=task.labels
     )
-    return finetune.run(spec, pretrained, config, workdir)
+    return finetune.run(spec, pretrained, settings.finetuning(config), workdir)

@@ -6,12 +6,14 @@ import numpy as np
 from absl import logging
 
 from bert import losses
+from bert.finetuning import finetune
+from bert.finetuning.spec import EvalSet, Spec
 from bert.heads import BertForTokenClassification
-from bert.jobs import finetune
+from bert.jobs import settings
 from bert.tasks import metrics, ner
 from bert.tasks.features import ENCODER_INPUTS
-from input_pipeline import paths
-from input_pipeline.errors import UserError
+from util import paths
+from util.errors import UserError
 
 
 def _sentences(config, split: str) -> list[ner.Sentence]:
@@ -36,7 +38,7 @@ def scores(predicted: list[list[str]], sentences: list[ner.Sentence]) -> dict[st
 
 def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
-    pretrained = finetune.load_pretrained(config)
+    pretrained = settings.encoder(config)
     tokenizer = pretrained.tokenizer
     train_sentences = _sentences(config, config.train_split)
     labels = list(config.labels) or ner.label_list(train_sentences)
@@ -62,10 +64,10 @@ def run(config, workdir: str) -> dict:
             return scores(predicted, sentences)
 
         inputs = {k: feats[k] for k in ENCODER_INPUTS}
-        evals.append(finetune.EvalSet(split, inputs, finish))
+        evals.append(EvalSet(split, inputs, finish))
 
     model = BertForTokenClassification(pretrained.config, len(labels))
-    spec = finetune.Spec(
+    spec = Spec(
         "ner",
         model,
         lambda logits, batch: losses.classification_sums(logits, batch["label"]),
@@ -75,4 +77,4 @@ def run(config, workdir: str) -> dict:
         labels=tuple(labels),
         pack_fill={"label": ner.IGNORE},
     )
-    return finetune.run(spec, pretrained, config, workdir)
+    return finetune.run(spec, pretrained, settings.finetuning(config), workdir)

@@ -1,8 +1,9 @@
 """The pre-training job (`config.task = "pretrain"`, configs/bert_base.py): prepares the data,
-builds BERT with its MLM and NSP heads, LAMB or AdamW, and hands the run skeleton
-(bert/training/runner.py) its batches and held-out evaluation."""
+builds BERT with the heads of its objective (`config.objective`, bert/objectives/), LAMB or
+AdamW, and hands the run skeleton (bert/training/runner.py) its batches and held-out
+evaluation."""
 
-import math
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -12,12 +13,13 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from bert import flops, pretrained
-from bert.heads import BertForPreTraining
+from bert import flops, objectives, pretrained
+from bert.jobs import settings
 from bert.model import BertConfig
-from bert.training import objectives, optim, runner, sharding, step
-from input_pipeline import atomic, data_setup, paths, pretraining
-from input_pipeline.errors import UserError
+from bert.training import optim, runner, sharding, step
+from input_pipeline import batches, data_setup, pretraining, tokenizers
+from util import atomic, paths
+from util.errors import UserError
 
 TASK = "pretrain"
 
@@ -52,38 +54,45 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
     return params
 
 
-def make_dataset(files, config, tokenizer, per_host_batch, seed, start_step):
-    """This host's pre-training batches from prepared `files`, as `config` asks, from a step."""
+def corpus(config: ml_collections.ConfigDict) -> data_setup.Corpus:
+    """config.data's corpus fields."""
+    return data_setup.Corpus(**{f.name: config.data[f.name]
+                                for f in dataclasses.fields(data_setup.Corpus)})  # fmt: skip
+
+
+def batch_settings(config: ml_collections.ConfigDict, objective) -> batches.Settings:
+    """The pipeline's batches for `objective` (its data mode), from config.data."""
     d = config.data
-    return pretraining.make_pretraining_dataset(
-        files,
-        batch_size=per_host_batch,
+    return batches.Settings(
         seq_length=config.max_seq_length,
         max_predictions_per_seq=d.max_predictions_per_seq,
-        vocab_size=tokenizer.vocab_size,
-        pad_id=tokenizer.pad_id,
-        unk_id=tokenizer.unk_id,
-        cls_id=tokenizer.cls_id,
-        sep_id=tokenizer.sep_id,
-        mask_id=tokenizer.mask_id,
-        mode=d.mode,
+        mode=objective.data_mode,
         mask_rate=d.mask_rate,
         whole_word_masking=d.whole_word_masking,
         short_seq_prob=d.short_seq_prob,
         nsp_random_prob=d.nsp_random_prob,
-        seed=seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+    )
+
+
+def _batches(dataset, objective):
+    """The numpy batches of a pipeline `dataset`, with the keys the objective reads."""
+    return ({k: b[k] for k in objective.batch_keys} for b in dataset.as_numpy_iterator())
+
+
+def _dataset(files, batch: batches.Settings, ids: tokenizers.SpecialIds, per_host_batch: int,
+             seed: int, start_step: int):  # fmt: skip
+    """This host's pre-training batches from prepared `files`, from a step."""
+    return pretraining.make_pretraining_dataset(
+        files, batch, ids, batch_size=per_host_batch, seed=seed,
+        process_index=jax.process_index(), process_count=jax.process_count(),
         start_step=start_step,
-    )
+    )  # fmt: skip
 
 
-def _mfu_metrics(config, bert_config: BertConfig, use_nsp: bool):
+def _mfu_metrics(objective, seq_length: int, predictions: int, peak_override: float):
     """summary -> {"mfu": ...} where the device's peak is known."""
-    flops_per_seq = flops.train_flops_per_sequence(
-        bert_config, config.max_seq_length, config.data.max_predictions_per_seq, use_nsp
-    )
-    peak = flops.peak_flops(jax.devices()[0].device_kind, config.train.peak_flops_per_device)
+    flops_per_seq = objective.train_flops(seq_length, predictions)
+    peak = flops.peak_flops(jax.devices()[0].device_kind, peak_override)
 
     def mfu(summary: dict[str, float]) -> dict[str, float]:
         achieved = summary["sequences_per_second"] * flops_per_seq
@@ -100,7 +109,8 @@ def _held_out_shape(eval_batches, mesh) -> list:
 
 
 def _evaluator(objective, mesh, params, eval_batches, compiler=None):
-    """params -> held-out metrics: MLM loss, accuracy and perplexity; NSP loss and accuracy.
+    """params -> held-out metrics: the objective's (MLM loss, accuracy and perplexity; NSP loss
+    and accuracy).
 
     Args:
       params: the abstract parameters with their shardings.
@@ -113,16 +123,15 @@ def _evaluator(objective, mesh, params, eval_batches, compiler=None):
     def evaluate(params) -> dict[str, float]:
         results = step.summarize([eval_step(params, sharding.global_batch(b, mesh))
                                   for b in eval_batches])  # fmt: skip
-        results["mlm_perplexity"] = math.exp(min(results["mlm_loss"], 700.0))
-        return results
+        return objective.eval_metrics(results)
 
     return evaluate
 
 
-def eval_batches_of(files, config, tokenizer, per_host_batch) -> list:
+def eval_batches_of(files, config, batch, ids, objective, per_host_batch) -> list:
     """The fixed held-out batches: `config.train.eval_batches` of them, seeded seed + 1."""
-    dataset = make_dataset(files, config, tokenizer, per_host_batch, config.seed + 1, 0)
-    return list(dataset.take(config.train.eval_batches).as_numpy_iterator())
+    dataset = _dataset(files, batch, ids, per_host_batch, config.seed + 1, 0)
+    return list(_batches(dataset.take(config.train.eval_batches), objective))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -133,7 +142,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     if "mlm" not in loaded.params:
         raise UserError(f"{config.init_from} has no MLM head: nothing to evaluate")
     data = data_setup.prepare_pretraining_data(
-        config.data, paths.path(workdir), str(loaded.tokenizer.path), evaluate_only=True
+        corpus(config), paths.path(workdir), str(loaded.tokenizer.path), evaluate_only=True
     )
     if config.max_seq_length > loaded.config.max_position_embeddings:
         positions = loaded.config.max_position_embeddings
@@ -141,18 +150,20 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
             f"config.max_seq_length={config.max_seq_length} exceeds the checkpoint's {positions}"
         )
     mesh = sharding.make_mesh(config.mesh)
-    model = BertForPreTraining(loaded.config)
-    use_nsp = config.data.mode == "nsp" and "nsp" in loaded.params
-    fresh = model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
+    # a head the checkpoint lacks is never scored
+    objective = objectives.create(config.objective, loaded.config, set(loaded.params))
+    fresh = objective.model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
     fresh = jax.device_get(nn.meta.unbox(fresh))
-    params = {**fresh, **loaded.params}  # a head the checkpoint lacks is never scored
-    batches = eval_batches_of(data.eval_files, config, data.tokenizer,
-                            sharding.per_host_batch(config.train, mesh))  # fmt: skip
-    objective = objectives.pretraining(model, use_nsp)
+    params = {k: loaded.params.get(k, v) for k, v in fresh.items()}
+    t = config.train
+    per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
+    batch = batch_settings(config, objective)
+    held_out = eval_batches_of(data.eval_files, config, batch, data.tokenizer.special_ids,
+                               objective, per_host)  # fmt: skip
     replicated = sharding.replicated(mesh)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                             params)  # fmt: skip
-    results = _evaluator(objective, mesh, abstract, batches)(params)
+    results = _evaluator(objective, mesh, abstract, held_out)(params)
     if jax.process_index() == 0:
         atomic.write_json(paths.path(workdir) / "eval_results.json",
                           {"checkpoint": config.init_from, **results})  # fmt: skip
@@ -163,13 +174,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 def _prepare_data(config: ml_collections.ConfigDict, workdir: str) -> data_setup.PretrainingData:
     """Prepares `workdir/data` once for all hosts: a local folder is locked by the first host
     to come; an object store has no locks, so there process 0 prepares and the others wait."""
+    text = corpus(config)
     if jax.process_count() == 1 or not paths.is_remote(workdir):
-        return data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+        return data_setup.prepare_pretraining_data(text, paths.path(workdir))
     data = None
     if jax.process_index() == 0:
-        data = data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+        data = data_setup.prepare_pretraining_data(text, paths.path(workdir))
     multihost_utils.sync_global_devices("pretraining data prepared")
-    return data or data_setup.prepare_pretraining_data(config.data, paths.path(workdir))
+    return data or data_setup.prepare_pretraining_data(text, paths.path(workdir))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -181,51 +193,49 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
     data = _prepare_data(config, workdir)
-    tokenizer = data.tokenizer
-    bert_config = model_config(config.model, tokenizer.vocab_size)
+    ids = data.tokenizer.special_ids
+    bert_config = model_config(config.model, ids.vocab_size)
     if config.max_seq_length > bert_config.max_position_embeddings:
         raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds "
             f"config.model.max_position_embeddings={bert_config.max_position_embeddings}"
         )
+    objective = objectives.create(config.objective, bert_config)
     mesh = sharding.make_mesh(config.mesh)
-    per_host_batch = sharding.per_host_batch(config.train, mesh)
     t = config.train
+    per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
     schedule = optim.learning_rate_schedule(
         t.learning_rate, t.warmup_steps, t.steps, t.end_learning_rate, t.decay_power
     )
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
-    model = BertForPreTraining(bert_config)
-    use_nsp = config.data.mode == "nsp"
-    objective = objectives.pretraining(model, use_nsp)
-    eval_batches = eval_batches_of(data.eval_files, config, tokenizer, per_host_batch)
+    batch = batch_settings(config, objective)
+    held_out = eval_batches_of(data.eval_files, config, batch, ids, objective, per_host)
 
-    def batches(start: int):
-        stream = make_dataset(
-            data.train_files, config, tokenizer, per_host_batch, config.seed, start
-        )
-        iterator = stream.as_numpy_iterator()
-        return lambda _: sharding.global_batch(next(iterator), mesh)
+    def train_batches(start: int):
+        dataset = _dataset(data.train_files, batch, ids, per_host, config.seed, start)
+        stream = _batches(dataset, objective)
+        return lambda _: sharding.global_batch(next(stream), mesh)
 
     job = runner.Run(
         task=TASK,
-        model=model,
+        model=objective.model,
         model_config=bert_config,
-        tokenizer=str(tokenizer.path),
+        tokenizer=str(data.tokenizer.path),
         objective=objective,
         tx=tx,
         schedule=schedule,
         total_steps=t.steps,
         seq_length=config.max_seq_length,
         initial_params=lambda: initial_params(config.init_from, bert_config),
-        batches=batches,
+        batches=train_batches,
         make_evaluate=lambda params, compiler: _evaluator(
-            objective, mesh, params, eval_batches, compiler
+            objective, mesh, params, held_out, compiler
         ),
-        extra_metrics=_mfu_metrics(config, bert_config, use_nsp),
+        extra_metrics=_mfu_metrics(objective, config.max_seq_length,
+                                   config.data.max_predictions_per_seq, t.peak_flops_per_device),
         # the one train step compiles while the input pipeline starts
-        batch_shapes=lambda _: _held_out_shape(eval_batches, mesh),
-    )
-    results = runner.train_and_evaluate(job, config, workdir, mesh)
+        batch_shapes=lambda _: _held_out_shape(held_out, mesh),
+    )  # fmt: skip
+    results = runner.train_and_evaluate(job, settings.run_settings(config), workdir, mesh)
     logging.info("pre-training stopped at step %d", results["step"])
     return results

@@ -8,12 +8,14 @@ import json
 from absl import logging
 
 from bert import losses
+from bert.finetuning import finetune
+from bert.finetuning.spec import EvalSet, Spec
 from bert.heads import BertForQuestionAnswering
-from bert.jobs import finetune
+from bert.jobs import settings
 from bert.tasks import metrics, squad
 from bert.tasks.features import ENCODER_INPUTS
-from input_pipeline import atomic, paths
-from input_pipeline.errors import UserError
+from util import atomic, paths
+from util.errors import UserError
 
 
 def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.SquadSet, dict]:
@@ -60,7 +62,7 @@ def _nbest_json(nbest: dict[str, list[squad.Candidate]]) -> str:
 
 def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., "dev": {metric: value}}."""
-    pretrained = finetune.load_pretrained(config)
+    pretrained = settings.encoder(config)
     tokenizer = pretrained.tokenizer
     window = dict(max_seq_length=config.max_seq_length, doc_stride=config.doc_stride,
                   max_query_length=config.max_query_length)  # fmt: skip
@@ -101,7 +103,7 @@ def run(config, workdir: str) -> dict:
 
     arrays = squad.features_to_arrays(eval_features)
     inputs = {k: arrays[k] for k in ENCODER_INPUTS}
-    spec = finetune.Spec(
+    spec = Spec(
         "squad",
         BertForQuestionAnswering(pretrained.config),
         lambda outputs, batch: losses.span_sums(
@@ -109,6 +111,6 @@ def run(config, workdir: str) -> dict:
         ),
         ("start_positions", "end_positions"),
         train_arrays,
-        [finetune.EvalSet("dev", inputs, finish, bucketed=False)],
+        [EvalSet("dev", inputs, finish, bucketed=False)],
     )
-    return finetune.run(spec, pretrained, config, workdir)
+    return finetune.run(spec, pretrained, settings.finetuning(config), workdir)

@@ -1,70 +1,20 @@
 """The sentence-embedding job (`config.task = "sts"`, configs/sts.py): evaluate a checkpoint's
-embeddings on STS (cosine similarity against gold scores) or on retrieval (recall, MRR, nDCG
-over a corpus), or encode a text file to a .npy matrix; and `embed`, which turns sentences
-into embeddings with any loaded checkpoint, and `evaluate_retrieval`, which the training job
-calls too."""
+embeddings (bert/embed.py) on STS (cosine similarity against gold scores) or on retrieval
+(recall, MRR, nDCG over a corpus), or encode a text file to a .npy matrix; `evaluate` and
+`evaluate_retrieval` serve the training job (embeddings.py) too."""
 
 import functools
 import io
-from collections.abc import Sequence
 
-import jax
 import numpy as np
 from absl import logging
 
-from bert import pretrained
-from bert.heads import POOLINGS, BertForSentenceEmbedding
-from bert.model import BertConfig
-from bert.tasks import features, metrics, retrieval, retrieval_data, squad_pairs, sts
+from bert import embed, pretrained
+from bert.heads import POOLINGS
+from bert.tasks import metrics, retrieval, retrieval_data, squad_pairs, sts
 from bert.training import reporting
-from input_pipeline import atomic, paths, text_files
-from input_pipeline.errors import UserError
-
-
-@functools.partial(jax.jit, static_argnames=("config", "pooling", "normalize"))
-def _embed_batch(params, ids, segments, mask, *, config: BertConfig, pooling: str, normalize: bool):
-    model = BertForSentenceEmbedding(config, pooling, normalize)
-    return model.apply({"params": {"bert": params}}, ids, segments, mask)  # [batch, embed]
-
-
-def embed(
-    model: pretrained.Pretrained,
-    sentences: Sequence[str],
-    max_seq_length: int = 256,
-    batch_size: int = 64,
-    pooling: str = "mean",
-    normalize: bool = True,
-    pad_to_multiple_of: int = 8,
-) -> np.ndarray:
-    """Embeddings [len(sentences), embed] as float32.
-
-    Sentences are tokenized as [CLS] text [SEP], truncated to `max_seq_length`, sorted by length
-    and padded per batch to a length bucket of `pad_to_multiple_of` (few compiled shapes, little
-    padding; 0: every batch at `max_seq_length`).
-    """
-    tok = model.tokenizer
-    params = jax.device_put(model.encoder)  # once: host arrays would be copied at every batch
-    encoded = []
-    for ids in tok.encode_batch_ids(list(sentences)):
-        ids, _ = tok.build_inputs(ids[: max_seq_length - 2])
-        encoded.append(ids)
-    order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    out = np.zeros((len(encoded), model.config.hidden_size), np.float32)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        longest = max(len(encoded[i]) for i in chunk)
-        length = features.bucket_length(longest, pad_to_multiple_of, max_seq_length)
-        ids = np.full((batch_size, length), tok.pad_id, np.int32)
-        mask = np.zeros((batch_size, length), np.int32)
-        for row, i in enumerate(chunk):
-            ids[row, : len(encoded[i])] = encoded[i]
-            mask[row, : len(encoded[i])] = 1
-        vectors = _embed_batch(
-            params, ids, np.zeros_like(ids), mask,
-            config=model.config, pooling=pooling, normalize=normalize,
-        )  # fmt: skip
-        out[chunk] = np.asarray(vectors)[: len(chunk)]
-    return out
+from util import atomic, paths, text_files
+from util.errors import UserError
 
 
 def read_pairs(path: str) -> list[sts.Pair]:
@@ -94,8 +44,8 @@ def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dic
     options = dict(max_seq_length=config.max_seq_length, batch_size=config.eval_batch_size,
                    pooling=pooling,
                    pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
-    first = embed(model, [p.sentence1 for p in pairs], normalize=True, **options)
-    second = embed(model, [p.sentence2 for p in pairs], normalize=True, **options)
+    first = embed.embed(model, [p.sentence1 for p in pairs], normalize=True, **options)
+    second = embed.embed(model, [p.sentence2 for p in pairs], normalize=True, **options)
     cosine = np.sum(first * second, axis=-1)
     gold = np.array([p.score for p in pairs], np.float64)
     return {
@@ -153,7 +103,7 @@ def evaluate_retrieval(
       mesh: the devices the corpus is split over (None: all).
     """
     pooling, normalize = settings(model, config.pooling, config.normalize)
-    encode = functools.partial(embed, model, max_seq_length=config.max_seq_length,
+    encode = functools.partial(embed.embed, model, max_seq_length=config.max_seq_length,
                                batch_size=config.eval_batch_size, pooling=pooling,
                                normalize=normalize,
                                pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
@@ -203,7 +153,7 @@ def run(config, workdir: str) -> dict[str, float]:
         logging.info("retrieval: %s", results)
         return results
     sentences = read_sentences(config.encode_input)
-    matrix = embed(model, sentences, max_seq_length=config.max_seq_length,
+    matrix = embed.embed(model, sentences, max_seq_length=config.max_seq_length,
                    batch_size=config.eval_batch_size, pooling=pooling, normalize=normalize,
                    pad_to_multiple_of=config.pad_to_multiple_of)  # fmt: skip
     buffer = io.BytesIO()

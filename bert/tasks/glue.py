@@ -16,8 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, paths, text_files, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import tokenizers
+from util import atomic, paths, text_files
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 Column = str | int  # a header name, or a 0-based index for files without a header

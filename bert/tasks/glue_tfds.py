@@ -8,7 +8,7 @@ first use (network needed once) and caches it under its data dir.
 import numpy as np
 
 from bert.tasks import glue
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 # Our task name -> TFDS text features, in the order of the task's texts.
 TEXT_FEATURES: dict[str, tuple[str, ...]] = {

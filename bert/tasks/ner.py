@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from bert.tasks import features
-from input_pipeline import atomic, paths, text_files, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import tokenizers
+from util import atomic, paths, text_files
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 IGNORE = -1  # label of sub-tokens that do not start a word, and of special and padding tokens

@@ -30,8 +30,9 @@ from typing import Any, TextIO
 
 from bert.tasks import squad_pairs, sts
 from bert.tasks.pair_set import PairSet
-from input_pipeline import corpora, paths
-from input_pipeline.errors import UserError
+from input_pipeline import corpora
+from util import paths
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 Column = str | int  # a header name (or JSON key, Parquet column), or a 0-based position

@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bert.tasks.retrieval_data import RetrievalSet
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 SCORES = ("cosine", "dot")
 AXIS = "corpus"  # the one axis of the flattened mesh the corpus is split over

@@ -16,8 +16,8 @@ import dataclasses
 import json
 import os
 
-from input_pipeline import paths
-from input_pipeline.errors import UserError
+from util import paths
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tokenizers as hf_tokenizers
 
-from input_pipeline import atomic, paths
 from input_pipeline import tokenizers as tok_lib
-from input_pipeline.errors import UserError
+from util import atomic, paths
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 

@@ -21,7 +21,7 @@ from bert.tasks import squad
 from bert.tasks.pair_set import PairSet
 from bert.tasks.retrieval_data import RetrievalSet
 from input_pipeline import sentence_splitter
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 PASSAGES = ("paragraph", "sentence")

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from bert.tasks import features, glue
-from input_pipeline import paths, tokenizers
-from input_pipeline.errors import UserError
+from input_pipeline import tokenizers
+from util import paths
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 MAX_SCORE = 5.0

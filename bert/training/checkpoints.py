@@ -31,7 +31,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from bert.training import fingerprint
-from input_pipeline import errors, paths
+from util import errors, paths
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # beside CHECKPOINT_DIR: Orbax never lists it

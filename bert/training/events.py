@@ -20,7 +20,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hparams_summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from input_pipeline import atomic, paths
+from util import atomic, paths
 
 FILE_VERSION = "brain.Event:2"  # what TensorFlow's event writers put first in every file
 

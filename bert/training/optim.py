@@ -18,7 +18,7 @@ import jax
 import optax
 from flax import traverse_util
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 OPTIMIZERS = ("lamb", "adamw")
 

@@ -12,7 +12,7 @@ import jax
 from clu import metric_writers
 
 from bert.training import events
-from input_pipeline import paths
+from util import paths
 
 
 def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:

@@ -5,7 +5,7 @@ sets up TensorBoard and progress, runs the loop (periodic reports, evaluations a
 checkpoints), then evaluates and writes `eval_results.json`. Every checkpoint records the same
 metadata: the step, the task, the model config, the tokenizer and a classifier's label names,
 so that any workdir can be resumed (only for the same task and model), loaded as a pretrained
-model (bert/pretrained.py) or exported (bert/convert/workdirs.py).
+model (bert/pretrained.py) or exported (bert/export/workdirs.py).
 SIGTERM or Ctrl-C saves a checkpoint and stops without the final evaluation (a preempted VM has
 seconds, not minutes); running the same command again resumes and finishes the run.
 """
@@ -18,17 +18,45 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import ml_collections
 import optax
 from absl import logging
 
 from bert.model import BertConfig
-from bert.training import ahead, checkpoints, fingerprint, loop, objectives, reporting, step
-from input_pipeline import atomic, paths
-from input_pipeline.errors import UserError
+from bert.training import ahead, checkpoints, fingerprint, loop, reporting, step
+from util import atomic, paths
+from util.errors import UserError
 
 Batch = dict[str, jax.Array]
 Results = dict[str, Any]  # metric name -> value, or split -> {metric name -> value}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the skeleton runs a job (the job's `seed` and `train` config fields).
+
+    Attributes:
+      seed: the parameters' initialisation and the steps' random keys.
+      batch_size: the global batch (throughput reports).
+      accumulation_steps: micro-batches per step.
+      log_every, eval_every, checkpoint_every: steps between reports, evaluations (0: only at
+        the end) and checkpoints.
+      max_to_keep: checkpoints kept.
+      async_checkpoints: save in the background while training goes on.
+      compile_ahead_threads: threads compiling the steps' shapes in the background (0: each
+        when first needed).
+      hparams: the job's settings, flat (`section.field` -> scalar), shown in TensorBoard.
+    """
+
+    seed: int
+    batch_size: int
+    accumulation_steps: int
+    log_every: int
+    eval_every: int
+    checkpoint_every: int
+    max_to_keep: int
+    async_checkpoints: bool
+    compile_ahead_threads: int
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +69,7 @@ class Run:
       model_config: the encoder's config, recorded; a resume with another one is refused.
       tokenizer: the tokenizer file the inputs were made with, recorded (relative to the
         workdir when it lies inside it, so a moved workdir still finds it).
-      objective: the loss (bert/training/objectives.py).
+      objective: the loss (step.Objective).
       tx, schedule: the optimizer and its learning-rate schedule.
       total_steps: optimizer steps of the whole run.
       seq_length: the sequence length (initialisation shapes and throughput).
@@ -51,7 +79,7 @@ class Run:
         (params -> results); called every train.eval_every steps and at the end.
       extra_metrics: a report's summary -> more scalars (e.g. MFU).
       labels: the names of a classifier's or tagger's classes (class i is labels[i]),
-        recorded so that the workdir exports with them (bert/convert/workdirs.py).
+        recorded so that the workdir exports with them (bert/export/workdirs.py).
       recorded: more settings recorded in the checkpoints' metadata for whoever loads them
         (a sentence embedding's pooling, normalisation and length: bert/pretrained.py).
       batch_shapes: start step -> the abstract global batches (ShapeDtypeStructs with their
@@ -63,7 +91,7 @@ class Run:
     model: nn.Module
     model_config: BertConfig
     tokenizer: str
-    objective: objectives.Objective
+    objective: step.Objective
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     total_steps: int
@@ -116,14 +144,10 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
     return state
 
 
-def train_and_evaluate(
-    run: Run, config: ml_collections.ConfigDict, workdir: str | os.PathLike, mesh
-) -> Results:
+def train_and_evaluate(run: Run, settings: Settings, workdir: str | os.PathLike, mesh) -> Results:
     """Trains `run` in `workdir` (resuming from its newest checkpoint), then evaluates.
 
     Args:
-      config: the job's config: `seed`, and `train` (batch_size, accumulation_steps,
-        log_every, eval_every, checkpoint_every, max_to_keep, async_checkpoints).
       mesh: the device mesh (bert/training/sharding.py).
 
     Returns:
@@ -136,20 +160,20 @@ def train_and_evaluate(
             "config.model.attention_impl='cudnn' cannot train with attention dropout: set "
             "config.model.attention_dropout=0 (or config.model.attention_impl='xla')"
         )
-    if config.train.compile_ahead_threads < 0:
+    t = settings
+    if t.compile_ahead_threads < 0:
         raise UserError(
-            f"config.train.compile_ahead_threads={config.train.compile_ahead_threads} must be 0 "
+            f"config.train.compile_ahead_threads={t.compile_ahead_threads} must be 0 "
             "(compile each shape when first needed) or more"
         )
     workdir = paths.path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    t = config.train
     abstract, shardings = step.state_shardings(run.model, run.tx, mesh, run.seq_length)
     ckpts = checkpoints.Checkpoints(workdir, t.max_to_keep, t.async_checkpoints)
-    state = _restore_or_init(run, ckpts, abstract, shardings, mesh, config.seed)
+    state = _restore_or_init(run, ckpts, abstract, shardings, mesh, t.seed)
     start = int(jax.device_get(state.step))
     train_step = step.compile_train_step(
-        run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, config.seed
+        run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, t.seed
     )
     fixed = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
@@ -161,7 +185,7 @@ def train_and_evaluate(
         evaluate = run.make_evaluate(fixed.params, compiler)
         checksums = compiler.single(fingerprint.checksum_program(fixed), fixed)
         programs = _Programs(train_step, evaluate, checksums)
-        return _train(run, config, workdir, state, start, programs, ckpts)
+        return _train(run, settings, workdir, state, start, programs, ckpts)
     finally:
         compiler.close()
 
@@ -176,12 +200,13 @@ class _Programs:
     checksums: Callable
 
 
-def _train(run: Run, config, workdir, state, start: int, programs: _Programs, ckpts) -> Results:
+def _train(
+    run: Run, t: Settings, workdir, state, start: int, programs: _Programs, ckpts
+) -> Results:
     """The loop, the last checkpoint, then the final evaluation (train_and_evaluate's body)."""
-    t = config.train
     writer = reporting.make_writer(workdir)
     if start == 0:
-        writer.write_hparams(reporting.flat_hparams(config))
+        writer.write_hparams(t.hparams)
     meta = {"task": run.task, "model": dataclasses.asdict(run.model_config),
             "tokenizer": recorded_tokenizer(run.tokenizer, workdir)}  # fmt: skip
     if run.labels:

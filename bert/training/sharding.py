@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 DATA, FSDP, TENSOR = "data", "fsdp", "tensor"
 MESH_AXES = (DATA, FSDP, TENSOR)
@@ -138,13 +138,13 @@ def batch_divisor(mesh: Mesh) -> int:
     return mesh.shape[DATA] * mesh.shape[FSDP]
 
 
-def per_host_batch(train_cfg: Any, mesh: Mesh) -> int:
-    """This host's share of `train_cfg.batch_size`; errors name the config fields.
+def per_host_batch(batch_size: int, accumulation_steps: int, mesh: Mesh) -> int:
+    """This host's share of the global `batch_size`; errors name the config fields.
 
-    The global batch must split evenly into `train_cfg.accumulation_steps` micro-batches, each
-    over the data x fsdp devices, and over the hosts.
+    The global batch must split evenly into `accumulation_steps` micro-batches, each over the
+    data x fsdp devices, and over the hosts.
     """
-    batch, accum = train_cfg.batch_size, train_cfg.accumulation_steps
+    batch, accum = batch_size, accumulation_steps
     if accum < 1 or batch % accum:
         raise UserError(
             f"config.train.batch_size={batch} is not a multiple of accumulation {accum}"

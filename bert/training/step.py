@@ -1,10 +1,15 @@
 """The training state and the generic steps: abstract, sharded state creation; the pure train
 step (any objective, exact gradient accumulation) and evaluation step, each jitted once with
-explicit shardings (the state donated); host-side reduction of their metrics."""
+explicit shardings (the state donated); host-side reduction of their metrics.
+
+The steps know no objective: they take anything shaped as `Objective` (a pre-training objective
+of bert/objectives/, a fine-tuning head's loss of bert/finetuning/objective.py).
+"""
 
 import functools
+import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import flax
 import flax.linen as nn
@@ -13,12 +18,55 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from bert.training import objectives, optim, sharding
-from input_pipeline.errors import UserError
+from bert.training import optim, sharding
+from util.errors import UserError
 
 Array = jax.Array
 Batch = dict[str, Array]
 Metrics = dict[str, Array]
+Sums = dict[str, tuple[Array, Array]]
+# The objective's own random stream, beside dropout's: its keys are fold_in(fold_in(key(seed),
+# OBJECTIVE_STREAM), step), dropout's fold_in(key(seed), step).
+OBJECTIVE_STREAM = zlib.crc32(b"objective")
+
+
+class Objective(Protocol):
+    """What the generic steps minimise.
+
+    Attributes:
+      batch_keys: the keys of a training batch (inputs and labels), in the order the step's
+        shardings list them.
+    """
+
+    batch_keys: tuple[str, ...]
+
+    def loss_fn(
+        self, params: Any, batch: Batch, rngs: dict[str, Array] | None, totals: Any
+    ) -> tuple[Array, Sums]:
+        """(the loss to minimise, {metric name: (sum, count)}).
+
+        Args:
+          rngs: {"dropout": key, "objective": key}: dropout's key and a key of the objective's
+            own for any other randomness it needs (e.g. sampling replacements); None:
+            deterministic (evaluation).
+          totals: the loss denominators of the whole global batch (`totals_fn`), so that the
+            losses of micro-batches add up to exactly the full batch's; None: this batch's own.
+        """
+        ...
+
+    def totals_fn(self, batch: Batch) -> Any:
+        """The loss denominators of a global batch."""
+        ...
+
+
+def step_rngs(seed: int, step: Array) -> dict[str, Array]:
+    """The keys of training step `step`: dropout's and the objective's, each from its own
+    stream, so that a resumed step repeats both."""
+    root = jax.random.key(seed)
+    return {
+        "dropout": jax.random.fold_in(root, step),
+        "objective": jax.random.fold_in(jax.random.fold_in(root, OBJECTIVE_STREAM), step),
+    }
 
 
 @flax.struct.dataclass
@@ -101,7 +149,7 @@ def train_step(
     state: TrainState,
     batch: Batch,
     *,
-    objective: objectives.Objective,
+    objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     accumulation_steps: int = 1,
@@ -110,29 +158,31 @@ def train_step(
     """One optimizer step on a global batch, with exact gradient accumulation.
 
     Args:
-      objective: the loss (bert/training/objectives.py); pre-training and every fine-tuning
-        task share this step.
+      objective: the loss (`Objective`); pre-training and every fine-tuning task share this
+        step.
       accumulation_steps: micro-batches per step; gradients summed exactly.
-      seed: dropout randomness is fold_in(key(seed), step), so a resumed step repeats it.
+      seed: the step's random keys come from it and the step (`step_rngs`), so a resumed step
+        repeats them; micro-batch i folds i into each.
 
     Returns the new state and metrics as sums with their denominators (`*_sum`, `*_count`),
     plus `loss`, `grad_norm` and `learning_rate` for this step, and `real_tokens` /
     `padded_tokens`: the batch's non-padding tokens and all its token positions (every input
     mask of the batch counted).
     """
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    rngs = step_rngs(seed, state.step)
     totals = objective.totals_fn(batch)
     grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
     n = accumulation_steps
     if n == 1:
-        (loss, sums), grads = grad_fn(state.params, batch, rng, totals)
+        (loss, sums), grads = grad_fn(state.params, batch, rngs, totals)
     else:
         # Micro-batch i takes rows i, i+n, i+2n, ...: each stays spread over every device.
         micro = jax.tree.map(lambda x: x.reshape(-1, n, *x.shape[1:]).swapaxes(0, 1), batch)
 
         def micro_step(i):
             micro_batch = jax.tree.map(lambda x: x[i], micro)
-            return grad_fn(state.params, micro_batch, jax.random.fold_in(rng, i), totals)
+            micro_rngs = {name: jax.random.fold_in(key, i) for name, key in rngs.items()}
+            return grad_fn(state.params, micro_batch, micro_rngs, totals)
 
         def accumulate(carry, i):
             return jax.tree.map(jnp.add, carry, micro_step(i)), None
@@ -157,7 +207,7 @@ def token_counts(batch: Batch) -> Metrics:
     return {"real_tokens": real, "padded_tokens": jnp.float32(sum(m.size for m in masks))}
 
 
-def flatten_sums(sums: dict[str, tuple[Array, Array]]) -> Metrics:
+def flatten_sums(sums: Sums) -> Metrics:
     """{name: (sum, count)} -> {name_sum: sum, name_count: count} (what summarize reduces)."""
     metrics = {}
     for name, (total, count) in sums.items():
@@ -165,14 +215,14 @@ def flatten_sums(sums: dict[str, tuple[Array, Array]]) -> Metrics:
     return metrics
 
 
-def eval_step(params: Any, batch: Batch, *, objective: objectives.Objective) -> Metrics:
+def eval_step(params: Any, batch: Batch, *, objective: Objective) -> Metrics:
     """Deterministic forward pass: the objective's metric sums and counts."""
     _, sums = objective.loss_fn(params, batch, None, None)
     return flatten_sums(sums)
 
 
 def compile_train_step(
-    objective: objectives.Objective,
+    objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     mesh: Mesh,
@@ -198,7 +248,7 @@ def compile_train_step(
 
 
 def compile_eval_step(
-    objective: objectives.Objective, mesh: Mesh, params_sharding: Any
+    objective: Objective, mesh: Mesh, params_sharding: Any
 ) -> Callable[[Any, Batch], Metrics]:
     """eval_step jitted with in/out shardings (metrics replicated)."""
     return jax.jit(
@@ -211,9 +261,9 @@ def compile_eval_step(
 def summarize(metric_list: list[Metrics]) -> dict[str, float]:
     """Host-side reduction of per-step metrics: sums over steps, then ratios.
 
-    Returns loss (mean over steps), mlm_loss, mlm_accuracy, nsp_loss, nsp_accuracy (from the
-    summed numerators and denominators), the last learning_rate / mean grad_norm, and
-    real_tokens / padded_tokens summed over the steps.
+    Returns every metric the objective sums (its name without `_sum`: the summed numerators
+    over the summed denominators), loss and grad_norm (means over the steps), the last
+    learning_rate, and real_tokens / padded_tokens summed over the steps.
     """
     fetched = jax.device_get(metric_list)
     out: dict[str, float] = {}

@@ -23,8 +23,8 @@ import pathlib
 import socket
 from collections.abc import Iterator
 
-from input_pipeline import paths
-from input_pipeline.errors import UserError
+from util import paths
+from util.errors import UserError
 
 LOCK_FILE = "job.lock"
 

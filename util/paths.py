@@ -9,7 +9,7 @@ TF's gfile instead, which knows no `hf://` and cannot be pointed at a GCS emulat
 entry points call `use_fsspec_backend` first (see "Design notes" in the README).
 
 Object stores have no rename and no partial objects: one upload is all-or-nothing, so writes
-there go straight to the final name (`input_pipeline/atomic.py`), and readers of a folder look
+there go straight to the final name (`util/atomic.py`), and readers of a folder look
 for the file written last (a manifest, a checkpoint's commit marker).
 """
 
@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, TextIO
 import fsspec
 from etils import epath
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 Path = epath.Path
 PathLike = str | os.PathLike

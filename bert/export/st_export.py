@@ -18,7 +18,7 @@ from bert.convert import formats, hf_tokenizer, st_modules
 from bert.convert.name_table import config_to_hf
 from bert.convert.params import groups_of, params_to_hf
 from bert.heads import POOLINGS
-from input_pipeline import errors
+from util import errors
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,7 @@ predictions, embeddings) goes through here.
 
 On an object store (`gs://`, `hf://`) there is no rename and no partial object: one upload is
 already all-or-nothing, so the content is uploaded to the target name when the block succeeds
-and discarded when it fails (see `input_pipeline/paths.py`)."""
+and discarded when it fails (see `util/paths.py`)."""
 
 import contextlib
 import json
@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from input_pipeline import paths
+from util import paths
 
 
 @contextlib.contextmanager

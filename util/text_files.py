@@ -10,8 +10,8 @@ import os
 import re
 from collections.abc import Iterator
 
-from input_pipeline import paths
-from input_pipeline.errors import UserError
+from util import paths
+from util.errors import UserError
 
 PathLike = str | os.PathLike
 BYTE_ORDER_MARK = "\ufeff"

@@ -8,18 +8,18 @@
 Converts a checkpoint directory (HF, Google TF or ours; the format is detected) to an HF
 directory or to our own format; or a training workdir of ours (pre-trained or fine-tuned) to an
 HF directory of the matching class with its tokenizer, optionally uploaded to the Hub; or either
-(or a Hub model id) to a sentence-transformers directory (bert/convert/st_export.py).
+(or a Hub model id) to a sentence-transformers directory (bert/export/st_export.py).
 """
 
 import argparse
 
 from bert.convert.directories import export_hf, import_model, save_orbax
-from bert.convert.hub import check_repo_id, push_to_hub
-from bert.convert.st_export import export_sentence_transformers
-from bert.convert.workdirs import export_workdir
+from bert.export.st_export import export_sentence_transformers
+from bert.export.workdirs import export_workdir
 from bert.heads import POOLINGS
 from bert.training import checkpoints
-from input_pipeline import console, errors, paths
+from util import console, errors, paths
+from util.hub import check_repo_id, push_to_hub
 
 ST = "sentence-transformers"  # the --to value
 

@@ -1,134 +1,43 @@
-"""The training batches of a fine-tuning run: which rows each step takes, cut to length
-buckets or packed into rows.
+"""The one home of a fine-tuning run's training batches: the rows each step takes (order.py),
+cut to length buckets (buckets.py) or packed into rows (packing.py), this host's share of them,
+and the global array the step takes.
 
-The order is a seeded permutation per epoch (`RowOrder`), so step `s` always sees the same
-rows and a resumed run is identical to an uninterrupted one; rows of similar lengths can be
-batched together (`config.train.group_by_length`). `TrainBatches` cuts each step's batch to the
-length bucket of its longest row (each text of a bi-encoder to its own); `PackedBatches` packs a
-per-token task's rows whole into rows of `config.train.pack_length` (bert/tasks/packing.py),
-`PackedSides` a bi-encoder's texts of every side.
-All three know every step's shape in advance, so the runner compiles them ahead.
+`TrainBatches` cuts each step's batch to the length bucket of its longest row (each text of a
+bi-encoder to its own); `PackedBatches` packs a per-token task's rows whole into rows of
+`config.train.pack_length`, `PackedSides` a bi-encoder's texts of every side. All three know
+every step's shape in advance, so the runner compiles them ahead. `train_batches` picks one for
+a run, with the objective that reads its batches.
 """
 
 import abc
 import dataclasses
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
-from bert.tasks import features, packing
+from bert.finetuning import buckets, packing
+from bert.finetuning.objective import Finetuning
+from bert.finetuning.order import RowOrder
+from bert.finetuning.spec import Spec
+from bert.tasks.features import ENCODER_INPUTS
 from bert.training import sharding
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 Batch = dict[str, Any]
+# a packed bi-encoder's rows per step follow from the run's first this many steps
+# (first-fit of 32-48 texts takes well under a millisecond a step)
+PACK_PLAN_STEPS = 500
 
 
 def take_rows(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v[rows] for k, v in arrays.items()}
 
 
-@dataclasses.dataclass(frozen=True)
-class RowOrder:
-    """How many steps, and which rows each step takes.
-
-    Epoch e is the seeded permutation (seed, e) of the rows, cut into batches. With
-    `group_batches` > 1 and row `lengths`, each run of that many batches of the permutation is
-    sorted by length before it is cut, and the epoch's batches are then shuffled with the same
-    generator: a batch holds rows of similar lengths (little padding in a length bucket) while
-    every row is still seen once per epoch in a seeded order.
-    """
-
-    num_rows: int
-    batch_size: int
-    total_steps: int
-    seed: int
-    lengths: np.ndarray | None = None
-    group_batches: int = 0
-    # the last epoch's batches, kept so that each step does not recompute its epoch's order
-    _last: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.num_rows // self.batch_size
-
-    def epoch_batches(self, epoch: int) -> np.ndarray:
-        """[steps_per_epoch, batch_size] row indices of epoch `epoch`'s batches, in order."""
-        rng = np.random.default_rng((self.seed, epoch))
-        order = rng.permutation(self.num_rows)[: self.steps_per_epoch * self.batch_size]
-        if self.group_batches <= 1 or self.lengths is None:
-            return order.reshape(-1, self.batch_size)
-        span = self.group_batches * self.batch_size
-        groups = np.split(order, range(span, len(order), span))
-        by_length = [g[np.argsort(-self.lengths[g], kind="stable")] for g in groups]
-        batches = np.concatenate(by_length).reshape(-1, self.batch_size)
-        return batches[rng.permutation(len(batches))]
-
-    def rows(self, step: int) -> np.ndarray:
-        """Row indices of the global batch of `step`."""
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if epoch not in self._last:
-            self._last.clear()
-            self._last[epoch] = self.epoch_batches(epoch)
-        return self._last[epoch][position]
-
-
-def make_row_order(
-    t: ml_collections.ConfigDict, num_rows: int, seed: int, lengths: np.ndarray | None = None
-) -> RowOrder:
-    """Steps from config.train.steps, or from train.epochs (whole batches; the rest dropped).
-
-    `lengths` (each row's used length) lets config.train.group_by_length batch rows of similar
-    lengths together.
-    """
-    if num_rows < t.batch_size:
-        raise UserError(
-            f"{num_rows} training examples, fewer than config.train.batch_size={t.batch_size}"
-        )
-    if t.group_by_length < 0:
-        raise UserError(f"config.train.group_by_length={t.group_by_length} must be 0 or more")
-    steps = t.steps if t.steps > 0 else math.ceil(t.epochs * (num_rows // t.batch_size))
-    if steps <= 0:
-        raise UserError(f"config.train.epochs={t.epochs} gives no steps; set train.steps")
-    return RowOrder(num_rows, t.batch_size, steps, seed, lengths, t.group_by_length)
-
-
 def host_share(rows: np.ndarray) -> np.ndarray:
     """This process's contiguous share of a global batch's rows (along the first axis)."""
     return rows.reshape(jax.process_count(), -1, *rows.shape[1:])[jax.process_index()]
-
-
-def mask_keys(keys: Sequence[str]) -> list[str]:
-    """The input masks among `keys` (one per text a model takes)."""
-    return [k for k in keys if k.endswith("input_mask")]
-
-
-def lengths_of(arrays: dict[str, np.ndarray], multiple: int) -> np.ndarray:
-    """Each row's used length (its full length when `multiple` is 0 or there is no mask)."""
-    masks = [arrays[k] for k in mask_keys(list(arrays))]
-    if multiple <= 0 or not masks:
-        rows, full = next(iter(arrays.values())).shape[:2]
-        return np.full(rows, full, np.int64)
-    return features.used_lengths(masks)
-
-
-def lengths_by_text(
-    arrays: dict[str, np.ndarray], multiple: int, ratio: float
-) -> dict[str, np.ndarray]:
-    """What each row's length bucket must hold, per text: input mask key -> [rows] lengths.
-
-    The texts of a model taking several (a bi-encoder's sides) get their own lengths when one's
-    mean is at least `ratio` times another's (a question beside a paragraph); otherwise they
-    share each row's longest, so that a batch compiles one shape and takes one encoder pass.
-    """
-    each = {m: lengths_of({m: arrays[m]}, multiple) for m in mask_keys(list(arrays))}
-    if len(each) > 1 and len(side_groups(np.stack(list(each.values()), axis=1), ratio)) == 1:
-        shared = np.max(np.stack(list(each.values())), axis=0)  # [rows]
-        each = dict.fromkeys(each, shared)
-    return each
 
 
 class _Steps(abc.ABC):
@@ -177,14 +86,14 @@ class TrainBatches(_Steps):
 
     def buckets_at(self, step: int) -> dict[str, int]:
         rows = self.order.rows(step)  # the global batch: every host cuts it to the same lengths
-        return {m: features.bucket_length(int(n[rows].max()), self.multiple, self.full)
+        return {m: buckets.bucket_length(int(n[rows].max()), self.multiple, self.full)
                 for m, n in self.text_lengths.items()}  # fmt: skip
 
     def local(self, step: int) -> dict[str, np.ndarray]:
         """This host's share of step `step`'s batch, each text cut to its bucket."""
         local = take_rows(self.arrays, host_share(self.order.rows(step)))
-        buckets = self.buckets_at(step)
-        return features.cut_texts(local, buckets, self.full) if buckets else local
+        lengths = self.buckets_at(step)
+        return buckets.cut_texts(local, lengths, self.full) if lengths else local
 
     def shape_key(self, step: int) -> tuple:
         return tuple(sorted(self.buckets_at(step).items()))  # each text's bucket
@@ -202,11 +111,11 @@ def pack_plan(
     length) for one step's sequences: `num_rows` rows of the shortest length bucket (of
     `multiple`, from `row_length` on) that holds them, more rows (a multiple of
     `rows_multiple`) only where even `full` tokens do not."""
-    longest = features.bucket_length(int(lengths.max()), multiple, full)
+    longest = buckets.bucket_length(int(lengths.max()), multiple, full)
     length = min(max(row_length, longest), full)
     packed = packing.first_fit(lengths, length)
     while len(packed) > num_rows and length < full:
-        length = features.bucket_length(length + 1, multiple, full)
+        length = buckets.bucket_length(length + 1, multiple, full)
         packed = packing.first_fit(lengths, length)
     num_rows = max(num_rows, -(-len(packed) // rows_multiple) * rows_multiple)
     return packed, num_rows, length
@@ -215,7 +124,7 @@ def pack_plan(
 @dataclasses.dataclass(frozen=True)
 class PackedBatches(_Steps):
     """The training batches of a run with config.train.pack: each step's rows (`order`) packed
-    whole (bert/tasks/packing.py) into `num_rows` rows of `row_length` tokens, or of a longer
+    whole (packing.py) into `num_rows` rows of `row_length` tokens, or of a longer
     length bucket where they do not fit, so that a run compiles few shapes (2 on CoNLL-2003).
     The packing follows from the step's rows alone, so a step's batch is as fixed as its rows;
     each host packs the global batch and takes its share of the rows.
@@ -276,7 +185,7 @@ def rows_to_hold(
 PACK_QUANTILE = 0.9
 
 # a packed group's batch keys, after its prefix (`packed_keys`)
-PACKED_INPUTS = (*features.ENCODER_INPUTS, "position_ids", "sequence_ids", "starts")
+PACKED_INPUTS = (*ENCODER_INPUTS, "position_ids", "sequence_ids", "starts")
 
 
 def packed_keys(groups: int) -> tuple[str, ...]:
@@ -284,21 +193,10 @@ def packed_keys(groups: int) -> tuple[str, ...]:
     return tuple(f"pack{g}_{name}" for g in range(groups) for name in PACKED_INPUTS)
 
 
-def side_groups(lengths: np.ndarray, ratio: float) -> tuple[tuple[int, ...], ...]:
-    """Which sides share packed rows, from each text's length ([rows, sides]): all together,
-    unless one side's mean length is at least `ratio` times another's (a question beside its
-    paragraph): then each side alone, so that short texts attend within short rows."""
-    means = lengths.mean(axis=0)
-    sides = lengths.shape[1]
-    if sides > 1 and means.max() >= ratio * max(means.min(), 1.0):
-        return tuple((s,) for s in range(sides))
-    return (tuple(range(sides)),)
-
-
 @dataclasses.dataclass(frozen=True)
 class PackedSides(_Steps):
     """The training batches of a bi-encoder run with config.train.pack: each step's rows
-    (`order`) with the texts of each group of sides (`side_groups`) packed whole into that
+    (`order`) with the texts of each group of sides (buckets.side_groups) packed whole into that
     group's rows (`pack_plan`): one encoder pass per group, and a run compiles few shapes.
     Group g's batch keys are packed_keys' "pack{g}_..."; text s of the group's b-th row is its
     sequence b * len(group) + s, placed by "sequence_ids" and "starts" [batch, len(group)]
@@ -354,7 +252,7 @@ class PackedSides(_Steps):
             texts = {
                 name: np.stack([self.arrays[self.side_keys[s][i]][rows] for s in group], axis=1)
                 .reshape(len(lengths), -1)  # [batch * len(group), full]
-                for i, name in enumerate(features.ENCODER_INPUTS)
+                for i, name in enumerate(ENCODER_INPUTS)
             }  # fmt: skip
             packed_group = packing.pack(texts, lengths, packed, num_rows, {}, length)
             places, starts = packing.sequence_places(lengths, packed, num_rows, length)
@@ -364,3 +262,73 @@ class PackedSides(_Steps):
 
     def shape_key(self, step: int) -> tuple:
         return tuple(plan[2:] for plan in self._plans(step)[1])  # (rows, length) per group
+
+
+def _check_packing(spec: Spec, pack_length: int, group_by_length: int) -> None:
+    if spec.pack_fill is None and spec.packed_model is None:
+        raise UserError(
+            f"config.train.pack: the {spec.task} job cannot pack its rows (only a per-token "
+            "task, ner, and the bi-encoder, embeddings, can); set config.train.pack=False"
+        )
+    if group_by_length > 1:
+        raise UserError(
+            f"config.train.pack packs random batches; config.train.group_by_length="
+            f"{group_by_length} would sort them by length: set it to 0"
+        )
+    if pack_length < 1:
+        raise UserError(f"config.train.pack_length={pack_length} must be 1 or more (tokens)")
+
+
+def _packed_sides(spec: Spec, settings, order: RowOrder, train_arrays, rows_multiple: int, mesh):
+    """(the objective, the batches) of a bi-encoder with config.train.pack: its sides packed in
+    groups (buckets.side_groups), each into rows that hold its longest text (so that one long
+    text does not change a step's shape), as many as most of the first PACK_PLAN_STEPS steps
+    need, and a second shape for the fuller ones (rows_to_hold)."""
+    multiple = settings.pad_to_multiple_of
+    full = train_arrays[spec.input_keys[0]].shape[1]
+    sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
+    each = np.stack([buckets.lengths_of({k[2]: train_arrays[k[2]]}, 1) for k in sides], axis=1)
+    groups = buckets.side_groups(each, settings.text_bucket_ratio)
+    row_lengths, num_rows = [], []
+    for group in groups:
+        longest = buckets.bucket_length(int(each[:, group].max()), multiple, full)
+        row_lengths.append(min(max(settings.pack_length, longest), full))
+        num_rows.append(rows_to_hold(order, each[:, group], row_lengths[-1], rows_multiple,
+                                     PACK_PLAN_STEPS))  # fmt: skip
+    keys = packed_keys(len(groups))
+    objective = Finetuning(spec.packed_model, spec.loss, keys, spec.label_keys)
+    return objective, PackedSides(
+        order, each, train_arrays, sides, spec.label_keys, groups, tuple(row_lengths),
+        tuple(num_rows), rows_multiple, multiple, mesh,
+    )  # fmt: skip
+
+
+def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, mesh):
+    """(the objective, the run's training batches): packed (settings.pack), else each step's
+    rows cut to their length buckets.
+
+    Args:
+      settings: the run's finetune.Settings.
+      lengths: each row's used length.
+    """
+    s, multiple = settings, settings.pad_to_multiple_of
+    train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
+    full = train_arrays[spec.input_keys[0]].shape[1]
+    rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * s.run.accumulation_steps
+    if s.pack:
+        _check_packing(spec, s.pack_length, s.group_by_length)
+        if spec.packed_model is not None:
+            return _packed_sides(spec, s, order, train_arrays, rows_multiple, mesh)
+        objective = Finetuning(
+            spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
+        )
+        row_length = min(s.pack_length, full)
+        num_rows = packing.rows_for(lengths, s.run.batch_size, row_length, rows_multiple)
+        return objective, PackedBatches(
+            order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
+            multiple, mesh,
+        )  # fmt: skip
+    objective = Finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
+    inputs = {k: spec.train[k] for k in spec.input_keys}
+    text_lengths = buckets.lengths_by_text(inputs, multiple, s.text_bucket_ratio)
+    return objective, TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)

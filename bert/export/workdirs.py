@@ -25,7 +25,7 @@ from bert.convert.formats import CheckpointError
 from bert.convert.name_table import CLASSIFIER, NSP, QA_OUTPUTS, config_to_hf
 from bert.convert.params import groups_of, head_to_hf, params_to_hf
 from bert.tasks import glue
-from input_pipeline import errors
+from util import errors
 
 # HF classes built on BertModel(add_pooling_layer=False).
 NO_POOLER = ("BertForMaskedLM", "BertForTokenClassification", "BertForQuestionAnswering")

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Iterator
 from typing import NoReturn
 
-from input_pipeline.errors import UserError
+from util.errors import UserError
 
 # The exit status of every user error (the shell's convention for a usage error).
 USER_ERROR_STATUS = 2

@@ -1,0 +1,61 @@
+"""The jobs' reading of their config: each config section the machinery needs, as the typed
+value it takes. Jobs alone read config sections; what they call takes these values."""
+
+import ml_collections
+
+from bert import pretrained
+from bert.finetuning import finetune
+from bert.training import reporting, runner
+
+# config.model fields of a fine-tuning job that may differ from the checkpoint's own model config
+MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
+
+
+def run_settings(config: ml_collections.ConfigDict) -> runner.Settings:
+    """The run skeleton's settings: `config.seed`, config.train's loop fields, and the whole
+    config as hyperparameters."""
+    t = config.train
+    return runner.Settings(
+        seed=config.seed,
+        batch_size=t.batch_size,
+        accumulation_steps=t.accumulation_steps,
+        log_every=t.log_every,
+        eval_every=t.eval_every,
+        checkpoint_every=t.checkpoint_every,
+        max_to_keep=t.max_to_keep,
+        async_checkpoints=t.async_checkpoints,
+        compile_ahead_threads=t.compile_ahead_threads,
+        hparams=reporting.flat_hparams(config),
+    )
+
+
+def finetuning(config: ml_collections.ConfigDict) -> finetune.Settings:
+    """A fine-tuning job's run settings (configs/common.py's fine-tuning fields)."""
+    t = config.train
+    return finetune.Settings(
+        run=run_settings(config),
+        mesh=tuple(config.mesh),
+        steps=t.steps,
+        epochs=t.epochs,
+        group_by_length=t.group_by_length,
+        pack=t.pack,
+        pack_length=t.pack_length,
+        warmup_proportion=t.warmup_proportion,
+        optimizer=t.optimizer,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        b1=t.b1,
+        b2=t.b2,
+        eps=t.eps,
+        clip_norm=t.clip_norm,
+        pad_to_multiple_of=config.pad_to_multiple_of,
+        text_bucket_ratio=config.text_bucket_ratio,
+        eval_batch_size=config.eval_batch_size,
+    )
+
+
+def encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
+    """A fine-tuning job's encoder: `config.init_from` with its tokenizer (or config.tokenizer),
+    and config.model's overrides."""
+    overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
+    return finetune.load_encoder(config.init_from, config.tokenizer, overrides)

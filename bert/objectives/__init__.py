@@ -1,0 +1,64 @@
+"""Pre-training objectives, one module each, chosen by `config.objective`.
+
+An objective declares its name, the pipeline's batches it trains on (`data_mode`), the heads it
+trains and its batch keys; it builds its model (the encoder with those heads), and gives the
+loss with its metrics (the shape bert/training/step.py's Objective takes), the denominators of a
+global batch, its training FLOPs per sequence and its held-out metrics. Randomness beyond
+dropout comes from the step's "objective" key (bert/training/step.py `step_rngs`).
+
+  mlm.py      masked LM alone, on sentences packed into full rows
+  mlm_nsp.py  BERT's masked LM + next sentence prediction, on sentence pairs
+
+A new objective is one module here and its entry in OBJECTIVES (README: Where to add).
+"""
+
+from collections.abc import Set
+from typing import Any, Protocol
+
+import flax.linen as nn
+import jax
+
+from bert.model import BertConfig
+from bert.objectives.mlm import Mlm
+from bert.objectives.mlm_nsp import MlmNsp
+from util.errors import UserError
+
+Array = jax.Array
+
+# config.objective -> its class
+OBJECTIVES = {objective.name: objective for objective in (MlmNsp, Mlm)}
+
+
+class Objective(Protocol):
+    """What a pre-training objective gives the pre-training job (mlm.py documents each part)."""
+
+    name: str
+    data_mode: str
+    heads: tuple[str, ...]
+    batch_keys: tuple[str, ...]
+
+    @property
+    def model(self) -> nn.Module: ...
+
+    def loss_fn(self, params: Any, batch: dict, rngs: dict | None, totals: Any) -> tuple: ...
+
+    def totals_fn(self, batch: dict) -> Any: ...
+
+    def train_flops(self, seq_length: int, num_predictions: int) -> float: ...
+
+    def eval_metrics(self, results: dict[str, float]) -> dict[str, float]: ...
+
+
+def create(name: str, config: BertConfig, present: Set[str] | None = None) -> Objective:
+    """The objective `name` for an encoder of `config`.
+
+    Args:
+      present: a checkpoint's parameter groups when it is evaluated: a head it lacks is not
+        scored. None: training (every head).
+
+    Raises:
+      UserError: an unknown name, listing the known ones.
+    """
+    if name not in OBJECTIVES:
+        raise UserError(f"config.objective={name!r} is not one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name].create(config, present)
