@@ -2,8 +2,9 @@
 
 Loads the ml_collections config (locked: a misspelt override is an error), keeps TensorFlow
 (used only by tf.data) off the accelerators, joins a multi-host job when asked, and runs the
-job named by `config.task`. A user error (util.errors.UserError, a bad flag or config
-field) prints one line and exits with code 2; third-party start-up logs show with --verbose.
+job that `config.task` names (bert/jobs JOBS). A user error (util.errors.UserError, a bad flag
+or config field) prints one line and exits with code 2; third-party start-up logs show with
+--verbose.
 """
 
 import contextlib

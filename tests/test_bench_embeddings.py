@@ -8,8 +8,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 import transformers
+
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,10 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

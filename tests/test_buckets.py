@@ -71,6 +71,7 @@ def config_for(task: str, shared_data, init_from, pad: int):
     return config
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("task", ["sst2", "ner"])
 def test_bucketed_finetuning_equals_fully_padded(
     task,
@@ -129,6 +130,7 @@ def test_bucketed_finetuning_equals_fully_padded(
         assert min(lengths) < SEQ, (name, lengths)  # buckets were used
 
 
+@pytest.mark.full
 def test_padding_fraction_counts_real_tokens(shared_data, tiny_hf, tmp_path):
     """train/padding_fraction of each report is that of the reported steps' rows, counted with
     HF's own tokenizer, at the full length and at buckets of 16."""

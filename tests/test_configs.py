@@ -100,6 +100,7 @@ def _beyond_two_std(weights: np.ndarray) -> float:
     return float(np.mean(np.abs(weights) > 0.04))
 
 
+@pytest.mark.full
 def test_head_initializer_draws_as_its_reference():
     """A fine-tuning head starts from HF transformers' normal draws (std initializer_range, no
     cut); pre-training's default stays Google's BERT's, cut at two standard deviations."""

@@ -113,6 +113,7 @@ def test_flag_and_config_errors_are_one_line(tmp_path):
     assert "NameError: name 'undefined_name' is not defined" in verbose.stderr
 
 
+@pytest.mark.full
 def test_data_and_checkpoint_errors_are_one_line(corpus, tmp_path):
     malformed = tmp_path / "cut.txt"
     malformed.write_text('<doc id="1" title="A">\nA\nOnly a start.\n', encoding="utf-8")
@@ -168,6 +169,7 @@ def test_other_tools_report_user_errors_as_one_line(tmp_path):
 # Start-up noise
 
 
+@pytest.mark.full
 def test_default_run_is_quiet_and_verbose_shows_the_noise(corpus, tmp_path):
     result = _run(*_pretrain(tmp_path / "run", corpus))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -264,6 +264,7 @@ def _peak_bytes(documents) -> tuple[int, int, int]:
         tracemalloc.stop()
 
 
+@pytest.mark.full
 def test_memory_is_bounded_by_the_largest_document(tmp_path):
     sentence = "The quick brown fox met Dr. Smith in the U.S. on a 3.5 km walk. "
     repeats = 10_000_000 // len(sentence)

@@ -9,7 +9,10 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 import train_helpers
+
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")
 

@@ -98,6 +98,7 @@ def test_sharded_mask_equals_unsharded():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+@pytest.mark.full
 def test_bert_training_outputs_unchanged(monkeypatch):
     """A small BertModel in training mode gives the same hidden states as with flax's dropout
     (the same module names, so the same rngs)."""

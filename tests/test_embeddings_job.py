@@ -26,6 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 STARTING_SPEARMAN = 86.72  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)
 
 
+@pytest.mark.full
 def test_cosent_training_raises_minilm_sts_dev_spearman(shared_data, tmp_path):
     """60 steps of batch 16 (1/6 of an epoch) with sentence-transformers' STS recipe."""
     sts_dir = shared_data / "stsbenchmark"
@@ -80,6 +81,7 @@ def quick(init_from, train_file: pathlib.Path, steps: int = 6):
     return config
 
 
+@pytest.mark.full
 def test_resumed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
     """6 steps with dropout on packed batches (the config's default); the checkpoint of step 6
     dropped, the run resumes at step 4 and ends with the same parameters, bitwise."""

@@ -162,6 +162,7 @@ def short(tokenizer, texts: list[str], count: int) -> list[str]:
     return [t for t in texts if 3 <= len(tokenizer.encode_ids(t)) <= (SEQ - 3) // 2][:count]
 
 
+@pytest.mark.full
 def test_pretrained_workdir_exports_its_sentencepiece_tokenizer_and_logits(
     pretrained_run, wiki_text, tmp_path
 ):
@@ -232,6 +233,7 @@ def test_wordpiece_tokenizers_export_as_bert_tokenizers(vocab, shared_data, wiki
     assert (tmp_path / "vocab.txt").read_text() == (shared_data / "vocab" / vocab).read_text()
 
 
+@pytest.mark.full
 def test_glue_workdir_exports_sequence_classification(glue_run, wiki_text, tmp_path):
     out = export(glue_run, tmp_path / "hf")
     params, config, tokenizer = ours(glue_run)
@@ -256,6 +258,7 @@ def test_glue_workdir_exports_sequence_classification(glue_run, wiki_text, tmp_p
     close(theirs, mine)
 
 
+@pytest.mark.full
 def test_regression_ner_and_squad_workdirs_export(shared_data, pretrained_run, wiki_text, tmp_path):
     """STS-B as a one-output regression, NER with its tag names, SQuAD as question answering:
     each with every tensor used and logits equal to ours."""

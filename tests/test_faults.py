@@ -25,6 +25,8 @@ from bert.training import checkpoints
 from configs import bert_base
 from util.errors import UserError
 
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 
 def leaves(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
     params, _ = checkpoints.load_params(workdir, step)

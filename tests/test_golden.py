@@ -27,6 +27,8 @@ from flax import traverse_util
 
 from bert.training import checkpoints
 
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(__file__).with_name("golden.json")
 

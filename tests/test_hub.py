@@ -219,7 +219,7 @@ def test_tokenizer_as_hub_id_gives_transformers_ids(served, tmp_path):
     directory, _ = checkpoints["main"]
     home = tmp_path / "home"
     server.requests.clear()
-    code = ("import sys\nfrom input_pipeline import hub, tokenizers\n"
+    code = ("import sys\nfrom input_pipeline import tokenizers\nfrom util import hub\n"
             "path = hub.local_path(sys.argv[1], 'tokenizer', tokenizer_only=True)\n"
             "print(tokenizers.load_tokenizer(path).path)")  # fmt: skip
     done = _python(code, _env(home, server.endpoint, offline=False), "org/tokenizer-only")
@@ -367,6 +367,7 @@ def test_default_corpus_without_network_fails_first_with_what_to_pass(tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.full
 def test_main_command_offline_stops_before_any_work(tmp_path):
     """The README's first command, offline: the error names what to pass, and no workdir."""
     env = _env(tmp_path / "home", "http://127.0.0.1:9", offline=True)

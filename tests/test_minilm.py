@@ -78,6 +78,7 @@ def test_hidden_states_and_embeddings_equal_hf(minilm):
     check(minilm, SENTENCES)
 
 
+@pytest.mark.full
 def test_sts_dev_sentences_equal_hf(minilm, shared_data):
     with open(shared_data / "stsbenchmark" / "sts-dev.csv", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)

@@ -43,24 +43,24 @@ class Draws(MlmNsp):
         return loss, sums
 
 
-@pytest.mark.parametrize("accumulation", [1, 2])
+@pytest.mark.parametrize("accumulation", [pytest.param(1, marks=pytest.mark.full), 2])
 def test_objective_key_is_its_own_per_step_and_micro_batch(accumulation):
     """The train step hands the objective a key of its own stream (step.step_rngs): fixed by the
     seed and the step (a resumed step draws the same), another each step and micro-batch, and
     not dropout's, whose stream stays fold_in(key(seed), step)."""
-    objective = Draws(train_helpers.TINY)
+    objective = Draws(dataclasses.replace(train_helpers.TINY, num_layers=1))
     mesh = sharding.make_mesh((2, 1, 1), jax.devices()[:2])
     tx, schedule = optax.sgd(0.0), optax.constant_schedule(0.0)
     _, shardings = step.state_shardings(objective.model, tx, mesh, 16)
     train_step = step.compile_train_step(objective, tx, schedule, mesh, shardings, accumulation,
                                          seed=3)  # fmt: skip
     batch = sharding.global_batch(train_helpers.synthetic_batch(0), mesh)
+    state = step.create_train_state(objective.model, tx, mesh, 0, 16, shardings=shardings)
+    host = jax.device_get(state)  # the step donates its state: each call gets a copy
     draws = []
     for at in (0, 1, 1):
-        state = step.create_train_state(objective.model, tx, mesh, 0, 16).replace(
-            step=jnp.int32(at)
-        )
-        _, metrics = train_step(state, batch)
+        copy = jax.device_put(host.replace(step=np.int32(at)), shardings)
+        _, metrics = train_step(copy, batch)
         draws.append((float(metrics["objective_draw_sum"]), float(metrics["dropout_draw_sum"])))
     keys = step.step_rngs(3, jnp.int32(1))
     assert keys["dropout"] == jax.random.fold_in(jax.random.key(3), 1)
@@ -75,3 +75,14 @@ def test_objective_key_is_its_own_per_step_and_micro_batch(accumulation):
     np.testing.assert_allclose(draws[1], (expected(keys["objective"]), expected(keys["dropout"])),
                                rtol=1e-6)  # fmt: skip
     assert draws[1][0] != draws[1][1]  # the objective's stream is not dropout's
+
+
+def test_an_unknown_objective_stops_the_job_before_any_data_is_read(tmp_path):
+    from bert.jobs import pretrain
+    from configs import bert_base
+
+    config = bert_base.get_config("size=tiny")
+    config.objective, config.data.input = "electra", str(tmp_path / "missing-*.txt")
+    with pytest.raises(UserError, match="config.objective='electra'"):
+        pretrain.run(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

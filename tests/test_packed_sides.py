@@ -145,7 +145,7 @@ def packed_config(tiny_hf, shared_data, pack: bool, data: str = "sts"):
     return config
 
 
-@pytest.mark.parametrize("data", ["sts", "squad"])
+@pytest.mark.parametrize("data", [pytest.param("sts", marks=pytest.mark.full), "squad"])
 def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
     """The job's first batch of 16 pairs (MNRL, symmetric, Matryoshka) on 8 devices, each side
     in its length bucket or packed (STS pairs' sides together, SQuAD's questions and
@@ -182,6 +182,7 @@ def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
 COMPILED = {"sts": ([{(16, 32)}], 1), "squad": ([{(8, 64), (16, 64)}], 2)}
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("data", ["sts", "squad"])
 def test_packed_run_compiles_one_step(shared_data, tiny_hf, tmp_path, caplog, data):
     """4 steps on the same random batches, each side in its length bucket or packed: the packed

@@ -104,6 +104,7 @@ def ner_config_for(shared_data, init_from, pack: bool, steps: int = 4, dropout: 
     return config
 
 
+@pytest.mark.full
 def test_packed_ner_run_equals_unpacked(shared_data, tiny_hf, tmp_path, caplog):
     """4 steps on the same random batches of 16 CoNLL sentences, length buckets of 16 or packed
     into rows of 64: the same parameters within 1e-6, the same prediction files and metrics,
@@ -140,6 +141,7 @@ def test_packed_ner_run_equals_unpacked(shared_data, tiny_hf, tmp_path, caplog):
         assert fraction < plain_padding[step] - 0.2, (step, fraction, plain_padding[step])
 
 
+@pytest.mark.full
 def test_resumed_packed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
     """6 packed steps with dropout; the checkpoint of step 6 dropped, the run resumes at step 4
     and ends with the same parameters, bitwise, and the same predictions."""

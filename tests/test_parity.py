@@ -67,7 +67,7 @@ def masked_lm(converted, tmp_path_factory):
     return transformers.BertForMaskedLM.from_pretrained(directory).eval()
 
 
-@pytest.mark.parametrize("objective", ["mlm_nsp", "mlm"])
+@pytest.mark.parametrize("objective", ["mlm_nsp", pytest.param("mlm", marks=pytest.mark.full)])
 def test_objective_loss_and_gradients_equal_reference(converted, masked_lm, objective):
     """Each pre-training objective's loss and gradients (bert/objectives/, the train step's
     loss function on a pipeline-shaped batch) equal HF's: mlm_nsp BertForPreTraining with its

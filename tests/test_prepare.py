@@ -157,6 +157,7 @@ def test_changes_invalidate(shared_data, tmp_path):
     )
 
 
+@pytest.mark.full
 def test_interrupted_writer_leaves_no_manifest_and_is_redone(shared_data, tmp_path, monkeypatch):
     files = _wiki(shared_data, ["wiki_05"])
     out = tmp_path / "out"
@@ -181,6 +182,7 @@ def test_interrupted_writer_leaves_no_manifest_and_is_redone(shared_data, tmp_pa
     _check_records(manifest, list(corpora.read_corpus(files, "wikiextractor")))
 
 
+@pytest.mark.full
 def test_killed_run_is_redone(shared_data, tmp_path):
     files = _wiki(shared_data, ["wiki_10", "wiki_11", "wiki_12", "wiki_13"])
     out = tmp_path / "out"
@@ -264,6 +266,7 @@ def test_sentencepiece_is_trained_when_no_tokenizer(shared_data, tmp_path):
     )
 
 
+@pytest.mark.full
 def test_ten_megabyte_document(shared_data, tmp_path):
     wiki = corpora.read_corpus(
         _wiki(shared_data, ["wiki_40"]), "wikiextractor", sentence_split=False

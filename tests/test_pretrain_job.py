@@ -102,6 +102,7 @@ def scalars(workdir, tag):
     return values
 
 
+@pytest.mark.full
 def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     result = run_job(job_args(shared_data, tmp_path, steps=6))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -129,6 +130,7 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
     assert (tmp_path / "data" / "manifest.json").is_file()
 
 
+@pytest.mark.full
 def test_mlm_objective_trains_packed_rows_and_exports_a_masked_lm(shared_data, tmp_path):
     """config.objective=mlm: packed rows (almost no padding), no NSP head or metric, and a
     workdir that exports as transformers' BertForMaskedLM with no missing or unexpected
@@ -160,6 +162,7 @@ def test_mlm_objective_trains_packed_rows_and_exports_a_masked_lm(shared_data, t
     np.testing.assert_allclose(np.asarray(ours["mlm_logits"]), theirs, rtol=0, atol=1e-5)
 
 
+@pytest.mark.full
 def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
     """The train step compiles while the input pipeline starts, the evaluation step and the
     checkpoint checksums while training runs: each once, in the background thread
@@ -201,6 +204,7 @@ def test_missing_data_path_is_a_clear_error(shared_data, tmp_path):
     assert not (tmp_path / "data" / "manifest.json").exists()
 
 
+@pytest.mark.full
 def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_path):
     steps = 12
     reference = tmp_path / "reference"
@@ -231,6 +235,7 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_p
     )
 
 
+@pytest.mark.full
 def test_sigkill_restarts_from_the_last_complete_checkpoint(shared_data, tmp_path):
     args = job_args(shared_data, tmp_path, steps=15)
     process, log = start_job(args, tmp_path / "log.txt")
@@ -302,6 +307,7 @@ def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, 
     return float(cross_entropy), float(np.mean(targets == np.argmax(counts)))
 
 
+@pytest.mark.full
 def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
     """400 LAMB steps of the tiny model (2,000 SentencePiece pieces, sequence 64, batch 32)
     reach a held-out MLM loss and accuracy that no model predicting token frequencies reaches.
@@ -316,6 +322,7 @@ def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
     assert final["mlm_accuracy"] > top_share + MARGIN_ACCURACY, (final, top_share)
 
 
+@pytest.mark.full
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, tmp_path):
     result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.checkpoint_every": 2}))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -331,6 +338,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, t
     assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 4
 
 
+@pytest.mark.full
 def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path):
     result = run_job(job_args(shared_data, tmp_path, steps=2))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -339,6 +347,7 @@ def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path)
     assert "cannot restore" in result.stderr and "train.optimizer" in result.stderr
 
 
+@pytest.mark.full
 def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_data, tmp_path):
     wiki = shared_data / "wikipedia" / "AA"
     overrides = {
@@ -354,6 +363,7 @@ def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_d
     assert meta["model"]["vocab_size"] == 2000
 
 
+@pytest.mark.full
 def test_eval_input_and_evaluate_mode_agree(shared_data, tmp_path):
     """A run holding out a separate corpus (data.eval_input), then mode=evaluate of its final
     checkpoint on that corpus: the same held-out batches give the same metrics."""

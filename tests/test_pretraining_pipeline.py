@@ -232,7 +232,10 @@ def test_epochs_draw_new_masks(tmp_path):
     assert np.mean([not np.array_equal(m[0], m[1]) for m in repeated]) > 0.9
 
 
-@pytest.mark.parametrize("mode, whole_word_masking", [("nsp", False), ("packed", True)])
+@pytest.mark.parametrize(
+    "mode, whole_word_masking",
+    [pytest.param("nsp", False, marks=pytest.mark.full), ("packed", True)],
+)
 def test_resume_gives_the_uninterrupted_batches(wiki, mode, whole_word_masking):
     files, ids = wiki
     kwargs = dict(

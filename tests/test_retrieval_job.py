@@ -46,6 +46,7 @@ def sentence_transformers_figures(squad_file):
     return evaluator(model)
 
 
+@pytest.mark.full
 def test_minilm_squad_retrieval_equals_sentence_transformers(shared_data, tmp_path):
     squad_file = shared_data / "squad" / "dev-v1.1.json"
     result = main(

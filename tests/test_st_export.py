@@ -88,8 +88,9 @@ def test_max_pooling_equals_sentence_transformers_pooling_module():
 
 @pytest.mark.parametrize(
     "pooling, normalize",
-    [("mean", False), ("mean", True), ("cls", False), ("cls", True), ("max", False),
-     ("max", True)],
+    [("mean", True)]  # the fast tier's; every pooling and normalisation in the full tier
+    + [pytest.param(*case, marks=pytest.mark.full)
+       for case in (("mean", False), ("cls", False), ("cls", True), ("max", False), ("max", True))],
 )  # fmt: skip
 def test_export_encodes_as_ours(minilm_path, minilm, tmp_path, pooling, normalize):
     flag = "--normalize" if normalize else "--no-normalize"
@@ -257,6 +258,7 @@ def test_flag_errors_are_one_line(minilm_path, tmp_path, capsys):
         assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.full
 def test_sentencepiece_workdir_exports_its_tokenizer(tmp_path):
     """A tiny run of ours with a SentencePiece model: sentence-transformers tokenizes with the
     exported tokenizer.json as we do, and gives our embeddings."""

@@ -25,6 +25,7 @@ def main(*flags):
     return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.full
 def test_minilm_sts_dev_spearman_equals_sentence_transformers(shared_data, tmp_path):
     result = main(
         "--config=configs/sts.py",

@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 import train_helpers
 
 from bert.heads import BertForPreTraining
@@ -48,6 +49,7 @@ def test_resume_is_bitwise_identical(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.full
 def test_overfitting_one_batch_drives_mlm_loss_near_zero():
     mesh, state, train_step, eval_step = train_helpers.setup((8, 1, 1), lr=3e-2, steps=1000)
     batch = sharding.global_batch(train_helpers.synthetic_batch(0), mesh)

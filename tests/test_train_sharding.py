@@ -48,7 +48,11 @@ def assert_same_params(got_state, want_state):
             assert relative_error(a, b) <= TOLERANCE, jax.tree_util.keystr(path)
 
 
-@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (4, 1, 2), (2, 2, 2), (1, 8, 1)])
+@pytest.mark.parametrize(
+    "mesh_shape",
+    [pytest.param(s, marks=pytest.mark.full) for s in [(8, 1, 1), (4, 1, 2), (1, 8, 1)]]
+    + [(2, 2, 2)],  # all three axes at once: the fast tier's mesh
+)
 def test_meshes_match_single_device(single_device, mesh_shape):
     assert len(jax.devices()) == 8
     want_losses, want_state = single_device

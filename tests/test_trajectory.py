@@ -14,6 +14,8 @@ import transformers
 from bert.model import BertConfig
 from bert.training import optim
 
+pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
+
 TINY = BertConfig(
     vocab_size=30522,
     hidden_size=64,

@@ -190,6 +190,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
     """
+    objectives.check(config.objective)  # before any data is prepared
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
     data = _prepare_data(config, workdir)

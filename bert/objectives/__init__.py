@@ -49,6 +49,12 @@ class Objective(Protocol):
     def eval_metrics(self, results: dict[str, float]) -> dict[str, float]: ...
 
 
+def check(name: str) -> None:
+    """Raises UserError unless `name` is a known objective; the message lists the known ones."""
+    if name not in OBJECTIVES:
+        raise UserError(f"config.objective={name!r} is not one of {', '.join(OBJECTIVES)}")
+
+
 def create(name: str, config: BertConfig, present: Set[str] | None = None) -> Objective:
     """The objective `name` for an encoder of `config`.
 
@@ -59,6 +65,5 @@ def create(name: str, config: BertConfig, present: Set[str] | None = None) -> Ob
     Raises:
       UserError: an unknown name, listing the known ones.
     """
-    if name not in OBJECTIVES:
-        raise UserError(f"config.objective={name!r} is not one of {', '.join(OBJECTIVES)}")
+    check(name)
     return OBJECTIVES[name].create(config, present)
