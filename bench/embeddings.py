@@ -18,7 +18,7 @@ the job's retrieval evaluation, bert/tasks/retrieval.py). Same settings as above
 length --squad_max_seq_length.
 
 Encoding: sentences/s over the first --sentences distinct STS benchmark sentences (train, then
-dev), same batch size and maximum length: ours `bert.jobs.sts.embed` (length-sorted batches
+dev), same batch size and maximum length: ours `bert.embed.embed` (length-sorted batches
 padded to their length bucket), theirs `SentenceTransformer.encode` (also length-sorted, padded
 to each batch's longest). Each side encodes all of them twice, both timed: the first pass cold
 (ours compiles each length bucket), the second warm (sentences/s).
@@ -256,12 +256,11 @@ def timed_passes(encode, sentences: list[str]) -> dict:
 
 
 def ours_encode(args: argparse.Namespace) -> dict:
-    from bert import pretrained
-    from bert.jobs import sts as sts_job
+    from bert import embed, pretrained
 
     model = pretrained.load(model_path(args.model))
     return timed_passes(
-        lambda s: sts_job.embed(model, s, args.max_seq_length, args.encode_batch_size),
+        lambda s: embed.embed(model, s, args.max_seq_length, args.encode_batch_size),
         sentences_of(args),
     )
 

@@ -42,7 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = common.model_config(str(args["size"]), int(args["vocab_size"]))
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
     # what the model learns (bert/objectives/): mlm_nsp (BERT's masked LM + next sentence
-    # prediction on sentence pairs) or mlm (masked LM alone on sentences packed into full rows)
+    # prediction on sentence pairs) or mlm (masked LM alone on whole sentences packed into rows)
     config.objective = "mlm_nsp"
 
     d = config.data = ml_collections.ConfigDict()

@@ -45,8 +45,9 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Without --full, the tests marked `full` are deselected (the fast tier)."""
-    if config.getoption("--full"):
+    """Without --full, the tests marked `full` are deselected (the fast tier), unless tests are
+    named on the command line (FILE::NAME): those run whatever their tier."""
+    if config.getoption("--full") or any("::" in arg for arg in config.args):
         return
     fast = [item for item in items if "full" not in item.keywords]
     if len(fast) < len(items):

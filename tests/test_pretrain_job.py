@@ -131,10 +131,9 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
 
 
 @pytest.mark.full
-def test_mlm_objective_trains_packed_rows_and_exports_a_masked_lm(shared_data, tmp_path):
-    """config.objective=mlm: packed rows (almost no padding), no NSP head or metric, and a
-    workdir that exports as transformers' BertForMaskedLM with no missing or unexpected
-    weights, whose logits equal ours."""
+def test_mlm_objective_trains_without_nsp_and_exports_a_masked_lm(shared_data, tmp_path):
+    """config.objective=mlm: no NSP head or metric, and a workdir that exports as transformers'
+    BertForMaskedLM with no missing or unexpected weights, whose logits equal ours."""
     import torch
     import transformers
 
@@ -145,7 +144,6 @@ def test_mlm_objective_trains_packed_rows_and_exports_a_masked_lm(shared_data, t
     result = run_job(job_args(shared_data, workdir, steps=4, objective="mlm"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert scalars(workdir, "train/mlm_loss") and not scalars(workdir, "train/nsp_loss")
-    assert all(v < 0.05 for _, v in scalars(workdir, "train/padding_fraction"))  # packed rows
     results = json.loads((workdir / "eval_results.json").read_text())
     assert results["step"] == 4 and "mlm_perplexity" in results and "nsp_loss" not in results
     loaded = pretrained.load(str(workdir))
@@ -233,21 +231,6 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_p
     assert json.loads((interrupted / "eval_results.json").read_text()) == json.loads(
         (reference / "eval_results.json").read_text()
     )
-
-
-@pytest.mark.full
-def test_sigkill_restarts_from_the_last_complete_checkpoint(shared_data, tmp_path):
-    args = job_args(shared_data, tmp_path, steps=15)
-    process, log = start_job(args, tmp_path / "log.txt")
-    ten = tmp_path / "checkpoints" / "10"
-    assert wait_for(ten.exists, 300, process)
-    process.kill()
-    process.wait()
-    log.close()
-    result = run_job(args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resumed from step 10" in result.stderr or "resumed from step 15" in result.stderr
-    assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 15
 
 
 def _leaves(tree):

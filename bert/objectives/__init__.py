@@ -6,7 +6,7 @@ loss with its metrics (the shape bert/training/step.py's Objective takes), the d
 global batch, its training FLOPs per sequence and its held-out metrics. Randomness beyond
 dropout comes from the step's "objective" key (bert/training/step.py `step_rngs`).
 
-  mlm.py      masked LM alone, on sentences packed into full rows
+  mlm.py      masked LM alone, on whole sentences packed into rows
   mlm_nsp.py  BERT's masked LM + next sentence prediction, on sentence pairs
 
 A new objective is one module here and its entry in OBJECTIVES (README: Where to add).

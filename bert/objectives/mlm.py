@@ -1,4 +1,4 @@
-"""Masked language modelling alone: the pipeline's sentences packed across documents into full
+"""Masked language modelling alone: the pipeline's whole sentences packed across documents into
 rows (no next-sentence pairs, one segment), a share of their tokens masked
 (`config.data.mask_rate`), and the cross-entropy of the masked tokens (RoBERTa, MosaicBERT and
 ModernBERT train so)."""
