@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -305,10 +306,21 @@ def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
     assert final["mlm_accuracy"] > top_share + MARGIN_ACCURACY, (final, top_share)
 
 
-@pytest.mark.full
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, tmp_path):
-    result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.checkpoint_every": 2}))
+@pytest.fixture(scope="module")
+def four_steps(shared_data, tmp_path_factory) -> pathlib.Path:
+    """A finished run of 4 steps with checkpoints at steps 2 and 4, for runs that continue it
+    (each on a copy)."""
+    workdir = tmp_path_factory.mktemp("four_steps") / "run"
+    result = run_job(job_args(shared_data, workdir, steps=4, **{"train.checkpoint_every": 2}))
     assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.full
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    shared_data, four_steps, tmp_path
+):
+    shutil.copytree(four_steps, tmp_path, dirs_exist_ok=True)
     # The same run continued with a learning rate that blows the parameters up.
     overrides = {
         "train.checkpoint_every": 2,
@@ -322,10 +334,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(shared_data, t
 
 
 @pytest.mark.full
-def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, tmp_path):
-    result = run_job(job_args(shared_data, tmp_path, steps=2))
-    assert result.returncode == 0, result.stderr[-3000:]
-    result = run_job(job_args(shared_data, tmp_path, steps=4, **{"train.optimizer": "adamw"}))
+def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, four_steps, tmp_path):
+    shutil.copytree(four_steps, tmp_path, dirs_exist_ok=True)
+    overrides = {"train.checkpoint_every": 2, "train.optimizer": "adamw"}
+    result = run_job(job_args(shared_data, tmp_path, steps=6, **overrides))
     assert result.returncode != 0
     assert "cannot restore" in result.stderr and "train.optimizer" in result.stderr
 
