@@ -28,6 +28,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # sentence-transformers imports them through transformers.integrations otherwise.
 os.environ.setdefault("USE_TF", "0")
 
+
+def _share_the_cores() -> None:
+    """Gives each pytest-xdist worker its own share of the CPUs, which the processes it starts
+    inherit. XLA and TensorFlow size their thread pools by the CPUs a process may run on; with
+    every worker on every core, their spinning pools fight over the cores. Numbers do not
+    change: the golden test passes bitwise on one core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if not worker.startswith("gw") or count < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus, index = sorted(os.sched_getaffinity(0)), int(worker[2:])
+    os.sched_setaffinity(0, cpus[index::count] or [cpus[index % len(cpus)]])
+
+
+_share_the_cores()
+
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
