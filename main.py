@@ -1,10 +1,13 @@
-"""Entry point: python main.py --config=configs/bert_base.py --workdir=DIR
+"""usage: python main.py --config=configs/FILE.py[:ARGS] --workdir=DIR [--config.FIELD=VALUE ...]
 
-Loads the ml_collections config (locked: a misspelt override is an error), keeps TensorFlow
-(used only by tf.data) off the accelerators, joins a multi-host job when asked, and runs the
-job that `config.task` names (bert/jobs JOBS). A user error (util.errors.UserError, a bad flag
-or config field) prints one line and exits with code 2; third-party start-up logs show with
---verbose.
+Runs the job its config names: pre-training (configs/bert_base.py), GLUE (glue.py:task=sst2),
+NER (ner.py), SQuAD (squad.py), STS evaluation and encoding (sts.py) or sentence-embedding
+training (embeddings.py). Every default is a field of the config file, with a comment; any field
+can be set with --config.FIELD=VALUE. The workdir holds the checkpoints, TensorBoard events and
+results; running the same command again resumes from its newest checkpoint.
+
+Exit codes: 0 finished; 2 a user error (one line naming the file, field or flag); 75 stopped by
+SIGTERM or Ctrl-C with its checkpoint saved (run the same command again to resume).
 """
 
 import contextlib
@@ -17,7 +20,7 @@ from ml_collections import config_flags
 
 from bert import jobs
 from util import console, paths, workdir_lock
-from util.errors import UserError
+from util.errors import Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/bert_base.py:size=mini.", lock_config=True
@@ -45,6 +48,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         rest = flags.FLAGS(argv)
         task = _CONFIG.value.task
+    except SystemExit:  # absl printed the usage for --help and exits with 1; asking is no error
+        if {"--help", "-h", "-?", "--helpshort", "--helpfull"} & set(argv[1:]):
+            sys.exit(0)
+        raise
     except OSError as e:  # ml_collections defers a config file it could not open until here
         path = flags.FLAGS["config"].config_filename.split(":")[0]
         reason = "no such file" if not os.path.isfile(path) else " ".join(str(e).split())
@@ -87,6 +94,9 @@ def main(argv: list[str]) -> None:
     try:
         with workdir_lock.hold(_WORKDIR.value, jax.process_index()):  # one workdir, one job
             jobs.job(config.task)(config, _WORKDIR.value)
+    except Stopped as e:
+        logging.warning("%s", e)
+        sys.exit(console.STOPPED_STATUS)
     except (UserError, PermissionError) as e:  # PermissionError: a workdir or file not ours
         sys.exit(console.report(e))
     except OSError as e:  # a full disk or a failing one while writing a results file

@@ -52,11 +52,19 @@ def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> 
 @functools.partial(jax.jit, static_argnames=("config",))
 def _probabilities(params, ids, positions, *, config: BertConfig):
     """Softmax over the vocabulary at `positions` [1, masks] of one unpadded sentence `ids`."""
-    out = BertForPreTraining(config, with_nsp=False).apply(
+    out = BertForPreTraining(config, with_nsp=False, with_pooler=False).apply(
         {"params": params}, ids, jnp.zeros_like(ids), jnp.ones_like(ids),
         masked_positions=positions,
     )  # fmt: skip
     return jax.nn.softmax(out["mlm_logits"], axis=-1)  # [1, masks, vocab]
+
+
+def _text(tok, token_id: int) -> str:
+    """A filler as transformers' pipeline shows it: the token decoded (`the`, not SentencePiece's
+    `▁the`; a WordPiece `##ing` stays itself), a special token by its name."""
+    if token_id in tok.special_ids.all:
+        return tok.id_to_token(token_id)
+    return tok.decode([token_id])
 
 
 def fill_mask(
@@ -78,9 +86,8 @@ def fill_mask(
         probs = np.asarray(probs[0], np.float64)  # [masks, vocab]
         sentence_fillers = []
         for row in probs:
-            best = np.argsort(-row, kind="stable")[:top_k]
-            sentence_fillers.append([Filler(int(i), tok.id_to_token(int(i)), float(row[i]))
-                                     for i in best])  # fmt: skip
+            best = [int(i) for i in np.argsort(-row, kind="stable")[:top_k]]
+            sentence_fillers.append([Filler(i, _text(tok, i), float(row[i])) for i in best])
         out.append(sentence_fillers)
     return out
 

@@ -53,11 +53,12 @@ class BertForPreTraining(nn.Module):
     With `masked_positions` [batch, predictions] the MLM head runs on those positions only
     (the large saving in a training step); without it, on every position.
     Returns a dict with `mlm_logits`, `nsp_logits` (with the head), `sequence_output`,
-    `pooled_output`.
+    `pooled_output` (with the pooler).
     """
 
     config: BertConfig
     with_nsp: bool = True
+    with_pooler: bool = True  # False (and no NSP head): masked-LM checkpoints without a pooler
 
     def setup(self):
         self.bert = BertModel(self.config)
@@ -73,13 +74,13 @@ class BertForPreTraining(nn.Module):
         masked_positions: Array | None = None,
         deterministic: bool = True,
     ) -> dict[str, Array]:
-        seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic)
+        pool = self.with_pooler or self.with_nsp
+        seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic, pool=pool)
         picked = seq if masked_positions is None else gather_positions(seq, masked_positions)
-        out = {
-            "mlm_logits": self.mlm(picked, self.bert.word_embedding_table()),
-            "sequence_output": seq,
-            "pooled_output": pooled,
-        }
+        out = {"mlm_logits": self.mlm(picked, self.bert.word_embedding_table()),
+               "sequence_output": seq}  # fmt: skip
+        if pool:
+            out["pooled_output"] = pooled
         if self.with_nsp:
             out["nsp_logits"] = self.nsp(pooled)
         return out

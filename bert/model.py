@@ -281,7 +281,8 @@ class BertModel(nn.Module):
 
     Call with `input_ids`, `segment_ids`, `input_mask` (all [batch, length] integers; mask 1 for
     real tokens, 0 for padding). Returns (sequence_output [batch, length, embed],
-    pooled_output [batch, embed]): the last hidden states and tanh(W h_[CLS] + b).
+    pooled_output [batch, embed], or None with `pool` False): the last hidden states and
+    tanh(W h_[CLS] + b).
 
     Packed rows (several sequences one after another in a row, bert/finetuning/packing.py) also
     pass `position_ids` [batch, length], restarting at 0 where each sequence starts: each
@@ -304,7 +305,8 @@ class BertModel(nn.Module):
         input_mask: Array | None = None,
         deterministic: bool = True,
         position_ids: Array | None = None,
-    ) -> tuple[Array, Array]:
+        pool: bool = True,
+    ) -> tuple[Array, Array | None]:
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
         if input_mask is None:
@@ -317,6 +319,8 @@ class BertModel(nn.Module):
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
         for layer in self.layers:
             x = layer(x, input_mask, deterministic, blocks)
+        if not pool:  # the pooler's parameters are then not needed (HF's BertForMaskedLM)
+            return x, None
         pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed]
         return x, pooled
 

@@ -17,6 +17,9 @@ from bert.training import checkpoints
 from input_pipeline import tokenizers
 from util import errors, hub, paths
 
+# The optional parameter groups of a checkpoint (bert/convert/name_table.py), as a line names them
+HEAD_NAMES = {"pooler": "pooler", "mlm": "masked-LM head", "nsp": "next-sentence head"}
+
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
@@ -109,7 +112,9 @@ def load(
             recorded = _sentence_settings(sentence, imported.config, path)
         config, params, default_tokenizer = imported.config, imported.params, str(imported.source)
         if imported.missing_heads:
-            logging.info("%s has no %s", path, ", ".join(imported.missing_heads))
+            missing = ", ".join(HEAD_NAMES.get(h, h) for h in imported.missing_heads)
+            logging.info("%s has no %s (fine-tuning starts a missing pooler from random weights)",
+                         path, missing)  # fmt: skip
     if not with_tokenizer:
         return Pretrained(config, params, None, source, **recorded)
     loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)

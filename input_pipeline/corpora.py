@@ -185,12 +185,36 @@ def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tupl
 # Readers; each yields the documents of one file.
 
 
+def _check_plain(path: pathlib.Path, first_line: str) -> None:
+    """Raises when the first line of a file read as plain text shows another format: the
+    markup of WikiExtractor or JSON Lines would otherwise be trained on as words."""
+    start = first_line.lstrip()
+    if start.startswith("<doc ") and " id=" in start:
+        raise UserError(
+            f"{path} is WikiExtractor output (its first line is {start[:40]!r}), not plain "
+            "text: read it with format 'wikiextractor'"
+        )
+    value = None
+    if start.startswith("{"):
+        with contextlib.suppress(ValueError):
+            value = json.loads(start)
+    if isinstance(value, dict):
+        raise UserError(
+            f"{path} is JSON Lines (its first line is a JSON object), not plain text: read it "
+            "with format 'jsonl' (text_field names the text's field)"
+        )
+
+
 def _blank_separated(
     path: pathlib.Path, errors: str, stats: CorpusStats, split: Callable[[str], list[str]]
 ) -> Iterator[Document]:
     document: Document = []
+    checked = False
     for _, line in _lines(path, errors, stats):
         if line and not line.isspace():  # no stripped copy of a huge line
+            if not checked:
+                _check_plain(path, line)
+                checked = True
             document.extend(split(line))
         elif document:
             yield document

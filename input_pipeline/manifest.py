@@ -116,7 +116,7 @@ def write_manifest(manifest: Manifest) -> pathlib.Path:
     object store: uploads it in one piece, after everything it lists)."""
     path = manifest_path(manifest.directory)
     # mkstemp would make it private; the manifest is as readable as the shards.
-    atomic.write_atomically(path, manifest.to_json().encode("utf-8"), mode=0o644)
+    atomic.write_atomically(path, manifest.to_json().encode("utf-8"))
     sync_directory(path.parent)
     return path
 

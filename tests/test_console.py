@@ -13,7 +13,7 @@ import sys
 import jax
 import pytest
 
-from bert.training import accelerators
+from bert.training import accelerators, reporting
 from util import console
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -283,3 +283,22 @@ def test_log_filter_hides_jax_backend_probing_but_not_failures(monkeypatch):
     library = logging.LogRecord("absl", logging.INFO, xla_bridge.__file__, 1, "chatter", None,
                                 None)  # fmt: skip
     assert console.is_shown(ours) and not console.is_shown(library)
+
+
+def test_eta_counts_days_beyond_a_day(monkeypatch):
+    """A run of 90 days shows its days (a clock alone wrapped at 24 hours)."""
+    clock = iter([0.0, 527.04])  # 61 steps of 8.64 s; 900,000 steps to go
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: next(clock))
+    progress = reporting.Progress(900_061, 0, sequences_per_step=32, seq_len=128)
+    assert progress.eta_text(61) == "90d 00:00:00"
+    assert reporting.duration_text(5692.4) == "01:34:52"
+    assert reporting.duration_text(86399.6) == "1d 00:00:00"
+
+
+def test_help_is_the_usage_and_exits_0():
+    result = _run("--help")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: python main.py --config=configs/FILE.py")
+    assert "Exit codes: 0 finished; 2 a user error" in result.stdout
+    named = set(re.findall(r"\b(\w+)\.py\b", result.stdout.split("\n\n")[1]))
+    assert named and all((ROOT / "configs" / f"{name}.py").is_file() for name in named), named

@@ -113,6 +113,27 @@ def test_text_format(tmp_path):
     assert (stats.documents, stats.sentences) == (2, 3)
 
 
+@pytest.mark.parametrize("format", ["text", "paragraphs"])
+def test_markup_read_as_plain_text_names_the_format_to_use(shared_data, tmp_path, format):
+    wiki = shared_data / "wikipedia" / "AA" / "wiki_00"
+    with pytest.raises(
+        UserError,
+        match=rf"^{wiki} is WikiExtractor output \(its first line is "
+        r"'<doc id=.*\), not plain text: read it with format 'wikiextractor'$",
+    ):
+        list(corpora.read_corpus(str(wiki), format))
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text('\n{"text": "One. Two."}\n{"text": "Three."}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"docs.jsonl is JSON Lines .* format 'jsonl'"):
+        list(corpora.read_corpus(str(jsonl), format))
+    # Text that merely mentions markup or braces past its first line is text.
+    text = tmp_path / "text.txt"
+    text.write_text('{braces} open the file.\n<doc id="1"> is markup.\n', encoding="utf-8")
+    assert list(corpora.read_corpus(str(text), "text")) == [
+        ["{braces} open the file.", '<doc id="1"> is markup.']
+    ]
+
+
 def test_paragraphs_format(tmp_path):
     path = tmp_path / "paras.txt"
     path.write_text("One. Two? Three!\nFour.\n\nFive. Six.", encoding="utf-8")

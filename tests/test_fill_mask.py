@@ -1,5 +1,7 @@
 """fill-mask equals transformers' pipeline("fill-mask") on the same random-weight checkpoint."""
 
+import logging
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -10,24 +12,30 @@ import torch
 import transformers
 
 from bert import fill_mask, pretrained
+from bert.finetuning import finetune
 
 SENTENCES = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK] all day."]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(shared_data, tmp_path_factory):
-    """A tiny random BertForPreTraining over the uncased vocabulary, with an output bias spread
+def save_checkpoint(architecture: str, vocab: pathlib.Path, directory: pathlib.Path):
+    """A tiny random `architecture` (BertForPreTraining; BertForMaskedLM, without a pooler, the
+    most common masked-LM checkpoint) over the uncased vocabulary, with an output bias spread
     wide enough that the top fillers are far apart (no near-ties to reorder)."""
     torch.manual_seed(0)
     config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=64)  # fmt: skip
-    model = transformers.BertForPreTraining(config).eval()
+    model = getattr(transformers, architecture)(config).eval()
     with torch.no_grad():
         model.cls.predictions.bias.copy_(3.0 * torch.randn(config.vocab_size))
-    directory = tmp_path_factory.mktemp("fill_mask")
     model.save_pretrained(directory)
-    shutil.copyfile(shared_data / "vocab" / "bert-base-uncased-vocab.txt", directory / "vocab.txt")
+    shutil.copyfile(vocab, directory / "vocab.txt")
     return directory
+
+
+@pytest.fixture(scope="module", params=["BertForPreTraining", "BertForMaskedLM"])
+def checkpoint(shared_data, tmp_path_factory, request):
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    return save_checkpoint(request.param, vocab, tmp_path_factory.mktemp(request.param))
 
 
 def test_fillers_and_probabilities_equal_the_pipeline(checkpoint):
@@ -44,7 +52,9 @@ def test_fillers_and_probabilities_equal_the_pipeline(checkpoint):
                                        [w["score"] for w in want_mask], atol=1e-5)  # fmt: skip
 
 
-def test_cli_prints_fillers_and_names_bad_input(checkpoint, tmp_path):
+def test_cli_prints_fillers_and_names_bad_input(shared_data, tmp_path):
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    checkpoint = save_checkpoint("BertForPreTraining", vocab, tmp_path / "checkpoint")
     model = pretrained.load(str(checkpoint))
     best = fill_mask.fill_mask(model, SENTENCES[:1], top_k=1)[0][0][0]
     args = [sys.executable, "-m", "bert.fill_mask", str(checkpoint), SENTENCES[0], "--top_k=3"]
@@ -55,3 +65,15 @@ def test_cli_prints_fillers_and_names_bad_input(checkpoint, tmp_path):
                          text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "error: no [MASK] in 'no mask here'" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_fine_tuning_from_a_masked_lm_says_its_pooler_starts_afresh(checkpoint, caplog):
+    caplog.set_level(logging.INFO)
+    encoder = finetune.load_encoder(str(checkpoint), "", {})
+    said = [r.getMessage() for r in caplog.records if "has no" in r.getMessage()]
+    if "BertForMaskedLM" in str(checkpoint):
+        assert said == [f"{checkpoint} has no pooler, next-sentence head (fine-tuning starts a "
+                        "missing pooler from random weights)"]  # fmt: skip
+        assert "pooler" not in encoder.encoder
+    else:
+        assert said == [] and "pooler" in encoder.encoder

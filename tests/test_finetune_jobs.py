@@ -105,6 +105,19 @@ def sst2_workdir(shared_data, tiny_hf, tmp_path_factory):
     return workdir
 
 
+def test_a_run_writes_its_settings_to_config_json(sst2_workdir, tiny_hf):
+    settings = json.loads((sst2_workdir / "config.json").read_text())
+    assert settings["train.steps"] == 6 and settings["init_from"] == str(tiny_hf)
+    assert settings["max_seq_length"] == 64 and settings["train.batch_size"] == 16
+
+
+def test_loading_a_workdir_warns_of_nothing(sst2_workdir, caplog):
+    """Orbax's "read only" and "metadata file does not exist" read like damage; there is none."""
+    caplog.set_level(logging.WARNING)
+    checkpoints.load_params(sst2_workdir)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
 @pytest.mark.full
 def test_resumed_glue_run_equals_uninterrupted(
     shared_data, tiny_hf, sst2_workdir, tmp_path, caplog
@@ -325,8 +338,17 @@ def test_bad_configs_are_clear_errors(shared_data, tiny_hf, sst2_workdir, tmp_pa
     shutil.copytree(sst2_workdir, tmp_path / "e")
     config = quick(ner_config.get_config(), tiny_hf)
     config.data_dir = str(shared_data / "conll2003")
-    with pytest.raises(ValueError, match="saved for task 'glue/sst2'.*Use a new workdir"):
+    with pytest.raises(UserError, match=r"saved with another config \(task: saved 'glue/sst2', "
+                       r"now '[\w/]+'.*\): use a new workdir"):  # fmt: skip
         ner_job.run(config, str(tmp_path / "e"))
+    # Nor with another model: the one line names the field that differs.
+    shutil.copytree(sst2_workdir, tmp_path / "f")
+    config = quick(glue_config.get_config("task=sst2"), tiny_hf)
+    config.data_dir = str(shared_data / "glue" / "SST-2")
+    config.model.hidden_dropout = 0.3
+    with pytest.raises(UserError) as error:
+        glue_job.run(config, str(tmp_path / "f"))
+    assert "(model.hidden_dropout: saved 0.1, now 0.3)" in str(error.value)
 
 
 def test_squad_answer_missing_from_context_is_a_reported_skip(shared_data, tmp_path, caplog):

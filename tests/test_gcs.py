@@ -30,7 +30,7 @@ from tensorboard.util import tensor_util
 from bert.training import checkpoints
 from input_pipeline import prepare, records
 from tests.test_pretrain_job import ROOT, environment, job_args, wait_for
-from util import atomic, paths
+from util import atomic, console, paths
 
 pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
@@ -168,7 +168,7 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
             log_path.read_text()[-3000:]
         )
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+        assert process.wait(timeout=120) == console.STOPPED_STATUS, log_path.read_text()[-3000:]
     assert fs.exists(f"{BUCKET}/runs/tiny/data/manifest.json")
     saved = [int(p.rsplit("/", 1)[1]) for p in fs.ls(f"{BUCKET}/runs/tiny/checkpoints")
              if p.rsplit("/", 1)[1].isdigit()]  # fmt: skip

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from bert.jobs import pretrain
 from bert.training import checkpoints
 from configs import bert_base
 from configs import glue as glue_config
+from util import console
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Margins beyond the frequency baseline, about half of what the run reaches (measured on this
@@ -59,6 +62,20 @@ def job_args(shared_data, workdir, steps, **overrides):
         f"--workdir={workdir}",
         *(f"--config.{k}={v}" for k, v in settings.items()),
     ]
+
+
+def pretrain_config(shared_data, workdir, steps, **overrides):
+    """The config job_args gives main.py, built here to run the job in this process."""
+    config = bert_base.get_config("size=tiny")
+    for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
+        key, value = flag.removeprefix("--config.").split("=", 1)
+        *sections, field = key.split(".")
+        target = config
+        for section in sections:
+            target = target[section]
+        current = target[field]
+        target[field] = value == "True" if isinstance(current, bool) else type(current)(value)
+    return config
 
 
 def environment(devices=2):
@@ -103,32 +120,40 @@ def scalars(workdir, tag):
     return values
 
 
-@pytest.mark.full
-def test_run_writes_events_checkpoint_and_evaluation(shared_data, tmp_path):
-    result = run_job(job_args(shared_data, tmp_path, steps=6))
+@pytest.fixture(scope="module")
+def twelve_steps(shared_data, tmp_path_factory):
+    """A 12-step run through main.py, uninterrupted (checkpoints at steps 5, 10 and 12)."""
+    workdir = tmp_path_factory.mktemp("twelve")
+    result = run_job(job_args(shared_data, workdir, steps=12))
     assert result.returncode == 0, result.stderr[-3000:]
-    losses = scalars(tmp_path, "train/loss")
-    assert [s for s, _ in losses] == [1, 2, 3, 4, 5, 6]
+    return workdir
+
+
+@pytest.mark.full
+def test_run_writes_events_checkpoint_and_evaluation(shared_data, twelve_steps, tmp_path):
+    run = twelve_steps
+    losses = scalars(run, "train/loss")
+    assert [s for s, _ in losses] == list(range(1, 13))
     assert all(np.isfinite(v) and v > 5 for _, v in losses)
     for tag in ("train/mlm_accuracy", "train/nsp_loss", "train/learning_rate",
                 "train/grad_norm", "train/sequences_per_second", "train/tokens_per_second",
                 "train/padding_fraction", "eval/mlm_accuracy", "eval/nsp_accuracy"):  # fmt: skip
-        assert scalars(tmp_path, tag), tag
+        assert scalars(run, tag), tag
     # tokens/s counts real tokens: the padding fraction of each report is a fraction.
-    assert all(0 <= v < 1 for _, v in scalars(tmp_path, "train/padding_fraction"))
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["5", "6"]
-    results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert results["step"] == 6 and 0 <= results["mlm_accuracy"] <= 1
+    assert all(0 <= v < 1 for _, v in scalars(run, "train/padding_fraction"))
+    assert sorted(int(p.name) for p in (run / "checkpoints").iterdir()) == [5, 10, 12]
+    results = json.loads((run / "eval_results.json").read_text())
+    assert results["step"] == 12 and 0 <= results["mlm_accuracy"] <= 1
     # The workdir is a checkpoint that fine-tuning starts from, with the tokenizer it recorded.
     config = glue_config.get_config("task=sst2")
-    config.init_from = str(tmp_path)
+    config.init_from = str(run)
     config.data_dir = str(shared_data / "glue" / "SST-2")
     config.max_seq_length, config.train_limit, config.eval_limit = 64, 32, 16
     config.eval_batch_size, config.train.batch_size, config.train.steps = 16, 16, 2
     config.predict_splits = ()
     fine_tuned = glue_job.run(config, str(tmp_path / "sst2"))
     assert fine_tuned["step"] == 2 and 0 <= fine_tuned["dev"]["accuracy"] <= 1
-    assert (tmp_path / "data" / "manifest.json").is_file()
+    assert (run / "data" / "manifest.json").is_file()
 
 
 @pytest.mark.full
@@ -170,13 +195,7 @@ def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
     # an earlier test in this process may have compiled the same programs (the checksums of
     # this state): a cached executable logs no compilation
     jax.clear_caches()
-    config = bert_base.get_config("size=tiny")
-    for key, value in job_settings(shared_data, 3, **{"train.eval_every": 2}).items():
-        *parents, name = key.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[name] = value
+    config = pretrain_config(shared_data, tmp_path, 3, **{"train.eval_every": 2})
     assert pretrain.run(config, str(tmp_path))["step"] == 3
     threads = {
         name: [r.threadName for r in caplog.records
@@ -195,6 +214,28 @@ def test_misspelt_config_field_is_a_clear_error(shared_data, tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_config_values_are_checked_before_the_data_is_prepared(shared_data, tmp_path):
+    config = pretrain_config(shared_data, tmp_path, 50, **{"train.warmup_steps": 10_000})
+    with pytest.raises(UserError, match=r"^train.warmup_steps \(10000\) must be in \[0, 50\]"):
+        pretrain.run(config, str(tmp_path))
+    config = pretrain_config(shared_data, tmp_path, 50, **{"max_seq_length": 128})
+    with pytest.raises(UserError, match="max_seq_length=128 exceeds .*max_position_embeddings=64"):
+        pretrain.run(config, str(tmp_path))
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_vocabulary_too_large_for_the_corpus_names_its_field(shared_data, tmp_path):
+    text = shared_data / "wikipedia" / "AA" / "wiki_00"
+    config = pretrain_config(shared_data, tmp_path / "run", 2, **{
+        "data.input": text, "data.tokenizer": "", "data.num_shards": 2,
+        "data.sentencepiece_vocab_size": 32768})  # fmt: skip
+    with pytest.raises(UserError) as error:
+        pretrain.run(config, str(tmp_path / "run"))
+    most = re.fullmatch(rf"config.data.sentencepiece_vocab_size=32768 is more pieces than "
+                        rf"{text} holds: set it to at most (\d+)", str(error.value))  # fmt: skip
+    assert most and 1000 < int(most[1]) < 32768, str(error.value)
+
+
 def test_missing_data_path_is_a_clear_error(shared_data, tmp_path):
     args = job_args(shared_data, tmp_path, steps=2, **{"data.input": "/no/such/dir/*.txt"})
     result = run_job(args)
@@ -204,19 +245,20 @@ def test_missing_data_path_is_a_clear_error(shared_data, tmp_path):
 
 
 @pytest.mark.full
-def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, tmp_path):
-    steps = 12
-    reference = tmp_path / "reference"
-    result = run_job(job_args(shared_data, reference, steps=steps))
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, twelve_steps, tmp_path):
+    steps, reference = 12, twelve_steps
 
     interrupted = tmp_path / "interrupted"
     args = job_args(shared_data, interrupted, steps=steps, **{"train.checkpoint_every": 1000})
     process, log = start_job(args, tmp_path / "log.txt")
     assert wait_for(lambda: "step 4/12" in (tmp_path / "log.txt").read_text(), 300, process)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
+    assert process.wait(timeout=120) == console.STOPPED_STATUS  # a finished run ends with 0
     log.close()
+    stopped = [
+        line for line in (tmp_path / "log.txt").read_text().splitlines() if "stopped" in line
+    ]
+    assert len(stopped) == 1 and "checkpoint saved: run the same command again" in stopped[0]
     saved = checkpoints.Checkpoints(interrupted, 1).latest_step()
     assert saved is not None and 4 <= saved < steps, saved
 
@@ -260,17 +302,9 @@ def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, 
     the run trained on (its MLM loss), and the share of the most frequent one (its accuracy)."""
     from bert import objectives
     from bert.jobs import pretrain
-    from configs import bert_base
     from input_pipeline import data_setup, pretraining
 
-    config = bert_base.get_config("size=tiny")
-    for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
-        key, value = flag.removeprefix("--config.").split("=", 1)
-        *sections, field = key.split(".")
-        target = config
-        for section in sections:
-            target = target[section]
-        target[field] = type(target[field])(value)
+    config = pretrain_config(shared_data, workdir, steps, **overrides)
     data = data_setup.prepare_pretraining_data(pretrain.corpus(config), workdir)  # prepared
     batch, ids = config.train.batch_size, data.tokenizer.special_ids
     objective = objectives.create(

@@ -26,7 +26,8 @@ def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterato
     is untouched.
 
     Args:
-      mode: permission bits for a local file (mkstemp makes it private to the owner).
+      mode: permission bits for a local file; by default those of `open`: 0o666 less the
+        process's umask.
     """
     if paths.is_remote(path):
         with _open_remote(path) as f:
@@ -36,8 +37,7 @@ def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterato
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        if mode is not None:
-            os.chmod(tmp, mode)
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)  # mkstemp's is 0o600
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -46,6 +46,18 @@ def open_atomically(path: str | os.PathLike, mode: int | None = None) -> Iterato
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where the system has it (setting the umask to read
+    it, the only other way, changes it for a moment for every thread)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager

@@ -20,6 +20,9 @@ from util.errors import UserError
 
 # The exit status of every user error (the shell's convention for a usage error).
 USER_ERROR_STATUS = 2
+# The exit status of a run a signal stopped after saving its checkpoint (sysexits.h's
+# EX_TEMPFAIL: a temporary failure, to be retried), which a scheduler tells from a finished one.
+STOPPED_STATUS = 75
 
 # Environment defaults set before TensorFlow or JAX load, unless the user set them already.
 # TF_CPP_MIN_LOG_LEVEL=2: TensorFlow's and XLA's C++ INFO and WARNING lines are dropped (their

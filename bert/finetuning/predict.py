@@ -90,7 +90,11 @@ def _evaluate(spec: Spec, predict_step, params, multiple: int, batch_size: int, 
         outputs = predict(predict_step, params, eval_set.inputs, batch_size, mesh,
                           multiple if eval_set.bucketed else 0)  # fmt: skip
         results[eval_set.name] = eval_set.finish(outputs, write)
-        logging.info("%s %s: %s", spec.task, eval_set.name, results[eval_set.name])
+        if results[eval_set.name]:  # a split without labels (test) has predictions only
+            logging.info("%s %s: %s", spec.task, eval_set.name, results[eval_set.name])
+        else:
+            rows = jax.tree.leaves(outputs)[0].shape[0]
+            logging.info("%s %s: %d rows predicted", spec.task, eval_set.name, rows)
     return results
 
 

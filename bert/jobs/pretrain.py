@@ -4,6 +4,7 @@ AdamW, and hands the run skeleton (bert/training/runner.py) its batches and held
 evaluation."""
 
 import dataclasses
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -176,12 +177,28 @@ def _prepare_data(config: ml_collections.ConfigDict, workdir: str) -> data_setup
     to come; an object store has no locks, so there process 0 prepares and the others wait."""
     text = corpus(config)
     if jax.process_count() == 1 or not paths.is_remote(workdir):
-        return data_setup.prepare_pretraining_data(text, paths.path(workdir))
+        return _prepare(text, workdir)
     data = None
     if jax.process_index() == 0:
-        data = data_setup.prepare_pretraining_data(text, paths.path(workdir))
+        data = _prepare(text, workdir)
     multihost_utils.sync_global_devices("pretraining data prepared")
-    return data or data_setup.prepare_pretraining_data(text, paths.path(workdir))
+    return data or _prepare(text, workdir)
+
+
+def _prepare(text: data_setup.Corpus, workdir: str) -> data_setup.PretrainingData:
+    """data_setup's preparation, with SentencePiece's complaint about the vocabulary size
+    turned into the config field to change."""
+    try:
+        return data_setup.prepare_pretraining_data(text, paths.path(workdir))
+    except UserError as e:
+        most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)",
+                         str(e))  # fmt: skip
+        if most is None:
+            raise
+        raise UserError(
+            f"config.data.sentencepiece_vocab_size={text.sentencepiece_vocab_size} is more "
+            f"pieces than {text.input or text.tfds_name} holds: set it to at most {most[1]}"
+        ) from None
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -190,18 +207,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
     """
-    objectives.check(config.objective)  # before any data is prepared
+    objectives.check(config.objective)  # every config value before any data is prepared
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
-    data = _prepare_data(config, workdir)
-    ids = data.tokenizer.special_ids
-    bert_config = model_config(config.model, ids.vocab_size)
-    if config.max_seq_length > bert_config.max_position_embeddings:
+    model_config(config.model, config.model.vocab_size or 1)  # the vocabulary size comes later
+    if config.max_seq_length > config.model.max_position_embeddings:
         raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds "
-            f"config.model.max_position_embeddings={bert_config.max_position_embeddings}"
+            f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
         )
-    objective = objectives.create(config.objective, bert_config)
     mesh = sharding.make_mesh(config.mesh)
     t = config.train
     per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
@@ -209,6 +223,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         t.learning_rate, t.warmup_steps, t.steps, t.end_learning_rate, t.decay_power
     )
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
+    data = _prepare_data(config, workdir)
+    ids = data.tokenizer.special_ids
+    bert_config = model_config(config.model, ids.vocab_size)
+    objective = objectives.create(config.objective, bert_config)
     batch = batch_settings(config, objective)
     held_out = eval_batches_of(data.eval_files, config, batch, ids, objective, per_host)
 
@@ -237,6 +255,4 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # the one train step compiles while the input pipeline starts
         batch_shapes=lambda _: _held_out_shape(held_out, mesh),
     )  # fmt: skip
-    results = runner.train_and_evaluate(job, settings.run_settings(config), workdir, mesh)
-    logging.info("pre-training stopped at step %d", results["step"])
-    return results
+    return runner.train_and_evaluate(job, settings.run_settings(config), workdir, mesh)

@@ -276,8 +276,13 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
       UserError: no complete checkpoint, none at `step`, or a damaged one.
     """
     directory = paths.absolute(workdir) / CHECKPOINT_DIR
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(directory, options=options, item_names=ITEMS) as mgr:
+    with (
+        _quiet_reading(),  # entered before the options are made: they warn too
+        ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
+            item_names=ITEMS,
+        ) as mgr,
+    ):  # fmt: skip
         steps = sorted(mgr.all_steps())
         if not steps:
             raise errors.UserError(f"{directory}: no complete checkpoint")
@@ -298,6 +303,27 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
             f"{directory}/{step}: damaged checkpoint: array {mismatch} differs from its checksum"
         )
     return params, meta
+
+
+# Orbax's warnings on reading: that a read-only manager is read-only (twice), and that a step
+# lacks the metadata file it can do without. Loading a workdir is no damage, nor says so.
+READING_NOISE = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
+                 "Metadata file does not exist")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet_reading() -> Iterator[None]:
+    """Orbax's READING_NOISE held back while the block runs."""
+
+    def shown(record: std_logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(READING_NOISE)
+
+    logger = std_logging.getLogger("absl")  # absl's logging, which Orbax logs through
+    logger.addFilter(shown)
+    try:
+        yield
+    finally:
+        logger.removeFilter(shown)
 
 
 def _read_params(mgr, step_dir, step: int) -> tuple[Any, dict, dict | None]:

@@ -6,23 +6,35 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+from absl import logging
 from clu import metric_writers
 
 from bert.training import events
 from util import paths
 
 
+class _LogWriter(metric_writers.LoggingWriter):
+    """clu's logging writer, with the hyperparameters as one short line: they are in TensorBoard
+    and in the workdir's config.json, not a line of thousands of characters."""
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        logging.info("hyperparameters: %d settings, in config.json and TensorBoard", len(hparams))
+
+
 def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
     """TensorBoard + logging writer on process 0; other processes only log. A workdir on an
     object store gets its event files through the path layer (`events.py`)."""
-    if not paths.is_remote(workdir) or jax.process_index() > 0:
-        return metric_writers.create_default_writer(
-            str(workdir), just_logging=jax.process_index() > 0, asynchronous=True
+    if jax.process_index() > 0:
+        return metric_writers.AsyncMultiWriter([_LogWriter()])
+    if not paths.is_remote(workdir):
+        return metric_writers.AsyncMultiWriter(
+            [_LogWriter(), metric_writers.SummaryWriter(str(workdir))]
         )
-    writers = [events.EventFileWriter(workdir), metric_writers.LoggingWriter()]
+    writers = [events.EventFileWriter(workdir), _LogWriter()]
     return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
 
 
@@ -52,6 +64,13 @@ def eval_scalars(results: dict[str, Any], prefix: str = "eval") -> dict[str, flo
         else:
             out[f"{prefix}/{key}"] = value
     return out
+
+
+def duration_text(seconds: float) -> str:
+    """`HH:MM:SS`, with the days before it when there are any (`90d 01:34:52`)."""
+    days, rest = divmod(round(seconds), 86400)
+    clock = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {clock}" if days else clock
 
 
 class Progress:
@@ -99,7 +118,7 @@ class Progress:
 
     def eta_text(self, step: int) -> str:
         eta = self.eta_seconds(step)
-        return "?" if math.isnan(eta) else time.strftime("%H:%M:%S", time.gmtime(eta))
+        return "?" if math.isnan(eta) else duration_text(eta)
 
     def update(self, step: int, loss: float | None = None) -> None:
         """Redraws the progress bar (terminal only)."""

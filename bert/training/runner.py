@@ -24,7 +24,7 @@ from absl import logging
 from bert.model import BertConfig
 from bert.training import ahead, checkpoints, fingerprint, loop, reporting, step
 from util import atomic, paths
-from util.errors import UserError
+from util.errors import Stopped, UserError
 
 Batch = dict[str, jax.Array]
 Results = dict[str, Any]  # metric name -> value, or split -> {metric name -> value}
@@ -44,7 +44,8 @@ class Settings:
       async_checkpoints: save in the background while training goes on.
       compile_ahead_threads: threads compiling the steps' shapes in the background (0: each
         when first needed).
-      hparams: the job's settings, flat (`section.field` -> scalar), shown in TensorBoard.
+      hparams: the job's settings, flat (`section.field` -> scalar), shown in TensorBoard and
+        written to workdir/config.json at each start.
     """
 
     seed: int
@@ -120,11 +121,15 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
 
     def check(at: int, meta: dict) -> None:
         task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
-        if task != run.task or meta.get("model") != model:
+        saved = meta.get("model") or {}
+        differ = [f"model.{k}: saved {saved.get(k)!r}, now {v!r}"
+                  for k, v in model.items() if saved.get(k) != v]  # fmt: skip
+        if task != run.task:
+            differ.insert(0, f"task: saved {task!r}, now {run.task!r}")
+        if differ:
             raise UserError(
-                f"{ckpts.directory}/{at}: saved for task {task!r} with model "
-                f"{meta.get('model')}; the config now says {run.task!r} with {model}. "
-                "Use a new workdir (with init_from to start from this one)"
+                f"{ckpts.directory}/{at} was saved with another config ({'; '.join(differ)}): "
+                "use a new workdir (with init_from to start from this one)"
             )
 
     try:
@@ -151,8 +156,10 @@ def train_and_evaluate(run: Run, settings: Settings, workdir: str | os.PathLike,
       mesh: the device mesh (bert/training/sharding.py).
 
     Returns:
-      {"step": last step, **results} (also written to workdir/eval_results.json), or only
-      {"step": ...} when a signal stopped the run before its last step.
+      {"step": last step, **results} (also written to workdir/eval_results.json).
+
+    Raises:
+      Stopped: a signal stopped the run before its last step (its checkpoint is saved).
     """
     c = run.model_config
     if c.attention_impl == "cudnn" and c.attention_dropout > 0:  # checked before any compiling
@@ -207,6 +214,8 @@ def _train(
     writer = reporting.make_writer(workdir)
     if start == 0:
         writer.write_hparams(t.hparams)
+    if jax.process_index() == 0:  # the settings of the newest start
+        atomic.write_json(workdir / "config.json", t.hparams)
     meta = {"task": run.task, "model": dataclasses.asdict(run.model_config),
             "tokenizer": recorded_tokenizer(run.tokenizer, workdir)}  # fmt: skip
     if run.labels:
@@ -237,8 +246,7 @@ def _train(
     ckpts.close()
     if last < run.total_steps:
         writer.flush()
-        logging.info("stopped at step %d of %d; run again to resume", last, run.total_steps)
-        return {"step": last}
+        raise Stopped(last, run.total_steps)
     results = programs.evaluate(state.params)
     writer.write_scalars(last, reporting.eval_scalars(results))
     writer.flush()
