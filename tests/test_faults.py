@@ -18,18 +18,20 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_pretrain_job import ROOT, environment, job_args
+from test_pretrain_job import ROOT, environment, job_args, pretrain_config
 
 from bert.jobs import pretrain
 from bert.training import checkpoints
-from configs import bert_base
 from util.errors import UserError
 
 pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 
 # SIGKILLs of a run, every second one inside a checkpoint save
-KILLS = 6
+KILLS = 4
+# Steps of a killed run: beyond what its attempts reach (at most 6 steps and 0.2 s after a
+# resume, or the next save, each), so that every attempt is killed before the run ends.
+TOTAL = 50
 
 
 def leaves(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
@@ -103,7 +105,7 @@ def kill_at_random(args, workdir: pathlib.Path, total: int, seed: int, kills: in
 
 
 def test_pretraining_killed_at_random_moments_ends_bitwise_as_uninterrupted(shared_data, tmp_path):
-    total = 100  # beyond what the attempts reach (6 steps and 0.2 s each at most)
+    total = TOTAL
     settings = {"train.checkpoint_every": 2, "train.max_to_keep": 2, "train.log_every": 1}
     reference = tmp_path / "reference"
     result = subprocess.run(job_args(shared_data, reference, total, **settings), cwd=ROOT,
@@ -138,7 +140,7 @@ def glue_args(shared_data, tiny_hf, workdir, steps, **overrides):
 def test_fine_tuning_killed_at_random_moments_ends_bitwise_as_uninterrupted(
     shared_data, tiny_hf, tmp_path
 ):
-    total = 100
+    total = TOTAL
     reference = tmp_path / "reference"
     result = subprocess.run(glue_args(shared_data, tiny_hf, reference, total), cwd=ROOT,
                             env=environment(1), capture_output=True, text=True)  # fmt: skip
@@ -150,19 +152,6 @@ def test_fine_tuning_killed_at_random_moments_ends_bitwise_as_uninterrupted(
     assert (killed / "eval_results.json").read_text() == (
         reference / "eval_results.json"
     ).read_text()
-
-
-def pretrain_config(shared_data, workdir, steps, **overrides):
-    """The config job_args gives main.py, built here to run the job in this process."""
-    config = bert_base.get_config("size=tiny")
-    for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
-        key, value = flag.removeprefix("--config.").split("=", 1)
-        *sections, field = key.split(".")
-        target = config
-        for section in sections:
-            target = target[section]
-        target[field] = type(target[field])(value)
-    return config
 
 
 SMALL = {"train.checkpoint_every": 2, "train.max_to_keep": 3, "train.async_checkpoints": False}
