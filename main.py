@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bert import jobs
-from util import console, paths, workdir_lock
+from util import console, paths, tf_runtime, workdir_lock
 from util.errors import Stopped, UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -75,10 +75,6 @@ def main(argv: list[str]) -> None:
         console.quiet_environment(os.environ)  # before TensorFlow and JAX load: they read it then
         logging.get_absl_handler().addFilter(console.is_shown)
     paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
-    with console.filtered_stderr() if quiet else contextlib.nullcontext():
-        import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")  # tf.data must not take the accelerator from JAX
     import jax
 
     from bert.training import accelerators
@@ -91,9 +87,13 @@ def main(argv: list[str]) -> None:
     if hint:
         logging.warning("%s", hint)
     config = _CONFIG.value
+    with console.filtered_stderr() if quiet else contextlib.nullcontext():
+        job = jobs.job(config.task)  # TensorFlow loads only with a job that reads data with it
+    if "tensorflow" in sys.modules:
+        tf_runtime.load()  # before its first op: tf.data must not take the accelerator from JAX
     try:
         with workdir_lock.hold(_WORKDIR.value, jax.process_index()):  # one workdir, one job
-            jobs.job(config.task)(config, _WORKDIR.value)
+            job(config, _WORKDIR.value)
     except Stopped as e:
         logging.warning("%s", e)
         sys.exit(console.STOPPED_STATUS)

@@ -12,8 +12,8 @@ It prints one table and writes it as JSON. On a GPU/TPU the model is BERT-base i
 on CPU a tiny model in float32 (seconds). A part that fails is a row with its error, so one
 call always gives the whole table.
 
-It imports only the model library, the optimizer, the step and the FLOP count (no TensorFlow,
-ml_collections or clu), so that it runs on a machine with jax, flax, optax, torch and
+It imports only the model library, the optimizer, the step and the FLOP count (no TensorFlow or
+ml_collections), so that it runs on a machine with jax, flax, optax, torch and
 transformers alone:
 
   python bench/accelerator.py                         # size from the backend

@@ -1,5 +1,5 @@
 """bench/accelerator.py, the one-call accelerator benchmark, runs end to end on CPU with a tiny
-model and writes its table as JSON, with TensorFlow, ml_collections and clu unimportable (the
+model and writes its table as JSON, with TensorFlow and ml_collections unimportable (the
 GPU machine it is made for has none of them)."""
 
 import json
@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BLOCKED = ("tensorflow", "tensorflow_datasets", "ml_collections", "clu")
+BLOCKED = ("tensorflow", "tensorflow_datasets", "ml_collections")
 RUNNER = f"""
 import runpy, sys
 class Blocked:

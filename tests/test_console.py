@@ -175,7 +175,7 @@ def test_default_run_is_quiet_and_verbose_shows_the_noise(corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     shown = [n for n in NOISE if n in result.stderr]
     assert shown == [], result.stderr[:3000]
-    # Our own progress lines and clu's metric lines still show.
+    # Our own progress lines and the metric lines still show.
     for ours in ("process 0 of 1", "prepared", "step 2/2", "train/loss=", "eval/mlm_loss="):
         assert ours in result.stderr, ours
     # --verbose: the same third-party lines are back; a user error is still one line.

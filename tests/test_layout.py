@@ -8,6 +8,7 @@ import ast
 import pathlib
 import re
 import subprocess
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MAX_FILE_LINES = 510  # "about 500"
@@ -100,3 +101,15 @@ def test_files_and_functions_stay_short():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 lines = node.end_lineno - node.lineno + 1
                 assert lines <= MAX_FUNCTION_LINES, f"{path}:{node.lineno} {node.name}: {lines}"
+
+
+def test_jobs_on_files_start_without_tensorflow():
+    """Fine-tuning, STS and sentence-embedding jobs never load TensorFlow (seconds at every
+    start); the pre-training pipeline and TFDS readers do (util/tf_runtime.py)."""
+    jobs = ("glue", "ner", "squad", "sts", "embeddings")
+    code = f"import sys\nimport {', '.join(f'bert.jobs.{j}' for j in jobs)}\n"
+    code += "heavy = ('tensorflow', 'keras', 'tensorflow_datasets')\n"
+    code += "print(sorted(m for m in heavy if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout  # fmt: skip
+    assert loaded.strip() == "[]", loaded

@@ -38,10 +38,6 @@ STARTUP_NOISE = (
     "rebuild TensorFlow with the appropriate compiler flags",
 )
 
-# Third-party log records at INFO level shown anyway: clu's console metric writer prints our
-# metrics and hyperparameters through absl logging.
-SHOWN_LIBRARY_INFO = (f"{os.sep}clu{os.sep}metric_writers{os.sep}",)
-
 # Third-party warnings that are start-up noise: JAX's "An NVIDIA GPU (or a Google TPU) may be
 # present on this machine, but ... is not installed", which bert/training/accelerators.py replaces
 # with the install to run. (JAX's "CUDA backend failed to initialize" still shows.)
@@ -142,15 +138,14 @@ def filtered_stderr(noise: tuple[str, ...] = STARTUP_NOISE) -> Iterator[None]:
 
 
 def is_shown(record: logging.LogRecord) -> bool:
-    """Log filter: warnings and errors (but HIDDEN_WARNINGS); INFO only from this project and
-    clu's metric lines, not libraries' chatter such as XLA's 'Unable to initialize backend'."""
+    """Log filter: warnings and errors (but HIDDEN_WARNINGS); INFO only from this project, not
+    libraries' chatter such as XLA's 'Unable to initialize backend'."""
     if record.levelno >= logging.WARNING:
         return record.levelno >= logging.ERROR or not any(
             hidden in record.getMessage() for hidden in HIDDEN_WARNINGS
         )
     path = os.path.abspath(record.pathname)
-    ours = path.startswith(str(PROJECT_ROOT) + os.sep) and "site-packages" not in path
-    return ours or any(part in path for part in SHOWN_LIBRARY_INFO)
+    return path.startswith(str(PROJECT_ROOT) + os.sep) and "site-packages" not in path
 
 
 class ArgumentParser(argparse.ArgumentParser):

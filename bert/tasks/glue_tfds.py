@@ -8,6 +8,7 @@ first use (network needed once) and caches it under its data dir.
 import numpy as np
 
 from bert.tasks import glue
+from util import tf_runtime
 from util.errors import UserError
 
 # Our task name -> TFDS text features, in the order of the task's texts.
@@ -58,6 +59,7 @@ def load_split(task: glue.Task, split: str, data_dir: str | None = None) -> list
     Args:
       data_dir: TFDS's data dir (None: its default, ~/tensorflow_datasets).
     """
+    tf_runtime.load()  # TFDS reads through tf.data, on the host
     import tensorflow_datasets as tfds
 
     if split not in task.splits:

@@ -11,31 +11,42 @@ from typing import Any
 
 import jax
 from absl import logging
-from clu import metric_writers
 
 from bert.training import events
-from util import paths
 
 
-class _LogWriter(metric_writers.LoggingWriter):
-    """clu's logging writer, with the hyperparameters as one short line: they are in TensorBoard
-    and in the workdir's config.json, not a line of thousands of characters."""
+class MetricWriter:
+    """Scalars as one log line per step (`[STEP] name=value, ...`) on every process, and as
+    TensorBoard events in the workdir on process 0 (`events.py`)."""
+
+    def __init__(self, event_file: events.EventFileWriter | None):
+        self._events = event_file
+
+    def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        values = [f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                  for k, v in sorted(scalars.items())]  # fmt: skip
+        logging.info("[%d] %s", step, ", ".join(values))
+        if self._events is not None:
+            self._events.write_scalars(step, scalars)
 
     def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        """The settings go to TensorBoard (and the workdir's config.json), not a log line of
+        thousands of characters."""
         logging.info("hyperparameters: %d settings, in config.json and TensorBoard", len(hparams))
+        if self._events is not None:
+            self._events.write_hparams(hparams)
+
+    def flush(self) -> None:
+        if self._events is not None:
+            self._events.flush()
+
+    def close(self) -> None:
+        self.flush()
 
 
-def make_writer(workdir: str | pathlib.Path) -> metric_writers.MetricWriter:
-    """TensorBoard + logging writer on process 0; other processes only log. A workdir on an
-    object store gets its event files through the path layer (`events.py`)."""
-    if jax.process_index() > 0:
-        return metric_writers.AsyncMultiWriter([_LogWriter()])
-    if not paths.is_remote(workdir):
-        return metric_writers.AsyncMultiWriter(
-            [_LogWriter(), metric_writers.SummaryWriter(str(workdir))]
-        )
-    writers = [events.EventFileWriter(workdir), _LogWriter()]
-    return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
+def make_writer(workdir: str | pathlib.Path) -> MetricWriter:
+    """Log lines everywhere; the TensorBoard event file on process 0."""
+    return MetricWriter(events.EventFileWriter(workdir) if jax.process_index() == 0 else None)
 
 
 def flat_hparams(config: Any) -> dict[str, Any]:
