@@ -1,9 +1,9 @@
 """One process of the multi-process training tests (run by tests/test_distributed.py).
 
-Usage: python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES_PER_PROCESS TASK
-TASK "pretrain": prints the losses of 5 pre-training steps as JSON on the last line.
-TASK "mnrl": one bi-encoder step with the multiple-negatives ranking loss on a 16-row pair batch
-(this process feeding its share of the rows); prints the loss and the gradient's leaves.
+Usage: python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES_PER_PROCESS
+Prints as JSON on the last line: the losses of 5 pre-training steps ("losses"), then of one
+bi-encoder step with the multiple-negatives ranking loss on a 16-row pair batch, this process
+feeding its share of the rows ("loss", and the gradient's leaves as "gradients").
 """
 
 import json
@@ -11,7 +11,6 @@ import os
 import sys
 
 process_id, num_processes, port, local_devices = (int(a) for a in sys.argv[1:5])
-task = sys.argv[5]
 os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,17 +33,14 @@ def local_rows(batch: dict) -> dict:
     return {k: v[process_id * rows : (process_id + 1) * rows] for k, v in batch.items()}
 
 
-result = {"process": jax.process_index(), "devices": jax.device_count()}
-if task == "pretrain":
-    mesh, state, train_step, _ = train_helpers.setup((jax.device_count(), 1, 1))
-    result["losses"] = []
-    for step in range(5):
-        batch = local_rows(train_helpers.synthetic_batch(step))
-        state, metrics = train_step(state, sharding.global_batch(batch, mesh))
-        result["losses"].append(float(metrics["loss"]))
-else:
-    batch = local_rows(train_helpers.pair_batch(16))
-    loss, grads = train_helpers.mnrl_step((jax.device_count(), 1, 1), None, batch)
-    result["loss"] = loss
-    result["gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
+result = {"process": jax.process_index(), "devices": jax.device_count(), "losses": []}
+mesh, state, train_step, _ = train_helpers.setup((jax.device_count(), 1, 1))
+for step in range(5):
+    batch = local_rows(train_helpers.synthetic_batch(step))
+    state, metrics = train_step(state, sharding.global_batch(batch, mesh))
+    result["losses"].append(float(metrics["loss"]))
+batch = local_rows(train_helpers.pair_batch(16))
+loss, grads = train_helpers.mnrl_step((jax.device_count(), 1, 1), None, batch)
+result["loss"] = loss
+result["gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
 print(json.dumps(result))

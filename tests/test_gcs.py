@@ -112,17 +112,8 @@ def test_records_on_gcs_read_as_tensorflow_wrote_them(gcs, tmp_path):
     assert read == [r.numpy() for r in tf.data.TFRecordDataset(str(local))] == payloads
 
 
-def _environment(cache: pathlib.Path) -> dict[str, str]:
-    """The job's environment, with a JAX compilation cache the three runs share (to save
-    their compile time; the executables are the same)."""
-    env = environment()
-    env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
-    env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    return env
-
-
-def _gcs_environment(url: str, cache: pathlib.Path) -> dict[str, str]:
-    env = _environment(cache)
+def _gcs_environment(url: str) -> dict[str, str]:
+    env = environment()  # with the test processes' JAX compilation cache (tests/conftest.py)
     env["STORAGE_EMULATOR_HOST"] = url  # gcsfs and google-cloud-storage
     env["TENSORSTORE_GCS_HTTP_URL"] = url  # TensorStore (Orbax's array writer)
     # gcsfs's default filesystem first asks the Storage Control gRPC API whether a bucket is
@@ -157,7 +148,7 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
         "data.tokenizer": str(vocab),
     }
     workdir = f"gs://{BUCKET}/runs/tiny"
-    env = _gcs_environment(emulator, tmp_path / "jax_cache")
+    env = _gcs_environment(emulator)
 
     # Interrupted at step 3 or later by SIGTERM (a checkpoint is saved), then resumed.
     args = job_args(shared_data, workdir, steps=STEPS, **remote_settings)
@@ -180,9 +171,8 @@ def test_pretraining_with_input_and_workdir_on_gcs(shared_data, emulator, tmp_pa
 
     # The same run on local files, uninterrupted.
     reference = tmp_path / "reference"
-    local_env = _environment(tmp_path / "jax_cache")
     done = subprocess.run(job_args(shared_data, reference, steps=STEPS, **local_settings),
-                          cwd=ROOT, env=local_env, capture_output=True, text=True,
+                          cwd=ROOT, env=environment(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 
