@@ -1,6 +1,8 @@
 """TensorBoard event files written without TensorFlow (bert/training/events.py): what TensorFlow's
 own summary writer writes for the same scalars, read back by TensorBoard."""
 
+import errno
+
 import numpy as np
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator, tag_types
@@ -56,3 +58,34 @@ def test_hyperparameters_and_a_restart_read_back_in_tensorboard(tmp_path):
         (3, 7.25),
     ]
     assert "_hparams_/session_start_info" in accumulator.Tags()[tag_types.TENSORS]
+
+
+def test_a_failed_write_leaves_no_torn_record_and_the_events_follow_later(
+    tmp_path, monkeypatch, caplog
+):
+    """A full disk in the middle of an append: the file is cut back to its last whole record,
+    one warning says so, and the next write appends the events kept."""
+    writer = events.EventFileWriter(tmp_path)
+    writer.write_scalars(0, SCALARS[0])  # appended at once on a local disk
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    size = path.stat().st_size
+    real_write = events.os.write
+
+    def disk_full(fd, data):
+        real_write(fd, bytes(data[:7]))  # a torn record, then the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(events.os, "write", disk_full)
+    writer.write_scalars(1, {"train/loss": 9.5})
+    writer.write_scalars(2, {"train/loss": 8.5})
+    assert path.stat().st_size == size
+    warnings = [r.getMessage() for r in caplog.records if "not written" in r.getMessage()]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], warnings
+    monkeypatch.setattr(events.os, "write", real_write)
+    writer.write_scalars(3, SCALARS[3])
+    assert [(step, value) for step, tag, _, value in _values(path) if tag == "train/loss"] == [
+        (0, 10.5),
+        (1, 9.5),
+        (2, 8.5),
+        (3, 7.25),
+    ]

@@ -294,8 +294,10 @@ def test_disk_full_during_a_save_stops_cleanly_and_the_earlier_checkpoint_resume
     assert result.returncode == 2, result.stderr[-3000:]
     # Orbax's background writers may still log the same failure as they end (before or after
     # our line, by thread timing); ours is the one line that starts with "error: "
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
-    assert line.startswith("error: ") and "No space left on device" in line, result.stderr[-3000:]
+    lines = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    line = lines[0]
+    assert "No space left on device" in line, result.stderr[-3000:]
     assert "checkpoint of step 4 failed" in line and "newest complete: step 2" in line, line
     assert checkpoints.Checkpoints(copy, 1).latest_step() == 2
     finish = glue_args(shared_data, tiny_hf, copy, 6, **{"train.max_to_keep": 1})
