@@ -12,9 +12,12 @@ import sys
 
 import jax
 import pytest
+from test_pretrain_job import main_config
 
+from bert.jobs import pretrain
 from bert.training import accelerators, reporting
 from util import console
+from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Start-up lines of TensorFlow (C++), XLA and JAX that a default run must not show.
@@ -42,6 +45,14 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr[-3000:]
     return errors[0]
+
+
+def _job_error_line(args: list[str]) -> str:
+    """The line main.py prints for a pre-training job's user error, from the job run in this
+    process: main.py prints every UserError as `error: MESSAGE` (console.report)."""
+    with pytest.raises(UserError) as error:
+        pretrain.run(main_config(args), args[1].removeprefix("--workdir="))
+    return "error: " + " ".join(str(error.value).split("\n")).strip()
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +138,12 @@ def test_data_and_checkpoint_errors_are_one_line(corpus, tmp_path):
         ("tokenizer", "data.tokenizer=/no/vocab.txt"): "/no/vocab.txt does not exist",
         ("cudnn", "model.attention_impl=cudnn"): "config.model.attention_dropout=0",
     }  # fmt: skip
+    through_main = ("missing", "malformed")  # the others in this process, as main.py runs them
     for (name, override), named in cases.items():
         key, value = override.split("=", 1)
         workdir = tmp_path / name
-        line = _error_line(_run(*_pretrain(workdir, {**corpus, key: value})))
+        args = _pretrain(workdir, {**corpus, key: value})
+        line = _error_line(_run(*args)) if name in through_main else _job_error_line(args)
         assert named in line, (override, line)
         assert not (workdir / "checkpoints").exists()
     for init_from, named in ((tmp_path / "nowhere", "checkpoint directory not found"),

@@ -66,8 +66,17 @@ def job_args(shared_data, workdir, steps, **overrides):
 
 def pretrain_config(shared_data, workdir, steps, **overrides):
     """The config job_args gives main.py, built here to run the job in this process."""
-    config = bert_base.get_config("size=tiny")
-    for flag in job_args(shared_data, workdir, steps, **overrides)[4:]:
+    return main_config(job_args(shared_data, workdir, steps, **overrides)[2:])
+
+
+def main_config(args: list[str]):
+    """The pre-training config main.py builds from its arguments (--config=configs/bert_base.py
+    with its arg, --config.FIELD=VALUE), built here to run the job in this process."""
+    assert args[0].startswith("--config=configs/bert_base.py"), args[0]
+    config = bert_base.get_config(args[0].partition(":")[2])
+    for flag in args[1:]:
+        if not flag.startswith("--config."):
+            continue  # --workdir
         key, value = flag.removeprefix("--config.").split("=", 1)
         *sections, field = key.split(".")
         target = config
@@ -120,11 +129,17 @@ def scalars(workdir, tag):
     return values
 
 
+def held_out_corpus(shared_data) -> dict:
+    """Settings that evaluate on a separate corpus, prepared into the workdir's eval_data."""
+    return {"data.eval_input": shared_data / "wikipedia" / "AA" / "wiki_10", "data.eval_shards": 1}
+
+
 @pytest.fixture(scope="module")
 def twelve_steps(shared_data, tmp_path_factory):
-    """A 12-step run through main.py, uninterrupted (checkpoints at steps 5, 10 and 12)."""
+    """A 12-step run through main.py holding out another corpus, uninterrupted (checkpoints at
+    steps 5, 10 and 12)."""
     workdir = tmp_path_factory.mktemp("twelve")
-    result = run_job(job_args(shared_data, workdir, steps=12))
+    result = run_job(job_args(shared_data, workdir, steps=12, **held_out_corpus(shared_data)))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -249,7 +264,8 @@ def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, twelv
     steps, reference = 12, twelve_steps
 
     interrupted = tmp_path / "interrupted"
-    args = job_args(shared_data, interrupted, steps=steps, **{"train.checkpoint_every": 1000})
+    settings = {**held_out_corpus(shared_data), "train.checkpoint_every": 1000}
+    args = job_args(shared_data, interrupted, steps=steps, **settings)
     process, log = start_job(args, tmp_path / "log.txt")
     assert wait_for(lambda: "step 4/12" in (tmp_path / "log.txt").read_text(), 300, process)
     process.send_signal(signal.SIGTERM)
@@ -327,12 +343,15 @@ def _frequency_baseline(shared_data, workdir, overrides, steps) -> tuple[float, 
 
 @pytest.mark.full
 def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
-    """400 LAMB steps of the tiny model (2,000 SentencePiece pieces, sequence 64, batch 32)
-    reach a held-out MLM loss and accuracy that no model predicting token frequencies reaches.
-    Measured: MLM loss 5.864 against the frequency baseline's 6.150, accuracy 0.101 against
-    0.054."""
+    """400 LAMB steps of the tiny model (2,000 SentencePiece pieces trained into the workdir,
+    sequence 64, batch 32) reach a held-out MLM loss and accuracy that no model predicting
+    token frequencies reaches. Measured: MLM loss 5.864 against the frequency baseline's 6.150,
+    accuracy 0.101 against 0.054."""
     result = run_job(job_args(shared_data, tmp_path, steps=LEARN_STEPS, **LEARNS))
     assert result.returncode == 0, result.stderr[-3000:]
+    # Without a vocabulary, SentencePiece was trained into the workdir.
+    assert (tmp_path / "data" / "sentencepiece.model").is_file()
+    assert checkpoints.load_params(tmp_path)[1]["model"]["vocab_size"] == 2000
     final = json.loads((tmp_path / "eval_results.json").read_text())
     entropy, top_share = _frequency_baseline(shared_data, tmp_path, LEARNS, LEARN_STEPS)
     print(f"held out: {final}; frequency baseline: loss {entropy:.3f}, accuracy {top_share:.3f}")
@@ -340,72 +359,45 @@ def test_tiny_model_learns_beyond_token_frequencies(shared_data, tmp_path):
     assert final["mlm_accuracy"] > top_share + MARGIN_ACCURACY, (final, top_share)
 
 
-@pytest.fixture(scope="module")
-def four_steps(shared_data, tmp_path_factory) -> pathlib.Path:
-    """A finished run of 4 steps with checkpoints at steps 2 and 4, for runs that continue it
-    (each on a copy)."""
-    workdir = tmp_path_factory.mktemp("four_steps") / "run"
-    result = run_job(job_args(shared_data, workdir, steps=4, **{"train.checkpoint_every": 2}))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+def continued(shared_data, twelve_steps, workdir, steps: int, **overrides):
+    """main.py arguments continuing a copy of the twelve-step run in `workdir` to `steps`."""
+    shutil.copytree(twelve_steps, workdir, dirs_exist_ok=True)
+    settings = {**held_out_corpus(shared_data), "train.checkpoint_every": 2, **overrides}
+    return job_args(shared_data, workdir, steps=steps, **settings)
 
 
 @pytest.mark.full
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
-    shared_data, four_steps, tmp_path
+    shared_data, twelve_steps, tmp_path
 ):
-    shutil.copytree(four_steps, tmp_path, dirs_exist_ok=True)
     # The same run continued with a learning rate that blows the parameters up.
-    overrides = {
-        "train.checkpoint_every": 2,
-        "train.learning_rate": 1e30,
-    }
-    result = run_job(job_args(shared_data, tmp_path, steps=10, **overrides))
+    args = continued(shared_data, twelve_steps, tmp_path, 18, **{"train.learning_rate": 1e30})
+    result = run_job(args)
     assert result.returncode != 0
     assert "non-finite loss" in result.stderr
-    assert "The last good checkpoint is step 4" in result.stderr
-    assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 4
+    assert "The last good checkpoint is step 12" in result.stderr
+    assert checkpoints.Checkpoints(tmp_path, 1).latest_step() == 12
 
 
 @pytest.mark.full
-def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, four_steps, tmp_path):
-    shutil.copytree(four_steps, tmp_path, dirs_exist_ok=True)
-    overrides = {"train.checkpoint_every": 2, "train.optimizer": "adamw"}
-    result = run_job(job_args(shared_data, tmp_path, steps=6, **overrides))
+def test_changing_the_optimizer_of_a_run_is_a_clear_error(shared_data, twelve_steps, tmp_path):
+    result = run_job(
+        continued(shared_data, twelve_steps, tmp_path, 14, **{"train.optimizer": "adamw"})
+    )
     assert result.returncode != 0
     assert "cannot restore" in result.stderr and "train.optimizer" in result.stderr
 
 
 @pytest.mark.full
-def test_without_a_vocabulary_sentencepiece_is_trained_into_the_workdir(shared_data, tmp_path):
-    wiki = shared_data / "wikipedia" / "AA"
-    overrides = {
-        "data.input": f"{wiki}/wiki_00,{wiki}/wiki_01",
-        "data.tokenizer": "",
-        "data.sentencepiece_vocab_size": 2000,
-        "data.num_shards": 2,
-    }
-    result = run_job(job_args(shared_data, tmp_path, steps=2, **overrides))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "data" / "sentencepiece.model").is_file()
-    _, meta = checkpoints.load_params(tmp_path)
-    assert meta["model"]["vocab_size"] == 2000
-
-
-@pytest.mark.full
-def test_eval_input_and_evaluate_mode_agree(shared_data, tmp_path):
+def test_eval_input_and_evaluate_mode_agree(shared_data, twelve_steps, tmp_path):
     """A run holding out a separate corpus (data.eval_input), then mode=evaluate of its final
     checkpoint on that corpus: the same held-out batches give the same metrics."""
-    wiki = shared_data / "wikipedia" / "AA"
-    held_out = {"data.eval_input": f"{wiki}/wiki_10", "data.eval_shards": 1}
-    result = run_job(job_args(shared_data, tmp_path / "run", steps=6, **held_out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    trained = json.loads((tmp_path / "run" / "eval_results.json").read_text())
-    assert (tmp_path / "run" / "eval_data" / "manifest.json").is_file()
-
-    args = job_args(shared_data, tmp_path / "eval", steps=6,
-                    **{"data.input": f"{wiki}/wiki_10", "data.num_shards": 1,
-                       "data.tokenizer": "", "init_from": tmp_path / "run"})  # fmt: skip
+    trained = json.loads((twelve_steps / "eval_results.json").read_text())
+    assert (twelve_steps / "eval_data" / "manifest.json").is_file()
+    corpus = held_out_corpus(shared_data)["data.eval_input"]
+    args = job_args(shared_data, tmp_path / "eval", steps=12,
+                    **{"data.input": corpus, "data.num_shards": 1, "data.tokenizer": "",
+                       "init_from": twelve_steps})  # fmt: skip
     args[2] = "--config=configs/bert_base.py:size=tiny,mode=evaluate"
     result = run_job(args)
     assert result.returncode == 0, result.stderr[-3000:]
