@@ -4,11 +4,10 @@
 JAX lowers its threefry primitive on CPU as a loop of 5 iterations of 4 rounds, to compile
 faster; XLA then runs each mask through a while loop that writes every intermediate array
 out, and fuses none of it. Dropout on every hidden state and attention probability of a
-small encoder (all-MiniLM-L6-v2, 16 x 128 tokens) drew 32 million random numbers a step and
-took about 13% of a CPU training step. Written out as plain integer ops, the 20 rounds fuse
-into one elementwise loop: the attention masks of that step took 12 ms instead of 175 ms
-(BENCHMARKS.md). GPUs and TPUs already get the unrolled rounds from JAX, so there this is
-the same computation.
+small encoder draws tens of millions of random numbers a step, a large share of a CPU training
+step. Written out as plain integer ops, the 20 rounds fuse into one elementwise loop, many
+times faster (BENCHMARKS.md, "Step components"). GPUs and TPUs already get the unrolled rounds
+from JAX, so there this is the same computation.
 
 The mask is the one `jax.random.bernoulli(key, 1 - rate, shape)` draws with JAX's default
 keys (threefry2x32, `jax_threefry_partitionable` on, as in every JAX since 0.5): each

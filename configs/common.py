@@ -93,8 +93,8 @@ def finetune_model() -> ml_collections.ConfigDict:
     m.hidden_dropout = 0.1  # dropout on embeddings, residual branches and the task head
     m.attention_dropout = 0.1  # dropout on attention probabilities
     # the task head's new weights: normal (as HF transformers) or truncated_normal (cut at 2
-    # standard deviations, as Google's BERT; its smaller draws left the NER tagger 2 F1 points
-    # lower after a short schedule, BENCHMARKS.md); standard deviation model.initializer_range
+    # standard deviations, as Google's BERT; its smaller draws left the NER tagger behind after a
+    # short schedule); standard deviation model.initializer_range
     m.initializer = "normal"
     return m
 
@@ -110,8 +110,8 @@ def finetune_train(
     t.steps = 0  # optimizer steps; >0 overrides epochs
     # this many batches of the seeded permutation are sorted by length together, then the epoch's
     # batches are shuffled: a batch holds rows of similar lengths, so its length bucket
-    # (pad_to_multiple_of) is short; 0: plain random batches (slower; on a short NER schedule
-    # 2.4 F1 points better, BENCHMARKS.md)
+    # (pad_to_multiple_of) is short; 0: plain random batches (slower; better F1 on a short NER
+    # schedule)
     t.group_by_length = 50
     # pack each batch's rows whole into rows of pack_length tokens (a per-token task, ner; a
     # bi-encoder's texts of every side, embeddings), so random batches carry almost no padding;

@@ -13,8 +13,7 @@ How the stream is made, and why it can be resumed exactly:
    lengths with a `random.Random` keyed on (seed, host, e, block), and its instances are
    shuffled by a permutation keyed the same way. The block is the shuffling unit and the pool
    from which NSP draws its random documents, so memory is bounded by about two blocks (the
-   one being emitted, the next one parsed), never by the corpus: measured, about 70 bytes per
-   token of a block, some 220 MB for 1024 Wikipedia articles.
+   one being emitted, the next one parsed), never by the corpus.
 4. *Batches.* Instances are built (`instances.materialize`) a batch at a time and emitted
    block after block; a batch may span two blocks or two epochs. Each example's masking key
    is (host, e, index in the epoch), so masks change every epoch and do not depend on the

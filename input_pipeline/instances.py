@@ -22,9 +22,8 @@ with equal chance. Two deliberate differences:
   held in memory), which keeps memory bounded by the block.
 * A chunk always holds at least two sentences while the document goes on (a sentence reaching
   the target alone takes the next one too), and a document's last sentence left alone makes no
-  instance. The original forced a random B on every one-sentence chunk, which biases the labels:
-  measured on Wikipedia at length 128, 52.8% random instead of 50% (54.3% at 512); here 49.8%
-  and 49.9%.
+  instance. The original forced a random B on every one-sentence chunk, which biases the labels
+  towards random B; here they stay at half and half.
 
 Packing (MLM only) fills each sequence greedily with whole consecutive sentences of the block,
 crossing document boundaries (as RoBERTa's FULL-SENTENCES, without a separator); a sentence

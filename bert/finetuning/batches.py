@@ -180,8 +180,7 @@ def rows_to_hold(
 
 
 # a packed bi-encoder's usual rows hold this share of steps; a fuller step takes the most rows
-# any of them needs (a second shape). On STS benchmark batches of 16 pairs in rows of 64 the
-# steps need 6-11 rows, 7.9 on average (BENCHMARKS.md).
+# any of them needs (a second shape)
 PACK_QUANTILE = 0.9
 
 # a packed group's batch keys, after its prefix (`packed_keys`)

@@ -5,9 +5,8 @@ A packed row holds whole sequences ([CLS] ... [SEP], their real tokens only) bac
 then padding. Its `position_ids` restart at 0 where each sequence starts. BertModel gives each
 sequence its own positions and lets its tokens attend only to each other (bert/model.py), so
 every token's hidden state is the one it has alone in a row. A per-token loss (NER) is then
-the same sum over the same labels, on far fewer positions: CoNLL-2003's sentences average 19
-tokens, and random batches of 32 in length buckets hold 3.16 positions per real token, packed
-rows 1.24 (BENCHMARKS.md). A bi-encoder packs the texts of all its sides alike and pools each
+the same sum over the same labels, on far fewer positions than batches padded to their longest
+row, even in length buckets. A bi-encoder packs the texts of all its sides alike and pools each
 one's own tokens (`sequence_places`, bert/heads.py `pool_packed`).
 """
 
@@ -82,8 +81,7 @@ def pack(
 
 
 # First-fit leaves some room unused in most rows: the rows of an average batch hold this much
-# more than its tokens (on CoNLL-2003 batches of 32 in rows of 64 the fewest positions in all,
-# BENCHMARKS.md).
+# more than its tokens (on CoNLL-2003 batches of 32 in rows of 64, the fewest positions in all)
 ROOM = 1.1
 
 
