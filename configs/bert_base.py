@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.sentencepiece_model_type = "unigram"  # unigram or bpe
     d.num_shards = 64  # record shards written by preparation
     # check of prepared shards on every start: checksum (sizes and CRC-32Cs; reads the shards
-    # locally, free on gs://) or size; a damaged shard is rewritten alone (README: Preparation)
+    # locally, free on gs://) or size; a damaged shard is rewritten alone (docs/pretraining.md)
     d.verify = "checksum"
     d.eval_shards = 1  # the last shards, held out for evaluation (or eval_input's shards)
     d.eval_input = ""  # globs of a separate held-out corpus (data.format); empty: eval_shards

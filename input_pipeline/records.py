@@ -77,12 +77,9 @@ def decode_document(serialized: bytes) -> dict[str, np.ndarray]:
 
 def read_framed_records(path: str | bytes) -> Iterator[bytes]:
     """The records of a TFRecord file read through `paths` (for `gs://`/`hf://` shards, where
-    `tf.data.TFRecordDataset` would need TensorFlow's own GCS client; see the README's Design
-    notes). Framing: little-endian uint64 length, its masked CRC32C, the payload, its CRC32C;
-    the CRCs are not checked here (object stores check their own).
-
-    Raises:
-      ValueError: the file ends inside a record.
+    `tf.data.TFRecordDataset` would need TensorFlow's own GCS client; see docs/design.md).
+    Framing: little-endian uint64 length, its masked CRC32C, the payload, its CRC32C; the CRCs
+    are not checked here (object stores check their own).
     """
     name = path.decode() if isinstance(path, bytes) else path
     with paths.open_read(name) as f:

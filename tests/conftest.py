@@ -76,7 +76,7 @@ def shared_data() -> pathlib.Path:
     """The real data sets beside the repository. Tests needing them skip without them on a
     user's clone, and fail in CI (CI=true), where the folder is always present."""
     if not SHARED_DATA.is_dir():
-        message = f"real data folder {SHARED_DATA} is absent (see README: Tests)"
+        message = f"real data folder {SHARED_DATA} is absent (see docs/design.md: Tests)"
         if os.environ.get("CI", "").lower() in ("true", "1"):
             pytest.fail(f"{message}; CI must run every test that needs it")
         pytest.skip(message)

@@ -1,8 +1,8 @@
-"""The house rules that a reader relies on: README's Layout lists every module and nothing else,
-each folder imports only what its concern allows (the utilities below everything, the data
-pipeline below the model code, the training machinery knowing no objective, job, task or data
-format, conversion one-way), only jobs read config sections, and files and functions stay
-short."""
+"""The house rules that a reader relies on: docs/design.md's Layout lists every module and
+nothing else, each folder imports only what its concern allows (the utilities below everything,
+the data pipeline below the model code, the training machinery knowing no objective, job, task
+or data format, conversion one-way), only jobs read config sections, and files and functions
+stay short."""
 
 import ast
 import pathlib
@@ -39,8 +39,8 @@ def _imports(path: str) -> set[str]:
     return names
 
 
-def test_readme_layout_lists_every_module():
-    readme = (ROOT / "README.md").read_text()
+def test_design_notes_layout_lists_every_module():
+    readme = (ROOT / "docs" / "design.md").read_text()
     layout = readme[readme.index("## Layout") : readme.index("## Tests")]
     listed = set(re.findall(r"^((?:bert|configs|input_pipeline|util)/[\w/]+\.py|main\.py)",
                             layout, re.M))  # fmt: skip
@@ -50,8 +50,8 @@ def test_readme_layout_lists_every_module():
         if (f.startswith(PACKAGES) or f == "main.py")
         and not f.endswith(("__init__.py", "__main__.py"))
     }
-    assert sorted(code - listed) == [], "modules missing from README's Layout"
-    assert sorted(listed - code) == [], "README's Layout lists modules that do not exist"
+    assert sorted(code - listed) == [], "modules missing from docs/design.md's Layout"
+    assert sorted(listed - code) == [], "docs/design.md's Layout lists modules that do not exist"
 
 
 def _ours(imports: set[str], *prefixes: str) -> set[str]:

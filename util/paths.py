@@ -6,7 +6,7 @@ Paths are `etils.epath.Path` objects (pathlib's API; the type Orbax takes), run 
 fsspec backend: the operating system for local paths, gcsfs for `gs://`, huggingface_hub's
 `HfFileSystem` for `hf://`. With TensorFlow installed epath would send `gs://` and `hf://` to
 TF's gfile instead, which knows no `hf://` and cannot be pointed at a GCS emulator, so the
-entry points call `use_fsspec_backend` first (see "Design notes" in the README).
+entry points call `use_fsspec_backend` first (see docs/design.md).
 
 Object stores have no rename and no partial objects: one upload is all-or-nothing, so writes
 there go straight to the final name (`util/atomic.py`), and readers of a folder look
