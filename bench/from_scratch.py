@@ -118,8 +118,8 @@ def hf(args) -> None:
     ids = data.tokenizer.special_ids
     t = config.train
     params = _initial_params(bert_config, config)
-    recipe = trajectory.Recipe("lamb", t.learning_rate, t.warmup_steps, t.steps, t.weight_decay,
-                               t.b1, t.b2, t.eps, t.clip_norm)  # fmt: skip
+    recipe = trajectory.Recipe("lamb", t.learning_rate, job.warmup_steps(t), t.steps,
+                               t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         directory = trajectory.export(params, bert_config, pathlib.Path(tmp) / "hf")
         model = transformers.BertForPreTraining.from_pretrained(str(directory))
@@ -160,11 +160,12 @@ def _initial_params(bert_config, config):
     import jax
 
     from bert.heads import BertForPreTraining
+    from bert.jobs import pretrain as job
     from bert.training import optim, sharding, step
 
     mesh = sharding.make_mesh((1, 1, 1), jax.devices()[:1])
     t = config.train
-    schedule = optim.learning_rate_schedule(t.learning_rate, t.warmup_steps, t.steps)
+    schedule = optim.learning_rate_schedule(t.learning_rate, job.warmup_steps(t), t.steps)
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay)
     model = BertForPreTraining(bert_config)
     state = step.create_train_state(model, tx, mesh, config.seed, config.max_seq_length)

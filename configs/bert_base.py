@@ -6,8 +6,10 @@ Usage:
       --config.init_from=runs/mini
 
 The arg after the colon takes `size` (tiny, mini, small, medium, base, large; default base),
-`phase` (1: sequence 128; 2: sequence 512 continuing from a phase-1 run, as in BERT and
-NVIDIA's recipe), `vocab_size` (0: take it from the tokenizer) and `mode` (train; or evaluate:
+`recipe` (paper: BERT's schedule of 900,000 steps of batch 256 on a cluster, the default; short:
+the size's run of minutes to hours on one machine, SHORT_RUNS below), `phase` (1: sequence 128;
+2: sequence 512 continuing from a phase-1 run, as in BERT and NVIDIA's recipe), `vocab_size` (0:
+take it from the tokenizer) and `mode` (train; or evaluate:
 the MLM loss, accuracy and perplexity and the NSP accuracy of the checkpoint in `init_from` on
 the corpus in `data.input`, without training:
   python main.py --config=configs/bert_base.py:mode=evaluate --workdir=runs/eval \
@@ -24,9 +26,29 @@ import ml_collections
 from configs import common
 from util.errors import UserError
 
+# recipe=short, per size: (SentencePiece pieces, batch, steps, peak LAMB learning rate, sequence
+# length). A run a single machine finishes in minutes (tiny, mini on CPU cores) to hours (base,
+# large on one accelerator), on a corpus of a few megabytes upwards; warm-up is the first 5% of
+# the steps, evaluation every 10% and a checkpoint every 20%. SentencePiece is trained as BPE:
+# with a small vocabulary the unigram model splits off suffixes ("s" becomes the most frequent
+# piece), BPE keeps frequent words whole. docs/pretraining.md says which were measured.
+SHORT_RUNS: dict[str, tuple[int, int, int, float, int]] = {
+    "tiny": (4096, 32, 4000, 1e-2, 64),
+    "mini": (8192, 64, 2000, 6e-3, 128),
+    "small": (16384, 64, 5000, 4e-3, 128),
+    "medium": (16384, 128, 5000, 3e-3, 128),
+    "base": (32768, 128, 10000, 2e-3, 128),
+    "large": (32768, 256, 10000, 1e-3, 128),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, {"size": "base", "phase": 1, "vocab_size": 0, "mode": "train"})
+    defaults = {"size": "base", "recipe": "paper", "phase": 1, "vocab_size": 0, "mode": "train"}
+    args = common.parse_arg(arg, defaults)
+    if args["recipe"] not in ("paper", "short"):
+        raise UserError(f"config arg recipe={args['recipe']!r} must be paper or short")
+    if args["recipe"] == "short" and args["phase"] != 1:
+        raise UserError("config arg recipe=short has one phase: leave phase out")
     if args["mode"] not in ("train", "evaluate"):
         raise UserError(f"config arg mode={args['mode']!r} must be train or evaluate")
     if args["phase"] not in (1, 2):
@@ -75,6 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
     t.steps = 100_000 if phase2 else 900_000  # optimizer steps (BERT: 90% at 128, 10% at 512)
     t.warmup_steps = 1_000 if phase2 else 10_000  # linear warm-up steps
+    t.warmup_proportion = 0.0  # fraction of the steps in linear warm-up; >0 replaces warmup_steps
     t.optimizer = "lamb"  # lamb or adamw
     t.learning_rate = 1e-3  # peak learning rate (LAMB at batch 256)
     t.end_learning_rate = 0.0  # learning rate at the last step
@@ -94,4 +117,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the input pipeline starts); 0: each compiles when first needed
     t.compile_ahead_threads = 1
     t.peak_flops_per_device = 0.0  # for MFU; 0: look the device up in bert/flops.py
+    if args["recipe"] == "short":
+        _short_run(config, str(args["size"]))
     return config
+
+
+def _short_run(config: ml_collections.ConfigDict, size: str) -> None:
+    """Sets the fields of the size's short run (SHORT_RUNS); any can still be set by a flag."""
+    pieces, batch, steps, learning_rate, seq_length = SHORT_RUNS[size]
+    config.max_seq_length = seq_length
+    config.model.max_position_embeddings = seq_length
+    config.data.sentencepiece_vocab_size = pieces
+    config.data.sentencepiece_model_type = "bpe"
+    config.data.max_predictions_per_seq = round(seq_length * config.data.mask_rate)
+    config.data.num_shards = 8  # a small corpus still fills every shard
+    t = config.train
+    t.batch_size, t.steps, t.learning_rate = batch, steps, learning_rate
+    t.warmup_steps, t.warmup_proportion = 0, 0.05
+    t.log_every = steps // 40
+    t.eval_every = steps // 10
+    t.eval_batches = 20
+    t.checkpoint_every = steps // 5

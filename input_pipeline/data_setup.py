@@ -123,6 +123,7 @@ def prepare_pretraining_data(
         text_field=data.text_field,
         verify=data.verify,
     )
+    _check_every_shard_has_documents(manifest, "config.data.num_shards")
     shards = [str(p) for p in manifest.shard_paths]
     loaded = tokenizers.load_tokenizer(manifest.tokenizer_path)
     if evaluate_only:
@@ -137,6 +138,7 @@ def prepare_pretraining_data(
             text_field=data.text_field,
             verify=data.verify,
         )
+        _check_every_shard_has_documents(held_out, "config.data.eval_shards")
         return PretrainingData(loaded, shards, [str(p) for p in held_out.shard_paths], manifest)
     if not 0 < data.eval_shards < len(shards):
         raise UserError(
@@ -145,3 +147,14 @@ def prepare_pretraining_data(
         )
     split = len(shards) - data.eval_shards
     return PretrainingData(loaded, shards[:split], shards[split:], manifest)
+
+
+def _check_every_shard_has_documents(manifest: Manifest, field: str) -> None:
+    """Every shard is read by one input stream, which needs documents: a corpus cut into more
+    shards than it has documents is an error naming the field that sets the shards."""
+    documents = sum(shard["documents"] for shard in manifest.shards)
+    if any(not shard["documents"] for shard in manifest.shards):
+        raise UserError(
+            f"{field}={len(manifest.shards)}: the corpus in {manifest.directory} holds "
+            f"{documents} documents, too few for its shards; set {field} to at most {documents}"
+        )

@@ -47,7 +47,7 @@ def test_config_arg_parsing():
     config = bert_base.get_config("size=mini, vocab_size=8000")
     assert config.model.hidden_size == 256 and config.model.vocab_size == 8000
     with pytest.raises(
-        ValueError, match="unknown config arg 'siz'; known: mode, phase, size, vocab_size"
+        ValueError, match="unknown config arg 'siz'; known: mode, phase, recipe, size, vocab_size"
     ):
         bert_base.get_config("siz=mini")
     with pytest.raises(ValueError, match="vocab_size='many' is not a valid int"):
@@ -77,6 +77,40 @@ def test_phase_two_uses_long_sequences():
     assert (two.max_seq_length, two.data.max_predictions_per_seq) == (512, 80)
     with pytest.raises(ValueError, match="phase=3 must be 1 or 2"):
         bert_base.get_config("phase=3")
+
+
+@pytest.mark.parametrize("size", sorted(common.SIZES))
+def test_each_size_has_a_consistent_short_recipe(size):
+    """recipe=short sets the size's run (SHORT_RUNS), checked as the job checks it before any
+    data is prepared; the paper recipe is left as it was."""
+    from bert.jobs import pretrain
+
+    config = bert_base.get_config(f"size={size},recipe=short")
+    pieces, batch, steps, learning_rate, seq_length = bert_base.SHORT_RUNS[size]
+    t, d = config.train, config.data
+    assert (d.sentencepiece_vocab_size, t.batch_size, t.steps) == (pieces, batch, steps)
+    assert (t.learning_rate, config.max_seq_length) == (learning_rate, seq_length)
+    assert config.model.max_position_embeddings >= config.max_seq_length
+    assert pretrain.warmup_steps(t) == round(0.05 * steps) and d.sentencepiece_model_type == "bpe"
+    assert 0 < t.log_every <= t.eval_every <= t.checkpoint_every <= steps
+    assert d.max_predictions_per_seq == round(seq_length * d.mask_rate)
+    paper = bert_base.get_config(f"size={size}")
+    assert (paper.train.steps, pretrain.warmup_steps(paper.train)) == (900_000, 10_000)
+    with pytest.raises(ValueError, match="recipe=short has one phase"):
+        bert_base.get_config(f"size={size},recipe=short,phase=2")
+
+
+def test_recipe_and_warmup_proportion_are_checked():
+    from bert.jobs import pretrain
+
+    with pytest.raises(ValueError, match="recipe='quick' must be paper or short"):
+        bert_base.get_config("recipe=quick")
+    train = bert_base.get_config("recipe=short").train
+    train.warmup_proportion = 0.25
+    assert pretrain.warmup_steps(train) == train.steps // 4
+    train.warmup_proportion = 1.5
+    with pytest.raises(ValueError, match=r"train.warmup_proportion \(1.5\) must be in \[0, 1\)"):
+        pretrain.warmup_steps(train)
 
 
 def test_auto_dtype_is_float32_on_cpu():

@@ -201,6 +201,16 @@ def _prepare(text: data_setup.Corpus, workdir: str) -> data_setup.PretrainingDat
         ) from None
 
 
+def warmup_steps(train: ml_collections.ConfigDict) -> int:
+    """The warm-up's steps: train.warmup_proportion of the run where it is set, otherwise
+    train.warmup_steps."""
+    if not 0 <= train.warmup_proportion < 1:
+        raise UserError(f"train.warmup_proportion ({train.warmup_proportion}) must be in [0, 1)")
+    if train.warmup_proportion:
+        return round(train.warmup_proportion * train.steps)
+    return train.warmup_steps
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Pre-trains per `config` in `workdir`, resuming from its newest checkpoint (or, with
     config.mode=evaluate, evaluates config.init_from).
@@ -220,7 +230,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     t = config.train
     per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
     schedule = optim.learning_rate_schedule(
-        t.learning_rate, t.warmup_steps, t.steps, t.end_learning_rate, t.decay_power
+        t.learning_rate, warmup_steps(t), t.steps, t.end_learning_rate, t.decay_power
     )
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     data = _prepare_data(config, workdir)
