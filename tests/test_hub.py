@@ -285,6 +285,29 @@ def test_local_path_of_hub_shape_wins(tmp_path, monkeypatch):
     assert hub.local_path("org/name", "init_from") == "org/name"  # no Hub call: offline here
 
 
+def test_a_mistyped_path_beside_its_folder_is_missing_not_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "mini").mkdir(parents=True)
+    assert not hub.is_model_id("runs/mnii") and hub.is_model_id("org/name")
+    with pytest.raises(UserError, match="^runs/mnii: checkpoint directory not found"):
+        pretrained.load("runs/mnii")
+
+
+def test_convert_takes_a_hub_model_id(served, hub_home, tmp_path):
+    """`python -m bert.convert org/name DST` converts the Hub model (here from the cache, as
+    offline): DST loads the directory's parameters."""
+    server, checkpoints = served
+    home, _, _ = hub_home
+    code = "import sys; from bert.export import cli; sys.exit(cli.main(sys.argv[1:]))"
+    env = _env(home, server.endpoint, offline=True)
+    done = _python(code, env, REPO, tmp_path / "out", "--to=hf")
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = _flat(pretrained.load(str(tmp_path / "out")).params)
+    want = _flat(pretrained.load(str(checkpoints["main"][0])).params)
+    assert sorted(got) == sorted(want)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
 # ---------------------------------------------------------------------------------------------
 # hf:// files and the default corpus
 

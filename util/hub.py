@@ -57,8 +57,11 @@ def parse_model_id(spec: str) -> tuple[str, str | None] | None:
 
 
 def is_model_id(spec: str) -> bool:
-    """Whether `spec` is read from the Hub: shaped as a model id, and no local path."""
-    return bool(spec) and not os.path.exists(spec) and parse_model_id(spec) is not None
+    """Whether `spec` is read from the Hub: shaped as a model id, and no local path; nor is its
+    first part a local folder (`runs/mni` beside `runs/` is a mistyped path, not a Hub id)."""
+    if not spec or os.path.exists(spec) or os.path.isdir(spec.split("/")[0]):
+        return False
+    return parse_model_id(spec) is not None
 
 
 def local_path(spec: str, field: str, tokenizer_only: bool = False) -> str:

@@ -18,7 +18,7 @@ from bert.export.st_export import export_sentence_transformers
 from bert.export.workdirs import export_workdir
 from bert.heads import POOLINGS
 from bert.training import checkpoints
-from util import console, errors, paths
+from util import console, errors, hub, paths
 from util.hub import check_repo_id, push_to_hub
 
 ST = "sentence-transformers"  # the --to value
@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Convert BERT checkpoints: HF directory, Google TF checkpoint, ours, or a "
         "training workdir of ours.",
     )
-    parser.add_argument("source", help="checkpoint directory or training workdir (detected)")
+    parser.add_argument(
+        "source", help="checkpoint directory, training workdir (detected) or Hub model id"
+    )
     parser.add_argument("destination", help="output directory (must not exist or be empty)")
     parser.add_argument("--to", choices=("hf", "orbax", ST), required=True, help="output format")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output")
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     try:
+        args.source = hub.local_path(args.source, "source")  # a Hub model id: its cached files
         if args.push_to_hub:
             check_repo_id(args.push_to_hub)  # before the conversion, not after
             if args.to == "orbax":
