@@ -115,7 +115,7 @@ def test_export_encodes_as_ours(minilm_path, minilm, tmp_path, pooling, normaliz
 def test_the_docs_load_works_in_the_environment_the_readme_sets_up(minilm_path, minilm, tmp_path):
     """docs/conversion.md's `SentenceTransformer(DST).encode(sentences)` in a process of this
     environment as a user has it (no USE_TF=0): transformers imports its TensorFlow integration,
-    which needs tf-keras beside Keras 3 (requirements.txt)."""
+    which needs tf-keras beside Keras 3 (requirements-test-nodeps.txt)."""
     out = export(minilm_path, tmp_path / "st", f"--max_seq_length={SEQ}")
     load = (
         "import sys, numpy as np; from sentence_transformers import SentenceTransformer; "
