@@ -74,6 +74,7 @@ def main(argv: list[str]) -> None:
     if quiet:
         console.quiet_environment(os.environ)  # before TensorFlow and JAX load: they read it then
         logging.get_absl_handler().addFilter(console.is_shown)
+        logging.get_absl_handler().setFormatter(console.PlainFormatter())
     paths.use_fsspec_backend()  # gs:// and hf:// through fsspec, also inside Orbax
     import jax
 

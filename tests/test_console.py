@@ -298,12 +298,16 @@ def test_log_filter_hides_jax_backend_probing_but_not_failures(monkeypatch):
     assert console.is_shown(ours) and not console.is_shown(library)
 
 
-def test_eta_counts_days_beyond_a_day(monkeypatch):
-    """A run of 90 days shows its days (a clock alone wrapped at 24 hours)."""
-    clock = iter([0.0, 527.04])  # 61 steps of 8.64 s; 900,000 steps to go
+def test_eta_counts_days_beyond_a_day_at_the_pace_after_compiling(monkeypatch):
+    """A run of 90 days shows its days (a clock alone wrapped at 24 hours); the first step's
+    compilation is not counted as the pace."""
+    clock = iter([0.0, 60.0, 587.04])  # compiled in 60 s; then 61 steps of 8.64 s
     monkeypatch.setattr(reporting.time, "perf_counter", lambda: next(clock))
-    progress = reporting.Progress(900_061, 0, sequences_per_step=32, seq_len=128)
-    assert progress.eta_text(61) == "90d 00:00:00"
+    progress = reporting.Progress(900_062, 0, sequences_per_step=32, seq_len=128)
+    assert progress.eta_text(0) == "?"
+    progress.update(1)
+    assert progress.first_step_seconds() == 60.0
+    assert progress.eta_text(62) == "90d 00:00:00"  # 900,000 steps to go
     assert reporting.duration_text(5692.4) == "01:34:52"
     assert reporting.duration_text(86399.6) == "1d 00:00:00"
 

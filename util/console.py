@@ -12,6 +12,7 @@ import pathlib
 import re
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from typing import NoReturn
@@ -146,6 +147,17 @@ def is_shown(record: logging.LogRecord) -> bool:
         )
     path = os.path.abspath(record.pathname)
     return path.startswith(str(PROJECT_ROOT) + os.sep) and "site-packages" not in path
+
+
+class PlainFormatter(logging.Formatter):
+    """A log line as a user reads it, on a terminal or in a log file: the time and the message,
+    a warning or an error saying so (`--verbose` keeps absl's prefix: level, date, thread and
+    source line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        return f"{clock} {level}{record.getMessage()}"
 
 
 class ArgumentParser(argparse.ArgumentParser):

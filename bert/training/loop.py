@@ -82,6 +82,10 @@ def train_loop(
             step += 1
             progress.update(step)
             last = step == total
+            if step == start + 1 and not progress.interactive:
+                logging.info("step %d/%d: compiled and running after %s; reports every %d steps",
+                             step, total, reporting.duration_text(progress.first_step_seconds()),
+                             every.log)  # fmt: skip
             if step % every.log == 0 or last or stop.is_set():
                 report(step)
             if evaluate is not None and every.eval and step % every.eval == 0 and not last:

@@ -96,6 +96,7 @@ class Progress:
         self._last_time = time.perf_counter()
         self._start_step = start_step
         self._start_time = self._last_time
+        self._first_time = math.nan  # when this process's first step came back (compiled)
 
     def throughput(
         self, step: int, real_tokens: float | None = None, padded_tokens: float | None = None
@@ -121,18 +122,25 @@ class Progress:
         return out
 
     def eta_seconds(self, step: int) -> float:
-        done = step - self._start_step
-        if done <= 0:
+        """The time left at the pace since the first step (compiling it is not a step's pace)."""
+        done = step - self._start_step - 1
+        if done <= 0 or math.isnan(self._first_time):
             return math.nan
-        rate = (time.perf_counter() - self._start_time) / done
+        rate = (time.perf_counter() - self._first_time) / done
         return rate * (self.total_steps - step)
+
+    def first_step_seconds(self) -> float:
+        """Seconds from the start until the first step came back: compiling it, mostly."""
+        return self._first_time - self._start_time
 
     def eta_text(self, step: int) -> str:
         eta = self.eta_seconds(step)
         return "?" if math.isnan(eta) else duration_text(eta)
 
     def update(self, step: int, loss: float | None = None) -> None:
-        """Redraws the progress bar (terminal only)."""
+        """Notes the step; redraws the progress bar (terminal only)."""
+        if step == self._start_step + 1:
+            self._first_time = time.perf_counter()
         if not self.interactive:
             return
         width = 30
