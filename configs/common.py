@@ -155,8 +155,11 @@ def finetune_common(config: ml_collections.ConfigDict, max_seq_length: int) -> N
     # into rows of its own) when one's mean length is at least this many times another's (query
     # and passage); else they share one
     config.text_bucket_ratio = 1.5
-    config.train_limit = 0  # use only the first N training examples; 0: all
-    config.eval_limit = 0  # evaluate only the first N examples of each split; 0: all
+    config.train_limit = 0  # use only N training examples (limit_by picks which); 0: all
+    config.eval_limit = 0  # evaluate only N examples of each split (limit_by picks which); 0: all
+    # which examples the limits keep: first (the first N, as the files order them) or random (a
+    # sample drawn with config.seed; files sorted by genre or topic give a skewed first N)
+    config.limit_by = "first"
     config.eval_batch_size = 64  # sequences per prediction batch (all hosts together)
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
     config.model = finetune_model()

@@ -20,9 +20,11 @@ from tensorboard.backend.event_processing import event_accumulator
 from bert import pretrained
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
+from bert.jobs import settings
 from bert.jobs import squad as squad_job
 from bert.tasks import glue, metrics, ner
 from bert.training import checkpoints
+from configs import embeddings as embeddings_config
 from configs import glue as glue_config
 from configs import ner as ner_config
 from configs import squad as squad_config
@@ -357,7 +359,7 @@ def test_squad_answer_missing_from_context_is_a_reported_skip(shared_data, tmp_p
     qa["answers"][0]["text"] = "words that are not in the paragraph"
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
-    squad_set, _ = squad_job.read(str(path), "train_file", True, 0)
+    squad_set, _ = squad_job.read(str(path), "train_file", True, 0, squad_config.get_config())
     assert squad_set.skipped == [qa["id"]]
     assert "1 question(s) skipped" in caplog.text
 
@@ -383,3 +385,24 @@ def glue_tfds_examples(task: str, split: str):
     from bert.tasks import glue_tfds
 
     return glue_tfds.load_split(glue.get_task(task), split)
+
+
+def test_limit_by_random_is_a_seeded_sample_across_the_file(shared_data):
+    """STS benchmark train is ordered by genre: its first 2,000 pairs are all captions, while a
+    sample of 2,000 (limit_by=random) holds every genre, the same one at each run of a seed."""
+    lines = (shared_data / "stsbenchmark" / "sts-train.csv").read_text(encoding="utf-8")
+    genres = [line.split("\t")[0] for line in lines.split("\n") if line]
+    config = embeddings_config.get_config()
+    assert config.limit_by == "first" and set(settings.limited(genres, 2000, config)) == {
+        "main-captions"
+    }
+    config.limit_by = "random"
+    sample = settings.limited(genres, 2000, config)
+    assert len(sample) == 2000 and set(sample) == set(genres)
+    assert sample == settings.limited(genres, 2000, config)
+    config.seed = 1
+    assert settings.limited(genres, 2000, config) != sample
+    assert settings.limited(genres, 0, config) == genres
+    config.limit_by = "last"
+    with pytest.raises(UserError, match="config.limit_by='last' must be first or random"):
+        settings.limited(genres, 10, config)

@@ -11,6 +11,7 @@ import zlib
 import pytest
 
 from bert.tasks import glue, ner, squad, sts
+from configs import squad as squad_config
 from tests import fuzz
 
 CASES = 300  # per reader
@@ -156,7 +157,8 @@ def test_squad_job_reads_a_byte_order_mark_as_read_squad_does(shared_data, tmp_p
     base = _squad_slice(shared_data)
     (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + base)
     (tmp_path / "plain.json").write_bytes(base)
-    with_bom = squad_job.read(str(tmp_path / "bom.json"), "train_file", True, 0)
-    plain = squad_job.read(str(tmp_path / "plain.json"), "train_file", True, 0)
+    config = squad_config.get_config()
+    with_bom = squad_job.read(str(tmp_path / "bom.json"), "train_file", True, 0, config)
+    plain = squad_job.read(str(tmp_path / "plain.json"), "train_file", True, 0, config)
     assert with_bom[1] == plain[1] == json.loads(base)
     assert with_bom[0].examples == plain[0].examples and plain[0].examples

@@ -93,7 +93,7 @@ def training_features(
 def sts_eval_set(path: str, tokenizer, config) -> EvalSet:
     """STS dev pairs: Spearman and Pearson (x100) of the embeddings' cosine against the scores."""
     pairs = sts_job.read_pairs(path)
-    pairs = pairs[: config.eval_limit] if config.eval_limit > 0 else pairs
+    pairs = settings.limited(pairs, config.eval_limit, config)
     sentences = [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
     inputs = sts.sentence_features(tokenizer, sentences, config.max_seq_length)
     gold = np.array([p.score for p in pairs], np.float64)
@@ -175,8 +175,8 @@ def make_spec(config) -> tuple[Spec, pretrained.Pretrained]:
     if scores is None and config.loss in SCORED_LOSSES:
         raise UserError(f"config.loss={config.loss!r} needs scored pairs; the data has none")
     labels = np.zeros(len(sides[0]), np.float32) if scores is None else scores / config.score_scale
-    if config.train_limit > 0:
-        sides, labels = [side[: config.train_limit] for side in sides], labels[: config.train_limit]
+    keep = settings.limit_indices(len(labels), config.train_limit, config)
+    sides, labels = [[side[i] for i in keep] for side in sides], labels[keep]
     train = training_features(encoder.tokenizer, sides, labels, config.max_seq_length)
     logging.info("embeddings: %d training rows of %d texts", len(train["label"]), len(sides))
     evals = eval_sets(config, encoder.tokenizer)

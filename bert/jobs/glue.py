@@ -58,7 +58,7 @@ def run(config, workdir: str) -> dict:
 
     def features(split: str, limit: int) -> tuple[list[glue.Example], dict[str, np.ndarray]]:
         examples = _examples(task, config, split)
-        examples = examples[:limit] if limit > 0 else examples
+        examples = settings.limited(examples, limit, config)
         feats = glue.convert_examples_to_features(examples, task, tokenizer, config.max_seq_length)
         logging.info("%s %s: %d examples", task.name, split, len(examples))
         return examples, feats

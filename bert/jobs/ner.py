@@ -24,7 +24,7 @@ def _sentences(config, split: str) -> list[ner.Sentence]:
         raise UserError(f"{path}: no such file (split {split!r} in config.data_dir)")
     sentences = ner.read_conll(path)
     limit = config.train_limit if split == config.train_split else config.eval_limit
-    return sentences[:limit] if limit > 0 else sentences
+    return settings.limited(sentences, limit, config)
 
 
 def scores(predicted: list[list[str]], sentences: list[ner.Sentence]) -> dict[str, float]:

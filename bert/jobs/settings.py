@@ -1,11 +1,18 @@
 """The jobs' reading of their config: each config section the machinery needs, as the typed
 value it takes. Jobs alone read config sections; what they call takes these values."""
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 import ml_collections
+import numpy as np
 
 from bert import pretrained
 from bert.finetuning import finetune
 from bert.training import reporting, runner
+from util.errors import UserError
+
+T = TypeVar("T")
 
 # config.model fields of a fine-tuning job that may differ from the checkpoint's own model config
 MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
@@ -59,3 +66,20 @@ def encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
     and config.model's overrides."""
     overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
     return finetune.load_encoder(config.init_from, config.tokenizer, overrides)
+
+
+def limited(items: Sequence[T], limit: int, config: ml_collections.ConfigDict) -> list[T]:
+    """`items` cut to `limit` (0: all), as `config.limit_by` says: the first `limit`, or a
+    sample of `limit` drawn with `config.seed`, kept in the file's order."""
+    return [items[i] for i in limit_indices(len(items), limit, config)]
+
+
+def limit_indices(count: int, limit: int, config: ml_collections.ConfigDict) -> np.ndarray:
+    """The indices `limited` keeps of `count` items."""
+    if config.limit_by not in ("first", "random"):
+        raise UserError(f"config.limit_by={config.limit_by!r} must be first or random")
+    if limit <= 0 or limit >= count:
+        return np.arange(count)
+    if config.limit_by == "first":
+        return np.arange(limit)
+    return np.sort(np.random.default_rng(config.seed).choice(count, limit, replace=False))

@@ -18,13 +18,16 @@ from util import atomic, paths
 from util.errors import UserError
 
 
-def read(path: str, field: str, is_training: bool, limit: int) -> tuple[squad.SquadSet, dict]:
-    """The questions of a SQuAD JSON file (the first `limit`), and the parsed file itself."""
+def read(
+    path: str, field: str, is_training: bool, limit: int, config
+) -> tuple[squad.SquadSet, dict]:
+    """The questions of a SQuAD JSON file (`limit` of them, as config.limit_by picks), and the
+    parsed file itself."""
     if not path:
         raise UserError(f"config.{field} is empty: give a SQuAD JSON file")
     squad_set = squad.read_squad(path, is_training=is_training)
     # read_squad logs the questions it skips (answer not at answer_start), with their count.
-    examples = squad_set.examples[:limit] if limit > 0 else squad_set.examples
+    examples = settings.limited(squad_set.examples, limit, config)
     with paths.open_text(path, "utf-8-sig") as f:  # as read_squad reads it: a BOM is fine
         dataset = json.load(f)
     return dataclasses.replace(squad_set, examples=examples), dataset
@@ -66,12 +69,12 @@ def run(config, workdir: str) -> dict:
     tokenizer = pretrained.tokenizer
     window = dict(max_seq_length=config.max_seq_length, doc_stride=config.doc_stride,
                   max_query_length=config.max_query_length)  # fmt: skip
-    train_set, _ = read(config.train_file, "train_file", True, config.train_limit)
+    train_set, _ = read(config.train_file, "train_file", True, config.train_limit, config)
     train_features = squad.make_features(train_set.examples, tokenizer, is_training=True, **window)
     logging.info("SQuAD train: %d questions, %d windows", len(train_set.examples),
                  len(train_features))  # fmt: skip
     train_arrays = squad.features_to_arrays(train_features)
-    eval_set, dataset = read(config.predict_file, "predict_file", False, config.eval_limit)
+    eval_set, dataset = read(config.predict_file, "predict_file", False, config.eval_limit, config)
     eval_features = squad.make_features(eval_set.examples, tokenizer, is_training=False, **window)
     out_dir = paths.path(workdir) / "predictions"
 
