@@ -117,7 +117,9 @@ def load(
                          path, missing)  # fmt: skip
     if not with_tokenizer:
         return Pretrained(config, params, None, source, **recorded)
-    loaded = tokenizers.load_tokenizer(tokenizer or default_tokenizer)
+    if not tokenizer:  # the recorded one: a path, or a Hub model id with its commit
+        tokenizer = hub.local_path(default_tokenizer, f"{source}'s tokenizer", tokenizer_only=True)
+    loaded = tokenizers.load_tokenizer(tokenizer)
     if loaded.vocab_size != config.vocab_size:
         raise errors.UserError(
             f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
@@ -132,13 +134,14 @@ def load(
 
 
 def _recorded_tokenizer(workdir: str, meta: dict) -> str:
-    """The tokenizer a workdir's checkpoints record (a relative path is inside the workdir)."""
+    """The tokenizer a workdir's checkpoints record (a relative path is inside the workdir;
+    `org/name@commit`, a Hub model's tokenizer, is fetched when it is loaded)."""
     if not meta.get("tokenizer"):
         raise errors.UserError(
             f"{workdir}: its checkpoint names no tokenizer; give one in the config (tokenizer)"
         )
     recorded = meta["tokenizer"]
-    if paths.is_remote(recorded) or os.path.isabs(recorded):
+    if paths.is_remote(recorded) or os.path.isabs(recorded) or "@" in recorded:  # org/name@sha
         return recorded
     return str(paths.path(workdir) / recorded)
 

@@ -7,6 +7,7 @@ that go through those variables run in a fresh Python process with them set, as 
 checks that need no download run here, against the cache those processes filled.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from huggingface_hub.utils import reset_sessions
 
 from bert import pretrained
 from bert.heads import BertForPreTraining
+from bert.training import checkpoints as training_checkpoints
+from bert.training import runner
 from configs import bert_base
 from input_pipeline import data_setup, tokenizers
 from util import hub
@@ -252,6 +255,37 @@ def test_pretraining_data_with_a_hub_tokenizer_equals_the_local_one(
         prepared[name] = [pathlib.Path(f).read_bytes() for f in data.train_files + data.eval_files]
     assert prepared["hub"] == prepared["local"]
     assert len(prepared["hub"]) == 2 and all(prepared["hub"])
+
+
+def test_a_workdir_records_a_hub_tokenizer_as_its_id_and_commit(
+    served, hub_home, tmp_path, monkeypatch
+):
+    """A run whose tokenizer came from the Hub records `org/name@commit`, not this machine's
+    cache path; loading the workdir with another cache fetches that commit's tokenizer."""
+    server, checkpoints = served
+    home, _, _ = hub_home
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    cached = str(tokenizers.load_tokenizer(hub.local_path(REPO, "t", tokenizer_only=True)).path)
+    commit = pathlib.Path(cached).parent.name
+    assert runner.recorded_tokenizer(cached, tmp_path) == f"{REPO}@{commit}"
+    assert hub.model_id_of(str(checkpoints["main"][0] / "tokenizer.json")) is None
+    local = pretrained.load(str(checkpoints["main"][0]))
+    workdir = tmp_path / "run"
+    ckpts = training_checkpoints.Checkpoints(workdir, max_to_keep=1, async_save=False)
+    meta = {"step": 1, "model": dataclasses.asdict(local.config),
+            "tokenizer": runner.recorded_tokenizer(cached, workdir)}  # fmt: skip
+    ckpts.save(1, {"params": local.params}, meta)
+    ckpts.wait()
+    ckpts.close()
+    server.requests.clear()  # another machine: an empty cache, the Hub reachable
+    done = _python(LOAD, _env(tmp_path / "home", server.endpoint, offline=False), workdir,
+                   tmp_path / "params.npz")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert server.asked_for() == TOKENIZER_FILES and commit in done.stdout
+    assert done.stdout.strip().startswith(str(tmp_path / "home"))
+    fetched = tokenizers.load_tokenizer(done.stdout.strip())
+    assert fetched.encode_ids(TEXT) == local.tokenizer.encode_ids(TEXT)
 
 
 def test_hub_errors_name_the_field(served, tmp_path, monkeypatch):

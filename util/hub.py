@@ -64,6 +64,26 @@ def is_model_id(spec: str) -> bool:
     return parse_model_id(spec) is not None
 
 
+def model_id_of(path: str) -> str | None:
+    """`org/name@commit` for a file or folder of a Hub model's snapshot in huggingface_hub's
+    cache (what a checkpoint records instead of the cache path, which is this machine's only);
+    None for any other path."""
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    try:
+        parts = (
+            pathlib.Path(os.path.abspath(path))
+            .relative_to(os.path.abspath(constants.HF_HUB_CACHE))
+            .parts
+        )
+    except ValueError:
+        return None
+    if len(parts) < 3 or parts[1] != "snapshots" or not parts[0].startswith("models--"):
+        return None
+    org_name = parts[0].removeprefix("models--").split("--")
+    return f"{'/'.join(org_name)}@{parts[2]}" if len(org_name) == 2 else None
+
+
 def local_path(spec: str, field: str, tokenizer_only: bool = False) -> str:
     """`spec` as something on this machine: itself, unless it is a Hub model id; then the folder
     of its files in huggingface_hub's cache (downloaded on first use).

@@ -23,7 +23,7 @@ from absl import logging
 
 from bert.model import BertConfig
 from bert.training import ahead, checkpoints, fingerprint, loop, reporting, step
-from util import atomic, paths
+from util import atomic, hub, paths
 from util.errors import Stopped, UserError
 
 Batch = dict[str, jax.Array]
@@ -107,7 +107,11 @@ class Run:
 
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
-    """The tokenizer path as checkpoints record it: relative when inside the workdir."""
+    """The tokenizer as checkpoints record it: relative when inside the workdir; a Hub model's
+    id and commit (`org/name@sha`) when it came from the Hugging Face cache."""
+    model_id = hub.model_id_of(tokenizer)
+    if model_id is not None:
+        return model_id
     path = paths.absolute(tokenizer)
     try:
         return str(path.relative_to(paths.absolute(workdir)))
