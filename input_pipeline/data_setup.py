@@ -4,13 +4,17 @@ trained on the corpus) -> shards in `workdir/data`, split into training and held
 shards. Hub inputs that cannot be reached fail first, before any work, saying what to pass."""
 
 import dataclasses
+import fnmatch
+import logging
 import pathlib
 import re
 
-from input_pipeline import prepare, tfds_corpus, tokenizers
-from input_pipeline.manifest import Manifest
+from input_pipeline import prepare, shards, tfds_corpus, tokenizers
+from input_pipeline.manifest import Manifest, load_manifest
 from util import atomic, hub
 from util.errors import UserError
+
+_LOG = logging.getLogger(__name__)
 
 # What an offline user can pass instead of Hub inputs (README's Pre-training command).
 LOCAL_INSTEAD = (
@@ -105,14 +109,20 @@ def prepare_pretraining_data(
     Held-out data: the `data.eval_input` corpus, prepared with the same tokenizer into
     `data.eval_shards` shards, or else the last `data.eval_shards` shards of the corpus.
     """
-    for field in ("input", "eval_input"):
+    prepared = {}  # field -> the manifest prepared before, where the Hub cannot be reached
+    for field, folder in (("input", "data"), ("eval_input", "eval_data")):
         globs = [p.strip() for p in getattr(data, field).split(",") if p.strip()]
-        hub.check_hub_inputs(globs, f"config.data.{field}", LOCAL_INSTEAD)
+        try:
+            hub.check_hub_inputs(globs, f"config.data.{field}", LOCAL_INSTEAD)
+        except UserError:
+            prepared[field] = _prepared_before(globs, workdir / folder, data.verify)
+            if prepared[field] is None:
+                raise
     tokenizer = hub.local_path(data.tokenizer, "config.data.tokenizer", tokenizer_only=True) or (
         tokenizer
     )
     patterns, text_format = _patterns(data, workdir)
-    manifest = prepare.prepare(
+    manifest = prepared.get("input") or prepare.prepare(
         patterns,
         workdir / "data",
         text_format,
@@ -129,7 +139,7 @@ def prepare_pretraining_data(
     if evaluate_only:
         return PretrainingData(loaded, [], shards, manifest)
     if data.eval_input:
-        held_out = prepare.prepare(
+        held_out = prepared.get("eval_input") or prepare.prepare(
             [p.strip() for p in data.eval_input.split(",") if p.strip()],
             workdir / "eval_data",
             data.format,
@@ -158,3 +168,28 @@ def _check_every_shard_has_documents(manifest: Manifest, field: str) -> None:
             f"{field}={len(manifest.shards)}: the corpus in {manifest.directory} holds "
             f"{documents} documents, too few for its shards; set {field} to at most {documents}"
         )
+
+
+def _prepared_before(globs: list[str], directory: pathlib.Path, verify: str) -> Manifest | None:
+    """Where the Hub cannot be reached: the corpus prepared before in `directory` from exactly
+    the files `globs` name (a run resumed offline), its shards checked as `verify` says; None
+    where there is none."""
+    try:
+        manifest = load_manifest(directory)
+    except (FileNotFoundError, UserError):
+        return None
+    recorded = [entry["path"] for entry in manifest.inputs]
+    named = [any(fnmatch.fnmatchcase(path, glob) for glob in globs) for path in recorded]
+    found = [any(fnmatch.fnmatchcase(path, glob) for path in recorded) for glob in globs]
+    if not recorded or not all(named) or not all(found):
+        return None
+    broken = shards.damaged(manifest, verify)
+    if broken:
+        found = ", ".join(f"{manifest.shards[i]['name']} ({why})" for i, why in broken)
+        raise UserError(
+            f"{directory}: {len(broken)} of {len(manifest.shards)} shards damaged ({found}), "
+            "and the Hub cannot be reached to prepare them again"
+        )
+    _LOG.warning("the Hub cannot be reached: %s is used as it was prepared from %d files (not "
+                 "compared with the Hub's files now)", directory, len(recorded))  # fmt: skip
+    return manifest

@@ -398,6 +398,45 @@ def test_default_corpus_globs_and_reads_through_hffilesystem(tmp_path):
     assert not (tmp_path / "hub").exists()  # streamed: nothing copied into the cache
 
 
+# Prepares hf:// files (argv[1]) with the tokenizer argv[2] into the workdir argv[3].
+PREPARE_HF = """
+import pathlib, sys
+from configs import bert_base
+from input_pipeline import data_setup
+config = bert_base.get_config("size=tiny")
+config.data.input, config.data.tokenizer, config.data.num_shards = sys.argv[1], sys.argv[2], 2
+data = data_setup.prepare_pretraining_data(config.data, pathlib.Path(sys.argv[3]))
+print(len(data.train_files), len(data.eval_files))
+"""
+
+
+def test_a_run_prepared_from_hub_files_resumes_offline(shared_data, tmp_path, monkeypatch):
+    """hf:// input prepared while the Hub was reachable is used as prepared when it is not (a
+    resumed run on a machine without network); damaged shards, or no preparation from those
+    files, still fail with what to pass."""
+    pattern = "hf://datasets/org/corpus/train-*.parquet"
+    rows = [[f"Article {i}, paragraph {j}.\nSecond line." for j in range(5)] for i in range(2)]
+    files = {f"train-0000{i}-of-00002.parquet": _parquet(r) for i, r in enumerate(rows)}
+    vocab = str(shared_data / "vocab" / "bert-base-uncased-vocab.txt")
+    with HubServer() as server:
+        server.add_repo("org/corpus", files, repo_type="dataset")
+        env = _env(tmp_path / "home", server.endpoint, offline=False)
+        done = _python(PREPARE_HF, env, pattern, vocab, tmp_path / "run")
+    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    config = bert_base.get_config("size=tiny")
+    config.data.input, config.data.tokenizer, config.data.num_shards = pattern, vocab, 2
+    data = data_setup.prepare_pretraining_data(config.data, tmp_path / "run")
+    assert len(data.train_files) == 1 and len(data.eval_files) == 1
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE is set"):  # other files named
+        config.data.input = "hf://datasets/org/corpus/test-*.parquet"
+        data_setup.prepare_pretraining_data(config.data, tmp_path / "run")
+    config.data.input = pattern
+    pathlib.Path(data.train_files[0]).write_bytes(b"damaged")
+    with pytest.raises(UserError, match=r"1 of 2 shards damaged .* Hub cannot be reached"):
+        data_setup.prepare_pretraining_data(config.data, tmp_path / "run")
+
+
 def test_default_corpus_offline_fails_first_with_what_to_pass(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError) as raised:
