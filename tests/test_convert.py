@@ -8,7 +8,7 @@ import transformers
 from flax import traverse_util
 from safetensors.numpy import load_file
 
-from bert import convert
+from bert import convert, heads
 from bert.convert import name_table
 from bert.export import cli
 from bert.heads import BertForPreTraining
@@ -128,3 +128,36 @@ def test_hf_bin_import_is_weights_only(tmp_path, hf_dir):
     torch.save({"x": Payload()}, tmp_path / "evil" / "pytorch_model.bin")
     with pytest.raises(convert.CheckpointError, match="pytorch_model.bin"):
         convert.import_model(tmp_path / "evil")
+
+
+@pytest.mark.parametrize("architecture", ["BertForSequenceClassification",
+                                          "BertForTokenClassification",
+                                          "BertForQuestionAnswering"])  # fmt: skip
+def test_fine_tuned_hf_heads_load_and_give_transformers_logits(tmp_path, architecture):
+    """An HF directory of a fine-tuned classifier, tagger or span predictor loads with its head
+    (no unknown tensors), and our head module gives transformers' logits within 1e-5."""
+    torch.manual_seed(0)
+    labels = 2 if architecture == "BertForQuestionAnswering" else 3  # QA: start and end
+    hf_config = transformers.BertConfig(**reference.CONFIGS["odd_vocab"], num_labels=labels)
+    model = getattr(transformers, architecture)(hf_config).eval()
+    model.save_pretrained(tmp_path)
+    imported = convert.import_model(tmp_path)
+    inputs = reference.batch(reference.CONFIGS["odd_vocab"], seed=7)
+    with torch.no_grad():
+        out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    args = (inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"])
+    mask = inputs["attention_mask"]
+    width = imported.config.hidden_size  # HF's tagger and span predictor have no pooler, which
+    pooler = {"kernel": np.zeros((width, width)), "bias": np.zeros(width)}  # they never use
+    encoder = {"pooler": pooler, **imported.params["bert"]}
+    if architecture == "BertForQuestionAnswering":
+        params = {"bert": encoder, "qa_outputs": imported.params["qa_outputs"]}
+        qa = heads.BertForQuestionAnswering(imported.config)
+        got = np.stack(qa.apply({"params": params}, *args)) * mask
+        want = np.stack([out.start_logits.numpy(), out.end_logits.numpy()]) * mask
+    else:
+        head = getattr(heads, architecture)(imported.config, labels)
+        params = {"bert": encoder, "classifier": imported.params["classifier"]}
+        got, want = np.asarray(head.apply({"params": params}, *args)), out.logits.numpy()
+    error = float(np.max(np.abs(np.asarray(got) - want)))
+    assert error <= TOLERANCE, f"max abs difference {error:.2e}"

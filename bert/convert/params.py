@@ -10,9 +10,11 @@ from flax import traverse_util
 
 from bert.convert.formats import CheckpointError
 from bert.convert.name_table import (
+    CLASSIFIER,
     ENCODER,
     HF_IGNORED,
     HF_TIED,
+    QA_OUTPUTS,
     TF_TRAINING_NAMES,
     Entry,
     head_table,
@@ -110,8 +112,29 @@ def params_from_hf(
                 "checkpoint cannot be represented exactly"
             )
         ignored.append(tied)
+    heads = {head: _hf_head(tensors, head, config, where) for head in (CLASSIFIER, QA_OUTPUTS)}
+    heads = {head: value for head, value in heads.items() if value is not None}
     params, groups, unknown = _select(tensors, config, "hf", where, ignore_unknown)
-    return params, groups, tuple(ignored) + unknown
+    return {**params, **heads}, groups + tuple(heads), tuple(ignored) + unknown
+
+
+def _hf_head(
+    tensors: dict[str, np.ndarray], head: str, config: BertConfig, where: str
+) -> dict[str, np.ndarray] | None:
+    """A fine-tuned head's parameters (CLASSIFIER: HF's sequence and token classifiers;
+    QA_OUTPUTS: question answering), taken out of `tensors`; None where it has none."""
+    entries = head_table(head)
+    if not all(e.hf in tensors for e in entries):
+        return None
+    out = {}
+    for e in entries:
+        array = tensors.pop(e.hf)
+        array = array.T if e.hf_transposed else array
+        if array.ndim == 2 and array.shape[0] != config.hidden_size:
+            raise CheckpointError(f"{where}: {e.hf} has shape {tuple(array.shape)}, which does "
+                                  f"not fit hidden size {config.hidden_size}")  # fmt: skip
+        out[e.ours[-1]] = np.ascontiguousarray(array, dtype=np.float32)
+    return out
 
 
 def params_to_hf(params: dict[str, Any], config: BertConfig) -> dict[str, np.ndarray]:
