@@ -133,15 +133,16 @@ def test_hf_bin_import_is_weights_only(tmp_path, hf_dir):
 @pytest.mark.parametrize("architecture", ["BertForSequenceClassification",
                                           "BertForTokenClassification",
                                           "BertForQuestionAnswering"])  # fmt: skip
-def test_fine_tuned_hf_heads_load_and_give_transformers_logits(tmp_path, architecture):
+def test_fine_tuned_hf_heads_load_and_give_transformers_logits(tmp_path, architecture, capsys):
     """An HF directory of a fine-tuned classifier, tagger or span predictor loads with its head
-    (no unknown tensors), and our head module gives transformers' logits within 1e-5."""
+    (no unknown tensors), and our head module gives transformers' logits within 1e-5; a
+    conversion writes the encoder and says it leaves the head out."""
     torch.manual_seed(0)
     labels = 2 if architecture == "BertForQuestionAnswering" else 3  # QA: start and end
     hf_config = transformers.BertConfig(**reference.CONFIGS["odd_vocab"], num_labels=labels)
     model = getattr(transformers, architecture)(hf_config).eval()
-    model.save_pretrained(tmp_path)
-    imported = convert.import_model(tmp_path)
+    model.save_pretrained(tmp_path / "hf")
+    imported = convert.import_model(tmp_path / "hf")
     inputs = reference.batch(reference.CONFIGS["odd_vocab"], seed=7)
     with torch.no_grad():
         out = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
@@ -161,3 +162,6 @@ def test_fine_tuned_hf_heads_load_and_give_transformers_logits(tmp_path, archite
         got, want = np.asarray(head.apply({"params": params}, *args)), out.logits.numpy()
     error = float(np.max(np.abs(np.asarray(got) - want)))
     assert error <= TOLERANCE, f"max abs difference {error:.2e}"
+    capsys.readouterr()
+    assert cli.main([str(tmp_path / "hf"), str(tmp_path / "orbax"), "--to=orbax"]) == 0
+    assert "fine-tuned head not written: " in capsys.readouterr().out

@@ -14,12 +14,15 @@ HF directory of the matching class with its tokenizer, optionally uploaded to th
 import argparse
 
 from bert.convert.directories import export_hf, import_model, save_orbax
+from bert.convert.name_table import CLASSIFIER, QA_OUTPUTS
 from bert.export.st_export import export_sentence_transformers
 from bert.export.workdirs import export_workdir
 from bert.heads import POOLINGS
 from bert.training import checkpoints
 from util import console, errors, hub, paths
 from util.hub import check_repo_id, push_to_hub
+
+FINE_TUNED_HEADS = (CLASSIFIER, QA_OUTPUTS)  # read by the loader; not written by a conversion
 
 ST = "sentence-transformers"  # the --to value
 
@@ -74,7 +77,8 @@ def _convert_checkpoint(args) -> None:
         raise errors.UserError(f"{args.source}: --step applies only to a training workdir")
     model = import_model(args.source, ignore_unknown=args.ignore_unknown)
     writer = export_hf if args.to == "hf" else save_orbax
-    copied = writer(model.params, model.config, args.destination, model.source, args.overwrite)
+    params = {k: v for k, v in model.params.items() if k not in FINE_TUNED_HEADS}
+    copied = writer(params, model.config, args.destination, model.source, args.overwrite)
     c = model.config
     print(f"read {model.source_format} checkpoint {model.source}")
     print(
@@ -85,6 +89,9 @@ def _convert_checkpoint(args) -> None:
         print(f"  absent from the source, not written: {', '.join(model.missing_heads)}")
     if model.ignored:
         print(f"  skipped {len(model.ignored)} non-parameter tensors")
+    if len(params) < len(model.params):
+        heads = ", ".join(sorted(set(model.params) - set(params)))
+        print(f"  fine-tuned head not written: {heads} (pretrained.load reads it from SRC)")
     print(f"wrote {args.to} directory {args.destination}")
     print(f"  tokenizer files: {', '.join(copied) if copied else 'none in the source'}")
 
