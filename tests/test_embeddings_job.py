@@ -23,7 +23,7 @@ from configs import sts as sts_config
 from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STARTING_SPEARMAN = 86.72  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)
+STARTING_SPEARMAN = 0.8672  # all-MiniLM-L6-v2 on STS benchmark dev (tests/test_sts_job.py)
 
 
 @pytest.mark.full
@@ -98,7 +98,7 @@ def test_resumed_run_equals_uninterrupted(shared_data, tiny_hf, tmp_path):
     sts.max_seq_length, sts.pad_to_multiple_of, sts.eval_batch_size = 32, 16, 16
     pairs = sts_job.read_pairs(str(train_file.with_name("sts-dev.csv")))[:32]
     again = sts_job.evaluate(pretrained.load(str(tmp_path / "full")), pairs, sts)
-    assert again["spearman"] == pytest.approx(full["sts_dev"]["spearman"], abs=1e-6), again
+    assert again["spearman"] == pytest.approx(full["sts_dev"]["spearman"], abs=1e-8), again
     # It trained: the parameters moved from the checkpoint's.
     start = pretrained.load(str(tiny_hf)).encoder["embeddings"]["word_embeddings"]
     assert not np.array_equal(flat_got[("bert", "embeddings", "word_embeddings")], start)

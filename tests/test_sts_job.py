@@ -16,7 +16,7 @@ import transformers
 from bert import embed, pretrained
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SENTENCE_TRANSFORMERS_SPEARMAN = 86.72  # measured with sentence-transformers on STS-b dev
+SENTENCE_TRANSFORMERS_SPEARMAN = 0.8672  # measured with sentence-transformers on STS-b dev
 
 
 def main(*flags):
@@ -36,7 +36,7 @@ def test_minilm_sts_dev_spearman_equals_sentence_transformers(shared_data, tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "sts_results.json").read_text())
     assert results["pairs"] == 1500
-    assert abs(results["spearman"] - SENTENCE_TRANSFORMERS_SPEARMAN) <= 0.05, results
+    assert abs(results["spearman"] - SENTENCE_TRANSFORMERS_SPEARMAN) <= 0.0005, results
     assert list(tmp_path.glob("events.out.tfevents.*"))
 
 

@@ -7,9 +7,9 @@ ranking with in-batch and hard negatives, CoSENT, cosine regression, each option
 Matryoshka). Training goes through the fine-tuning machinery (bert/finetuning/: seeded
 row order, the texts packed into shared rows (config.train.pack, batches.PackedSides) or cut to
 length buckets, sharding, checkpoints, exact resume). The STS dev file, when given,
-is scored (Spearman and Pearson of the cosine, x100) every train.eval_every steps and at the
-end. The workdir's parameters are an encoder's: configs/sts.py evaluates and encodes with
-`init_from=WORKDIR`.
+is scored (Spearman and Pearson of the cosine, in 0-1 as every metric) every
+train.eval_every steps and at the end. The workdir's parameters are an encoder's:
+configs/sts.py evaluates and encodes with `init_from=WORKDIR`.
 
 The negatives of the ranking loss are every row of the global batch, across devices and hosts
 (see bert/embedding_losses.py); gradient accumulation would cut them to a micro-batch, so
@@ -91,7 +91,7 @@ def training_features(
 
 
 def sts_eval_set(path: str, tokenizer, config) -> EvalSet:
-    """STS dev pairs: Spearman and Pearson (x100) of the embeddings' cosine against the scores."""
+    """STS dev pairs: Spearman and Pearson (0-1) of the embeddings' cosine against the scores."""
     pairs = sts_job.read_pairs(path)
     pairs = settings.limited(pairs, config.eval_limit, config)
     sentences = [p.sentence1 for p in pairs] + [p.sentence2 for p in pairs]
@@ -105,8 +105,8 @@ def sts_eval_set(path: str, tokenizer, config) -> EvalSet:
         second = retrieval.normalized(outputs[len(pairs) :])
         cosine = np.sum(first * second, axis=-1)
         return {
-            "spearman": 100 * metrics.spearman(cosine, gold),
-            "pearson": 100 * metrics.pearson(cosine, gold),
+            "spearman": metrics.spearman(cosine, gold),
+            "pearson": metrics.pearson(cosine, gold),
         }
 
     return EvalSet("sts_dev", inputs, finish)

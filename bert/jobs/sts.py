@@ -38,8 +38,8 @@ def settings(
 
 
 def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dict[str, float]:
-    """Spearman and Pearson (x100) of the embeddings' cosine similarity against the scores,
-    pooled as `config.pooling` says (empty: the checkpoint's, see `settings`)."""
+    """Spearman and Pearson (0-1, as every metric) of the embeddings' cosine similarity against
+    the scores, pooled as `config.pooling` says (empty: the checkpoint's, see `settings`)."""
     pooling, _ = settings(model, config.pooling, config.normalize)
     options = dict(max_seq_length=config.max_seq_length, batch_size=config.eval_batch_size,
                    pooling=pooling,
@@ -49,8 +49,8 @@ def evaluate(model: pretrained.Pretrained, pairs: list[sts.Pair], config) -> dic
     cosine = np.sum(first * second, axis=-1)
     gold = np.array([p.score for p in pairs], np.float64)
     return {
-        "spearman": 100 * metrics.spearman(cosine, gold),
-        "pearson": 100 * metrics.pearson(cosine, gold),
+        "spearman": metrics.spearman(cosine, gold),
+        "pearson": metrics.pearson(cosine, gold),
         "pairs": float(len(pairs)),
     }
 
