@@ -3,6 +3,7 @@ exit code 2 and no traceback (main.py and the other command-line tools); no thir
 noise unless --verbose; and a warning naming the right JAX install when the system has an NVIDIA
 GPU or a TPU that JAX does not use."""
 
+import io
 import logging
 import os
 import pathlib
@@ -12,6 +13,7 @@ import sys
 
 import jax
 import pytest
+from absl import logging as absl_logging
 from test_pretrain_job import main_config
 
 from bert.jobs import pretrain
@@ -310,6 +312,28 @@ def test_eta_counts_days_beyond_a_day_at_the_pace_after_compiling(monkeypatch):
     assert progress.eta_text(62) == "90d 00:00:00"  # 900,000 steps to go
     assert reporting.duration_text(5692.4) == "01:34:52"
     assert reporting.duration_text(86399.6) == "1d 00:00:00"
+
+
+def test_a_log_line_clears_the_progress_bar_first(monkeypatch):
+    """On a terminal the bar and the log lines do not run into each other: a log line clears the
+    bar's line, and the next step draws the bar again below it."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    progress = reporting.Progress(10, 0, sequences_per_step=1, seq_len=8)
+    progress.update(1)
+    record = logging.LogRecord("absl", logging.INFO, __file__, 1, "[1] train/loss=2.0", None, None)
+    assert absl_logging.get_absl_handler().filter(record)  # the handler's filters let it through
+    progress.update(2)
+    progress.close()
+    text = terminal.getvalue()
+    assert text.index("step 1/10") < text.index("\r\x1b[K") < text.index("step 2/10")
+    assert text.endswith("\n") and text.count("\x1b[K") == 1
+    assert absl_logging.get_absl_handler().filter(record) and terminal.getvalue() == text
 
 
 def test_help_is_the_usage_and_exits_0():

@@ -97,6 +97,9 @@ class Progress:
         self._start_step = start_step
         self._start_time = self._last_time
         self._first_time = math.nan  # when this process's first step came back (compiled)
+        self._drawn = False  # the bar is on the terminal's last line
+        if self.interactive:  # a log line first clears the bar, which the next step redraws
+            logging.get_absl_handler().addFilter(self._clear_for_a_log_line)
 
     def throughput(
         self, step: int, real_tokens: float | None = None, padded_tokens: float | None = None
@@ -150,8 +153,18 @@ class Progress:
         bar = "#" * filled + "." * (width - filled)
         sys.stdout.write(f"\rstep {step}/{self.total_steps} [{bar}] ETA {eta_text}{loss_text}")
         sys.stdout.flush()
+        self._drawn = True
+
+    def _clear_for_a_log_line(self, record: Any) -> bool:
+        """Log filter: clears the bar's line before a log line is written (never drops one)."""
+        if self._drawn:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+            self._drawn = False
+        return True
 
     def close(self) -> None:
         if self.interactive:
-            sys.stdout.write("\n")
+            logging.get_absl_handler().removeFilter(self._clear_for_a_log_line)
+            sys.stdout.write("\n" if self._drawn else "")
             sys.stdout.flush()
