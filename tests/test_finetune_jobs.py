@@ -406,3 +406,33 @@ def test_limit_by_random_is_a_seeded_sample_across_the_file(shared_data):
     config.limit_by = "last"
     with pytest.raises(UserError, match="config.limit_by='last' must be first or random"):
         settings.limited(genres, 10, config)
+
+
+def test_lengths_beyond_the_positions_and_bad_step_counts_are_refused(
+    shared_data, tiny_hf, tmp_path
+):
+    """max_seq_length beyond the encoder's 128 learned positions (its rows would come out NaN)
+    is refused by fine-tuning and by the STS job before any work, naming both numbers; so are a
+    negative step count (it was ignored), a batch of 0 and no epochs."""
+    from bert.jobs import sts as sts_job
+    from configs import sts as sts_config
+
+    beyond = r"config.max_seq_length=200 must lie in 2..128: .* has 128 positions"
+    with pytest.raises(UserError, match=beyond):
+        glue_run("sst2", shared_data, tiny_hf, tmp_path / "glue", seq=200)
+    config = sts_config.get_config()
+    config.init_from, config.max_seq_length = str(tiny_hf), 200
+    config.eval_file = str(shared_data / "stsbenchmark" / "sts-dev.csv")
+    with pytest.raises(UserError, match=beyond):
+        sts_job.run(config, str(tmp_path / "sts"))
+    for field, value, message in (
+        ("steps", -5, r"config.train.steps=-5 must be 0 \(run config.train.epochs\) or more"),
+        ("batch_size", 0, "config.train.batch_size=0 must be at least 1"),
+        ("epochs", 0.0, r"config.train.epochs=0.0 must be more than 0"),
+    ):
+        config = quick(glue_config.get_config("task=sst2"), tiny_hf, steps=0)
+        config.data_dir = str(shared_data / "glue" / "SST-2")
+        config.train[field] = value
+        with pytest.raises(UserError, match=message):
+            glue_job.run(config, str(tmp_path / field))
+        assert not (tmp_path / field / "checkpoints").exists()

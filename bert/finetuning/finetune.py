@@ -86,6 +86,16 @@ def load_encoder(
 
 
 def _check(settings: Settings, mesh) -> None:
+    if settings.run.batch_size < 1:
+        raise UserError(f"config.train.batch_size={settings.run.batch_size} must be at least 1")
+    if settings.steps < 0:
+        raise UserError(
+            f"config.train.steps={settings.steps} must be 0 (run config.train.epochs) or more"
+        )
+    if not settings.steps and settings.epochs <= 0:
+        raise UserError(
+            f"config.train.epochs={settings.epochs} must be more than 0 (or set train.steps)"
+        )
     sharding.per_host_batch(settings.run.batch_size, settings.run.accumulation_steps, mesh)
     divisor = sharding.batch_divisor(mesh) * jax.process_count()
     if settings.pad_to_multiple_of < 0:

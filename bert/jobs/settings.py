@@ -65,7 +65,20 @@ def encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
     """A fine-tuning job's encoder: `config.init_from` with its tokenizer (or config.tokenizer),
     and config.model's overrides."""
     overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
-    return finetune.load_encoder(config.init_from, config.tokenizer, overrides)
+    loaded = finetune.load_encoder(config.init_from, config.tokenizer, overrides)
+    check_positions(config.max_seq_length, loaded)
+    return loaded
+
+
+def check_positions(max_seq_length: int, model: pretrained.Pretrained) -> None:
+    """`config.max_seq_length` within the encoder's learned positions (rows beyond them would
+    make its output NaN), naming both numbers."""
+    positions = model.config.max_position_embeddings
+    if not 2 <= max_seq_length <= positions:
+        raise UserError(
+            f"config.max_seq_length={max_seq_length} must lie in 2..{positions}: {model.source} "
+            f"has {positions} positions (model.max_position_embeddings)"
+        )
 
 
 def limited(items: Sequence[T], limit: int, config: ml_collections.ConfigDict) -> list[T]:

@@ -11,6 +11,7 @@ from absl import logging
 
 from bert import embed, pretrained
 from bert.heads import POOLINGS
+from bert.jobs.settings import check_positions
 from bert.tasks import metrics, retrieval, retrieval_data, squad_pairs, sts
 from bert.training import reporting
 from util import atomic, paths, text_files
@@ -140,6 +141,7 @@ def run(config, workdir: str) -> dict[str, float]:
         data = read_retrieval_set(config.retrieval)
         retrieval_options(config.retrieval)
     model = pretrained.load(config.init_from, config.tokenizer)
+    check_positions(config.max_seq_length, model)
     pooling, normalize = settings(model, config.pooling, config.normalize)
     logging.info("pooling %s, normalize %s", pooling, normalize)
     if config.mode == "evaluate":
