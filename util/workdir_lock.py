@@ -40,6 +40,8 @@ def hold(workdir: str | os.PathLike, process_index: int = 0) -> Iterator[None]:
         yield
         return
     directory = pathlib.Path(workdir)
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"--workdir={workdir} is a file, not a folder: give a folder's path")
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE

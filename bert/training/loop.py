@@ -12,6 +12,7 @@ from absl import logging
 
 from bert.training import checkpoints, reporting
 from bert.training.step import summarize
+from util.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ def train_loop(
       extra_metrics: summary -> more scalars to report (e.g. MFU from the throughput).
 
     Raises:
-      FloatingPointError: a non-finite loss; the message names the last good checkpoint.
+      UserError: a non-finite loss; the message names the last good checkpoint.
     """
     pending: list[dict[str, Any]] = []
 
@@ -58,10 +59,12 @@ def train_loop(
         if not math.isfinite(summary["loss"]):
             writer.flush()
             ckpts.wait()
-            raise FloatingPointError(
-                f"non-finite loss {summary['loss']} by step {step}; stopping (lower the learning "
-                f"rate?). The last good checkpoint is step {ckpts.latest_step()} in "
-                f"{ckpts.directory}"
+            newest = ckpts.latest_step()
+            kept = (f"The last good checkpoint is step {newest} in {ckpts.directory}"
+                    if newest is not None else "No checkpoint was written before it")  # fmt: skip
+            raise UserError(
+                f"non-finite loss {summary['loss']} by step {step}; stopping (lower "
+                f"train.learning_rate, or check the data). {kept}"
             )
         real, padded = summary.pop("real_tokens", None), summary.pop("padded_tokens", None)
         summary.update(progress.throughput(step, real, padded))
