@@ -436,3 +436,14 @@ def test_lengths_beyond_the_positions_and_bad_step_counts_are_refused(
         with pytest.raises(UserError, match=message):
             glue_job.run(config, str(tmp_path / field))
         assert not (tmp_path / field / "checkpoints").exists()
+
+
+def test_a_header_only_task_file_names_the_file(shared_data, tiny_hf, tmp_path):
+    data = tmp_path / "SST-2"
+    data.mkdir()
+    (data / "train.tsv").write_text("sentence\tlabel\n")
+    shutil.copy(shared_data / "glue" / "SST-2" / "dev.tsv", data / "dev.tsv")
+    config = quick(glue_config.get_config("task=sst2"), tiny_hf)
+    config.data_dir = str(data)
+    with pytest.raises(UserError, match=r"train.tsv: no examples \(an empty file, or its header"):
+        glue_job.run(config, str(tmp_path / "run"))

@@ -26,7 +26,10 @@ def _examples(task: glue.Task, config, split: str) -> list[glue.Example]:
             f"{path}: no such file (config.data_dir is the {task.name} folder of the GLUE "
             f"download, holding {', '.join(task.splits.values())})"
         )
-    return glue.read_split(task, config.data_dir, split)
+    examples = glue.read_split(task, config.data_dir, split)
+    if not examples and split in task.splits:
+        raise UserError(f"{path}: no examples (an empty file, or its header alone)")
+    return examples
 
 
 def predictions_of(task: glue.Task, outputs: np.ndarray) -> np.ndarray:

@@ -56,15 +56,17 @@ def train_loop(
     def report(step: int) -> None:
         summary = summarize(pending)
         pending.clear()
-        if not math.isfinite(summary["loss"]):
+        bad = [f"{k} {summary[k]}" for k in ("loss", "grad_norm")
+               if k in summary and not math.isfinite(summary[k])]  # fmt: skip
+        if bad:
             writer.flush()
             ckpts.wait()
             newest = ckpts.latest_step()
             kept = (f"The last good checkpoint is step {newest} in {ckpts.directory}"
                     if newest is not None else "No checkpoint was written before it")  # fmt: skip
             raise UserError(
-                f"non-finite loss {summary['loss']} by step {step}; stopping (lower "
-                f"train.learning_rate, or check the data). {kept}"
+                f"non-finite {', '.join(bad)} by step {step}; stopping (lower "
+                f"train.learning_rate, or check the data and model.initializer_range). {kept}"
             )
         real, padded = summary.pop("real_tokens", None), summary.pop("padded_tokens", None)
         summary.update(progress.throughput(step, real, padded))
