@@ -16,6 +16,8 @@ import functools
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Iterable, Iterator
 from concurrent import futures
 
@@ -159,9 +161,23 @@ def _worker_encoder(spec: _TokenizerSpec) -> ChunkTokenizer:
     return ChunkTokenizer(tokenizer)
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int) -> None:
     # One tokenizer thread per worker process: the processes already use every core.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """On Linux, has the kernel kill this worker when the job's process dies, so a job killed
+    during preparation leaves no workers running (elsewhere the pool's own shutdown only)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # noqa: PLC0415
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the job died before the line above
+        os._exit(1)
 
 
 def _worker_task(
@@ -210,7 +226,9 @@ def encode_all(
     context = multiprocessing.get_context("spawn")
     # concurrent.futures, not multiprocessing.Pool: a worker that dies (e.g. the OOM killer)
     # fails the run with BrokenProcessPool instead of leaving its task waiting forever.
-    with futures.ProcessPoolExecutor(workers, context, initializer=_init_worker) as pool:
+    with futures.ProcessPoolExecutor(
+        workers, context, initializer=_init_worker, initargs=(os.getpid(),)
+    ) as pool:
         pending: collections.deque[futures.Future] = collections.deque()
         try:
             for first, documents in chunks:

@@ -300,3 +300,50 @@ def test_preparing_imports_no_tensorflow_or_jax():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def _children(pid: int) -> set[int]:
+    """The live (not zombie) processes whose parent is `pid`, from /proc."""
+    found = set()
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (pathlib.Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[
+            0
+        ] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.full
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+def test_a_job_killed_while_preparing_leaves_no_workers_running(shared_data, tmp_path):
+    wiki = shared_data / "wikipedia" / "AA"
+    files = ",".join(str(wiki / f"wiki_{i:02d}") for i in range(20))
+    code = ("import sys\nfrom input_pipeline import prepare\n"
+            "prepare.prepare(sys.argv[1].split(','), sys.argv[2], 'wikiextractor', sys.argv[3], "
+            "num_shards=4, workers=2, chunk_chars=1 << 16)")  # fmt: skip
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    args = [sys.executable, "-c", code, files, str(tmp_path / "out"), str(vocab)]
+    job = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(_children(job.pid)) < 2 and time.time() < deadline and job.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the workers at work
+    workers = _children(job.pid)
+    assert len(workers) >= 2 and job.poll() is None, workers
+    job.kill()
+    job.wait()
+    deadline = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if _alive(pid)], "workers outlived the killed job"
