@@ -438,7 +438,17 @@ def test_lengths_beyond_the_positions_and_bad_step_counts_are_refused(
         assert not (tmp_path / field / "checkpoints").exists()
 
 
-def test_a_header_only_task_file_names_the_file(shared_data, tiny_hf, tmp_path):
+def test_an_empty_task_file_names_the_file(shared_data, tiny_hf, tmp_path):
+    """An empty CoNLL train file said a dev tag was not among the labels ['O']; a header-only
+    GLUE file said '0 training examples' without naming it."""
+    conll = tmp_path / "conll"
+    conll.mkdir()
+    (conll / "train.txt").write_text("-DOCSTART- -X- -X- O\n\n")
+    shutil.copy(shared_data / "conll2003" / "valid.txt", conll / "valid.txt")
+    config = quick(ner_config.get_config(), tiny_hf)
+    config.data_dir = str(conll)
+    with pytest.raises(UserError, match=r"train.txt: no sentences \(an empty file"):
+        ner_job.run(config, str(tmp_path / "ner"))
     data = tmp_path / "SST-2"
     data.mkdir()
     (data / "train.tsv").write_text("sentence\tlabel\n")

@@ -23,6 +23,8 @@ def _sentences(config, split: str) -> list[ner.Sentence]:
     if not path.is_file():
         raise UserError(f"{path}: no such file (split {split!r} in config.data_dir)")
     sentences = ner.read_conll(path)
+    if not sentences:
+        raise UserError(f"{path}: no sentences (an empty file, or -DOCSTART- lines alone)")
     limit = config.train_limit if split == config.train_split else config.eval_limit
     return settings.limited(sentences, limit, config)
 
