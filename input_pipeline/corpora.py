@@ -158,6 +158,10 @@ def _lines(path: pathlib.Path, errors: str, stats: CorpusStats) -> Iterator[tupl
     offset = 0
     with _open_binary(path) as f:
         for number, raw in enumerate(_raw_lines(f, path), 1):
+            if number == 1 and raw.startswith(b"PAR1"):
+                raise UserError(
+                    f"{path} is a Parquet file, not text: read it with format 'parquet'"
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:

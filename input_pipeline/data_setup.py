@@ -16,10 +16,13 @@ from util.errors import UserError
 
 _LOG = logging.getLogger(__name__)
 
-# What an offline user can pass instead of Hub inputs (README's Pre-training command).
+# What an offline user can pass instead of Hub inputs, each format with what it reads (a file
+# read in the wrong format is caught by `corpora`, which names the right one).
 LOCAL_INSTEAD = (
-    "To train on local text instead, pass --config.data.input='corpus/*.txt' "
-    "--config.data.format=text"
+    "To train on local files instead, pass --config.data.input='corpus/*' and their format: "
+    "--config.data.format=text (a sentence per line, blank lines between documents), "
+    "paragraphs (a paragraph per line), wikiextractor (WikiExtractor's <doc> output), "
+    "jsonl or parquet (the text in --config.data.text_field)"
 )
 
 

@@ -6,6 +6,8 @@ import pathlib
 import re
 import tracemalloc
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from input_pipeline import corpora, sentence_splitter, tfds_corpus
@@ -126,6 +128,11 @@ def test_markup_read_as_plain_text_names_the_format_to_use(shared_data, tmp_path
     jsonl.write_text('\n{"text": "One. Two."}\n{"text": "Three."}\n', encoding="utf-8")
     with pytest.raises(UserError, match=r"docs.jsonl is JSON Lines .* format 'jsonl'"):
         list(corpora.read_corpus(str(jsonl), format))
+    parquet = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"text": ["One. Two."]}), parquet)
+    for wrong in (format, "jsonl"):  # a binary file, named for what it is, not invalid UTF-8
+        with pytest.raises(UserError, match=r"part-0.parquet is a Parquet file, .* 'parquet'$"):
+            list(corpora.read_corpus(str(parquet), wrong))
     # Text that merely mentions markup or braces past its first line is text.
     text = tmp_path / "text.txt"
     text.write_text('{braces} open the file.\n<doc id="1"> is markup.\n', encoding="utf-8")

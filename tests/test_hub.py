@@ -32,7 +32,7 @@ from bert.heads import BertForPreTraining
 from bert.training import checkpoints as training_checkpoints
 from bert.training import runner
 from configs import bert_base
-from input_pipeline import data_setup, tokenizers
+from input_pipeline import corpora, data_setup, tokenizers
 from util import hub
 from util.errors import UserError
 
@@ -445,7 +445,9 @@ def test_default_corpus_offline_fails_first_with_what_to_pass(tmp_path, monkeypa
     assert "\n" not in message
     assert message.startswith("config.data.input='hf://datasets/wikimedia/wikipedia/")
     assert "HF_HUB_OFFLINE is set" in message
-    assert message.endswith("--config.data.input='corpus/*.txt' --config.data.format=text")
+    assert message.endswith(data_setup.LOCAL_INSTEAD)
+    for name in corpora.FORMATS:  # the hint names every format, each with what it reads
+        assert f"{name} (" in message or f"{name} or " in message, name
     assert not (tmp_path / "run").exists()  # before any work
 
 
@@ -459,7 +461,7 @@ def test_default_corpus_without_network_fails_first_with_what_to_pass(tmp_path, 
         data_setup.prepare_pretraining_data(bert_base.get_config().data, tmp_path / "run")
     message = str(raised.value)
     assert "\n" not in message and "cannot be reached" in message
-    assert message.endswith("--config.data.input='corpus/*.txt' --config.data.format=text")
+    assert message.endswith(data_setup.LOCAL_INSTEAD)
     assert not (tmp_path / "run").exists()
 
 
@@ -472,7 +474,6 @@ def test_main_command_offline_stops_before_any_work(tmp_path):
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert ("config.data.input='hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet' "
-            "is on the Hugging Face Hub, but HF_HUB_OFFLINE is set. To train on local text "
-            "instead, pass --config.data.input='corpus/*.txt' --config.data.format=text"
+            "is on the Hugging Face Hub, but HF_HUB_OFFLINE is set. " + data_setup.LOCAL_INSTEAD
             ) in done.stderr  # fmt: skip
     assert not (tmp_path / "run").exists()
