@@ -49,10 +49,18 @@ def test_glue_tsv(shared_data, tmp_path, task, folder, name):
     def read(path):
         return glue.read_examples(task, path), glue.read_tsv(path)
 
+    layout = spec.labeled if labeled else spec.unlabeled
+
     def check(result, data):
         examples, rows = result
         assert rows == _reference_rows(data)
         assert len(examples) <= _line_count(data)
+        # Silent class: every data row is an example, its texts from their own columns.
+        header, body = rows[0], [r for r in rows[1:] if r not in ([], [""])]
+        assert len(examples) == len(body)
+        for e, row in zip(examples, body, strict=True):
+            assert len(row) == len(header)
+            assert e.text_a == row[header.index(layout.text_columns[0])], (e, row)
         for e in examples:
             texts = [e.text_a] + ([e.text_b] if spec.is_pair else [])
             assert all(isinstance(t, str) and not set(t) & set("\n\r\t") for t in texts), e

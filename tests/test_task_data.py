@@ -8,6 +8,7 @@ import pytest
 
 from bert.tasks import glue, ner, sts
 from input_pipeline import tokenizers
+from util.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +264,18 @@ def test_missing_column(tmp_path):
     sts_file = _write(tmp_path, "sts.csv", "g\tf\t2012\t1\t4.0\tonly one sentence\n")
     with pytest.raises(ValueError, match="sts.csv:1: missing column"):
         sts.read_sts_benchmark(sts_file)
+
+
+def test_a_tab_inside_a_text_is_refused_not_read_shifted(tmp_path):
+    """CoLA has no header: an extra tab made the sentence's first part the text ('Herman')."""
+    cola = _write(tmp_path, "train.tsv", "gj04\t1\t\tOk.\ngj04\t1\t\tHerman\thugged Mary.\n")
+    with pytest.raises(UserError, match=r"train.tsv:2: 5 tab-separated fields where cola rows "
+                       r"have 4: a tab inside a text\? Replace it with a space$"):  # fmt: skip
+        glue.read_examples("cola", cola)
+    sst2 = _write(tmp_path, "dev.tsv", "sentence\tlabel\ngood\t1\nit is\tnot bad\t0\n")
+    with pytest.raises(UserError, match=r"dev.tsv:3: 3 tab-separated fields where the header "
+                       r"has 2"):  # fmt: skip
+        glue.read_examples("sst2", sst2)
 
 
 def test_label_outside_the_set(tmp_path):

@@ -33,12 +33,14 @@ class Layout:
       text_columns: one column (single-sentence task) or two (sentence-pair task).
       label_column: the label's column, or None for unlabelled (test) files.
       index_column: the column holding the example id used by submission files, or None.
+      width: the number of fields of a row in a file without a header (with one, the header's).
     """
 
     has_header: bool
     text_columns: tuple[Column, ...]
     label_column: Column | None
     index_column: Column | None = None
+    width: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +117,7 @@ TASKS: dict[str, Task] = {
         data_dir="CoLA",
         splits=_STANDARD_SPLITS,
         # No header: source, label, original label (starred), sentence.
-        labeled=Layout(False, (3,), 1),
+        labeled=Layout(False, (3,), 1, width=4),
         unlabeled=Layout(True, ("sentence",), None, "index"),
         labels=BINARY,
         metrics=("matthews_corrcoef",),
@@ -272,6 +274,7 @@ def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None)
     index_col = None if layout.index_column is None else _resolve(layout.index_column, header, path)
     needed = [c for c in (*text_cols, label_col, index_col) if c is not None]
     width = max(needed) + 1
+    exact = len(header) if header is not None else layout.width
     examples = []
     for line, row in enumerate(rows, start=first_line):
         if row == [] or row == [""]:
@@ -281,6 +284,12 @@ def read_examples(task: str | Task, path: PathLike, labeled: bool | None = None)
             raise UserError(
                 f"{where}: missing column: the row has {len(row)} fields, "
                 f"the {task.name} layout needs at least {width}"
+            )
+        if exact is not None and len(row) > exact:  # its fields would be read shifted
+            source = "the header has" if header is not None else f"{task.name} rows have"
+            raise UserError(
+                f"{where}: {len(row)} tab-separated fields where {source} {exact}: a tab "
+                "inside a text? Replace it with a space"
             )
         label = None if label_col is None else _parse_label(task, row[label_col], where)
         examples.append(
