@@ -4,6 +4,7 @@ noise unless --verbose; and a warning naming the right JAX install when the syst
 GPU or a TPU that JAX does not use."""
 
 import io
+import json
 import logging
 import os
 import pathlib
@@ -170,6 +171,17 @@ def test_other_tools_report_user_errors_as_one_line(tmp_path):
     assert f"{tmp_path / 'nowhere'}: checkpoint directory not found" in line
     line = _error_line(_run(str(tmp_path / "nowhere"), "--to=hf", module="bert.convert"))
     assert "destination" in line and "--help" in line  # argparse's usage error, in one line
+    damaged = tmp_path / "google"  # TensorFlow, imported late to read it, stays quiet too
+    damaged.mkdir()
+    config = {"vocab_size": 99, "hidden_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 37,
+              "max_position_embeddings": 64, "type_vocab_size": 2}  # fmt: skip
+    (damaged / "bert_config.json").write_text(json.dumps(config))
+    (damaged / "bert_model.ckpt.index").write_bytes(b"\x07 not a table" * 40)
+    result = _run(str(damaged / "bert_model.ckpt"), str(tmp_path / "out"), "--to=hf",
+                  module="bert.convert")  # fmt: skip
+    assert "bert_model.ckpt: cannot read TF checkpoint" in _error_line(result)
+    assert [n for n in NOISE if n in result.stderr] == [], result.stderr[:3000]
     line = _error_line(_run(str(tmp_path / "nowhere"), "A [MASK].", module="bert.fill_mask"))
     assert str(tmp_path / "nowhere") in line
     prepare = ["--input=/no/such/*.txt", f"--output={tmp_path / 'p'}", "--format=text",

@@ -51,6 +51,13 @@ def test_google_tf_checkpoint_gives_reference_logits(tmp_path, hf_dir):
     assert sum(name.endswith(("/adam_m", "/adam_v")) for name in imported.ignored) == 10
     inputs = reference.batch(reference.CONFIGS["odd_vocab"], seed=4)
     assert_close(our_logits(imported, inputs), reference.hf_forward(model, inputs))
+    # The checkpoint's prefix, as Google's scripts take it, names the same model.
+    by_prefix = convert.import_model(tmp_path / "google" / "bert_model.ckpt")
+    assert by_prefix.source == tmp_path / "google"
+    flat = traverse_util.flatten_dict
+    assert flat(by_prefix.params).keys() == flat(imported.params).keys()
+    for key, value in flat(imported.params).items():
+        np.testing.assert_array_equal(flat(by_prefix.params)[key], value)
 
 
 def test_google_to_hf_cli_loads_in_transformers(tmp_path, hf_dir):

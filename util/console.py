@@ -110,6 +110,15 @@ def flag_error_message(error: BaseException, argv: list[str], config_flag: str =
     return f"--{config_flag}: {type(inner).__name__}: {inner}"
 
 
+def import_tensorflow():
+    """TensorFlow, imported without its C++ start-up lines (for code that loads it late, e.g.
+    to read a Google checkpoint)."""
+    if "tensorflow" not in sys.modules:
+        with filtered_stderr():
+            import tensorflow  # noqa: F401
+    return sys.modules["tensorflow"]
+
+
 def quiet_environment(environ: dict[str, str]) -> None:
     """Sets QUIET_ENVIRONMENT's defaults in `environ` where the user has not set them."""
     for key, value in QUIET_ENVIRONMENT.items():

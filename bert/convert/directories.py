@@ -49,8 +49,18 @@ class Imported:
         return tuple(g for g in OPTIONAL_GROUPS if g not in self.groups)
 
 
+def tf_prefix(path: pathlib.Path) -> bool:
+    """Whether `path` is a Google TF checkpoint prefix (`.../bert_model.ckpt`, as Google's
+    scripts take it) beside its `bert_config.json`."""
+    index = path.with_name(path.name + ".index")
+    return not path.exists() and index.is_file() and (path.parent / "bert_config.json").is_file()
+
+
 def detect_format(path: pathlib.Path) -> str:
-    """'orbax', 'hf' or 'tf' for a checkpoint directory; a clear error otherwise."""
+    """'orbax', 'hf' or 'tf' for a checkpoint directory (or a TF checkpoint prefix); a clear
+    error otherwise."""
+    if tf_prefix(path):
+        return "tf"
     if not path.exists():
         raise CheckpointError(
             f"{path}: checkpoint directory not found (nor a Hub model id, org/name[@revision])"
@@ -111,9 +121,10 @@ def import_model(path: str | pathlib.Path, ignore_unknown: bool = False) -> Impo
         tensors, file = _read_hf_tensors(path)
         params, groups, ignored = params_from_hf(tensors, config, str(file), ignore_unknown)
     else:
+        prefix = str(path) if tf_prefix(path) else formats.find_tf_checkpoint(path)
+        path = pathlib.Path(prefix).parent
         config_file = path / "bert_config.json"
         config = config_from_hf(formats.read_json(config_file), config_file)
-        prefix = formats.find_tf_checkpoint(path)
         tensors = formats.read_tf_checkpoint(prefix)
         params, groups, ignored = params_from_tf(tensors, config, prefix, ignore_unknown)
     return Imported(config, params, groups, kind, path, ignored)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from util import errors
+from util import console, errors
 
 # Files that describe a tokenizer; carried along when a checkpoint is converted.
 TOKENIZER_FILES = (
@@ -111,7 +111,7 @@ def read_sharded(index_path: pathlib.Path, reader) -> dict[str, np.ndarray]:
 
 def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     """All variables of a TF checkpoint (`prefix` as in `bert_model.ckpt`)."""
-    import tensorflow as tf
+    tf = console.import_tensorflow()
 
     try:
         reader = tf.train.load_checkpoint(prefix)
@@ -136,7 +136,7 @@ def find_tf_checkpoint(directory: pathlib.Path) -> str:
     if not indexes:
         raise CheckpointError(f"{directory}: no TF checkpoint (*.ckpt*.index) in the directory")
     if len(indexes) > 1 and (directory / "checkpoint").is_file():
-        import tensorflow as tf
+        tf = console.import_tensorflow()
 
         latest = tf.train.latest_checkpoint(str(directory))
         if latest:
