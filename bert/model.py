@@ -61,6 +61,10 @@ class BertConfig:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.initializer_range <= 1:  # BERT's is 0.02; above 1 the loss explodes
+            raise ValueError(
+                f"model.initializer_range must be in (0, 1], got {self.initializer_range}"
+            )
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) is not a multiple of "

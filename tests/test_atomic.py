@@ -1,5 +1,6 @@
 """util/atomic.py: whole files or nothing, with the permissions `open` would give them."""
 
+import json
 import os
 import stat
 
@@ -49,3 +50,17 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         raise RuntimeError("disk full")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_non_finite_results_are_strings_in_strict_json(tmp_path):
+    """JSON has no inf or nan: a results file with them stays readable by strict parsers."""
+    values = {"loss": float("inf"), "low": -float("inf"), "f1": float("nan"), "ok": [0.5, 1]}
+    atomic.write_json(tmp_path / "eval_results.json", values)
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    text = (tmp_path / "eval_results.json").read_text()
+    assert json.loads(text, parse_constant=refuse) == {
+        "loss": "inf", "low": "-inf", "f1": "nan", "ok": [0.5, 1]
+    }  # fmt: skip

@@ -67,6 +67,11 @@ def test_bad_model_values_name_the_field():
         BertConfig(vocab_size=10, attention_impl="flash")
     with pytest.raises(ValueError, match="model.initializer 'uniform' is not one of"):
         BertConfig(vocab_size=10, initializer="uniform")
+    for bad in (1e6, 0.0, -0.02):  # 1e6 trained on at a loss of about 1e7, never stopping
+        with pytest.raises(
+            ValueError, match=rf"model.initializer_range must be in \(0, 1\], got {bad}"
+        ):
+            BertConfig(vocab_size=10, initializer_range=bad)
     with pytest.raises(ValueError, match="unknown model config fields: hiden_size"):
         BertConfig.from_dict({"vocab_size": 10, "hiden_size": 8})
 

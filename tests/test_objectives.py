@@ -31,6 +31,16 @@ def test_registry_creates_each_objective_and_names_the_known_ones():
         objectives.create("electra", train_helpers.TINY)
 
 
+def test_perplexity_beyond_float32_is_reported_as_infinite():
+    """An exploding run's held-out loss: its perplexity is inf, not a number TensorBoard's
+    float32 scalars overflow on (or a crash)."""
+    mlm = objectives.create("mlm", train_helpers.TINY)
+    assert mlm.eval_metrics({"mlm_loss": 2.0})["mlm_perplexity"] == pytest.approx(np.exp(2.0))
+    assert mlm.eval_metrics({"mlm_loss": 88.0})["mlm_perplexity"] < np.finfo(np.float32).max
+    for huge in (89.0, 2.6e7, float("inf")):
+        assert mlm.eval_metrics({"mlm_loss": huge})["mlm_perplexity"] == float("inf")
+
+
 @dataclasses.dataclass(frozen=True)
 class Draws(MlmNsp):
     """MLM + NSP, reporting a uniform draw from the objective's key and one from dropout's."""

@@ -9,6 +9,7 @@ and discarded when it fails (see `util/paths.py`)."""
 
 import contextlib
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -78,6 +79,20 @@ def write_atomically(path: str | os.PathLike, data: bytes | str, mode: int | Non
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def _finite_json(value: Any) -> Any:
+    """`value` with each non-finite float as the string "nan", "inf" or "-inf" (JSON has no
+    such numbers; Python's `Infinity` breaks other readers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, value: Any) -> None:
-    """Writes `value` as indented JSON with sorted keys (results files), atomically."""
-    write_atomically(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """Writes `value` as indented JSON with sorted keys (results files), atomically; a
+    non-finite number is written as the string "nan", "inf" or "-inf"."""
+    text = json.dumps(_finite_json(value), indent=2, sort_keys=True, allow_nan=False)
+    write_atomically(path, text + "\n")

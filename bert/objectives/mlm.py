@@ -25,6 +25,8 @@ Sums = dict[str, tuple[Array, Array]]
 # masked_lm_weights: float32 [batch, predictions] (0 for padding predictions).
 MLM_KEYS = ("input_ids", "segment_ids", "input_mask", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights")  # fmt: skip
+# The largest loss whose perplexity float32 holds (TensorBoard writes scalars as float32).
+_LOG_FLOAT32_MAX = math.log(float(jnp.finfo(jnp.float32).max))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,4 +90,6 @@ class Mlm:
 
     def eval_metrics(self, results: dict[str, float]) -> dict[str, float]:
         """Held-out results with what follows from them: the MLM perplexity."""
-        return {**results, "mlm_perplexity": math.exp(min(results["mlm_loss"], 700.0))}
+        loss = results["mlm_loss"]  # beyond float32's range (TensorBoard's scalars): inf
+        perplexity = math.exp(loss) if loss < _LOG_FLOAT32_MAX else math.inf
+        return {**results, "mlm_perplexity": perplexity}
