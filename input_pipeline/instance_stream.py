@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import instances, records
+from input_pipeline import instances, records, shards
 from input_pipeline.batches import Settings
 from input_pipeline.tokenizers import SpecialIds
 from util import paths
@@ -210,18 +210,18 @@ def _check_block(spec: _StreamSpec, block: dict[str, np.ndarray]) -> None:
     where = f"records of {', '.join(spec.files[:3])}{' ...' if len(spec.files) > 3 else ''}"
     lengths = block["lengths"]
     if lengths.size and lengths.min() <= 0:
-        raise ValueError(f"malformed {where}: a sentence length is {lengths.min()} (must be > 0)")
+        raise UserError(f"malformed {where}: a sentence length is {lengths.min()} (must be > 0)")
     if "tokens" not in block:
         return
     ends = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])[block["splits"]]
     if not np.array_equal(ends, block["token_splits"]):
-        raise ValueError(f"malformed {where}: sentence_lengths do not sum to the token count")
+        raise UserError(f"malformed {where}: sentence_lengths do not sum to the token count")
     if "word_splits" in block and not np.array_equal(block["word_splits"], block["token_splits"]):
-        raise ValueError(f"malformed {where}: word_starts and token_ids differ in length")
+        raise UserError(f"malformed {where}: word_starts and token_ids differ in length")
     tokens = block["tokens"]
     if tokens.size and (tokens.min() < 0 or tokens.max() >= spec.vocab_size):
         bad = tokens.max() if tokens.max() >= spec.vocab_size else tokens.min()
-        raise ValueError(
+        raise UserError(
             f"{where} hold token id {bad}, outside [0, vocab_size={spec.vocab_size}): were "
             "they prepared with another vocabulary?"
         )
@@ -268,7 +268,7 @@ def _blocks(spec: _StreamSpec, skip: int, stopped: Callable[[], bool]) -> Iterat
                 first_index += count
             else:
                 if first_index == 0:
-                    raise ValueError(f"process {spec.process_index}: no documents in {spec.files}")
+                    raise UserError(f"process {spec.process_index}: no documents in {spec.files}")
                 epoch += 1
                 continue
         index = first_index
@@ -290,7 +290,7 @@ def _blocks(spec: _StreamSpec, skip: int, stopped: Callable[[], bool]) -> Iterat
             index += len(plan)
             skip = 0
         if index == 0:
-            raise ValueError(f"process {spec.process_index}: no documents in {spec.files}")
+            raise UserError(f"process {spec.process_index}: no documents in {spec.files}")
         epoch += 1
 
 
@@ -327,10 +327,24 @@ def _batches(
                     return
 
 
+def damaged_shards_error(files: Sequence[str], error: tf.errors.OpError) -> UserError:
+    """The error for a record that failed its checksum while read: the shards of `files` whose
+    records do not all match their checksums, and what to do."""
+    bad = [path for path in files if shards.framed_crc32c(path) is None]
+    named = ", ".join(bad) or f"one of {len(files)} shards"
+    reason = (str(error.message).strip().splitlines() or ["corrupted record"])[0]
+    reason = reason.rsplit("}}", 1)[-1].split(" [Op:")[0].strip()  # without TF's op names
+    return UserError(
+        f"damaged prepared shard: {named} ({reason}); run again with config.data.verify="
+        "checksum (the default), whose start check rewrites it"
+    )
+
+
 def _guarded(
     spec: _StreamSpec, batch_size: int, skip: int, guard: _ExitGuard
 ) -> Iterator[dict[str, np.ndarray]]:
-    """`_batches`, marked running in the guard while its code runs; ends when the guard stops."""
+    """`_batches`, marked running in the guard while its code runs; ends when the guard stops.
+    A damaged record becomes a `UserError` naming its shard (see `pretraining.numpy_batches`)."""
     token = object()  # in guard.running while this generator's code runs
     guard.running.add(token)
     try:
@@ -338,6 +352,8 @@ def _guarded(
             guard.running.discard(token)
             yield batch
             guard.running.add(token)
+    except tf.errors.DataLossError as e:
+        raise damaged_shards_error(spec.files, e) from None
     finally:
         guard.running.discard(token)
 

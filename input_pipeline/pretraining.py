@@ -10,15 +10,21 @@ Throughput on a 2-core CPU and how to measure it: `bench/pipeline_throughput.py`
 """
 
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from input_pipeline import instance_stream, masking
 from input_pipeline.batches import BATCH_KEYS, Settings
 from input_pipeline.tokenizers import SpecialIds
+from util.errors import UserError
 
 MODES = instance_stream.MODES
+# How TensorFlow passes on a UserError raised in a `from_generator` function: "UserError: "
+# and its message, then the generator's traceback.
+_USER_ERROR = re.compile(r"\bUserError: (.*?)(?:\nTraceback|\Z)", re.DOTALL)
 PathLike = str | os.PathLike
 
 
@@ -105,3 +111,26 @@ def make_pretraining_dataset(
     mask = _masker(seed, s.max_predictions_per_seq, specials, ids.mask, ids.vocab_size,
                    s.mask_rate, s.whole_word_masking)  # fmt: skip
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def numpy_batches(
+    dataset: tf.data.Dataset, keys: Sequence[str], files: PathLike | Sequence[PathLike]
+) -> Iterator[dict[str, np.ndarray]]:
+    """The `keys` of each batch of `dataset` (made from the shards `files`) as numpy arrays.
+
+    Raises:
+      UserError: one raised inside the pipeline's generators (TensorFlow passes it on as the
+        text of an `OpError`), or a record of a shard that fails its checksum (damaged after the
+        start check, or with `data.verify=size`), naming the damaged shards.
+    """
+    try:
+        for batch in dataset.as_numpy_iterator():
+            yield {k: batch[k] for k in keys}
+    except tf.errors.OpError as e:
+        inner = _USER_ERROR.search(str(e.message))
+        if inner:
+            raise UserError(inner.group(1).strip()) from None
+        if isinstance(e, tf.errors.DataLossError):
+            found = instance_stream.expand_record_files(files)
+            raise instance_stream.damaged_shards_error(found, e) from None
+        raise

@@ -4,6 +4,7 @@ disjoint hosts."""
 
 import dataclasses
 import itertools
+import pathlib
 
 import numpy as np
 import pipeline_data
@@ -292,3 +293,28 @@ def test_errors_name_the_problem(synthetic, tmp_path):
     small_vocabulary = _masked(synthetic.files, SYNTHETIC_IDS | {"vocab_size": 1000}, **kwargs)
     with pytest.raises(tf.errors.OpError, match="another vocabulary"):
         next(iter(small_vocabulary))
+    # The jobs' reader passes on a UserError raised inside the pipeline as itself, one line.
+    keys = pretraining.BATCH_KEYS
+    with pytest.raises(UserError, match="another vocabulary") as raised:
+        next(pretraining.numpy_batches(small_vocabulary, keys, synthetic.files))
+    assert "Traceback" not in str(raised.value) and "{{" not in str(raised.value)
+
+
+def test_a_record_damaged_after_the_start_check_names_its_shard(synthetic, tmp_path):
+    """A shard changed in place (same size) fails its record checksum while read: one line
+    naming it, not a DataLossError traceback."""
+    files = [pathlib.Path(tmp_path / pathlib.Path(f).name) for f in synthetic.files]
+    for source, copy in zip(synthetic.files, files, strict=True):
+        copy.write_bytes(pathlib.Path(source).read_bytes())
+    data = bytearray(files[1].read_bytes())
+    data[len(data) // 2] ^= 0x10
+    files[1].write_bytes(bytes(data))
+    ids = SYNTHETIC_IDS | {"vocab_size": synthetic.vocab_size}
+    dataset = _masked([str(f) for f in files], ids, batch_size=4, seq_length=64,
+                      max_predictions_per_seq=5)  # fmt: skip
+    with pytest.raises(UserError) as raised:
+        for _ in pretraining.numpy_batches(dataset, pretraining.BATCH_KEYS, files):
+            pass  # an endless stream: the damaged record is met in the first epoch
+    message = str(raised.value)
+    assert message.startswith(f"damaged prepared shard: {files[1]} (corrupted record at")
+    assert str(files[0]) not in message and "config.data.verify=checksum" in message

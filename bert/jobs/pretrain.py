@@ -75,11 +75,6 @@ def batch_settings(config: ml_collections.ConfigDict, objective) -> batches.Sett
     )
 
 
-def _batches(dataset, objective):
-    """The numpy batches of a pipeline `dataset`, with the keys the objective reads."""
-    return ({k: b[k] for k in objective.batch_keys} for b in dataset.as_numpy_iterator())
-
-
 def _dataset(files, batch: batches.Settings, ids: tokenizers.SpecialIds, per_host_batch: int,
              seed: int, start_step: int):  # fmt: skip
     """This host's pre-training batches from prepared `files`, from a step."""
@@ -132,7 +127,8 @@ def _evaluator(objective, mesh, params, eval_batches, compiler=None):
 def eval_batches_of(files, config, batch, ids, objective, per_host_batch) -> list:
     """The fixed held-out batches: `config.train.eval_batches` of them, seeded seed + 1."""
     dataset = _dataset(files, batch, ids, per_host_batch, config.seed + 1, 0)
-    return list(_batches(dataset.take(config.train.eval_batches), objective))
+    eval_set = dataset.take(config.train.eval_batches)
+    return list(pretraining.numpy_batches(eval_set, objective.batch_keys, files))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -242,7 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     def train_batches(start: int):
         dataset = _dataset(data.train_files, batch, ids, per_host, config.seed, start)
-        stream = _batches(dataset, objective)
+        stream = pretraining.numpy_batches(dataset, objective.batch_keys, data.train_files)
         return lambda _: sharding.global_batch(next(stream), mesh)
 
     job = runner.Run(
