@@ -69,6 +69,11 @@ def _reader(fmt: str, compressed: bool = False):
             assert all(s.encode("utf-8") for s in document)  # no lone surrogate
         if compressed:
             return
+        if fmt == "text":  # silent class: every non-blank line is a sentence, or counted
+            lines = [raw.decode("utf-8", "replace").rstrip("\r\n") for raw in data.split(b"\n")]
+            lines[0] = lines[0].removeprefix("\ufeff")
+            written = sum(1 for line in lines if line and not line.isspace())
+            assert sum(map(len, documents)) == written - stats.skipped_lines, stats
         try:
             data.decode("utf-8")
             if fmt == "jsonl":  # a "\ud800" escape in JSON is as bad as invalid UTF-8

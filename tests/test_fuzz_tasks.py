@@ -98,6 +98,11 @@ def test_squad_json(shared_data, tmp_path, is_training):
                 (answer,) = e.answers
                 assert answer.start >= 0, e
                 assert e.context[answer.start : answer.start + len(answer.text)] == answer.text
+        # Silent class: every question is an example or named among the skipped.
+        questions = [q["id"] for a in json.loads(data)["data"] for p in a["paragraphs"]
+                     for q in p["qas"]]  # fmt: skip
+        assert sorted([e.qid for e in result.examples] + result.skipped) == sorted(questions)
+        assert not result.skipped or is_training
 
     mutations = (*fuzz.BYTE_MUTATIONS, *[fuzz.json_structure] * 6, *[fuzz.json_surrogate] * 2)
     report = fuzz.run_cases(base, lambda p: squad.read_squad(p, is_training=is_training), check,
@@ -131,6 +136,9 @@ def test_sts_benchmark(shared_data, tmp_path):
         for p in pairs:
             assert isinstance(p.sentence1, str) and isinstance(p.sentence2, str), p
             assert fuzz.is_finite(p.score) and 0 <= p.score <= sts.MAX_SCORE, p
+        # Silent class: every row is a pair, its sentences from columns 5 and 6.
+        rows = [r for r in _reference_rows(data) if r not in ([], [""])]
+        assert [(p.sentence1, p.sentence2) for p in pairs] == [(r[5], r[6]) for r in rows]
 
     report = fuzz.run_cases(base, sts.read_sts_benchmark, check, tmp_path, "sts-dev.csv", CASES,
                             seed=31)  # fmt: skip
