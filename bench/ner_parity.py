@@ -41,7 +41,7 @@ def batches_in_order(arrays: dict, steps: int, batch_size: int, seed: int) -> li
 def f1(predicted_ids, arrays: dict, sentences, labels) -> float:
     from bert.tasks import metrics, ner
 
-    tags = ner.predictions_to_tags(predicted_ids, arrays["word_starts"], sentences, labels)
+    tags = ner.predictions_to_tags(predicted_ids, arrays, sentences, labels)
     return float(metrics.conll_scores(tags, [s.tags for s in sentences])["f1"])
 
 
@@ -71,13 +71,13 @@ def run(args: argparse.Namespace, dropout: float) -> dict:
     labels = ner.label_list(train)
     length = args.max_seq_length
     train_arrays = ner.convert_sentences_to_features(train, labels, pre.tokenizer, length)
-    valid_arrays = ner.convert_sentences_to_features(valid, labels, pre.tokenizer, length)
+    valid_arrays = ner.window_features(valid, labels, pre.tokenizer, length, config.window_stride)
     batches = batches_in_order(train_arrays, args.steps, args.batch_size, args.seed)
     recipe = trajectory.Recipe("adamw", args.learning_rate, round(0.1 * args.steps), args.steps)
     params = trajectory.classifier_params(model_config, {"bert": pre.encoder}, len(labels),
                                           seed=args.seed)  # fmt: skip
     inputs = [{k: valid_arrays[k][s : s + 64] for k in ENCODER_INPUTS}
-              for s in range(0, len(valid), 64)]  # fmt: skip
+              for s in range(0, len(valid_arrays["input_ids"]), 64)]  # fmt: skip
 
     started = time.perf_counter()
     ours, trained = trajectory.ours_tagging(params, model_config, recipe, batches)

@@ -178,8 +178,10 @@ def test_ner_first_sub_token_rule_and_round_trip(shared_data, tokenizer, tmp_pat
             if tokenizer.unk_id not in pieces:
                 assert _joined(tokenizer, pieces) == _letters(word)
     assert split_words > 1000  # the rule was exercised on many multi-piece words
+    windows = ner.window_features(sentences, labels, tokenizer, 180, 32)
+    assert all(np.array_equal(windows[k], v) for k, v in features.items())  # one row each
     gold_as_prediction = np.where(features["label"] >= 0, features["label"], 0)
-    tags = ner.predictions_to_tags(gold_as_prediction, features["word_starts"], sentences, labels)
+    tags = ner.predictions_to_tags(gold_as_prediction, windows, sentences, labels)
     assert tags == [s.tags for s in sentences]
     out = tmp_path / "pred.txt"
     ner.write_conll_predictions(out, sentences, tags)
@@ -190,17 +192,17 @@ def test_ner_first_sub_token_rule_and_round_trip(shared_data, tokenizer, tmp_pat
     assert [s.tags for s in again] == tags
 
 
-def test_ner_truncation_keeps_word_count(tokenizer):
+def test_ner_training_rows_cut_and_windows_keep_every_word(tokenizer):
     sentence = ner.Sentence(["Zwolsdorfer", "unbelievably", "x", "y"], ["B-LOC", "O", "O", "O"])
     labels = ["O", "B-LOC"]
     assert len(tokenizer.encode_ids(sentence.words[0])) > 2
     features = ner.convert_sentences_to_features([sentence], labels, tokenizer, 6)
     assert features["word_starts"][0].sum() < 4
     assert features["label"][0, 1] == 1 and features["label"][0, 2] == ner.IGNORE
-    tags = ner.predictions_to_tags(
-        np.ones((1, 6), np.int32), features["word_starts"], [sentence], labels
-    )
-    assert len(tags[0]) == 4 and tags[0][0] == "B-LOC" and tags[0][-1] == "O"
+    assert ner.count_cut([sentence], features) == (1, 4 - features["word_starts"][0].sum())
+    windows = ner.window_features([sentence], labels, tokenizer, 6, 2)
+    gold = np.where(windows["label"] >= 0, windows["label"], 0)
+    assert ner.predictions_to_tags(gold, windows, [sentence], labels) == [sentence.tags]
 
 
 # ---------------------------------------------------------------------------------------------

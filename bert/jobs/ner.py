@@ -1,6 +1,7 @@
 """The CoNLL-2003 NER job (`config.task = "ner"`, configs/ner.py): token tagging with the label
 on each word's first sub-token, scored with entity-level F1 (conlleval rules), predictions
-written as `word gold predicted` columns."""
+written as `word gold predicted` columns. Training rows cut long sentences (counted in one
+warning); evaluation windows every `config.window_stride` sub-tokens score every word."""
 
 import numpy as np
 from absl import logging
@@ -22,7 +23,7 @@ def _sentences(config, split: str) -> list[ner.Sentence]:
     path = paths.path(config.data_dir) / f"{split}.txt"
     if not path.is_file():
         raise UserError(f"{path}: no such file (split {split!r} in config.data_dir)")
-    sentences = ner.read_conll(path)
+    sentences = ner.read_conll(path, tag_column=config.tag_column)
     if not sentences:
         raise UserError(f"{path}: no sentences (an empty file, or -DOCSTART- lines alone)")
     limit = config.train_limit if split == config.train_split else config.eval_limit
@@ -38,6 +39,21 @@ def scores(predicted: list[list[str]], sentences: list[ner.Sentence]) -> dict[st
     return result
 
 
+def _warn_cut(sentences: list[ner.Sentence], train: dict, max_seq_length: int) -> None:
+    """One warning line when training rows cut words off long sentences."""
+    cut_sentences, cut_words = ner.count_cut(sentences, train)
+    if cut_words:
+        logging.warning(
+            "%d of %d training sentences exceed max_seq_length=%d ([CLS] and [SEP] included): "
+            "%d words were cut and train nothing (raise config.max_seq_length to keep them; "
+            "evaluation windows score every word)",
+            cut_sentences,
+            len(sentences),
+            max_seq_length,
+            cut_words,
+        )
+
+
 def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
     pretrained = settings.encoder(config)
@@ -46,20 +62,21 @@ def run(config, workdir: str) -> dict:
     labels = list(config.labels) or ner.label_list(train_sentences)
     logging.info("NER labels: %s", labels)
 
-    def features(sentences: list[ner.Sentence]) -> dict[str, np.ndarray]:
-        return ner.convert_sentences_to_features(
-            sentences, labels, tokenizer, config.max_seq_length
-        )
-
+    train = ner.convert_sentences_to_features(
+        train_sentences, labels, tokenizer, config.max_seq_length
+    )
+    _warn_cut(train_sentences, train, config.max_seq_length)
     out_dir = paths.path(workdir) / "predictions"
     evals = []
     for split in config.eval_splits:
         sentences = _sentences(config, split)
-        feats = features(sentences)
+        feats = ner.window_features(
+            sentences, labels, tokenizer, config.max_seq_length, config.window_stride
+        )
 
         def finish(logits, write, sentences=sentences, feats=feats, split=split):
             predicted = ner.predictions_to_tags(
-                np.argmax(logits, axis=-1), feats["word_starts"], sentences, labels
+                np.argmax(logits, axis=-1), feats, sentences, labels
             )
             if write:
                 ner.write_conll_predictions(out_dir / f"{split}.txt", sentences, predicted)
@@ -74,7 +91,7 @@ def run(config, workdir: str) -> dict:
         model,
         lambda logits, batch: losses.classification_sums(logits, batch["label"]),
         ("label",),
-        features(train_sentences),
+        train,
         evals,
         labels=tuple(labels),
         pack_fill={"label": ner.IGNORE},

@@ -1,12 +1,15 @@
 """CoNLL-2003 named-entity recognition: reader, token features, and predictions back to words.
 
-A file holds one token per line (``word POS chunk NER``, IOB2 tags), a blank line between
-sentences and ``-DOCSTART-`` lines between documents. Each word is split into sub-tokens; its
-tag goes on the first sub-token and the others get label -1 (ignored by the loss and metric).
+A file holds one token per line (``word POS chunk NER``, IOB2 tags; the tag column can be
+another), a blank line between sentences and ``-DOCSTART-`` lines between documents. Each word
+is split into sub-tokens; its tag goes on the first sub-token and the others get label -1
+(ignored by the loss and metric). Training rows cut a long sentence; evaluation rows are
+overlapping windows that score every word once.
 """
 
 import dataclasses
 import os
+import pathlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -19,6 +22,11 @@ from util.errors import UserError
 PathLike = str | os.PathLike
 IGNORE = -1  # label of sub-tokens that do not start a word, and of special and padding tokens
 OUTSIDE = "O"
+# Syntactic chunk types (CoNLL-2000; CoNLL-2003's third column): a tag column holding them
+# is the chunk column, not the NER one.
+CHUNK_TYPES = frozenset(
+    {"NP", "VP", "PP", "ADJP", "ADVP", "SBAR", "PRT", "INTJ", "CONJP", "LST", "UCP"}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,17 +37,28 @@ class Sentence:
     tags: list[str]
 
 
-def read_conll(path: PathLike) -> list[Sentence]:
-    """Reads a CoNLL-2003 file: the first column is the word, the last the NER tag.
+def read_conll(path: PathLike, *, tag_column: int = -1) -> list[Sentence]:
+    """Reads a CoNLL file: the word in column 0, its IOB2 NER tag in column ``tag_column``.
+
+    Args:
+      path: the file, one ``word ... TAG`` line per token.
+      tag_column: the tag's column, counted from 0 (the word) as Python indexes a list; -1,
+        the last column, is the layout of CoNLL-2003 (``word POS chunk NER``) and MSRA
+        (``char<TAB>tag``).
 
     Raises:
-      ValueError: a line with fewer than two columns, or a tag that is not IOB2 (``O``,
-        ``B-X``, or ``I-X`` following ``B-X``/``I-X``), naming file and line.
+      UserError, naming file and line: a line with fewer than two columns, or with another
+        number of columns than the file's first token line; a ``tag_column`` outside the
+        columns or on the word; a tag that is not IOB2 (``O``, ``B-X``, or ``I-X`` following
+        ``B-X``/``I-X``); a syntactic chunk tag (``B-NP``, ``I-VP``, ...) in the tag column,
+        with the column that holds NER tags instead.
     """
     path = paths.path(path)
     sentences = []
     words: list[str] = []
     tags: list[str] = []
+    first = None  # (line number, columns) of the first token line
+    index = 0  # the tag column, 1 to columns - 1
     for line_number, line in text_files.lines(path):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
@@ -48,15 +67,83 @@ def read_conll(path: PathLike) -> list[Sentence]:
             words, tags = [], []
             continue
         where = f"{path}:{line_number}"
-        if len(fields) < 2:
-            raise UserError(f"{where}: expected 'word POS chunk NER', got {line.strip()[:80]!r}")
-        tag = fields[-1]
+        if first is None:
+            first = (line_number, len(fields))
+            index = _tag_index(tag_column, fields, line, where)
+        elif len(fields) != first[1]:
+            raise UserError(
+                f"{where}: {len(fields)} columns, but the first token line ({path}:{first[0]}) "
+                f"has {first[1]}; every token line needs the same columns"
+            )
+        tag = fields[index]
+        if _entity_type(tag) in CHUNK_TYPES:
+            raise UserError(_chunk_tags_message(path, where, tag, tag_column, first[1]))
         _check_tag(tag, tags[-1] if tags else OUTSIDE, where)
         words.append(fields[0])
         tags.append(tag)
     if words:
         sentences.append(Sentence(words, tags))
     return sentences
+
+
+def _tag_index(tag_column: int, fields: list[str], line: str, where: str) -> int:
+    """``tag_column`` as an index into the file's columns, checked against its first line."""
+    columns = len(fields)
+    if columns < 2:
+        raise UserError(f"{where}: expected 'word ... TAG' columns, got {line.strip()[:80]!r}")
+    if not -columns <= tag_column < columns:
+        raise UserError(
+            f"{where}: tag_column={tag_column} (config.tag_column) is outside the line's "
+            f"{columns} columns (0 to {columns - 1}, or -1 for the last)"
+        )
+    index = tag_column % columns
+    if index == 0:
+        raise UserError(f"{where}: tag_column={tag_column} (config.tag_column) is the word")
+    return index
+
+
+def _entity_type(tag: str) -> str:
+    """The type of an IOB tag (``B-NP``: ``NP``), or the tag itself without a prefix."""
+    return tag.partition("-")[2] or tag
+
+
+def _is_ner_tag(tag: str) -> bool:
+    prefix, _, entity = tag.partition("-")
+    return tag == OUTSIDE or (prefix in ("B", "I") and bool(entity) and entity not in CHUNK_TYPES)
+
+
+def _ner_like_columns(path: pathlib.Path, columns: int, skip: set[int]) -> list[int]:
+    """The columns (not in ``skip``) holding only IOB tags of entity types, some not ``O``.
+
+    Reads the file again, on the error path only; stops early at bytes that are not text.
+    """
+    candidates = {c for c in range(1, columns) if c not in skip}
+    typed: set[int] = set()
+    try:
+        for _, line in text_files.lines(path):
+            fields = line.split()
+            if len(fields) != columns or fields[0] == "-DOCSTART-":
+                continue
+            candidates = {c for c in candidates if _is_ner_tag(fields[c])}
+            typed |= {c for c in candidates if fields[c] != OUTSIDE}
+    except UserError:
+        pass
+    return sorted(candidates & typed)
+
+
+def _chunk_tags_message(
+    path: pathlib.Path, where: str, tag: str, tag_column: int, columns: int
+) -> str:
+    index = tag_column % columns
+    found = _ner_like_columns(path, columns, {index})
+    if found:
+        hint = f"column {found[0]} looks like NER tags: set config.tag_column={found[0]}"
+    else:
+        hint = "no other column holds NER tags (O, B-TYPE, I-TYPE): check the file's layout"
+    return (
+        f"{where}: the tag column, {index} (config.tag_column={tag_column}; column 0 is the "
+        f"word), holds the syntactic chunk tag {tag[:80]!r}, not an NER tag; {hint}"
+    )
 
 
 def _check_tag(tag: str, previous: str, where: str) -> None:
@@ -77,17 +164,97 @@ def label_list(sentences: Iterable[Sentence]) -> list[str]:
     return [OUTSIDE, *sorted(entities, key=lambda t: (t[2:], t[0]))]
 
 
+def _tag_ids(sentences: Sequence[Sentence], labels: Sequence[str]) -> list[list[int]]:
+    label_ids = {tag: i for i, tag in enumerate(labels)}
+    ids = []
+    for sentence in sentences:
+        for word, tag in zip(sentence.words, sentence.tags, strict=True):
+            if tag not in label_ids:
+                raise UserError(f"tag {tag!r} of word {word!r} is not in labels {labels}")
+        ids.append([label_ids[tag] for tag in sentence.tags])
+    return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tokens:
+    """One sentence as sub-tokens: their ids, and where each word's first one sits."""
+
+    ids: list[int]
+    word_offsets: np.ndarray  # [words] int, the index of each word's first sub-token in ids
+
+
+def _tokenize(sentences: Sequence[Sentence], tokenizer: tokenizers.Tokenizer) -> list[_Tokens]:
+    """Each word's sub-tokens; a word the tokenizer turns into none becomes ``[UNK]``."""
+    flat_words = [word for sentence in sentences for word in sentence.words]
+    flat_ids = tokenizer.encode_batch_ids(flat_words) if flat_words else []
+    result = []
+    position = 0
+    for sentence in sentences:
+        end = position + len(sentence.words)
+        pieces = [ids or [tokenizer.unk_id] for ids in flat_ids[position:end]]
+        position = end
+        lengths = [len(p) for p in pieces]
+        offsets = np.cumsum([0, *lengths[:-1]]) if pieces else np.zeros(0, np.int64)
+        result.append(_Tokens([i for p in pieces for i in p], offsets))
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """Sub-tokens ``start`` to ``start + length`` of one sentence, and the words it scores."""
+
+    sentence: int
+    start: int
+    length: int
+    words: np.ndarray  # [scored words] int, each with its first sub-token in the window
+
+
+def _check_length(max_seq_length: int) -> None:
+    if max_seq_length <= 2:
+        raise UserError(f"max_seq_length must exceed 2, got {max_seq_length}")
+
+
+def _arrays(
+    windows: Sequence[_Window],
+    tokens: Sequence[_Tokens],
+    tag_ids: Sequence[Sequence[int]],
+    tokenizer: tokenizers.Tokenizer,
+    max_seq_length: int,
+) -> dict[str, np.ndarray]:
+    """One ``[CLS] sub-tokens [SEP]`` row per window, labels on the words it scores."""
+    shape = (len(windows), max_seq_length)
+    label = np.full(shape, IGNORE, np.int32)  # [rows, length]
+    word_ids = np.full(shape, -1, np.int32)  # [rows, length]
+    rows = []
+    for r, window in enumerate(windows):
+        sentence = tokens[window.sentence]
+        rows.append(
+            tokenizer.build_inputs(sentence.ids[window.start : window.start + window.length])
+        )
+        positions = sentence.word_offsets[window.words] - window.start + 1  # after [CLS]
+        label[r, positions] = np.asarray(tag_ids[window.sentence], np.int32)[window.words]
+        word_ids[r, positions] = window.words
+    return {
+        **features.pack(rows, max_seq_length, tokenizer.pad_id),
+        "label": label,
+        "word_starts": (word_ids >= 0).astype(np.int32),
+        "word_ids": word_ids,
+        "sentence_ids": np.array([w.sentence for w in windows], np.int32).reshape(-1),
+    }
+
+
 def convert_sentences_to_features(
     sentences: Sequence[Sentence],
     labels: Sequence[str],
     tokenizer: tokenizers.Tokenizer,
     max_seq_length: int,
 ) -> dict[str, np.ndarray]:
-    """Tokenizes sentences word by word into ``[CLS] tokens [SEP]`` features.
+    """Training features: one ``[CLS] tokens [SEP]`` row per sentence, tokenized word by word.
 
     A word the tokenizer turns into no token at all (e.g. a lone control character) becomes
     ``[UNK]``, so that every word keeps a position. A sentence too long is cut at the last
-    sub-token that fits; words cut away get no position (see :func:`predictions_to_tags`).
+    sub-token that fits; words cut away get no position and no label (:func:`count_cut`
+    counts them; :func:`window_features` keeps every word, for evaluation).
 
     Returns:
       "input_ids", "segment_ids", "input_mask": int32 [num_sentences, max_seq_length];
@@ -95,67 +262,138 @@ def convert_sentences_to_features(
         sub-token and -1 elsewhere;
       "word_starts": int32 [num_sentences, max_seq_length], 1 on each word's first sub-token.
     """
-    if max_seq_length <= 2:
-        raise UserError(f"max_seq_length must exceed 2, got {max_seq_length}")
-    label_ids = {tag: i for i, tag in enumerate(labels)}
-    flat_words = [word for sentence in sentences for word in sentence.words]
-    flat_ids = tokenizer.encode_batch_ids(flat_words) if flat_words else []
-    shape = (len(sentences), max_seq_length)
-    label = np.full(shape, IGNORE, np.int32)  # [sentences, length]
-    word_starts = np.zeros(shape, np.int32)  # [sentences, length]
-    rows = []
-    position = 0
-    for s, sentence in enumerate(sentences):
-        ids: list[int] = []
-        for word, tag in zip(sentence.words, sentence.tags, strict=True):
-            pieces = flat_ids[position] or [tokenizer.unk_id]
-            position += 1
-            if len(ids) < max_seq_length - 2:
-                if tag not in label_ids:
-                    raise UserError(f"tag {tag!r} of word {word!r} is not in labels {labels}")
-                start = len(ids) + 1  # after [CLS]
-                label[s, start] = label_ids[tag]
-                word_starts[s, start] = 1
-            ids.extend(pieces)
-        rows.append(tokenizer.build_inputs(ids[: max_seq_length - 2]))
-    return {
-        **features.pack(rows, max_seq_length, tokenizer.pad_id),
-        "label": label,
-        "word_starts": word_starts,
-    }
+    _check_length(max_seq_length)
+    tokens = _tokenize(sentences, tokenizer)
+    tag_ids = _tag_ids(sentences, labels)
+    room = max_seq_length - 2
+    windows = [
+        _Window(s, 0, min(len(t.ids), room), np.flatnonzero(t.word_offsets < room))
+        for s, t in enumerate(tokens)
+    ]
+    arrays = _arrays(windows, tokens, tag_ids, tokenizer, max_seq_length)
+    del arrays["word_ids"], arrays["sentence_ids"]
+    return arrays
+
+
+def count_cut(sentences: Sequence[Sentence], features: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(sentences that lost words, words lost) in :func:`convert_sentences_to_features`' rows.
+
+    A sentence whose cut falls inside its last word keeps that word (on its first sub-token)
+    and is not counted.
+    """
+    kept = features["word_starts"].sum(axis=1)  # [num_sentences]
+    lost = np.array([len(s.words) for s in sentences]) - kept
+    return int((lost > 0).sum()), int(lost.sum())
+
+
+def _spans(num_tokens: int, room: int, stride: int) -> list[tuple[int, int]]:
+    """(start, length) of windows of at most ``room`` sub-tokens, ``stride`` apart, that
+    together cover ``num_tokens``."""
+    spans = [(0, min(num_tokens, room))]
+    while spans[-1][0] + spans[-1][1] < num_tokens:
+        start = spans[-1][0] + stride
+        spans.append((start, min(num_tokens - start, room)))
+    return spans
+
+
+def _best_spans(spans: Sequence[tuple[int, int]], positions: np.ndarray) -> np.ndarray:
+    """[positions] the span where each position has the most context, as BERT's SQuAD rule.
+
+    A position's score in a span holding it is the smaller of its sub-tokens before and after
+    it in the span, plus 0.01 times the span's length; the first span wins a tie.
+    """
+    start = np.array([s for s, _ in spans])[:, None]  # [spans, 1]
+    length = np.array([n for _, n in spans])[:, None]  # [spans, 1]
+    before = positions[None, :] - start  # [spans, positions]
+    after = start + length - 1 - positions[None, :]  # [spans, positions]
+    score = np.minimum(before, after) + 0.01 * length
+    score = np.where((before >= 0) & (after >= 0), score, -np.inf)
+    return np.argmax(score, axis=0)
+
+
+def window_features(
+    sentences: Sequence[Sentence],
+    labels: Sequence[str],
+    tokenizer: tokenizers.Tokenizer,
+    max_seq_length: int,
+    window_stride: int,
+) -> dict[str, np.ndarray]:
+    """Evaluation and prediction features that score every word.
+
+    A sentence longer than ``max_seq_length - 2`` sub-tokens becomes several windows of that
+    many sub-tokens, each ``window_stride`` sub-tokens after the previous one (0: half a
+    window; the last one shorter). Each word is scored in one window only: the one where its
+    first sub-token has the most context (:func:`_best_spans`); a word longer than a window is
+    scored on its first sub-token all the same. A sentence that fits gives the row of
+    :func:`convert_sentences_to_features`.
+
+    Returns:
+      "input_ids", "segment_ids", "input_mask", "label", "word_starts": int32 [rows,
+        max_seq_length] as in :func:`convert_sentences_to_features`, with the label and word
+        start of a word only in the window that scores it;
+      "word_ids": int32 [rows, max_seq_length], the index of that word in its sentence, -1
+        elsewhere;
+      "sentence_ids": int32 [rows], the sentence of each row.
+    """
+    _check_length(max_seq_length)
+    room = max_seq_length - 2
+    if window_stride == 0:  # half a window
+        window_stride = max(1, room // 2)
+    if not 1 <= window_stride <= room:
+        raise UserError(
+            f"window_stride={window_stride} (config.window_stride) must be 1 to "
+            f"max_seq_length - 2 = {room} sub-tokens, or 0 for half of that"
+        )
+    tokens = _tokenize(sentences, tokenizer)
+    tag_ids = _tag_ids(sentences, labels)
+    windows = []
+    for s, sentence in enumerate(tokens):
+        spans = _spans(len(sentence.ids), room, window_stride)
+        best = _best_spans(spans, sentence.word_offsets)  # [words]
+        for w, (start, length) in enumerate(spans):
+            windows.append(_Window(s, start, length, np.flatnonzero(best == w)))
+    return _arrays(windows, tokens, tag_ids, tokenizer, max_seq_length)
 
 
 def predictions_to_tags(
     predictions: np.ndarray,
-    word_starts: np.ndarray,
+    features: dict[str, np.ndarray],
     sentences: Sequence[Sentence],
     labels: Sequence[str],
-    fill: str = OUTSIDE,
 ) -> list[list[str]]:
-    """Per-token class ids back to one tag per word (the first sub-token's prediction).
+    """Per-token class ids back to one tag per word (its first sub-token's prediction).
 
     Args:
-      predictions: int [num_sentences, max_seq_length], e.g. the argmax of the logits.
-      word_starts: the features' "word_starts".
+      predictions: int [rows, max_seq_length], e.g. the argmax of the logits.
+      features: the :func:`window_features` the predictions were made from.
       sentences: the sentences the features were made from.
-      fill: the tag of words truncated away (no position in the features).
 
     Returns:
       One list of tags per sentence, as long as its words.
+
+    Raises:
+      ValueError: the features do not score every word of ``sentences`` exactly once.
     """
     predictions = np.asarray(predictions)
-    if predictions.shape != word_starts.shape or len(sentences) != len(predictions):
+    word_ids, sentence_ids = features["word_ids"], features["sentence_ids"]
+    if predictions.shape != word_ids.shape or sentence_ids.shape != predictions.shape[:1]:
         raise ValueError(
-            f"predictions {predictions.shape}, word_starts {word_starts.shape} and "
-            f"{len(sentences)} sentences do not match"
+            f"predictions {predictions.shape}, word_ids {word_ids.shape} and sentence_ids "
+            f"{sentence_ids.shape} do not match"
         )
-    result = []
-    for prediction, starts, sentence in zip(predictions, word_starts, sentences, strict=True):
-        tags = [labels[int(i)] for i in prediction[starts.astype(bool)]]
-        if len(tags) > len(sentence.words):
-            raise ValueError("more word starts than words: features of other sentences?")
-        result.append(tags + [fill] * (len(sentence.words) - len(tags)))
-    return result
+    counts = np.array([len(s.words) for s in sentences], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])  # [sentences + 1]
+    rows, columns = np.nonzero(word_ids >= 0)
+    sentence, word = sentence_ids[rows], word_ids[rows, columns]
+    if (sentence >= len(sentences)).any() or (word >= counts[sentence]).any():
+        raise ValueError("a word id beyond its sentence: features of other sentences?")
+    flat = offsets[sentence] + word  # [scored positions]
+    if not (np.bincount(flat, minlength=offsets[-1]) == 1).all():
+        raise ValueError("features do not score every word exactly once: other sentences?")
+    predicted = np.empty(offsets[-1], np.int64)
+    predicted[flat] = predictions[rows, columns]
+    tags = [labels[int(i)] for i in predicted]
+    return [tags[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
 
 
 def write_conll_predictions(
