@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import re
 import zlib
 
 import pytest
@@ -123,6 +124,10 @@ def test_conll(shared_data, tmp_path):
                 assert tag == ner.OUTSIDE or tag[:2] in ("B-", "I-") and len(tag) > 2, s
                 assert not tag.startswith("I-") or previous[2:] == tag[2:], s
                 previous = tag
+        # Silent class: every token line is a word of a sentence, in order.
+        lines = re.split(r"\r\n|\r|\n", data.decode("utf-8-sig"))  # the reader's line ends
+        tokens = [f[0] for f in map(str.split, lines) if f and f[0] != "-DOCSTART-"]
+        assert [w for s in sentences for w in s.words] == tokens
 
     report = fuzz.run_cases(base, ner.read_conll, check, tmp_path, "valid.txt", CASES, seed=21)
     report.assert_clean("CoNLL")
