@@ -1,8 +1,8 @@
 """Writes the records of `input_pipeline.records` without TensorFlow, vectorised with numpy.
 
 `records.encode_document` builds each `tf.train.Example` through TensorFlow's protobuf classes,
-and `tf.io.TFRecordWriter` frames them; importing TensorFlow costs about 3.6 s and 680 MB per
-process, too much for every worker of `prepare`. This module produces the same records with
+and `tf.io.TFRecordWriter` frames them; importing TensorFlow costs seconds and hundreds of MB
+per process, too much for every worker of `prepare`. This module produces the same records with
 numpy alone:
 
 * :func:`encode_documents` serialises many documents at once: the varints of every token id
