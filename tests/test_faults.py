@@ -3,6 +3,7 @@ aside and the one before it resumed, a second job on a workdir is refused, and a
 stops a run with the earlier checkpoints intact."""
 
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -243,6 +244,68 @@ def test_when_no_checkpoint_restores_one_error_lists_them_and_nothing_moves(
         assert re.search(rf"step {step}: [^;]*{why}", message), (step, message)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4", "6"]
     assert not (tmp_path / "checkpoints_damaged").exists()
+
+
+def truncate_arrays(step_dir: pathlib.Path) -> None:
+    """Every file of array data cut to half its size."""
+    for path in (step_dir / "state").glob("ocdbt.process_*/d/*"):
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def file_digests(directory: pathlib.Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def resume_in_main(shared_data, workdir: pathlib.Path, steps: int) -> tuple[int, list[str]]:
+    """(exit code, the non-empty lines of stdout and stderr together) of main.py resuming."""
+    result = subprocess.run(
+        job_args(shared_data, workdir, steps, **SMALL), cwd=ROOT, env=environment(1),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+    )  # fmt: skip
+    return result.returncode, [line for line in result.stdout.splitlines() if line.strip()]
+
+
+# The most lines main.py may print when no checkpoint restores: its start-up lines (the process
+# and devices, the tokenizer, the prepared data: four here) and the one error line.
+MOST_LINES_WHEN_NONE_RESTORES = 8
+
+
+def test_when_every_checkpoint_is_truncated_main_prints_the_one_error_last(
+    shared_data, six_steps, tmp_path
+):
+    """What Orbax and TensorStore print as the reads fail (hundreds of asyncio tracebacks,
+    before and after the error) stays off the console."""
+    base, _ = six_steps
+    shutil.copytree(base, tmp_path, dirs_exist_ok=True)
+    for step in (2, 4, 6):
+        truncate_arrays(tmp_path / "checkpoints" / str(step))
+    before = file_digests(tmp_path / "checkpoints")
+    code, lines = resume_in_main(shared_data, tmp_path, 8)
+    text = "\n".join(lines)
+    assert code == 2, text[-3000:]
+    assert lines[-1].startswith(f"error: {tmp_path}/checkpoints: no checkpoint restores ("), text
+    assert len(lines) <= MOST_LINES_WHEN_NONE_RESTORES, text[-3000:]
+    assert "Traceback" not in text and "never retrieved" not in text, text[-3000:]
+    assert file_digests(tmp_path / "checkpoints") == before
+    assert not (tmp_path / "checkpoints_damaged").exists()
+
+
+def test_a_truncated_newest_checkpoint_is_one_warning_line_and_the_one_before_resumes(
+    shared_data, six_steps, tmp_path
+):
+    base, _ = six_steps
+    shutil.copytree(base, tmp_path, dirs_exist_ok=True)
+    truncate_file(tmp_path / "checkpoints" / "6")
+    code, lines = resume_in_main(shared_data, tmp_path, 8)
+    text = "\n".join(lines)
+    assert code == 0, text[-3000:]
+    problems = [line for line in lines if "warning: " in line or "error: " in line]
+    assert len(problems) == 1, text[-3000:]
+    assert f"warning: checkpoint {tmp_path}/checkpoints/6 does not restore" in problems[0], text
+    assert "resumed from step 4" in text and "Traceback" not in text, text[-3000:]
+    assert "Exception" not in text and "Event loop" not in text, text[-3000:]
+    assert checkpoints.load_params(tmp_path)[1]["step"] == 8
 
 
 def test_a_second_job_on_a_workdir_stops_and_a_killed_holder_does_not_block(shared_data, tmp_path):

@@ -12,9 +12,12 @@ A checkpoint that does not restore (flipped bytes, a missing or truncated file, 
 marker) is moved to `workdir/checkpoints_damaged/<step>` with a warning, and the run resumes
 from the one before; it is never deleted. When none restores, nothing is moved and one error
 lists them all (a cause common to all of them, such as too little memory, is not damage).
+What Orbax and TensorStore print while such a read fails is left out (bert/training/orbax_reads.py):
+the warning or the error is the one line about it.
 """
 
 import contextlib
+import json
 import logging as std_logging
 import os
 import pathlib
@@ -30,12 +33,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from bert.training import fingerprint
+from bert.training import fingerprint, orbax_reads
 from util import errors, paths
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"  # beside CHECKPOINT_DIR: Orbax never lists it
 COMMIT_MARKER = "commit_success.txt"  # written by Orbax into a step before it is renamed final
+STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's JSON record of a step (its items, its time)
 ITEMS = ("state", "meta", "fingerprint")
 
 
@@ -88,7 +92,8 @@ class Checkpoints:
             create=True,
             cleanup_tmp_directories=True,  # what a killed or failed save left behind
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        with orbax_reads.quiet(noise=LISTING_NOISE):
+            self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self._saving: int | None = None  # the step of the save that may still be running
 
     def latest_step(self) -> int | None:
@@ -145,6 +150,7 @@ class Checkpoints:
         directory = self.directory / str(step)
         if not (directory / COMMIT_MARKER).exists():
             raise Damaged(f"no {COMMIT_MARKER}: an incomplete save or copy")
+        _check_step_metadata(directory)
         items = {"meta": ocp.args.JsonRestore()}
         if (directory / "fingerprint").exists():
             items["fingerprint"] = ocp.args.JsonRestore()
@@ -205,9 +211,10 @@ class Checkpoints:
         failed: list[tuple[int, str]] = []
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
-                meta, saved = self._read_json(step)
-                check_meta(step, meta)
-                state = self._restore_state(step, abstract_state, shardings, saved)
+                with orbax_reads.quiet(reported=(Damaged,)):
+                    meta, saved = self._read_json(step)
+                    check_meta(step, meta)
+                    state = self._restore_state(step, abstract_state, shardings, saved)
             except Damaged as e:
                 failed.append((step, str(e)))
                 continue
@@ -240,7 +247,8 @@ class Checkpoints:
                 (self.directory / str(step)).rename(target)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("damaged checkpoints moved aside")
-        self.manager.reload()
+        with orbax_reads.quiet(noise=LISTING_NOISE):
+            self.manager.reload()
 
     def meta(self, step: int) -> dict:
         """The metadata of `step` alone (cheap: no arrays are read)."""
@@ -277,7 +285,7 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
     """
     directory = paths.absolute(workdir) / CHECKPOINT_DIR
     with (
-        _quiet_reading(),  # entered before the options are made: they warn too
+        orbax_reads.quiet(reported=(Exception,), noise=READING_NOISE),  # the options warn too
         ocp.CheckpointManager(
             directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False),
             item_names=ITEMS,
@@ -305,29 +313,31 @@ def load_params(workdir: str | pathlib.Path, step: int | None = None) -> tuple[A
     return params, meta
 
 
+# What Orbax logs when it lists the steps of a workdir and one's STEP_METADATA does not read
+# (with the whole file in the message). A restore checks that file itself and reports the step
+# as damaged, once.
+LISTING_NOISE = ("Failed to json parse Metadata file", "Failed to read Metadata file")
 # Orbax's warnings on reading: that a read-only manager is read-only (twice), and that a step
 # lacks the metadata file it can do without. Loading a workdir is no damage, nor says so.
 READING_NOISE = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
-                 "Metadata file does not exist")  # fmt: skip
+                 "Metadata file does not exist", *LISTING_NOISE)  # fmt: skip
 
 
-@contextlib.contextmanager
-def _quiet_reading() -> Iterator[None]:
-    """Orbax's READING_NOISE held back while the block runs."""
-
-    def shown(record: std_logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(READING_NOISE)
-
-    logger = std_logging.getLogger("absl")  # absl's logging, which Orbax logs through
-    logger.addFilter(shown)
+def _check_step_metadata(step_dir) -> None:
+    """Raises Damaged when the step's STEP_METADATA is there but does not read as JSON (Orbax
+    reads on without it, after logging the file's content)."""
+    path = step_dir / STEP_METADATA
+    if not path.exists():  # older checkpoints have none
+        return
     try:
-        yield
-    finally:
-        logger.removeFilter(shown)
+        json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise Damaged(f"{STEP_METADATA}: {reason(e)}") from e
 
 
 def _read_params(mgr, step_dir, step: int) -> tuple[Any, dict, dict | None]:
     """(parameters as numpy arrays, meta, fingerprint or None) of one step."""
+    _check_step_metadata(step_dir)
     items = {"meta": ocp.args.JsonRestore()}
     if (step_dir / "fingerprint").exists():
         items["fingerprint"] = ocp.args.JsonRestore()
