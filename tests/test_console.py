@@ -19,6 +19,7 @@ from test_pretrain_job import main_config
 
 from bert.jobs import pretrain
 from bert.training import accelerators, reporting
+from input_pipeline import data_setup
 from util import console
 from util.errors import UserError
 
@@ -161,7 +162,7 @@ def test_offline_default_corpus_is_one_line(tmp_path):
     """The README's first command without the Hub (tests run with HF_HUB_OFFLINE=1)."""
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     line = _error_line(_run("--config=configs/bert_base.py", f"--workdir={tmp_path / 'run'}"))
-    assert "config.data.input=" in line and "--config.data.input='corpus/*.txt'" in line
+    assert "config.data.input=" in line and line.endswith(data_setup.LOCAL_INSTEAD)
     assert not (tmp_path / "run").exists()
 
 
