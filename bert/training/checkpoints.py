@@ -92,6 +92,7 @@ class Checkpoints:
             create=True,
             cleanup_tmp_directories=True,  # what a killed or failed save left behind
         )
+        orbax_reads.settle_event_loops()  # a failed save is one line too
         with orbax_reads.quiet(noise=LISTING_NOISE):
             self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
         self._saving: int | None = None  # the step of the save that may still be running

@@ -59,6 +59,15 @@ class _SettlingPolicy(asyncio.DefaultEventLoopPolicy):
         return _SettlingLoop()
 
 
+def settle_event_loops() -> None:
+    """Makes every event loop made from now on in this process settle its tasks before it
+    closes (`_SettlingLoop`): Orbax's background saves make their own loops, and a save that
+    fails (a full disk) left its pending writes to report on closed loops, hundreds of lines
+    around the run's one error line."""
+    if not isinstance(asyncio.get_event_loop_policy(), _SettlingPolicy):
+        asyncio.set_event_loop_policy(_SettlingPolicy())
+
+
 class _Held(logging.Filter):
     """Keeps Orbax's log records (other records pass)."""
 
