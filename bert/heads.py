@@ -30,19 +30,21 @@ class MaskedLMHead(nn.Module):
         Returns: logits [batch, predictions, vocab] in float32.
         """
         c = self.config
-        x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform")(x)
+        x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform", use_bias=c.head_bias)(x)
         x = layer_norm(c, "transform_norm")(ACTIVATIONS[c.hidden_act](x))
-        bias = self.param(
-            "output_bias",
-            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
-            (c.vocab_size,),
-            c.param_dtype,
-        )
         logits = jnp.einsum(
             "bpe,ve->bpv",
             x.astype(c.dtype),
             embedding_table.astype(c.dtype),
             preferred_element_type=jnp.float32,
+        )
+        if not c.decoder_bias:
+            return logits
+        bias = self.param(
+            "output_bias",
+            nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)),
+            (c.vocab_size,),
+            c.param_dtype,
         )
         return logits + bias.astype(jnp.float32)
 

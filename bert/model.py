@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from bert.dropout import Dropout
+from bert.rope import rotate
 
 Array = jax.Array
 
@@ -31,6 +32,7 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "swish": jax.nn.silu,
 }
 ATTENTION_IMPLS = ("xla", "cudnn")
+POSITION_EMBEDDINGS = ("learned", "rope")
 # How new weights are drawn, with standard deviation initializer_range: cut at two standard
 # deviations and not rescaled (Google's BERT), or not cut (Hugging Face transformers).
 INITIALIZERS = ("truncated_normal", "normal")
@@ -56,6 +58,21 @@ class BertConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: str = "xla"
+    # The options of modern encoders (ModernBERT and kin); the defaults are 2018 BERT.
+    position_embedding: str = "learned"  # learned absolute positions, or "rope" (rotary)
+    rope_theta: float = 10000.0  # the rotary base of global-attention layers
+    local_rope_theta: float = 10000.0  # the rotary base of local-attention layers
+    pre_norm: bool = False  # pre-LN layers and a final norm; False: BERT's post-LN layers
+    embedding_norm: bool = True  # a norm after the embeddings (with pre_norm, layer 0 then has
+    # no norm before its attention, as ModernBERT)
+    norm_bias: bool = True  # LayerNorms with a bias
+    gated_mlp: bool = False  # act(x W) * (x V): GeGLU with gelu, SwiGLU with silu
+    attention_bias: bool = True  # biases of the query/key/value and output projections
+    mlp_bias: bool = True  # biases of the MLP's two projections
+    head_bias: bool = True  # the bias of the MLM head's transform
+    decoder_bias: bool = True  # the bias of the MLM output (vocabulary) layer
+    local_window: int = 0  # tokens a local-attention layer sees (|i - j| <= window // 2); 0: none
+    global_every: int = 1  # with a local window: layers 0, N, 2N, ... attend globally
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -83,6 +100,18 @@ class BertConfig:
                 f"model.attention_impl {self.attention_impl!r} is not one of "
                 f"{', '.join(ATTENTION_IMPLS)}"
             )
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(
+                f"model.position_embedding {self.position_embedding!r} is not one of "
+                f"{', '.join(POSITION_EMBEDDINGS)}"
+            )
+        if self.local_window < 0 or self.global_every < 1:
+            raise ValueError(
+                f"model.local_window must be >= 0 and model.global_every >= 1, got "
+                f"{self.local_window} and {self.global_every}"
+            )
+        if self.type_vocab_size < 0:
+            raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
         for name in ("dtype", "param_dtype"):
             try:
                 jnp.dtype(getattr(self, name))
@@ -92,6 +121,10 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    def is_local(self, layer: int) -> bool:
+        """Whether layer `layer` (from 0) attends within the local window only."""
+        return self.local_window > 0 and layer % self.global_every != 0
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> "BertConfig":
@@ -131,11 +164,17 @@ def matmul_2d(lhs: Array, rhs: Array, dimension_numbers, precision=None, **kwarg
 
 
 def dense(
-    config: BertConfig, features: int, axes: tuple[str, str], name: str, dtype: Any = None
+    config: BertConfig,
+    features: int,
+    axes: tuple[str, str],
+    name: str,
+    dtype: Any = None,
+    use_bias: bool = True,
 ) -> nn.Dense:
     """A Dense layer with BERT's initialiser and logically partitioned kernel and bias."""
     return nn.Dense(
         features,
+        use_bias=use_bias,
         dot_general=matmul_2d,
         dtype=dtype or config.dtype,
         param_dtype=config.param_dtype,
@@ -149,6 +188,7 @@ def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
     """LayerNorm computed in float32 whatever the compute dtype."""
     return nn.LayerNorm(
         epsilon=config.layer_norm_eps,
+        use_bias=config.norm_bias,
         dtype=jnp.float32,
         param_dtype=config.param_dtype,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
@@ -170,30 +210,36 @@ class Embeddings(nn.Module):
             (c.vocab_size, c.hidden_size),
             c.param_dtype,
         )
-        self.position_embeddings = self.param(
-            "position_embeddings",
-            nn.with_logical_partitioning(_init(c), ("position", "embed")),
-            (c.max_position_embeddings, c.hidden_size),
-            c.param_dtype,
-        )
-        self.token_type_embeddings = self.param(
-            "token_type_embeddings",
-            nn.with_logical_partitioning(_init(c), ("token_type", "embed")),
-            (c.type_vocab_size, c.hidden_size),
-            c.param_dtype,
-        )
-        self.layer_norm = layer_norm(c, "layer_norm")
+        if c.position_embedding == "learned":
+            self.position_embeddings = self.param(
+                "position_embeddings",
+                nn.with_logical_partitioning(_init(c), ("position", "embed")),
+                (c.max_position_embeddings, c.hidden_size),
+                c.param_dtype,
+            )
+        if c.type_vocab_size:
+            self.token_type_embeddings = self.param(
+                "token_type_embeddings",
+                nn.with_logical_partitioning(_init(c), ("token_type", "embed")),
+                (c.type_vocab_size, c.hidden_size),
+                c.param_dtype,
+            )
+        if c.embedding_norm:
+            self.layer_norm = layer_norm(c, "layer_norm")
         self.dropout = Dropout(c.hidden_dropout)
 
     def __call__(
         self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
     ) -> Array:
-        x = (
-            jnp.take(self.word_embeddings, input_ids, axis=0)
-            + jnp.take(self.position_embeddings, position_ids, axis=0)
-            + jnp.take(self.token_type_embeddings, segment_ids, axis=0)
-        )  # [batch, length, embed]
-        x = self.layer_norm(x).astype(self.config.dtype)
+        c = self.config
+        x = jnp.take(self.word_embeddings, input_ids, axis=0)  # [batch, length, embed]
+        if c.position_embedding == "learned":
+            x = x + jnp.take(self.position_embeddings, position_ids, axis=0)
+        if c.type_vocab_size:
+            x = x + jnp.take(self.token_type_embeddings, segment_ids, axis=0)
+        if c.embedding_norm:
+            x = self.layer_norm(x)
+        x = x.astype(c.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         return self.dropout(x, deterministic=deterministic)
 
@@ -202,35 +248,49 @@ class SelfAttention(nn.Module):
     """Multi-head self-attention with the padding mask, output projection not included."""
 
     config: BertConfig
+    local: bool = False  # attend within config.local_window only
 
     @nn.compact
     def __call__(
-        self, x: Array, input_mask: Array, deterministic: bool, blocks: Array | None = None
+        self,
+        x: Array,
+        input_mask: Array,
+        deterministic: bool,
+        blocks: Array | None = None,
+        positions: Array | None = None,
     ) -> Array:
         """blocks: [batch, length] packed-sequence numbers (None: one sequence per row); a
-        token then attends only to the real tokens of its own block."""
+        token then attends only to the real tokens of its own block. positions: [batch or 1,
+        length], the rotary positions (config.position_embedding "rope")."""
         c = self.config
         batch, length, _ = x.shape
 
         def heads(name: str) -> Array:
-            y = dense(c, c.hidden_size, ("embed", "heads"), name)(x)  # [batch, length, heads*kv]
-            return y.reshape(batch, length, c.num_heads, c.head_dim)
+            y = dense(c, c.hidden_size, ("embed", "heads"), name, use_bias=c.attention_bias)(x)
+            return y.reshape(batch, length, c.num_heads, c.head_dim)  # [batch, length, h, kv]
 
         q, k, v = heads("query"), heads("key"), heads("value")
+        if c.position_embedding == "rope":
+            theta = c.local_rope_theta if self.local else c.rope_theta
+            q, k = rotate(q, positions, theta), rotate(k, positions, theta)
         dropout_active = not deterministic and c.attention_dropout > 0.0
         if dropout_active and c.attention_impl == "cudnn":
             raise ValueError(
                 "model.attention_impl='cudnn' cannot apply attention dropout; "
                 "set model.attention_dropout=0.0 or model.attention_impl='xla'"
             )
-        if blocks is not None and c.attention_impl == "cudnn":
+        if (blocks is not None or self.local) and c.attention_impl == "cudnn":
             raise ValueError(
-                "model.attention_impl='cudnn' cannot attend within packed sequences; "
-                "set config.train.pack=False or model.attention_impl='xla'"
+                "model.attention_impl='cudnn' cannot attend within packed sequences or a local "
+                "window; set config.train.pack=False and model.local_window=0, or "
+                "model.attention_impl='xla'"
             )
         mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
         if blocks is not None:  # [batch, 1, length, kv_length]
             mask = mask & (blocks[:, None, :, None] == blocks[:, None, None, :])
+        if self.local:  # [1, 1, length, kv_length]
+            rows = jnp.arange(length)
+            mask = mask & (jnp.abs(rows[:, None] - rows[None, :]) <= c.local_window // 2)
         if dropout_active:
             out = self._attention_with_dropout(q, k, v, mask)
         elif c.attention_impl == "cudnn":
@@ -257,27 +317,55 @@ class SelfAttention(nn.Module):
 
 
 class TransformerLayer(nn.Module):
-    """One post-LN layer: x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    """One post-LN layer, x = LN(x + Attn(x)); x = LN(x + MLP(x)), or with config.pre_norm one
+    pre-LN layer, x = x + Attn(LN(x)); x = x + MLP(LN(x)). The norms keep their names
+    (attention_norm, output_norm) in both."""
 
     config: BertConfig
+    index: int = 0  # the layer's number, from 0 (local or global attention; layer 0's norm)
 
     @nn.compact
     def __call__(
-        self, x: Array, input_mask: Array, deterministic: bool, blocks: Array | None = None
+        self,
+        x: Array,
+        input_mask: Array,
+        deterministic: bool,
+        blocks: Array | None = None,
+        positions: Array | None = None,
     ) -> Array:
         c = self.config
         drop = functools.partial(Dropout(c.hidden_dropout), deterministic=deterministic)
-        attn = SelfAttention(c, name="attention")(x, input_mask, deterministic, blocks)
-        attn = dense(c, c.hidden_size, ("heads", "embed"), "attention_output")(attn)
-        x = layer_norm(c, "attention_norm")(x + drop(attn)).astype(c.dtype)
+        attention = SelfAttention(c, c.is_local(self.index), name="attention")
+        out = functools.partial(dense, c, c.hidden_size, ("heads", "embed"), "attention_output",
+                                use_bias=c.attention_bias)  # fmt: skip
+        if c.pre_norm:
+            h = x if self.index == 0 and c.embedding_norm else layer_norm(c, "attention_norm")(x)
+            h = attention(h.astype(c.dtype), input_mask, deterministic, blocks, positions)
+            x = x + drop(out()(h))
+            x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+            h = self._mlp(layer_norm(c, "output_norm")(x).astype(c.dtype))
+            x = x + drop(h)
+            return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        attn = attention(x, input_mask, deterministic, blocks, positions)
+        x = layer_norm(c, "attention_norm")(x + drop(out()(attn))).astype(c.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-        h = dense(c, c.intermediate_size, ("embed", "mlp"), "intermediate")(x)
-        h = ACTIVATIONS[c.hidden_act](h)  # [batch, length, mlp]
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        h = dense(c, c.hidden_size, ("mlp", "embed"), "output")(h)
+        h = self._mlp(x)
         x = layer_norm(c, "output_norm")(x + drop(h)).astype(c.dtype)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def _mlp(self, x: Array) -> Array:
+        """The feed-forward block: act(x W1) W2, or gated, (act(x W) * (x V)) W2 with W and V
+        one projection's two halves."""
+        c = self.config
+        width = 2 * c.intermediate_size if c.gated_mlp else c.intermediate_size
+        h = dense(c, width, ("embed", "mlp"), "intermediate", use_bias=c.mlp_bias)(x)
+        if c.gated_mlp:
+            h, gate = jnp.split(h, 2, axis=-1)
+            h = ACTIVATIONS[c.hidden_act](h) * gate
+        else:
+            h = ACTIVATIONS[c.hidden_act](h)  # [batch, length, mlp]
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        return dense(c, c.hidden_size, ("mlp", "embed"), "output", use_bias=c.mlp_bias)(h)
 
 
 class BertModel(nn.Module):
@@ -299,7 +387,9 @@ class BertModel(nn.Module):
     def setup(self):
         c = self.config
         self.embeddings = Embeddings(c)
-        self.layers = [TransformerLayer(c, name=f"layer_{i}") for i in range(c.num_layers)]
+        self.layers = [TransformerLayer(c, i, name=f"layer_{i}") for i in range(c.num_layers)]
+        if c.pre_norm:
+            self.final_norm = layer_norm(c, "final_norm")
         self.pooler = dense(c, c.hidden_size, ("embed", "embed_out"), "pooler")
 
     def __call__(
@@ -322,7 +412,9 @@ class BertModel(nn.Module):
             blocks = jnp.cumsum(position_ids == 0, axis=-1)  # [batch, length]
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
         for layer in self.layers:
-            x = layer(x, input_mask, deterministic, blocks)
+            x = layer(x, input_mask, deterministic, blocks, position_ids)
+        if self.config.pre_norm:
+            x = self.final_norm(x).astype(self.config.dtype)
         if not pool:  # the pooler's parameters are then not needed (HF's BertForMaskedLM)
             return x, None
         pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed]
