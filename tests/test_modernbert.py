@@ -14,7 +14,10 @@ import torch
 import transformers
 from flax import traverse_util
 
+from bert import convert
 from bert.convert import modernbert_table
+from bert.convert.formats import CheckpointError
+from bert.export import cli
 from bert.heads import BertForPreTraining
 from bert.model import BertModel
 
@@ -147,3 +150,38 @@ def test_packed_rows_give_each_sequence_its_outputs_alone(name):
     packed = hidden(row, jnp.asarray(np.concatenate([np.arange(7), np.arange(5)]))[None])
     np.testing.assert_allclose(packed[:7], alone(first), atol=1e-6, rtol=0)
     np.testing.assert_allclose(packed[7:], alone(second), atol=1e-6, rtol=0)
+
+
+def test_directories_import_and_export_as_transformers_saves_them(tmp_path):
+    """A ModernBertForMaskedLM directory through `bert.convert` to an HF directory: the same
+    tensors bit for bit, and transformers loads it with the same logits; a ModernBertModel
+    directory (no head) too; a task head is refused in one line unless ignored."""
+    model = _hf("window4_global2")
+    model.save_pretrained(tmp_path / "mlm")
+    assert cli.main([str(tmp_path / "mlm"), str(tmp_path / "out"), "--to=hf"]) == 0
+    out = tmp_path / "out"
+    loaded = transformers.ModernBertForMaskedLM.from_pretrained(out, attn_implementation="eager")
+    assert loaded.config.global_attn_every_n_layers == 2 and loaded.config.local_attention == 4
+    want, got = model.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    ids, mask = _inputs()
+    with torch.no_grad():
+        logits = [m(torch.from_numpy(ids).long(), torch.from_numpy(mask)).logits.numpy()
+                  for m in (model, loaded.eval())]  # fmt: skip
+    np.testing.assert_array_equal(logits[0], logits[1])
+
+    model.model.save_pretrained(tmp_path / "encoder")  # ModernBertModel
+    imported = convert.import_model(tmp_path / "encoder")
+    assert imported.groups == ("encoder",) and "mlm" not in imported.params
+    convert.export_hf(imported.params, imported.config, tmp_path / "encoder_out")
+    again = transformers.ModernBertModel.from_pretrained(tmp_path / "encoder_out").state_dict()
+    assert all(torch.equal(model.model.state_dict()[k], again[k]) for k in again)
+
+    config = transformers.ModernBertConfig(**SMALL, **CONFIGS["window4_global2"], num_labels=3)
+    transformers.ModernBertForSequenceClassification(config).save_pretrained(tmp_path / "cls")
+    heads = r"ModernBERT task heads \(classifier.bias, classifier.weight\) are not supported"
+    with pytest.raises(CheckpointError, match=heads + "; pass --ignore_unknown"):
+        convert.import_model(tmp_path / "cls")
+    encoder_only = convert.import_model(tmp_path / "cls", ignore_unknown=True)
+    assert encoder_only.groups == ("encoder",) and "head.dense.weight" in encoder_only.ignored

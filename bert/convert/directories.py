@@ -12,10 +12,12 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import traverse_util
 
-from bert.convert import formats
+from bert.convert import formats, modernbert_table
 from bert.convert.formats import CheckpointError
 from bert.convert.name_table import (
+    ENCODER,
     MLM,
     NSP,
     OPTIONAL_GROUPS,
@@ -24,6 +26,7 @@ from bert.convert.name_table import (
     config_to_hf,
 )
 from bert.convert.params import (
+    expected_shapes,
     flax_to_torch_names,
     groups_of,
     params_from_hf,
@@ -117,7 +120,10 @@ def import_model(path: str | pathlib.Path, ignore_unknown: bool = False) -> Impo
     if kind == "orbax":
         return load_orbax(path)
     if kind == "hf":
-        config = config_from_hf(formats.read_json(path / "config.json"), path / "config.json")
+        fields = formats.read_json(path / "config.json")
+        if fields.get("model_type") == modernbert_table.MODEL_TYPE:
+            return _import_modernbert(path, fields, ignore_unknown)
+        config = config_from_hf(fields, path / "config.json")
         tensors, file = _read_hf_tensors(path)
         params, groups, ignored = params_from_hf(tensors, config, str(file), ignore_unknown)
     else:
@@ -128,6 +134,38 @@ def import_model(path: str | pathlib.Path, ignore_unknown: bool = False) -> Impo
         tensors = formats.read_tf_checkpoint(prefix)
         params, groups, ignored = params_from_tf(tensors, config, prefix, ignore_unknown)
     return Imported(config, params, groups, kind, path, ignored)
+
+
+# ModernBERT task heads that are not ours yet (sequence and token classification, QA).
+_MODERNBERT_TASK_HEADS = ("classifier.", "qa_outputs.")
+
+
+def _import_modernbert(path: pathlib.Path, fields: dict, ignore_unknown: bool) -> Imported:
+    """A ModernBertModel or ModernBertForMaskedLM directory (see modernbert_table)."""
+    config = modernbert_table.config_from_hf(fields, path / "config.json")
+    tensors, file = _read_hf_tensors(path)
+    heads = sorted(k for k in tensors if k.startswith(_MODERNBERT_TASK_HEADS))
+    if heads and not ignore_unknown:
+        raise CheckpointError(
+            f"{file}: ModernBERT task heads ({', '.join(heads[:4])}) are not supported; pass "
+            "--ignore_unknown to take the encoder alone"
+        )
+    if heads:  # the task head's own transform shares the MLM head's names
+        heads += sorted(k for k in tensors if k.startswith("head."))
+    params = modernbert_table.params_from_hf(
+        {k: v for k, v in tensors.items() if k not in heads}, config
+    )
+    shapes = expected_shapes(config)
+    for key, value in traverse_util.flatten_dict(params).items():
+        if key not in shapes:
+            raise CheckpointError(f"{file}: unknown parameter {'/'.join(key)}")
+        if tuple(np.shape(value)) != shapes[key]:
+            raise CheckpointError(
+                f"{file}: parameter {'/'.join(key)} has shape {tuple(np.shape(value))} but "
+                f"{path / 'config.json'} gives {shapes[key]}"
+            )
+    groups = (ENCODER, MLM) if "mlm" in params else (ENCODER,)
+    return Imported(config, params, groups, "hf", path, tuple(heads))
 
 
 def _architecture(groups: tuple[str, ...]) -> str:
@@ -150,6 +188,8 @@ def export_hf(
     """
     from safetensors.numpy import save_file
 
+    if config.position_embedding == "rope":  # a ModernBERT encoder
+        return _export_modernbert(params, config, destination, tokenizer_dir, overwrite)
     groups = groups_of(params, config)
     state = params_to_hf(params, config)
     architecture = _architecture(groups)
@@ -158,6 +198,26 @@ def export_hf(
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf_config = config_to_hf(config, architecture)
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
+
+
+def _export_modernbert(params, config, destination, tokenizer_dir, overwrite) -> list[str]:
+    """`export_hf` of a ModernBERT encoder: ModernBertForMaskedLM names with the MLM head,
+    else ModernBertModel's (without the `model.` prefix), as `save_pretrained` writes them."""
+    from safetensors.numpy import save_file
+
+    state = modernbert_table.params_to_hf(params, config)
+    state.pop("decoder.weight", None)  # tied to the token embeddings; safetensors keeps one
+    architecture = "ModernBertForMaskedLM" if "mlm" in params else "ModernBertModel"
+    if architecture == "ModernBertModel":
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+    with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        source = tokenizer_dir / "config.json" if tokenizer_dir else None
+        fields = formats.read_json(source) if source and source.is_file() else {}
+        token_ids = fields if fields.get("model_type") == modernbert_table.MODEL_TYPE else None
+        hf_config = modernbert_table.config_to_hf(config, architecture, token_ids)
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
 

@@ -71,9 +71,21 @@ def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
         raise CheckpointError(f"{path}: {e}") from None
 
 
-def config_to_hf(config: BertConfig, architecture: str = "ModernBertForMaskedLM") -> dict:
-    """A ModernBERT `config.json` dict for `config` (one made by `config_from_hf`)."""
+# The tokenizer's ids a ModernBERT config.json records (the tokenizer's business, not the
+# encoder's: carried over from the source directory on export).
+TOKEN_ID_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id")
+
+
+def config_to_hf(
+    config: BertConfig,
+    architecture: str = "ModernBertForMaskedLM",
+    token_ids: dict[str, Any] | None = None,
+) -> dict:
+    """A ModernBERT `config.json` dict for `config` (one made by `config_from_hf`), with the
+    tokenizer's `token_ids` (TOKEN_ID_FIELDS; without them no padding id is set)."""
+    ids = {name: (token_ids or {}).get(name) for name in TOKEN_ID_FIELDS}
     return {
+        **ids,
         "architectures": [architecture],
         "model_type": MODEL_TYPE,
         "vocab_size": config.vocab_size,
