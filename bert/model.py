@@ -204,29 +204,24 @@ class Embeddings(nn.Module):
 
     def setup(self):
         c = self.config
-        self.word_embeddings = self.param(
-            "word_embeddings",
-            nn.with_logical_partitioning(_init(c), ("vocab", "embed")),
-            (c.vocab_size, c.hidden_size),
-            c.param_dtype,
-        )
+        self.word_embeddings = self._table("word_embeddings", "vocab", c.vocab_size)
         if c.position_embedding == "learned":
-            self.position_embeddings = self.param(
-                "position_embeddings",
-                nn.with_logical_partitioning(_init(c), ("position", "embed")),
-                (c.max_position_embeddings, c.hidden_size),
-                c.param_dtype,
+            self.position_embeddings = self._table(
+                "position_embeddings", "position", c.max_position_embeddings
             )
         if c.type_vocab_size:
-            self.token_type_embeddings = self.param(
-                "token_type_embeddings",
-                nn.with_logical_partitioning(_init(c), ("token_type", "embed")),
-                (c.type_vocab_size, c.hidden_size),
-                c.param_dtype,
+            self.token_type_embeddings = self._table(
+                "token_type_embeddings", "token_type", c.type_vocab_size
             )
         if c.embedding_norm:
             self.layer_norm = layer_norm(c, "layer_norm")
         self.dropout = Dropout(c.hidden_dropout)
+
+    def _table(self, name: str, axis: str, rows: int) -> Array:
+        """An embedding table [rows, embed], its rows on the logical axis `axis`."""
+        c = self.config
+        init = nn.with_logical_partitioning(_init(c), (axis, "embed"))
+        return self.param(name, init, (rows, c.hidden_size), c.param_dtype)
 
     def __call__(
         self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool

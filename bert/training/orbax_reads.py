@@ -8,12 +8,12 @@ through `sys.unraisablehook`), and the abandoned tasks and coroutines report the
 they are collected (`Task exception was never retrieved` through the `asyncio` logger,
 `Exception ignored in: <coroutine ...>`, `coroutine ... was never awaited`): hundreds of lines,
 before and after the one that says what is damaged, at moments that depend on thread timing.
-`quiet` removes the cause: the event loops made inside it cancel their pending tasks before
-closing, as `asyncio.run` does, so that no read outlives its loop and no error goes unretrieved
-(cancelling a task cancels the TensorStore read it awaits). Orbax also logs some failures
-itself (a step's `_CHECKPOINT_METADATA` that is not JSON, with the whole file in the message):
-`quiet` holds its log records back while the block runs, and drops them when the block raises
-an error that the caller reports.
+`quiet` removes the cause: event loops made from then on in the process cancel their pending
+tasks before closing, as `asyncio.run` does, so that no read outlives its loop and no error
+goes unretrieved (cancelling a task cancels the TensorStore read it awaits). Orbax also logs
+some failures itself (a step's `_CHECKPOINT_METADATA` that is not JSON, with the whole file in
+the message): `quiet` holds its log records back while the block runs, and drops them when the
+block raises an error that the caller reports.
 """
 
 import asyncio
@@ -95,8 +95,7 @@ def quiet(
     """
     held = _Held()
     logger = logging.getLogger(ABSL_LOGGER)
-    policy = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(_SettlingPolicy())
+    settle_event_loops()
     logger.addFilter(held)
     failed = False
     try:
@@ -106,7 +105,6 @@ def quiet(
         raise
     finally:
         logger.removeFilter(held)
-        asyncio.set_event_loop_policy(policy)
         if not failed:
             for record in held.records:
                 if not record.getMessage().startswith(noise):
