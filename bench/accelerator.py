@@ -3,6 +3,7 @@
 A single call measures, on synthetic batches:
   - our BERT pre-training step (LAMB, MLM on the masked positions + NSP) at sequence 128 and
     512, with XLA attention and cuDNN attention (GPU only): sequences/s and MFU (bert/flops.py);
+  - our ModernBERT-base-shaped MLM step (30% masked) at sequence 512;
   - HF PyTorch BertForPreTraining at the same shapes (bf16 autocast, SDPA attention,
     torch.compile on GPU, AdamW), in its own process so that JAX's memory is not shared;
   - SST-2-shaped fine-tuning (batch 32, max_seq_length 128, sentence lengths like SST-2's):
@@ -47,10 +48,26 @@ def model_fields(size: str, dtype: str, attention: str, attention_dropout: float
                 attention_dropout=attention_dropout)  # fmt: skip
 
 
-def pretraining_batch(batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random ids, full rows (pre-training packs its sequences), masked positions, NSP labels."""
+def modernbert_fields(size: str, dtype: str) -> dict:
+    """ModernBERT-base's architecture (answerdotai/ModernBERT-base config.json: 22 layers,
+    GeGLU 1152, a 128-token local window, global every third layer); smaller widths off base."""
+    layers, width = (22, 768) if size == "base" else SIZES[size]
+    return dict(vocab_size=50368, hidden_size=width, num_layers=layers, num_heads=width // 64,
+                intermediate_size=width * 3 // 2, max_position_embeddings=8192,
+                type_vocab_size=0, hidden_dropout=0.0, attention_dropout=0.0,
+                layer_norm_eps=1e-5, dtype=dtype, position_embedding="rope",
+                rope_theta=160000.0, pre_norm=True, norm_bias=False, gated_mlp=True,
+                attention_bias=False, mlp_bias=False, head_bias=False, local_window=128,
+                global_every=3)  # fmt: skip
+
+
+def pretraining_batch(
+    batch: int, seq: int, seed: int = 0, predictions: int = 0
+) -> dict[str, np.ndarray]:
+    """Random ids, full rows (pre-training packs its sequences), masked positions, NSP labels;
+    `predictions` masked positions a row (0: BERT's count for `seq`)."""
     rng = np.random.default_rng(seed)
-    predictions = PREDICTIONS.get(seq, max(1, round(0.15 * seq)))
+    predictions = predictions or PREDICTIONS.get(seq, max(1, round(0.15 * seq)))
     ids = rng.integers(5, VOCAB, size=(batch, seq)).astype(np.int32)
     positions = np.sort(
         rng.permuted(np.tile(np.arange(1, seq), (batch, 1)), axis=1)[:, :predictions]
@@ -138,6 +155,30 @@ def bench_pretraining(args, seq: int, attention: str) -> dict:
     return {"sequences_per_s": per_second, "step_s": seconds / args.steps,
             "mfu": flops.mfu(achieved, jax.device_count(), peak),
             "tflops_per_s": achieved / 1e12, "batch": batch}  # fmt: skip
+
+
+def bench_modernbert(args) -> dict:
+    """ModernBERT-base-shaped MLM pre-training (30% masked), sequence 512, full rows."""
+    import jax
+
+    from bert import flops
+    from bert.model import BertConfig
+    from bert.objectives import Mlm
+    from bert.training import sharding
+
+    config = BertConfig(**modernbert_fields(args.size, args.dtype))
+    mesh = sharding.make_mesh((-1, 1, 1))
+    objective = Mlm(config)
+    run = train_runner(objective.model, objective, mesh, 512)
+    data = pretraining_batch(args.batch_512, 512, predictions=round(0.3 * 512))
+    data = {k: data[k] for k in objective.batch_keys}
+    seconds = timed(run, [data] * args.steps, [data] * args.warmup)
+    per_second = args.batch_512 * args.steps / seconds
+    achieved = per_second * objective.train_flops(512, data["masked_lm_ids"].shape[1])
+    peak = flops.peak_flops(jax.devices()[0].device_kind, args.peak_flops or None)
+    return {"sequences_per_s": per_second, "step_s": seconds / args.steps,
+            "mfu": flops.mfu(achieved, jax.device_count(), peak),
+            "tflops_per_s": achieved / 1e12, "batch": args.batch_512}  # fmt: skip
 
 
 def bench_finetuning(args, multiple: int) -> dict:
@@ -291,6 +332,8 @@ def plan(args, backend: str) -> list[tuple[str, str, object]]:
         rows.append(
             ("pretrain HF torch", f"seq {seq}, sdpa", lambda s=seq: bench_torch(args, s, done))
         )
+    rows.append(("pretrain ModernBERT", "seq 512, MLM 30%, xla attention",
+                 lambda: bench_modernbert(args)))  # fmt: skip
     for multiple in (0, 32):
         setting = "padded to 128" if multiple == 0 else "buckets of 32"
         rows.append(("finetune SST-2 shape", setting,

@@ -28,10 +28,15 @@ PEAK_FLOPS: tuple[tuple[str, float], ...] = (
 
 
 def encoder_flops(config: BertConfig, seq_length: int) -> float:
-    """Forward matmul FLOPs of the encoder over one sequence of `seq_length` tokens."""
+    """Forward matmul FLOPs of the encoder over one sequence of `seq_length` tokens (a gated
+    MLP has three [h, i] matrices; a local-attention layer's scores and sums span its window)."""
     h, i, s = config.hidden_size, config.intermediate_size, seq_length
-    per_token_layer = 2 * (4 * h * h + 2 * h * i) + 2 * 2 * s * h  # projections + attention
-    return float(config.num_layers * per_token_layer * s)
+    mlp = (3 if config.gated_mlp else 2) * h * i
+    total = 0.0
+    for layer in range(config.num_layers):
+        span = min(s, config.local_window + 1) if config.is_local(layer) else s
+        total += (2 * (4 * h * h + mlp) + 2 * 2 * span * h) * s  # projections + attention
+    return total
 
 
 def mlm_head_flops(config: BertConfig, num_predictions: int) -> float:

@@ -45,6 +45,8 @@ def test_accelerator_benchmark_runs_on_cpu_without_tf_and_writes_json(tmp_path):
             assert row["sequences_per_s"] > 0 and 0 < row["mfu"] < 1, row
             # MFU is the achieved FLOP/s over the --peak_flops given.
             assert abs(row["mfu"] - row["tflops_per_s"] * 1e12 / 1e13) < 1e-9
+    modern = rows[("pretrain ModernBERT", "seq 512, MLM 30%, xla attention")]
+    assert modern["sequences_per_s"] > 0 and 0 < modern["mfu"] < 1, modern
     padded = rows[("finetune SST-2 shape", "padded to 128")]
     bucketed = rows[("finetune SST-2 shape", "buckets of 32")]
     assert padded["shapes"] == 1 and bucketed["shapes"] >= 1
