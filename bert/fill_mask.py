@@ -38,12 +38,7 @@ def encode(model: pretrained.Pretrained, sentence: str, max_seq_length: int) -> 
     if MASK not in sentence:
         raise UserError(f"no {MASK} in {sentence!r}")
     tok = model.tokenizer
-    pieces = sentence.split(MASK)
-    ids: list[int] = []
-    for i, ids_of_piece in enumerate(tok.encode_batch_ids(pieces)):
-        if i:
-            ids.append(tok.mask_id)
-        ids.extend(ids_of_piece)
+    ids = tok.encode_masked(sentence)
     if len(ids) + 2 > max_seq_length:
         raise UserError(f"{sentence!r} has {len(ids) + 2} tokens, more than {max_seq_length}")
     return tok.build_inputs(ids)[0]

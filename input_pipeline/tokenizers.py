@@ -12,6 +12,8 @@ and exposes their ids, so the rest of the pipeline never needs to know which kin
   run by the ``tokenizers`` library and built the way ``transformers.BertTokenizerFast`` builds
   it, so the ids are identical to HF's. As in HF, a literal special token in the text
   (``"[SEP]"``) is matched as that special token.
+* Any other HF ``tokenizer.json`` (ModernBERT's byte-level BPE, RoBERTa's, ...) is run as it is
+  by `bpe_tokenizer.BpeTokenizer`, with the file's own special-token layout.
 
 ``encode`` returns the ids *without* special tokens; :meth:`Tokenizer.build_inputs` assembles
 ``[CLS] a [SEP] b [SEP]`` and the segment ids, as HF does for a pair.
@@ -125,6 +127,14 @@ class Tokenizer(abc.ABC):
         """``encode`` for many texts, multi-threaded in C++."""
         return [self._encoding(ids) for ids in self.encode_batch_ids(texts)]
 
+    def encode_masked(self, text: str) -> list[int]:
+        """Ids of ``text`` (no special tokens) with each literal "[MASK]" as the mask token, the
+        text around each one tokenized on its own (a fill-mask input)."""
+        ids: list[int] = []
+        for i, ids_of_piece in enumerate(self.encode_batch_ids(text.split(MASK))):
+            ids.extend([self.mask_id, *ids_of_piece] if i else ids_of_piece)
+        return ids
+
     def _encoding(self, ids: list[int]) -> Encoding:
         table = self._word_start
         return Encoding(ids=ids, word_starts=[table[i] for i in ids])
@@ -182,7 +192,8 @@ class Tokenizer(abc.ABC):
         return f"{type(self).__name__}({str(self._path)!r}, vocab_size={self.vocab_size})"
 
 
-def _sha256(*parts: bytes) -> str:
+def sha256(*parts: bytes) -> str:
+    """SHA-256 (hex) of ``parts``, each prefixed by its length."""
     digest = hashlib.sha256()
     for part in parts:
         digest.update(len(part).to_bytes(8, "little"))
@@ -190,7 +201,7 @@ def _sha256(*parts: bytes) -> str:
     return digest.hexdigest()
 
 
-def _read_bytes(path: PathLike, what: str) -> tuple[pathlib.Path, bytes]:
+def read_bytes(path: PathLike, what: str) -> tuple[pathlib.Path, bytes]:
     path = paths.path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist (or is not a file)")
@@ -215,7 +226,7 @@ class SentencePieceTokenizer(Tokenizer):
           FileNotFoundError: no such file.
           ValueError: not a SentencePiece model, or a special token is missing.
         """
-        path, proto = _read_bytes(model_file, "SentencePiece model")
+        path, proto = read_bytes(model_file, "SentencePiece model")
         processor = spm.SentencePieceProcessor()
         try:
             processor.LoadFromSerializedProto(proto)
@@ -237,7 +248,7 @@ class SentencePieceTokenizer(Tokenizer):
         if processor.unk_id() != special[UNK]:
             unk = pieces[processor.unk_id()]
             raise UserError(f"SentencePiece model {path}: its unknown piece is {unk!r}, not {UNK}")
-        super().__init__(path, _sha256(b"sentencepiece", proto), special)
+        super().__init__(path, sha256(b"sentencepiece", proto), special)
         self._sp = processor
         self._num_threads = num_threads or os.cpu_count() or 1
         self._word_start = [piece.startswith(SENTENCEPIECE_WORD_START) for piece in pieces]
@@ -319,11 +330,9 @@ class WordPieceTokenizer(Tokenizer):
         lowercase: bool | None,
     ):
         """Wraps a built ``tokenizers.Tokenizer``; use :func:`load_wordpiece` to make one."""
-        if not isinstance(tokenizer.model, models.WordPiece):
-            raise UserError(
-                f"{path} holds a {type(tokenizer.model).__name__} model; "
-                "only WordPiece tokenizer.json files are supported"
-            )
+        if not isinstance(tokenizer.model, models.WordPiece):  # load_tokenizer takes any
+            kind = type(tokenizer.model).__name__
+            raise UserError(f"{path} holds a {kind} model, not WordPiece: use load_tokenizer")
         tokenizer.no_padding()
         tokenizer.no_truncation()
         vocab = tokenizer.get_vocab(with_added_tokens=True)
@@ -396,18 +405,11 @@ def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTo
       FileNotFoundError: no such file.
       ValueError: malformed file, a missing special token, or a lowercase for tokenizer.json.
     """
-    path, data = _read_bytes(path, "WordPiece vocabulary")
-    if path.suffix == ".json":
-        if lowercase is not None:
-            raise UserError(
-                f"{path}: a tokenizer.json sets its own lower-casing; pass lowercase=None"
-            )
-        try:
-            tokenizer = hf_tokenizers.Tokenizer.from_str(data.decode("utf-8"))
-        except Exception as e:  # tokenizers raises a plain Exception; also bad UTF-8
-            raise UserError(f"{path} is not a valid tokenizer.json: {e}") from e
-        return WordPieceTokenizer(tokenizer, path, _sha256(b"tokenizer.json", data), None)
+    if paths.path(path).suffix == ".json":
+        from input_pipeline import bpe_tokenizer  # it imports this module
 
+        return bpe_tokenizer.load_tokenizer_json(path, lowercase, wordpiece_only=True)
+    path, data = read_bytes(path, "WordPiece vocabulary")
     vocab = vocab_files.read_vocab_txt(path, data)
     _check_specials(path, vocab)  # before add_special_tokens would append them
     options: dict = {}
@@ -430,7 +432,7 @@ def load_wordpiece(path: PathLike, lowercase: bool | None = None) -> WordPieceTo
         [hf_tokenizers.AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
     )
     settings = f"{lowercase},{strip_accents},{handle_chinese_chars}".encode()
-    return WordPieceTokenizer(tokenizer, path, _sha256(b"vocab.txt", settings, data), lowercase)
+    return WordPieceTokenizer(tokenizer, path, sha256(b"vocab.txt", settings, data), lowercase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,9 +460,10 @@ def _find_in_directory(directory: pathlib.Path) -> pathlib.Path:
 def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
     """Loads a tokenizer, its kind told by the path.
 
-    ``*.model`` is SentencePiece, ``*.json`` a WordPiece tokenizer.json, ``*.txt`` a WordPiece
-    vocab.txt; in a folder, ``sentencepiece.model`` (in an HF directory exported by
-    bert.convert) wins over ``tokenizer.json``, then ``vocab.txt``, then a single ``*.model``.
+    ``*.model`` is SentencePiece, ``*.txt`` a WordPiece vocab.txt, ``*.json`` an HF
+    tokenizer.json (WordPiece, or any other model as `bpe_tokenizer.BpeTokenizer`); in a folder,
+    ``sentencepiece.model`` (in an HF directory exported by bert.convert) wins over
+    ``tokenizer.json``, then ``vocab.txt``, then a single ``*.model``.
 
     Args:
       path: a file or a folder (e.g. an HF checkpoint folder).
@@ -475,9 +478,13 @@ def load_tokenizer(path: PathLike, lowercase: bool | None = None) -> Tokenizer:
         if lowercase is not None:
             raise UserError(f"{path}: lowercase does not apply to a SentencePiece model")
         return SentencePieceTokenizer(path)
-    if path.suffix in (".json", ".txt"):
+    if path.suffix == ".json":
+        from input_pipeline import bpe_tokenizer  # it imports this module
+
+        return bpe_tokenizer.load_tokenizer_json(path, lowercase)
+    if path.suffix == ".txt":
         return load_wordpiece(path, lowercase)
     raise UserError(
         f"cannot tell the tokenizer kind of {path}: expected a .model (SentencePiece), "
-        "a vocab .txt or a tokenizer.json (WordPiece), or a folder holding one"
+        "a vocab .txt (WordPiece) or a tokenizer.json, or a folder holding one"
     )

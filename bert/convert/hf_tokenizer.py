@@ -6,7 +6,8 @@ BPE model with the SentencePiece model's own pieces and scores, its own normalis
 compiled character map stored in the model, then its whitespace rules), the metaspace
 pre-tokenisation and the [CLS]/[SEP] template our encoder inputs use, so that text splits into
 exactly our ids. The SentencePiece model is written beside it too, as `sentencepiece.model`.
-A WordPiece tokenizer is written as it runs here (its tokenizer.json, and vocab.txt).
+A WordPiece tokenizer is written as it runs here (its tokenizer.json, and vocab.txt); any
+other tokenizer.json (ModernBERT's byte-level BPE) is copied with the HF files beside it.
 
 The five special tokens are registered as special added tokens, as HF's BERT tokenizers have
 them: a literal "[MASK]" in text is the mask token (what fill-mask pipelines expect), whereas
@@ -22,6 +23,7 @@ import tokenizers as hf_tokenizers
 from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
 
+from input_pipeline.bpe_tokenizer import BpeTokenizer
 from input_pipeline.tokenizers import (
     CLS,
     MASK,
@@ -144,7 +146,7 @@ def sentencepiece_to_tokenizers(tokenizer: SentencePieceTokenizer) -> hf_tokeniz
     return hf
 
 
-def _tokenizer_config(max_length: int, extra: dict) -> dict[str, Any]:
+def _tokenizer_config(max_length: int, extra: dict, token_types: bool) -> dict[str, Any]:
     names = {"pad_token": PAD, "unk_token": UNK, "cls_token": CLS, "sep_token": SEP}
     names["mask_token"] = MASK
     return {
@@ -153,7 +155,7 @@ def _tokenizer_config(max_length: int, extra: dict) -> dict[str, Any]:
         "model_max_length": max_length,
         "padding_side": "right",
         "clean_up_tokenization_spaces": False,
-        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],
+        "model_input_names": _input_names(token_types),
     }
 
 
@@ -182,12 +184,58 @@ def _write_vocab_txt(
     path.write_text("".join(f"{token}\n" for token, _ in vocab), encoding="utf-8")
 
 
-def write_tokenizer(tokenizer: Tokenizer, directory: pathlib.Path, max_length: int) -> list[str]:
+def _input_names(token_types: bool) -> list[str]:
+    """tokenizer_config's model_input_names: token_type_ids only for a model that takes them."""
+    return ["input_ids", *(["token_type_ids"] if token_types else []), "attention_mask"]
+
+
+def _write_bpe(
+    tokenizer: BpeTokenizer, directory: pathlib.Path, max_length: int, token_types: bool | None
+) -> list[str]:
+    """A tokenizer.json other than WordPiece as it was read, with the tokenizer_config.json that
+    was beside it (else one naming the file's special tokens) and its special_tokens_map.json."""
+    shutil.copyfile(tokenizer.path, directory / "tokenizer.json")
+    beside = tokenizer.path.parent / "tokenizer_config.json"
+    try:
+        config = json.loads(beside.read_text(encoding="utf-8")) if beside.is_file() else {}
+    except (ValueError, UnicodeDecodeError) as e:
+        raise errors.UserError(f"{beside} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise errors.UserError(f"{beside} is not a JSON object")
+    if not config:
+        ids = tokenizer.special_ids
+        names = {"pad": ids.pad, "unk": ids.unk, "cls": ids.cls, "sep": ids.sep, "mask": ids.mask}
+        config = {f"{k}_token": tokenizer.id_to_token(v) for k, v in names.items()}
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        if token_types is None:  # the post-processor's pair template decides
+            token_types = set(tokenizer.build_inputs([7], [7])[1]) != {0}
+    if token_types is not None:
+        config["model_input_names"] = _input_names(token_types)
+    config["model_max_length"] = max_length
+    special = {k: v for k, v in config.items() if k.endswith("_token")}
+    for name, value in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
+        (directory / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+def write_tokenizer(
+    tokenizer: Tokenizer,
+    directory: pathlib.Path,
+    max_length: int,
+    *,
+    token_types: bool | None = None,
+) -> list[str]:
     """Writes HF tokenizer files for `tokenizer` into `directory`; returns their names.
 
     Args:
       max_length: the model's longest input (tokenizer_config's model_max_length).
+      token_types: whether the model takes token_type_ids (False for ModernBERT, whose
+        forward refuses them): tokenizer_config's model_input_names. None: yes, except for a
+        tokenizer.json other than WordPiece, whose own tokenizer_config.json (or, without one,
+        its post-processor's type ids) decides.
     """
+    if isinstance(tokenizer, BpeTokenizer):
+        return _write_bpe(tokenizer, directory, max_length, token_types)
     if isinstance(tokenizer, SentencePieceTokenizer):
         backend = sentencepiece_to_tokenizers(tokenizer)
         extra = {"tokenizer_class": "PreTrainedTokenizerFast"}
@@ -202,7 +250,7 @@ def write_tokenizer(tokenizer: Tokenizer, directory: pathlib.Path, max_length: i
     else:
         raise TypeError(f"no HF form for {type(tokenizer).__name__}")
     backend.save(str(directory / "tokenizer.json"))
-    config = _tokenizer_config(max_length, extra)
+    config = _tokenizer_config(max_length, extra, token_types is not False)
     special = {k: v for k, v in config.items() if k.endswith("_token")}
     for name, value in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
         (directory / name).write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -52,12 +52,12 @@ def encode_texts(
     """``[CLS] a [SEP]`` (seconds None) or ``[CLS] a [SEP] b [SEP]`` rows, padded.
 
     A single text is cut at ``max_seq_length - 2`` tokens; a pair too long is cut
-    longest-first to ``max_seq_length - 3``.
+    longest-first to ``max_seq_length - 3`` (``- 4`` for RoBERTa's ``<s> a </s></s> b </s>``).
 
     Returns:
       ENCODER_INPUTS as in :func:`pack`.
     """
-    min_length = 2 if seconds is None else 3
+    min_length = len(tokenizer.build_inputs([], None if seconds is None else [])[0])
     if max_seq_length <= min_length:
         raise UserError(f"max_seq_length must exceed {min_length}, got {max_seq_length}")
     first_ids = tokenizer.encode_batch_ids(list(firsts)) if firsts else []
@@ -68,6 +68,6 @@ def encode_texts(
     else:
         second_ids = tokenizer.encode_batch_ids(list(seconds)) if seconds else []
         for first, second in zip(first_ids, second_ids, strict=True):
-            truncate_pair(first, second, max_seq_length - 3)
+            truncate_pair(first, second, max_seq_length - min_length)
             rows.append(tokenizer.build_inputs(first, second))
     return pack(rows, max_seq_length, tokenizer.pad_id)

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tokenizers as hf_tokenizers
 
+from input_pipeline import bpe_tokenizer
 from input_pipeline import tokenizers as tok_lib
 from util import atomic, paths
 from util.errors import UserError
@@ -214,9 +215,9 @@ def _backend(
     tokenizer: tok_lib.Tokenizer | hf_tokenizers.Tokenizer,
 ) -> tuple[object, int, int, int]:
     """An encoder giving character offsets, and the [CLS], [SEP], [PAD] ids."""
-    if isinstance(tokenizer, tok_lib.WordPieceTokenizer):
-        backend = tokenizer._tokenizer  # the project interface exposes no offsets
-    elif isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
+    if isinstance(tokenizer, tok_lib.WordPieceTokenizer | bpe_tokenizer.BpeTokenizer):
+        return tokenizer.backend, tokenizer.cls_id, tokenizer.sep_id, tokenizer.pad_id
+    if isinstance(tokenizer, tok_lib.SentencePieceTokenizer):
         backend = _SentencePieceOffsets(tokenizer)
     elif isinstance(tokenizer, hf_tokenizers.Tokenizer):
         backend = tokenizer
@@ -321,8 +322,8 @@ def make_features(
 
     Args:
       examples: from :func:`read_squad`.
-      tokenizer: the checkpoint's WordPiece or SentencePiece tokenizer (both give character
-        offsets), or a ``tokenizers.Tokenizer`` directly.
+      tokenizer: the checkpoint's WordPiece, BPE (tokenizer.json) or SentencePiece tokenizer
+        (all give character offsets), or a ``tokenizers.Tokenizer`` directly.
       max_seq_length: tokens per window, special tokens included (384 in BERT).
       doc_stride: how far each window moves over the context (128).
       max_query_length: questions are cut to this many tokens (64).
