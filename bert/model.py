@@ -6,7 +6,14 @@ Google and Hugging Face checkpoints load and give the same numbers. Modules are 
 Logical axis names used for parameters and activations (mapped to mesh axes by
 bert/training/sharding.py):
   vocab, embed, heads (the fused heads x head_dim axis), mlp, position, token_type,
-  batch, length, kv_length.
+  batch, length, kv_length, layers (the leading axis of scanned layers' parameters).
+
+With `scan_layers` the layers are one `nn.scan` over a single layer body; `remat` recomputes
+each layer in the backward pass. The layers are not all alike (local or global attention; no
+attention norm in ModernBERT's layer 0), so the scanned body takes the layer's number as an input
+and selects at run time the window mask, the RoPE theta and layer 0's norm (its parameters then
+exist, unused): exactly the values of the unrolled layers. bert/layer_stack.py converts the
+parameters between the two layouts (`layer_0`, `layer_1`, ... and one stacked `layers`).
 """
 
 import dataclasses
@@ -18,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bert.attention import ATTENTION_IMPLS, attend, kernel
 from bert.dropout import Dropout
 from bert.rope import rotate
 
@@ -31,11 +39,15 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
 }
-ATTENTION_IMPLS = ("xla", "cudnn")
 POSITION_EMBEDDINGS = ("learned", "rope")
 # How new weights are drawn, with standard deviation initializer_range: cut at two standard
 # deviations and not rescaled (Google's BERT), or not cut (Hugging Face transformers).
 INITIALIZERS = ("truncated_normal", "normal")
+# What a rematerialised layer keeps for the backward pass: nothing, or its matrix products
+# without batch dimensions (projections and MLP; the attention scores are recomputed).
+REMAT_POLICIES = {"full": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}  # fmt: skip
+STACKED_LAYERS = "layers"  # the scanned layers' module (and logical axis) name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +69,7 @@ class BertConfig:
     initializer: str = "truncated_normal"
     dtype: str = "float32"
     param_dtype: str = "float32"
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"  # auto, xla or cudnn: the attention kernel (bert/attention.py)
     # The options of modern encoders (ModernBERT and kin); the defaults are 2018 BERT.
     position_embedding: str = "learned"  # learned absolute positions, or "rope" (rotary)
     rope_theta: float = 10000.0  # the rotary base of global-attention layers
@@ -73,6 +85,15 @@ class BertConfig:
     decoder_bias: bool = True  # the bias of the MLM output (vocabulary) layer
     local_window: int = 0  # tokens a local-attention layer sees (|i - j| <= window // 2); 0: none
     global_every: int = 1  # with a local window: layers 0, N, 2N, ... attend globally
+    scan_layers: bool = False  # nn.scan over one layer body, parameters stacked in one "layers"
+    # subtree (bert/layer_stack.py converts); False: one module per layer (layer_0, layer_1, ...)
+    remat: str = "none"  # recompute each layer in the backward pass: none, full (keep nothing)
+    # or dots (keep the matmul outputs); the numbers stay the unrolled stack's
+    prediction_head: bool = False  # task heads as ModernBERT's: dense, activation and norm (as
+    # the MLM head's transform) before the classifier, no tanh pooler; False: BERT's heads
+    classifier_pooling: str = "cls"  # with prediction_head, what a sequence classifier takes:
+    # the first token's state ("cls") or the mean over the real tokens ("mean")
+    classifier_dropout: float = 0.0  # with prediction_head, dropout before the classifier
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -109,6 +130,12 @@ class BertConfig:
             raise ValueError(
                 f"model.local_window must be >= 0 and model.global_every >= 1, got "
                 f"{self.local_window} and {self.global_every}"
+            )
+        if not isinstance(self.scan_layers, bool):
+            raise ValueError(f"model.scan_layers must be True or False, got {self.scan_layers!r}")
+        if self.remat != "none" and self.remat not in REMAT_POLICIES:
+            raise ValueError(
+                f"model.remat {self.remat!r} is not one of none, {', '.join(REMAT_POLICIES)}"
             )
         if self.type_vocab_size < 0:
             raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
@@ -253,10 +280,12 @@ class SelfAttention(nn.Module):
         deterministic: bool,
         blocks: Array | None = None,
         positions: Array | None = None,
+        is_local: Array | None = None,
     ) -> Array:
         """blocks: [batch, length] packed-sequence numbers (None: one sequence per row); a
         token then attends only to the real tokens of its own block. positions: [batch or 1,
-        length], the rotary positions (config.position_embedding "rope")."""
+        length], the rotary positions (config.position_embedding "rope"). is_local: a bool
+        scalar choosing local attention at run time (scanned layers), beside `self.local`."""
         c = self.config
         batch, length, _ = x.shape
 
@@ -266,49 +295,34 @@ class SelfAttention(nn.Module):
 
         q, k, v = heads("query"), heads("key"), heads("value")
         if c.position_embedding == "rope":
-            theta = c.local_rope_theta if self.local else c.rope_theta
-            q, k = rotate(q, positions, theta), rotate(k, positions, theta)
-        dropout_active = not deterministic and c.attention_dropout > 0.0
-        if dropout_active and c.attention_impl == "cudnn":
-            raise ValueError(
-                "model.attention_impl='cudnn' cannot apply attention dropout; "
-                "set model.attention_dropout=0.0 or model.attention_impl='xla'"
-            )
-        if (blocks is not None or self.local) and c.attention_impl == "cudnn":
-            raise ValueError(
-                "model.attention_impl='cudnn' cannot attend within packed sequences or a local "
-                "window; set config.train.pack=False and model.local_window=0, or "
-                "model.attention_impl='xla'"
-            )
+            q, k = self._rotate(q, k, positions, is_local)
+        local = self.local or is_local is not None
+        impl = kernel(
+            c.attention_impl, dropout=not deterministic and c.attention_dropout > 0.0,
+            full_mask=blocks is not None or local, dtype=q.dtype, head_dim=c.head_dim,
+            backend=jax.default_backend(),
+        )  # fmt: skip
         mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
         if blocks is not None:  # [batch, 1, length, kv_length]
             mask = mask & (blocks[:, None, :, None] == blocks[:, None, None, :])
-        if self.local:  # [1, 1, length, kv_length]
+        if local:  # [1, 1, length, kv_length]
             rows = jnp.arange(length)
-            mask = mask & (jnp.abs(rows[:, None] - rows[None, :]) <= c.local_window // 2)
-        if dropout_active:
-            out = self._attention_with_dropout(q, k, v, mask)
-        elif c.attention_impl == "cudnn":
-            # cuDNN flash attention takes lengths, not masks: BERT inputs are right-padded.
-            lengths = jnp.sum(input_mask, axis=-1, dtype=jnp.int32)
-            out = jax.nn.dot_product_attention(
-                q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths,
-                implementation="cudnn",
-            )  # fmt: skip
-        else:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
+            window = jnp.abs(rows[:, None] - rows[None, :]) <= c.local_window // 2
+            mask = mask & (window if is_local is None else window | ~is_local)
+        drop = functools.partial(Dropout(c.attention_dropout), deterministic=False)
+        out = attend(impl, q, k, v, mask, input_mask, drop)
         return out.reshape(batch, length, c.hidden_size)  # [batch, length, heads*kv]
 
-    def _attention_with_dropout(self, q: Array, k: Array, v: Array, mask: Array) -> Array:
-        """Explicit attention (softmax in float32) with dropout on the probabilities; `mask`
-        [batch, 1, 1 or length, kv_length] marks the keys each query may attend to."""
+    def _rotate(self, q: Array, k: Array, positions: Array, is_local: Array | None):
+        """q and k turned by their rotary positions with the theta of the layer's attention
+        (local or global; with `is_local`, both computed and one selected)."""
         c = self.config
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
-        logits = logits / jnp.sqrt(jnp.float32(c.head_dim))
-        logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(logits, axis=-1)
-        probs = Dropout(c.attention_dropout)(probs, deterministic=False)
-        return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(c.dtype), v)
+        theta = c.local_rope_theta if self.local else c.rope_theta
+        turned = rotate(q, positions, theta), rotate(k, positions, theta)
+        if is_local is None or c.local_rope_theta == c.rope_theta:
+            return turned
+        local = rotate(q, positions, c.local_rope_theta), rotate(k, positions, c.local_rope_theta)
+        return tuple(jnp.where(is_local, a, b) for a, b in zip(local, turned, strict=True))
 
 
 class TransformerLayer(nn.Module):
@@ -327,26 +341,42 @@ class TransformerLayer(nn.Module):
         deterministic: bool,
         blocks: Array | None = None,
         positions: Array | None = None,
+        layer: Array | None = None,
     ) -> Array:
+        """layer: with scanned layers, the layer's number as a traced int32 scalar, which then
+        stands for `index` (the choices it makes are selected at run time)."""
         c = self.config
         drop = functools.partial(Dropout(c.hidden_dropout), deterministic=deterministic)
-        attention = SelfAttention(c, c.is_local(self.index), name="attention")
+        mixed = layer is not None and c.local_window > 0 and c.global_every > 1  # local or not
+        is_local = layer % c.global_every != 0 if mixed else None
+        attention = SelfAttention(c, layer is None and c.is_local(self.index), name="attention")
         out = functools.partial(dense, c, c.hidden_size, ("heads", "embed"), "attention_output",
                                 use_bias=c.attention_bias)  # fmt: skip
         if c.pre_norm:
-            h = x if self.index == 0 and c.embedding_norm else layer_norm(c, "attention_norm")(x)
-            h = attention(h.astype(c.dtype), input_mask, deterministic, blocks, positions)
+            h = self._attention_input(x, layer)
+            h = attention(h, input_mask, deterministic, blocks, positions, is_local)
             x = x + drop(out()(h))
             x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
             h = self._mlp(layer_norm(c, "output_norm")(x).astype(c.dtype))
             x = x + drop(h)
             return nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        attn = attention(x, input_mask, deterministic, blocks, positions)
+        attn = attention(x, input_mask, deterministic, blocks, positions, is_local)
         x = layer_norm(c, "attention_norm")(x + drop(out()(attn))).astype(c.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         h = self._mlp(x)
         x = layer_norm(c, "output_norm")(x + drop(h)).astype(c.dtype)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def _attention_input(self, x: Array, layer: Array | None) -> Array:
+        """A pre-LN layer's attention input: LN(x), but x itself in layer 0 after an embedding
+        norm (ModernBERT); scanned (`layer` given), both and the one selected."""
+        c = self.config
+        if c.embedding_norm and layer is None and self.index == 0:
+            return x.astype(c.dtype)
+        h = layer_norm(c, "attention_norm")(x).astype(c.dtype)
+        if c.embedding_norm and layer is not None:  # layer 0's norm parameters go unused
+            return jnp.where(layer == 0, x.astype(c.dtype), h)
+        return h
 
     def _mlp(self, x: Array) -> Array:
         """The feed-forward block: act(x W1) W2, or gated, (act(x W) * (x V)) W2 with W and V
@@ -382,7 +412,14 @@ class BertModel(nn.Module):
     def setup(self):
         c = self.config
         self.embeddings = Embeddings(c)
-        self.layers = [TransformerLayer(c, i, name=f"layer_{i}") for i in range(c.num_layers)]
+        layer = TransformerLayer
+        if c.remat != "none":  # `deterministic` (argument 3, self being 0) stays static
+            layer = nn.remat(layer, policy=REMAT_POLICIES[c.remat], static_argnums=(3,),
+                             prevent_cse=not c.scan_layers)  # fmt: skip
+        if c.scan_layers:
+            self.layers = layer(c, name=STACKED_LAYERS)
+        else:
+            self.layers = [layer(c, i, name=f"layer_{i}") for i in range(c.num_layers)]
         if c.pre_norm:
             self.final_norm = layer_norm(c, "final_norm")
         self.pooler = dense(c, c.hidden_size, ("embed", "embed_out"), "pooler")
@@ -406,14 +443,31 @@ class BertModel(nn.Module):
         else:  # a new block at each position 0
             blocks = jnp.cumsum(position_ids == 0, axis=-1)  # [batch, length]
         x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
-        for layer in self.layers:
-            x = layer(x, input_mask, deterministic, blocks, position_ids)
+        if self.config.scan_layers:
+            x = self._scan(x, input_mask, deterministic, blocks, position_ids)
+        else:
+            for layer in self.layers:
+                x = layer(x, input_mask, deterministic, blocks, position_ids)
         if self.config.pre_norm:
             x = self.final_norm(x).astype(self.config.dtype)
         if not pool:  # the pooler's parameters are then not needed (HF's BertForMaskedLM)
             return x, None
         pooled = jnp.tanh(self.pooler(x[:, 0]))  # [batch, embed]
         return x, pooled
+
+    def _scan(self, x: Array, input_mask: Array, deterministic: bool, blocks, positions) -> Array:
+        """x [batch, length, embed] through the layers as one nn.scan over one layer body (its
+        parameters stacked on a leading "layers" axis), the layer's number a scanned input."""
+
+        def body(module, carry, index, input_mask, blocks, positions):  # remat: static arg 3
+            return module(carry, input_mask, deterministic, blocks, positions, index), None
+
+        n = self.config.num_layers
+        scan = nn.scan(body, variable_axes={"params": 0}, length=n,
+                       split_rngs={"params": True, "dropout": True},
+                       in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+                       metadata_params={nn.PARTITION_NAME: STACKED_LAYERS})  # fmt: skip
+        return scan(self.layers, x, jnp.arange(n), input_mask, blocks, positions)[0]
 
     def word_embedding_table(self) -> Array:
         """The [vocab, embed] input embedding table (tied to the MLM output layer)."""

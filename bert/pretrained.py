@@ -28,7 +28,9 @@ class Pretrained:
     Attributes:
       config: the encoder's config.
       params: our nested parameters: "bert" (the encoder) and whichever heads the checkpoint
-        holds ("mlm", "nsp", a fine-tuned task's head, ...).
+        holds ("mlm", "nsp", a fine-tuned task's head, ...), in `config`'s layout (a workdir
+        trained with model.scan_layers: the layers stacked; bert/layer_stack.relayout converts
+        them for a model of another config).
       tokenizer: the tokenizer beside the checkpoint (or the one asked for); None when loaded
         without one.
       source: the path (or Hub model id) it was loaded from.

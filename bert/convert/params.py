@@ -1,6 +1,7 @@
 """Parameter name mapping: our nested parameters <-> Hugging Face state dicts and Google TF
 variables, through the one name table (bert/convert/name_table.py), with shape checks."""
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -21,11 +22,14 @@ from bert.convert.name_table import (
     name_table,
 )
 from bert.heads import BertForPreTraining
+from bert.layer_stack import as_unrolled
 from bert.model import BertConfig
 
 
 def expected_shapes(config: BertConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Our parameter shapes for `config`, computed abstractly (no memory is allocated)."""
+    """Our parameter shapes for `config` in the unrolled layout (the name table's, whatever
+    config.scan_layers says), computed abstractly (no memory is allocated)."""
+    config = dataclasses.replace(config, scan_layers=False)
     ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
     abstract = jax.eval_shape(BertForPreTraining(config).init, jax.random.key(0), ids)
     flat = traverse_util.flatten_dict(abstract["params"])
@@ -138,7 +142,9 @@ def _hf_head(
 
 
 def params_to_hf(params: dict[str, Any], config: BertConfig) -> dict[str, np.ndarray]:
-    """An HF state dict (BertForPreTraining names) for the groups present in `params`."""
+    """An HF state dict (BertForPreTraining names) for the groups present in `params` (in
+    `config`'s layout: scanned layers are unstacked)."""
+    params, config = as_unrolled(params, config)
     return _to_hf(params, name_table(config.num_layers))
 
 
@@ -193,7 +199,12 @@ def params_from_tf(
 
 
 def groups_of(params: dict[str, Any], config: BertConfig) -> tuple[str, ...]:
-    """The parameter groups present in `params`, after checking names and shapes."""
+    """The parameter groups present in `params` (in `config`'s layout), after checking names
+    and shapes."""
+    try:
+        params, config = as_unrolled(params, config)
+    except ValueError as e:  # a stacked tree of another shape
+        raise CheckpointError(f"params: {e}") from None
     flat = traverse_util.flatten_dict(params)
     shapes = expected_shapes(config)
     unknown = sorted("/".join(p) for p in set(flat) - set(shapes))

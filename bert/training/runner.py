@@ -122,10 +122,15 @@ def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
 def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> step.TrainState:
     """The newest checkpoint that restores (damaged newer ones moved aside), or a fresh state."""
     model = dataclasses.asdict(run.model_config)
+    for free in ("remat", "attention_impl"):  # how the steps compute, free to change between runs
+        model.pop(free)
+    # a field newer than a checkpoint was at its default when the checkpoint was saved
+    defaults = {f.name: f.default for f in dataclasses.fields(BertConfig)
+                if f.default is not dataclasses.MISSING}  # fmt: skip
 
     def check(at: int, meta: dict) -> None:
         task = meta.get("task", "pretrain")  # pre-training checkpoints once recorded no task
-        saved = meta.get("model") or {}
+        saved = {**defaults, **(meta.get("model") or {})}
         differ = [f"model.{k}: saved {saved.get(k)!r}, now {v!r}"
                   for k, v in model.items() if saved.get(k) != v]  # fmt: skip
         if task != run.task:

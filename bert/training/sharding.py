@@ -35,6 +35,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("position", None),
     ("token_type", None),
     ("classes", None),
+    ("layers", None),  # the leading axis of scanned layers' parameters (model.scan_layers)
 )
 
 
