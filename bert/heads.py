@@ -1,7 +1,12 @@
 """Task heads on top of the encoder, and the models that combine them with it.
 
-Logits are always float32, whatever the compute dtype.
+Logits are always float32, whatever the compute dtype. The task models (sequence and token
+classification, question answering) have BERT's heads by default; with
+`config.prediction_head` they have ModernBERT's, as transformers 4.57 defines them: no tanh
+pooler, but dense, activation and norm (`PredictionHead`, named `head`) before the classifier.
 """
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -13,9 +18,35 @@ from bert.model import ACTIVATIONS, BertConfig, BertModel, dense, layer_norm
 Array = jax.Array
 
 
+# What a sequence classifier with ModernBERT's head takes (config.classifier_pooling): the
+# first token's state, or the mean over the real tokens.
+CLASSIFIER_POOLINGS = ("cls", "mean")
+
+
 def gather_positions(x: Array, positions: Array) -> Array:
     """Picks `positions` [batch, predictions] out of `x` [batch, length, embed]."""
     return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+def transform(config: BertConfig, x: Array) -> Array:
+    """Dense (bias: config.head_bias) -> activation -> LayerNorm, as parameters `transform` and
+    `transform_norm` of the calling module: [..., embed] -> [..., embed] float32."""
+    c = config
+    x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform", use_bias=c.head_bias)(x)
+    return layer_norm(c, "transform_norm")(ACTIVATIONS[c.hidden_act](x))
+
+
+class PredictionHead(nn.Module):
+    """ModernBERT's head before a task's classifier (transformers' ModernBertPredictionHead and
+    the dropout after it): `transform`, then dropout at config.classifier_dropout."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        """x [..., embed] -> [..., embed] float32."""
+        x = transform(self.config, x)
+        return Dropout(self.config.classifier_dropout)(x, deterministic=deterministic)
 
 
 class MaskedLMHead(nn.Module):
@@ -30,8 +61,7 @@ class MaskedLMHead(nn.Module):
         Returns: logits [batch, predictions, vocab] in float32.
         """
         c = self.config
-        x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform", use_bias=c.head_bias)(x)
-        x = layer_norm(c, "transform_norm")(ACTIVATIONS[c.hidden_act](x))
+        x = transform(c, x)
         logits = jnp.einsum(
             "bpe,ve->bpv",
             x.astype(c.dtype),
@@ -53,7 +83,8 @@ class BertForPreTraining(nn.Module):
     """Encoder + masked LM head + next-sentence head (`with_nsp` False: no next-sentence head).
 
     With `masked_positions` [batch, predictions] the MLM head runs on those positions only
-    (the large saving in a training step); without it, on every position.
+    (the large saving in a training step); without it, on every position. `position_ids`: as
+    BertModel takes them (packed sequences, each attending to itself).
     Returns a dict with `mlm_logits`, `nsp_logits` (with the head), `sequence_output`,
     `pooled_output` (with the pooler).
     """
@@ -75,9 +106,11 @@ class BertForPreTraining(nn.Module):
         input_mask: Array | None = None,
         masked_positions: Array | None = None,
         deterministic: bool = True,
+        position_ids: Array | None = None,
     ) -> dict[str, Array]:
         pool = self.with_pooler or self.with_nsp
-        seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic, pool=pool)
+        seq, pooled = self.bert(input_ids, segment_ids, input_mask, deterministic, position_ids,
+                                pool=pool)  # fmt: skip
         picked = seq if masked_positions is None else gather_positions(seq, masked_positions)
         out = {"mlm_logits": self.mlm(picked, self.bert.word_embedding_table()),
                "sequence_output": seq}  # fmt: skip
@@ -88,8 +121,23 @@ class BertForPreTraining(nn.Module):
         return out
 
 
+def classifier_pooling(config: BertConfig) -> str:
+    """config.classifier_pooling, checked (ValueError naming the field)."""
+    if config.classifier_pooling not in CLASSIFIER_POOLINGS:
+        raise ValueError(
+            f"model.classifier_pooling {config.classifier_pooling!r} is not one of "
+            f"{', '.join(CLASSIFIER_POOLINGS)}"
+        )
+    return config.classifier_pooling
+
+
 class BertForSequenceClassification(nn.Module):
-    """Pooled [CLS] -> dropout -> Dense(num_labels). num_labels=1 is regression (STS-B)."""
+    """Pooled [CLS] -> dropout -> Dense(num_labels). num_labels=1 is regression (STS-B).
+
+    With config.prediction_head (ModernBERT's ModernBertForSequenceClassification): the first
+    token's state or the mean over the real tokens (config.classifier_pooling) ->
+    PredictionHead -> Dense(num_labels); the encoder then has no pooler.
+    """
 
     config: BertConfig
     num_labels: int
@@ -102,17 +150,48 @@ class BertForSequenceClassification(nn.Module):
         input_mask: Array | None = None,
         deterministic: bool = True,
     ) -> Array:
-        _, pooled = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic
-        )
-        pooled = Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
+        encoder = BertModel(self.config, name="bert")
+        if self.config.prediction_head:
+            pooling = classifier_pooling(self.config)
+            seq, _ = encoder(input_ids, segment_ids, input_mask, deterministic, pool=False)
+            mask = jnp.ones_like(input_ids) if input_mask is None else input_mask
+            pooled = pool_rows(seq.astype(jnp.float32), mask, pooling)  # [batch, embed]
+            pooled = PredictionHead(self.config, name="head")(pooled, deterministic)
+        else:
+            _, pooled = encoder(input_ids, segment_ids, input_mask, deterministic)
+            pooled = Dropout(self.config.hidden_dropout)(pooled, deterministic=deterministic)
         return dense(
             self.config, self.num_labels, ("embed_out", "classes"), "classifier", jnp.float32
         )(pooled)  # [batch, num_labels]
 
 
+def _token_states(
+    config: BertConfig,
+    input_ids: Array,
+    segment_ids: Array | None,
+    input_mask: Array | None,
+    deterministic: bool,
+    position_ids: Array | None = None,
+) -> Array:
+    """Every token's state for a per-token head, made in the calling module (submodules `bert`
+    and, with config.prediction_head, `head`): BERT's hidden states after dropout, or
+    ModernBERT's through PredictionHead. Returns [batch, length, embed]."""
+    c = config
+    if not c.prediction_head:
+        seq, _ = BertModel(c, name="bert")(
+            input_ids, segment_ids, input_mask, deterministic, position_ids
+        )
+        return Dropout(c.hidden_dropout)(seq, deterministic=deterministic)
+    seq, _ = BertModel(c, name="bert")(
+        input_ids, segment_ids, input_mask, deterministic, position_ids, pool=False
+    )
+    return PredictionHead(c, name="head")(seq, deterministic)
+
+
 class BertForTokenClassification(nn.Module):
-    """Every token's hidden state -> dropout -> Dense(num_labels) (NER tagging).
+    """Every token's hidden state -> dropout -> Dense(num_labels) (NER tagging); with
+    config.prediction_head (ModernBertForTokenClassification): -> PredictionHead ->
+    Dense(num_labels).
 
     Takes packed rows too (`position_ids`, see BertModel): each token's logits are then those
     of its own sequence alone.
@@ -130,17 +209,17 @@ class BertForTokenClassification(nn.Module):
         deterministic: bool = True,
         position_ids: Array | None = None,
     ) -> Array:
-        seq, _ = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic, position_ids
-        )
-        seq = Dropout(self.config.hidden_dropout)(seq, deterministic=deterministic)
+        seq = _token_states(self.config, input_ids, segment_ids, input_mask, deterministic,
+                            position_ids)  # fmt: skip
         return dense(self.config, self.num_labels, ("embed", "classes"), "classifier", jnp.float32)(
             seq
         )  # [batch, length, num_labels]
 
 
 class BertForQuestionAnswering(nn.Module):
-    """Span extraction: every token's hidden state -> (start, end) logits.
+    """Span extraction: every token's hidden state -> (start, end) logits; with
+    config.prediction_head (ModernBertForQuestionAnswering, whose `classifier` is our
+    `qa_outputs`): every token's -> PredictionHead -> (start, end) logits.
 
     Returns (start_logits, end_logits), each [batch, length] float32.
     """
@@ -155,9 +234,12 @@ class BertForQuestionAnswering(nn.Module):
         input_mask: Array | None = None,
         deterministic: bool = True,
     ) -> tuple[Array, Array]:
-        seq, _ = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic
-        )
+        if self.config.prediction_head:
+            seq = _token_states(self.config, input_ids, segment_ids, input_mask, deterministic)
+        else:
+            seq, _ = BertModel(self.config, name="bert")(
+                input_ids, segment_ids, input_mask, deterministic
+            )
         logits = dense(self.config, 2, ("embed", "classes"), "qa_outputs", jnp.float32)(seq)
         return logits[..., 0], logits[..., 1]
 
@@ -242,3 +324,25 @@ class BertForSentenceEmbedding(nn.Module):
             norm = jnp.linalg.norm(pooled, axis=-1, keepdims=True)
             pooled = pooled / jnp.maximum(norm, 1e-12)
         return pooled  # [batch or sentences, embed]
+
+
+# The task models whose head config.prediction_head makes ModernBERT's.
+TASK_MODELS = (BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering)
+
+
+def fine_tuning_start(model: nn.Module, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a checkpoint (`params`: "bert" and whichever heads it holds) that
+    start fine-tuning `model`; the rest of `model` starts from random weights.
+
+    Always the encoder. For a task model with ModernBERT's head (config.prediction_head) also
+    that head's transform: the checkpoint's own task head's (`head`), else its MLM head's
+    transform, which has the same shape and function (transformers' from_pretrained fills a
+    ModernBERT task model's `head.*` from a ModernBertForMaskedLM checkpoint the same way).
+    """
+    start = {"bert": params["bert"]}
+    if isinstance(model, TASK_MODELS) and model.config.prediction_head:
+        if "head" in params:
+            start["head"] = params["head"]
+        elif "mlm" in params:
+            start["head"] = {name: params["mlm"][name] for name in ("transform", "transform_norm")}
+    return start

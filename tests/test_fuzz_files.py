@@ -103,7 +103,7 @@ def test_sentencepiece_model(shared_data, tmp_path):
 
 SPARSE_MUTATIONS = (fuzz.truncate, fuzz.flip, fuzz.insert, fuzz.delete, fuzz.garbage)
 INT_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-              "max_position_embeddings", "type_vocab_size")  # fmt: skip
+              "max_position_embeddings")  # fmt: skip
 PROBABILITIES = ("hidden_dropout", "attention_dropout")
 
 
@@ -111,6 +111,7 @@ def _check_config(config):
     for name in INT_FIELDS:
         value = getattr(config, name)
         assert type(value) is int and value > 0, (name, value)
+    assert type(config.type_vocab_size) is int and config.type_vocab_size >= 0, config
     for name in PROBABILITIES:
         value = getattr(config, name)
         assert fuzz.is_finite(value) and 0 <= value < 1, (name, value)

@@ -155,7 +155,8 @@ def test_packed_rows_give_each_sequence_its_outputs_alone(name):
 def test_directories_import_and_export_as_transformers_saves_them(tmp_path):
     """A ModernBertForMaskedLM directory through `bert.convert` to an HF directory: the same
     tensors bit for bit, and transformers loads it with the same logits; a ModernBertModel
-    directory (no head) too; a task head is refused in one line unless ignored."""
+    directory (no head) too; a task class ours lacks (multiple choice) is refused in one line
+    unless ignored."""
     model = _hf("window4_global2")
     model.save_pretrained(tmp_path / "mlm")
     assert cli.main([str(tmp_path / "mlm"), str(tmp_path / "out"), "--to=hf"]) == 0
@@ -178,10 +179,12 @@ def test_directories_import_and_export_as_transformers_saves_them(tmp_path):
     again = transformers.ModernBertModel.from_pretrained(tmp_path / "encoder_out").state_dict()
     assert all(torch.equal(model.model.state_dict()[k], again[k]) for k in again)
 
-    config = transformers.ModernBertConfig(**SMALL, **CONFIGS["window4_global2"], num_labels=3)
-    transformers.ModernBertForSequenceClassification(config).save_pretrained(tmp_path / "cls")
-    heads = r"ModernBERT task heads \(classifier.bias, classifier.weight\) are not supported"
+    config = transformers.ModernBertConfig(**SMALL, **CONFIGS["window4_global2"])
+    transformers.ModernBertForMultipleChoice(config).save_pretrained(tmp_path / "choice")
+    heads = (r"the ModernBERT task head of ModernBertForMultipleChoice \(classifier.bias, "
+             r"classifier.weight\) is not supported \(only ModernBertForSequenceClassification, "
+             r"ModernBertForTokenClassification, ModernBertForQuestionAnswering\)")  # fmt: skip
     with pytest.raises(CheckpointError, match=heads + "; pass --ignore_unknown"):
-        convert.import_model(tmp_path / "cls")
-    encoder_only = convert.import_model(tmp_path / "cls", ignore_unknown=True)
+        convert.import_model(tmp_path / "choice")
+    encoder_only = convert.import_model(tmp_path / "choice", ignore_unknown=True)
     assert encoder_only.groups == ("encoder",) and "head.dense.weight" in encoder_only.ignored

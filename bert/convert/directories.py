@@ -21,6 +21,7 @@ from bert.convert.name_table import (
     MLM,
     NSP,
     OPTIONAL_GROUPS,
+    QA_OUTPUTS,
     check_config_value,
     config_from_hf,
     config_to_hf,
@@ -33,6 +34,7 @@ from bert.convert.params import (
     params_from_tf,
     params_to_hf,
 )
+from bert.layer_stack import as_unrolled
 from bert.model import BertConfig
 
 
@@ -46,6 +48,7 @@ class Imported:
     source_format: str  # "hf", "tf" or "orbax"
     source: pathlib.Path
     ignored: tuple[str, ...] = ()  # source tensors skipped on purpose (optimizer slots, ...)
+    architecture: str = ""  # a ModernBERT task class read with its head (export_hf's argument)
 
     @property
     def missing_heads(self) -> tuple[str, ...]:
@@ -136,36 +139,60 @@ def import_model(path: str | pathlib.Path, ignore_unknown: bool = False) -> Impo
     return Imported(config, params, groups, kind, path, ignored)
 
 
-# ModernBERT task heads that are not ours yet (sequence and token classification, QA).
-_MODERNBERT_TASK_HEADS = ("classifier.", "qa_outputs.")
+def _modernbert_class(fields: dict) -> str:
+    """The class a ModernBERT config.json records (`architectures`), or ""."""
+    names = fields.get("architectures")
+    return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else ""
 
 
 def _import_modernbert(path: pathlib.Path, fields: dict, ignore_unknown: bool) -> Imported:
-    """A ModernBertModel or ModernBertForMaskedLM directory (see modernbert_table)."""
+    """A ModernBertModel, ModernBertForMaskedLM or task class (modernbert_table.TASK_CLASSES)
+    directory; another task class's head is refused unless `ignore_unknown` (then skipped)."""
     config = modernbert_table.config_from_hf(fields, path / "config.json")
     tensors, file = _read_hf_tensors(path)
-    heads = sorted(k for k in tensors if k.startswith(_MODERNBERT_TASK_HEADS))
+    architecture = _modernbert_class(fields)
+    task_head = modernbert_table.TASK_CLASSES.get(architecture)
+    heads = [] if task_head else sorted(k for k in tensors if k.startswith("classifier."))
     if heads and not ignore_unknown:
         raise CheckpointError(
-            f"{file}: ModernBERT task heads ({', '.join(heads[:4])}) are not supported; pass "
-            "--ignore_unknown to take the encoder alone"
+            f"{file}: the ModernBERT task head of {architecture or 'an unrecorded class'} "
+            f"({', '.join(heads[:4])}) is not supported (only "
+            f"{', '.join(modernbert_table.TASK_CLASSES)}); pass --ignore_unknown to take the "
+            "encoder alone"
         )
     if heads:  # the task head's own transform shares the MLM head's names
         heads += sorted(k for k in tensors if k.startswith("head."))
     params = modernbert_table.params_from_hf(
-        {k: v for k, v in tensors.items() if k not in heads}, config
+        {k: v for k, v in tensors.items() if k not in heads}, config, task_head
     )
-    shapes = expected_shapes(config)
-    for key, value in traverse_util.flatten_dict(params).items():
-        if key not in shapes:
-            raise CheckpointError(f"{file}: unknown parameter {'/'.join(key)}")
-        if tuple(np.shape(value)) != shapes[key]:
-            raise CheckpointError(
-                f"{file}: parameter {'/'.join(key)} has shape {tuple(np.shape(value))} but "
-                f"{path / 'config.json'} gives {shapes[key]}"
-            )
+    _check_modernbert_shapes(params, config, file, path / "config.json", task_head)
+    if task_head:
+        groups = (ENCODER, modernbert_table.PREDICTION_HEAD, task_head)
+        return Imported(config, params, groups, "hf", path, architecture=architecture)
     groups = (ENCODER, MLM) if "mlm" in params else (ENCODER,)
     return Imported(config, params, groups, "hf", path, tuple(heads))
+
+
+def _check_modernbert_shapes(params, config, file, config_file, task_head) -> None:
+    """Every parameter named and shaped as `config` gives; a task head's prediction head as the
+    MLM head's transform, its classifier [hidden, labels] (2 labels for question answering)."""
+    shapes = expected_shapes(config)
+    kernel = params[task_head]["kernel"] if task_head else None  # [hidden, labels]
+    labels = 2 if task_head == QA_OUTPUTS else (np.shape(kernel) or (0,))[-1]  # QA: start, end
+    for key, value in traverse_util.flatten_dict(params).items():
+        name, shape = "/".join(key), tuple(np.shape(value))
+        if key[0] == modernbert_table.PREDICTION_HEAD:
+            key = ("mlm", *key[1:])
+        if key[0] == task_head:
+            want = (config.hidden_size, labels) if key[-1] == "kernel" else (labels,)
+        elif key in shapes:
+            want = shapes[key]
+        else:
+            raise CheckpointError(f"{file}: unknown parameter {name}")
+        if shape != want:
+            raise CheckpointError(
+                f"{file}: parameter {name} has shape {shape} but {config_file} gives {want}"
+            )
 
 
 def _architecture(groups: tuple[str, ...]) -> str:
@@ -180,16 +207,23 @@ def export_hf(
     destination: str | pathlib.Path,
     tokenizer_dir: pathlib.Path | None = None,
     overwrite: bool = False,
+    architecture: str = "",
 ) -> list[str]:
     """Writes an HF directory (config.json, model.safetensors, tokenizer files).
 
     A model with MLM and NSP heads is written with BertForPreTraining names; one without heads
-    with bare BertModel names, as `save_pretrained` would. Returns the tokenizer files copied.
+    with bare BertModel names, as `save_pretrained` would. A ModernBERT model with a task head
+    (`Imported.architecture`'s) is written as `architecture`, one of
+    modernbert_table.TASK_CLASSES, with the labels of the config.json in `tokenizer_dir` (the
+    source directory) where they fit. Returns the tokenizer files copied.
     """
     from safetensors.numpy import save_file
 
+    params, config = as_unrolled(params, config)  # the checkpoint formats' layout
     if config.position_embedding == "rope":  # a ModernBERT encoder
-        return _export_modernbert(params, config, destination, tokenizer_dir, overwrite)
+        return _export_modernbert(
+            params, config, destination, tokenizer_dir, overwrite, architecture
+        )
     groups = groups_of(params, config)
     state = params_to_hf(params, config)
     architecture = _architecture(groups)
@@ -202,22 +236,33 @@ def export_hf(
         return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
 
 
-def _export_modernbert(params, config, destination, tokenizer_dir, overwrite) -> list[str]:
-    """`export_hf` of a ModernBERT encoder: ModernBertForMaskedLM names with the MLM head,
-    else ModernBertModel's (without the `model.` prefix), as `save_pretrained` writes them."""
+def _export_modernbert(
+    params, config, destination, tokenizer_dir, overwrite, architecture
+) -> list[str]:
+    """`export_hf` of a ModernBERT encoder: ModernBertForMaskedLM names with the MLM head, a
+    task class's with a task head, else ModernBertModel's (without the `model.` prefix), as
+    `save_pretrained` writes them."""
     from safetensors.numpy import save_file
 
-    state = modernbert_table.params_to_hf(params, config)
-    state.pop("decoder.weight", None)  # tied to the token embeddings; safetensors keeps one
-    architecture = "ModernBertForMaskedLM" if "mlm" in params else "ModernBertModel"
-    if architecture == "ModernBertModel":
-        state = {k.removeprefix("model."): v for k, v in state.items()}
+    task = modernbert_table.PREDICTION_HEAD in params
+    if task and architecture not in modernbert_table.TASK_CLASSES:
+        raise CheckpointError(
+            f"{destination}: a ModernBERT task head is written as one of "
+            f"{', '.join(modernbert_table.TASK_CLASSES)}, not {architecture or 'no class'}"
+        )
+    if not task:
+        architecture = "ModernBertForMaskedLM" if "mlm" in params else "ModernBertModel"
+    state = modernbert_table.state_dict(params, config, architecture)
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         source = tokenizer_dir / "config.json" if tokenizer_dir else None
         fields = formats.read_json(source) if source and source.is_file() else {}
-        token_ids = fields if fields.get("model_type") == modernbert_table.MODEL_TYPE else None
-        hf_config = modernbert_table.config_to_hf(config, architecture, token_ids)
+        if fields.get("model_type") != modernbert_table.MODEL_TYPE:
+            fields = {}
+        hf_config = modernbert_table.config_to_hf(config, architecture, fields or None)
+        if task:
+            labels = state["classifier.bias"].shape[0]
+            hf_config.update(modernbert_table.label_fields(fields, labels))
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
         return formats.copy_tokenizer_files(tokenizer_dir, tmp) if tokenizer_dir else []
 
@@ -232,6 +277,7 @@ def save_orbax(
     """Writes our format: `model.json` (config and heads), `params/` (Orbax), tokenizer files."""
     import orbax.checkpoint as ocp
 
+    params, config = as_unrolled(params, config)  # model.json then records scan_layers false
     groups = groups_of(params, config)
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
         meta = {"format": "jax-bert", "version": 1, "groups": list(groups)}

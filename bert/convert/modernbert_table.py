@@ -1,11 +1,14 @@
-"""ModernBERT (transformers' `ModernBertModel` / `ModernBertForMaskedLM`) as our encoder with
-its modern options: the config fields and the parameter names of both, both ways.
+"""ModernBERT (transformers' `ModernBertModel`, `ModernBertForMaskedLM` and the task classes
+in TASK_CLASSES) as our encoder with its modern options and ModernBERT's task heads
+(`config.prediction_head`, bert/heads.py): the config fields and the parameter names of both,
+both ways.
 
 ModernBERT fuses the query, key and value projections into one `Wqkv` and the MLP's two input
 projections into one `Wi` (the activation's input, then the gate); ours keeps the three
 attention projections apart and takes `Wi` as one `intermediate` kernel. Layer 0 has no
 attention norm (the embeddings' norm precedes it), and the MLM decoder is tied to the token
-embeddings.
+embeddings. A task class's `head` (dense and norm) is our `head` (`transform`,
+`transform_norm`), its `classifier` our `classifier`, or `qa_outputs` for question answering.
 """
 
 import pathlib
@@ -14,9 +17,19 @@ from typing import Any
 import numpy as np
 
 from bert.convert.formats import CheckpointError
+from bert.convert.name_table import CLASSIFIER, QA_OUTPUTS, check_config_value
+from bert.layer_stack import as_unrolled
 from bert.model import BertConfig
 
 MODEL_TYPE = "modernbert"
+# transformers' ModernBERT task classes that ours has, with our head's parameter group (the
+# prediction head before it is group PREDICTION_HEAD).
+TASK_CLASSES = {
+    "ModernBertForSequenceClassification": CLASSIFIER,
+    "ModernBertForTokenClassification": CLASSIFIER,
+    "ModernBertForQuestionAnswering": QA_OUTPUTS,
+}
+PREDICTION_HEAD = "head"
 
 
 def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
@@ -37,6 +50,10 @@ def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
             f"{path}: classifier_activation {head_activation!r} differs from hidden_activation "
             f"{activation!r}; the MLM head uses the encoder's activation"
         )
+    head = {"classifier_pooling": fields.get("classifier_pooling", "cls"),
+            "classifier_dropout": fields.get("classifier_dropout", 0.0)}  # fmt: skip
+    for name, value in head.items():
+        check_config_value(name, value, path, name)
     global_theta = fields.get("global_rope_theta", 160000.0)
     local_theta = fields.get("local_rope_theta")
     try:
@@ -66,6 +83,8 @@ def config_from_hf(fields: dict[str, Any], path: pathlib.Path) -> BertConfig:
             decoder_bias=fields.get("decoder_bias", True),
             local_window=fields.get("local_attention", 128),
             global_every=fields.get("global_attn_every_n_layers", 3),
+            prediction_head=True,
+            **head,
         )
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
@@ -109,8 +128,25 @@ def config_to_hf(
         "decoder_bias": config.decoder_bias,
         "local_attention": config.local_window,
         "global_attn_every_n_layers": config.global_every,
+        "classifier_pooling": config.classifier_pooling,
+        "classifier_dropout": config.classifier_dropout,
         "torch_dtype": "float32",
     }
+
+
+# A task class's config.json fields about its labels, carried over from a source directory.
+LABEL_FIELDS = ("id2label", "label2id", "problem_type", "finetuning_task")
+
+
+def label_fields(source: dict[str, Any], labels: int) -> dict[str, Any]:
+    """A task class's label fields: the source config.json's (LABEL_FIELDS) when its id2label
+    names `labels` classes, else transformers' default names LABEL_0, LABEL_1, ..."""
+    names = source.get("id2label")
+    if isinstance(names, dict) and len(names) == labels:
+        return {name: source[name] for name in LABEL_FIELDS if name in source}
+    made_up = [f"LABEL_{i}" for i in range(labels)]
+    return {"id2label": {str(i): name for i, name in enumerate(made_up)},
+            "label2id": {name: i for i, name in enumerate(made_up)}}  # fmt: skip
 
 
 def _linear(tensors, name: str, bias: bool) -> dict[str, np.ndarray]:
@@ -144,9 +180,12 @@ def _layer(tensors, prefix: str, config: BertConfig, index: int) -> dict[str, An
     return layer
 
 
-def params_from_hf(tensors: dict[str, Any], config: BertConfig) -> dict[str, Any]:
+def params_from_hf(
+    tensors: dict[str, Any], config: BertConfig, task_head: str | None = None
+) -> dict[str, Any]:
     """Our parameters ({"bert": ..., "mlm": ...} with the MLM head) from a ModernBERT state
-    dict, with or without the `model.` prefix of ModernBertForMaskedLM.
+    dict, with or without the `model.` prefix of ModernBertForMaskedLM; with `task_head` (a
+    group of TASK_CLASSES) a task class's: {"bert", "head", task_head}.
 
     Raises:
       CheckpointError: a tensor missing, or tensors left over that the table does not know.
@@ -166,7 +205,10 @@ def params_from_hf(tensors: dict[str, Any], config: BertConfig) -> dict[str, Any
         for i in range(config.num_layers):
             encoder[f"layer_{i}"] = _layer(left, f"{prefix}layers.{i}", config, i)
         params: dict[str, Any] = {"bert": encoder}
-        if "head.dense.weight" in left:
+        if task_head is not None:
+            params[PREDICTION_HEAD] = _prediction_head(left, config)
+            params[task_head] = _linear(left, "classifier", True)
+        elif "head.dense.weight" in left:
             left.pop("decoder.weight", None)  # tied to the token embeddings
             mlm = {"transform": _linear(left, "head.dense", config.head_bias),
                    "transform_norm": _norm(left, "head.norm", config.norm_bias)}  # fmt: skip
@@ -180,9 +222,17 @@ def params_from_hf(tensors: dict[str, Any], config: BertConfig) -> dict[str, Any
     return params
 
 
+def _prediction_head(tensors, config: BertConfig) -> dict[str, Any]:
+    """ModernBertPredictionHead's dense and norm (`head.`) as our transform."""
+    return {"transform": _linear(tensors, "head.dense", config.head_bias),
+            "transform_norm": _norm(tensors, "head.norm", config.norm_bias)}  # fmt: skip
+
+
 def params_to_hf(params: dict[str, Any], config: BertConfig) -> dict[str, np.ndarray]:
     """A ModernBertForMaskedLM state dict (ModernBertModel's names under `model.`, and the
-    head's when `params` has one) from our parameters: `params_from_hf` reversed."""
+    head's when `params` has one), or a task class's state dict when `params` holds a task head
+    (`head` and `classifier` or `qa_outputs`), from our parameters: `params_from_hf` reversed."""
+    params, config = as_unrolled(params, config)  # layer by layer, as ModernBERT names them
     out: dict[str, np.ndarray] = {}
 
     def linear(name: str, tree: dict) -> None:
@@ -214,10 +264,28 @@ def params_to_hf(params: dict[str, Any], config: BertConfig) -> dict[str, np.nda
         linear(f"{prefix}.mlp.Wi", layer["intermediate"])
         linear(f"{prefix}.mlp.Wo", layer["output"])
     norm("model.final_norm", encoder["final_norm"])
-    if "mlm" in params:
+    task_head = params.get(PREDICTION_HEAD)
+    if task_head is not None:
+        linear("head.dense", task_head["transform"])
+        norm("head.norm", task_head["transform_norm"])
+        groups = [g for g in (CLASSIFIER, QA_OUTPUTS) if g in params]
+        if len(groups) != 1:
+            raise CheckpointError(f"a ModernBERT task head needs one of {CLASSIFIER}, {QA_OUTPUTS}")
+        linear("classifier", params[groups[0]])
+    elif "mlm" in params:
         linear("head.dense", params["mlm"]["transform"])
         norm("head.norm", params["mlm"]["transform_norm"])
         out["decoder.weight"] = out["model.embeddings.tok_embeddings.weight"]
         if "output_bias" in params["mlm"]:
             out["decoder.bias"] = np.asarray(params["mlm"]["output_bias"])
     return out
+
+
+def state_dict(params: dict[str, Any], config: BertConfig, architecture: str) -> dict:
+    """`params_to_hf` as `save_pretrained` writes `architecture`: without the tied decoder
+    weight (safetensors keeps one copy), and ModernBertModel's without the `model.` prefix."""
+    state = params_to_hf(params, config)
+    state.pop("decoder.weight", None)
+    if architecture == "ModernBertModel":
+        state = {k.removeprefix("model."): v for k, v in state.items()}
+    return state

@@ -7,6 +7,7 @@ import pathlib
 from typing import Any
 
 from bert.convert.formats import CheckpointError
+from bert.heads import CLASSIFIER_POOLINGS
 from bert.model import BertConfig
 
 # Parameter groups. The encoder is required; the others are optional heads that some
@@ -154,13 +155,19 @@ _PROBABILITY = (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)")
 _POSITIVE = (lambda v: _is_number(v) and v > 0, "a positive number")
 _CONFIG_VALUES = {
     **dict.fromkeys(("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"), _POSITIVE_INT),
+                     "max_position_embeddings"), _POSITIVE_INT),
+    # 0: no token types (ModernBERT)
+    "type_vocab_size": (lambda v: type(v) is int and v >= 0, "a non-negative integer"),
     "hidden_dropout": _PROBABILITY,
     "attention_dropout": _PROBABILITY,
     "layer_norm_eps": _POSITIVE,
     "initializer_range": _POSITIVE,
     **dict.fromkeys(("hidden_act", "dtype", "param_dtype", "attention_impl", "initializer"),
                     (lambda v: isinstance(v, str), "a string")),
+    "prediction_head": (lambda v: type(v) is bool, "true or false"),
+    "classifier_pooling": (lambda v: isinstance(v, str) and v in CLASSIFIER_POOLINGS,
+                           " or ".join(repr(p) for p in CLASSIFIER_POOLINGS)),
+    "classifier_dropout": _PROBABILITY,
 }  # fmt: skip
 
 

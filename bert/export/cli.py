@@ -13,6 +13,7 @@ HF directory of the matching class with its tokenizer, optionally uploaded to th
 
 import argparse
 
+from bert.convert import modernbert_table
 from bert.convert.directories import export_hf, import_model, save_orbax
 from bert.convert.name_table import CLASSIFIER, QA_OUTPUTS
 from bert.export.st_export import export_sentence_transformers
@@ -22,7 +23,8 @@ from bert.training import checkpoints
 from util import console, errors, hub, paths
 from util.hub import check_repo_id, push_to_hub
 
-FINE_TUNED_HEADS = (CLASSIFIER, QA_OUTPUTS)  # read by the loader; not written by a conversion
+# read by the loader; not written by a conversion, but for a ModernBERT task class's --to=hf
+FINE_TUNED_HEADS = (CLASSIFIER, QA_OUTPUTS, modernbert_table.PREDICTION_HEAD)
 
 ST = "sentence-transformers"  # the --to value
 
@@ -76,9 +78,14 @@ def _convert_checkpoint(args) -> None:
     if args.step is not None:
         raise errors.UserError(f"{args.source}: --step applies only to a training workdir")
     model = import_model(args.source, ignore_unknown=args.ignore_unknown)
-    writer = export_hf if args.to == "hf" else save_orbax
-    params = {k: v for k, v in model.params.items() if k not in FINE_TUNED_HEADS}
-    copied = writer(params, model.config, args.destination, model.source, args.overwrite)
+    whole = args.to == "hf" and model.architecture in modernbert_table.TASK_CLASSES
+    params = {k: v for k, v in model.params.items() if whole or k not in FINE_TUNED_HEADS}
+    if whole:  # written as the same task class, head and labels included
+        copied = export_hf(params, model.config, args.destination, model.source, args.overwrite,
+                           model.architecture)  # fmt: skip
+    else:
+        writer = export_hf if args.to == "hf" else save_orbax
+        copied = writer(params, model.config, args.destination, model.source, args.overwrite)
     c = model.config
     print(f"read {model.source_format} checkpoint {model.source}")
     print(
@@ -89,6 +96,8 @@ def _convert_checkpoint(args) -> None:
         print(f"  absent from the source, not written: {', '.join(model.missing_heads)}")
     if model.ignored:
         print(f"  skipped {len(model.ignored)} non-parameter tensors")
+    if whole:
+        print(f"  task head written as {model.architecture}")
     if len(params) < len(model.params):
         heads = ", ".join(sorted(set(model.params) - set(params)))
         print(f"  fine-tuned head not written: {heads} (pretrained.load reads it from SRC)")

@@ -10,8 +10,11 @@ it records; the task it records picks the HF class:
   squad         BertForQuestionAnswering
 
 HF's token-classification and question-answering classes have no pooler, so none is written
-for them (ours has one that their outputs never use). The tokenizer is written by
-bert/convert/hf_tokenizer.py; the whole directory is written atomically.
+for them (ours has one that their outputs never use). A ModernBERT encoder (rotary positions)
+is written as transformers' ModernBERT class of the task instead (ModernBertForMaskedLM,
+ModernBertForSequenceClassification, ...), its task heads being ModernBERT's
+(`model.prediction_head`). The tokenizer is written by bert/convert/hf_tokenizer.py; the whole
+directory is written atomically.
 """
 
 import dataclasses
@@ -19,10 +22,10 @@ import json
 import pathlib
 from typing import Any
 
-from bert import pretrained
-from bert.convert import formats, hf_tokenizer
+from bert import layer_stack, pretrained
+from bert.convert import formats, hf_tokenizer, modernbert_table
 from bert.convert.formats import CheckpointError
-from bert.convert.name_table import CLASSIFIER, NSP, QA_OUTPUTS, config_to_hf
+from bert.convert.name_table import CLASSIFIER, MLM, NSP, QA_OUTPUTS, config_to_hf
 from bert.convert.params import groups_of, head_to_hf, params_to_hf
 from bert.tasks import glue
 from util import errors
@@ -57,6 +60,42 @@ def _target(task: str, params: dict[str, Any], workdir: str) -> tuple[str, str |
         f"{workdir}: trained for task {task!r}, which has no Hugging Face class here "
         "(pretrain, glue/<name>, ner and squad do)"
     )
+
+
+def _modern_target(loaded: pretrained.Pretrained, workdir: str) -> tuple[str, str | None]:
+    """`_target` of a ModernBERT encoder: transformers' ModernBERT class for the task."""
+    if loaded.task == "pretrain":
+        if NSP in loaded.params:
+            raise CheckpointError(
+                f"{workdir}: a ModernBERT encoder with a next-sentence head, which transformers' "
+                "ModernBertForMaskedLM does not have"
+            )
+        return ("ModernBertForMaskedLM" if MLM in loaded.params else "ModernBertModel"), None
+    architecture, head = _target(loaded.task, loaded.params, workdir)
+    architecture = "ModernBert" + architecture.removeprefix("Bert")
+    if not loaded.config.prediction_head:
+        raise CheckpointError(
+            f"{workdir}: a ModernBERT encoder fine-tuned with BERT's tanh-pooler heads "
+            f"(model.prediction_head false), which transformers' {architecture} does not have"
+        )
+    return architecture, head
+
+
+def _modern_state(loaded: pretrained.Pretrained, architecture: str, head: str | None) -> dict:
+    """`_state` of a ModernBERT encoder: the task class's, or ModernBertForMaskedLM's."""
+    groups = ("bert", modernbert_table.PREDICTION_HEAD, head) if head else ("bert", MLM)
+    if head and modernbert_table.PREDICTION_HEAD not in loaded.params:
+        raise CheckpointError(f"{loaded.source}: a {loaded.task} checkpoint without its head")
+    params = {g: loaded.params[g] for g in groups if g in loaded.params}
+    return modernbert_table.state_dict(params, loaded.config, architecture)
+
+
+def _modern_config(loaded: pretrained.Pretrained, architecture: str) -> dict:
+    """A ModernBERT config.json for `architecture`, with our tokenizer's special ids."""
+    t = loaded.tokenizer
+    ids = {"pad_token_id": t.pad_id, "cls_token_id": t.cls_id, "sep_token_id": t.sep_id,
+           "bos_token_id": t.cls_id, "eos_token_id": t.sep_id}  # fmt: skip
+    return modernbert_table.config_to_hf(loaded.config, architecture, ids)
 
 
 def _labels(loaded: pretrained.Pretrained, num_labels: int) -> tuple[tuple[str, ...], list[str]]:
@@ -131,17 +170,27 @@ def export_workdir(
         raise
     except (FileNotFoundError, ValueError) as e:  # the recorded tokenizer is gone or unfit
         raise CheckpointError(f"{workdir}: {e}") from None
-    architecture, head = _target(loaded.task, loaded.params, str(workdir))
+    params, config = layer_stack.as_unrolled(loaded.params, loaded.config)  # scanned: unstacked
+    loaded = dataclasses.replace(loaded, params=params, config=config)
+    modern = loaded.config.position_embedding == "rope"  # a ModernBERT encoder
+    if modern:
+        architecture, head = _modern_target(loaded, str(workdir))
+    else:
+        architecture, head = _target(loaded.task, loaded.params, str(workdir))
     if head is not None and head not in loaded.params:
         raise CheckpointError(f"{workdir}: a {loaded.task} checkpoint without its {head} head")
-    state = _state(loaded, architecture, head)
+    state = (_modern_state if modern else _state)(loaded, architecture, head)
     fields, notes = _head_config(loaded, head, state) if head else ({}, [])
-    hf_config = {**config_to_hf(loaded.config, architecture), **fields}
+    if modern:
+        hf_config = {**_modern_config(loaded, architecture), **fields}
+    else:
+        hf_config = {**config_to_hf(loaded.config, architecture), **fields}
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        types = {"token_types": False} if modern else {}  # ModernBERT takes no token_type_ids
         written = hf_tokenizer.write_tokenizer(
-            loaded.tokenizer, tmp, loaded.config.max_position_embeddings
+            loaded.tokenizer, tmp, loaded.config.max_position_embeddings, **types
         )
     labels = tuple(fields.get("id2label", {}).values())
     files = ("config.json", "model.safetensors", *written)

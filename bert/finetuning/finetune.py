@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from bert import pretrained
+from bert import heads, pretrained
 from bert.finetuning import batches, buckets, order, predict
 from bert.finetuning.spec import Spec
 from bert.model import BertConfig
@@ -145,7 +145,7 @@ def run(
         schedule=schedule,
         total_steps=rows.total_steps,
         seq_length=spec.train[spec.input_keys[0]].shape[1],
-        initial_params=lambda: {"bert": encoder.encoder},
+        initial_params=lambda: heads.fine_tuning_start(spec.model, encoder.params),
         batches=train.batches,
         make_evaluate=predict.evaluator(spec, s.pad_to_multiple_of, s.eval_batch_size, mesh),
         labels=spec.labels,
