@@ -1,4 +1,6 @@
-"""Shared config pieces: the model size table and the `configs/x.py:key=value,...` arg parser."""
+"""Shared config pieces: the model size table, the `configs/x.py:key=value,...` arg parser, the
+pre-training configs' sections (configs/bert_base.py, configs/modernbert.py) and the fine-tuning
+jobs' fields."""
 
 import ml_collections
 
@@ -63,12 +65,20 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
     if size not in SIZES:
         raise UserError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
     layers, width = SIZES[size]
+    return encoder_config(vocab_size, layers, width, width // 64, 4 * width)
+
+
+def encoder_config(
+    vocab_size: int, layers: int, width: int, heads: int, intermediate: int
+) -> ml_collections.ConfigDict:
+    """A `config.model` section of these sizes with BERT's other values, every field commented
+    (a config of another architecture then sets what differs, with its own comments)."""
     m = ml_collections.ConfigDict()
     m.vocab_size = vocab_size  # token ids; 0: the tokenizer's vocabulary size
     m.hidden_size = width  # width of the residual stream
     m.num_layers = layers  # transformer layers
-    m.num_heads = width // 64  # attention heads of 64 dimensions each
-    m.intermediate_size = 4 * width  # feed-forward inner width
+    m.num_heads = heads  # attention heads of 64 dimensions each
+    m.intermediate_size = intermediate  # feed-forward inner width
     m.max_position_embeddings = 512  # longest sequence the position table covers
     m.type_vocab_size = 2  # segment (token type) ids: sentence A / sentence B
     m.hidden_act = "gelu"  # feed-forward activation: gelu (exact), gelu_new (tanh), relu, silu
@@ -80,8 +90,145 @@ def model_config(size: str, vocab_size: int) -> ml_collections.ConfigDict:
     m.initializer = "truncated_normal"
     m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU (LN, logits: f32)
     m.param_dtype = "float32"  # parameter (master weight) dtype
-    m.attention_impl = "xla"  # jax.nn.dot_product_attention implementation: xla or cudnn
+    # the attention kernel (bert/attention.py): auto (cuDNN's fused attention on a GPU where it
+    # computes the layer, XLA's elsewhere), xla, or cudnn
+    m.attention_impl = "auto"
+    # one nn.scan over the layers (one compiled layer body: faster compiles of deep models; same
+    # numbers, parameters stacked in one "layers" subtree, converted on import and export)
+    m.scan_layers = False
+    # recompute each layer in the backward pass to save memory: none, full (keep nothing) or
+    # dots (keep the matrix products); the numbers do not change
+    m.remat = "none"
     return m
+
+
+# The arg of a pre-training config (configs/bert_base.py, configs/modernbert.py): its keys with
+# their defaults (each config adds its own), and the recipes.
+PRETRAIN_ARGS: dict[str, object] = {"size": "base", "recipe": "paper", "vocab_size": 0,
+                                    "mode": "train"}  # fmt: skip
+RECIPES = ("paper", "short")
+
+
+def pretrain_args(arg: str | None, **extra: object) -> dict[str, object]:
+    """parse_arg of a pre-training config's arg (PRETRAIN_ARGS and `extra`), with its recipe and
+    mode checked."""
+    args = parse_arg(arg, {**PRETRAIN_ARGS, **extra})
+    if args["recipe"] not in RECIPES:
+        raise UserError(f"config arg recipe={args['recipe']!r} must be paper or short")
+    if args["mode"] not in ("train", "evaluate"):
+        raise UserError(f"config arg mode={args['mode']!r} must be train or evaluate")
+    return args
+
+
+def pretrain_config(mode: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A pre-training config (task "pretrain", bert/jobs/pretrain.py) with BERT's phase-1 values:
+    each config file then sets what its recipe changes, with a comment."""
+    config = ml_collections.ConfigDict()
+    config.task = "pretrain"  # the job main.py runs
+    config.mode = mode  # train; or evaluate: init_from on data.input, no training
+    config.seed = 0  # seeds parameter initialisation, dropout, data order and masking
+    # start parameters: a workdir of ours, an HF or Google TF checkpoint, or a Hub model id
+    config.init_from = ""  # (org/name[@revision]); empty: random initialisation
+    config.max_seq_length = 128  # tokens per sequence, [CLS]/[SEP]s included
+    config.model = model
+    config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
+    # what the model learns (bert/objectives/): mlm_nsp (BERT's masked LM + next sentence
+    # prediction on sentence pairs) or mlm (masked LM alone on whole sentences packed into rows)
+    config.objective = "mlm_nsp"
+    config.data = _pretrain_data()
+    config.train = _pretrain_train()
+    return config
+
+
+def _pretrain_data() -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    # comma-separated globs of raw text files: local, or hf:// for Hub files; empty: the TFDS
+    # data set below. Default: English Wikipedia as parquet on the Hugging Face Hub.
+    d.input = "hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet"
+    d.format = "parquet"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
+    d.text_field = "text"  # the field (jsonl) or string column (parquet) holding the text
+    d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
+    d.tfds_split = "train"  # its split
+    d.tfds_field = "text"  # its text feature
+    # vocab.txt, tokenizer.json, SentencePiece .model, a folder with one, or a Hub model id
+    d.tokenizer = ""  # (org/name[@revision]: its tokenizer files); empty: train SentencePiece
+    d.sentencepiece_vocab_size = 32768  # vocabulary of the trained SentencePiece model
+    d.sentencepiece_model_type = "unigram"  # unigram or bpe
+    d.num_shards = 64  # record shards written by preparation
+    # check of prepared shards on every start: checksum (sizes and CRC-32Cs; reads the shards
+    # locally, free on gs://) or size; a damaged shard is rewritten alone (docs/pretraining.md)
+    d.verify = "checksum"
+    d.eval_shards = 1  # the last shards, held out for evaluation (or eval_input's shards)
+    d.eval_input = ""  # globs of a separate held-out corpus (data.format); empty: eval_shards
+    d.max_predictions_per_seq = 20  # masked positions per sequence, at most
+    d.mask_rate = 0.15  # fraction of tokens selected for prediction
+    d.whole_word_masking = False  # select whole words (all their WordPiece/SentencePiece parts)
+    d.short_seq_prob = 0.1  # chance of a shorter target length (BERT's short_seq_prob)
+    d.nsp_random_prob = 0.5  # chance that segment B comes from another document
+    # objective mlm's packed rows: row (the row attends as one sequence, across documents) or
+    # document (each document's part attends only to itself, its positions from 0)
+    d.pack_attention = "row"
+    return d
+
+
+def _pretrain_train() -> ml_collections.ConfigDict:
+    t = ml_collections.ConfigDict()
+    t.batch_size = 256  # global batch (sequences per optimizer step, all hosts together)
+    t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
+    t.steps = 900_000  # optimizer steps (BERT: 90% at 128, 10% at 512)
+    t.warmup_steps = 10_000  # linear warm-up steps
+    t.warmup_proportion = 0.0  # fraction of the steps in linear warm-up; >0 replaces warmup_steps
+    t.optimizer = "lamb"  # lamb or adamw
+    t.learning_rate = 1e-3  # peak learning rate (LAMB at batch 256)
+    t.end_learning_rate = 0.0  # learning rate at the last step
+    # after the warm-up: linear (polynomial decay to end_learning_rate, BERT's) or wsd
+    # (warmup-stable-decay: the peak held, then the last decay_proportion of the steps decay)
+    t.schedule = "linear"
+    t.decay_power = 1.0  # linear schedule: polynomial decay power (1: linear, BERT's schedule)
+    t.decay_proportion = 0.2  # wsd: fraction of the steps in the final decay
+    t.decay_shape = "1-sqrt"  # wsd: the decay's shape, linear or 1-sqrt (Hagele et al. 2024)
+    t.weight_decay = 0.01  # decoupled weight decay, not applied to biases and LayerNorm
+    t.b1 = 0.9  # first-moment decay
+    t.b2 = 0.999  # second-moment decay
+    t.eps = 1e-6  # Adam/LAMB epsilon
+    t.clip_norm = 1.0  # global gradient-norm clipping; 0 disables
+    t.log_every = 100  # steps between metric reports
+    t.eval_every = 10_000  # steps between evaluations on the held-out shards
+    t.eval_batches = 50  # batches per evaluation
+    t.checkpoint_every = 10_000  # steps between checkpoints
+    t.max_to_keep = 3  # checkpoints kept
+    t.async_checkpoints = True  # save in the background while training goes on
+    # threads compiling the train and evaluation steps in the background (the train step while
+    # the input pipeline starts); 0: each compiles when first needed
+    t.compile_ahead_threads = 1
+    t.peak_flops_per_device = 0.0  # for MFU; 0: look the device up in bert/flops.py
+    return t
+
+
+def short_run(
+    config: ml_collections.ConfigDict,
+    pieces: int,
+    batch: int,
+    steps: int,
+    learning_rate: float,
+    seq_length: int,
+) -> None:
+    """Sets the fields of a recipe=short run (a row of a config's SHORT_RUNS) on one machine: a
+    SentencePiece BPE vocabulary of `pieces` trained on the corpus, warm-up over the first 5% of
+    the steps, evaluation every 10% and a checkpoint every 20%, 8 shards (so that a corpus of a
+    few megabytes fills them). Any field can still be set by a flag."""
+    config.max_seq_length = seq_length
+    config.data.sentencepiece_vocab_size = pieces
+    config.data.sentencepiece_model_type = "bpe"
+    config.data.max_predictions_per_seq = round(seq_length * config.data.mask_rate)
+    config.data.num_shards = 8  # a small corpus still fills every shard
+    t = config.train
+    t.batch_size, t.steps, t.learning_rate = batch, steps, learning_rate
+    t.warmup_steps, t.warmup_proportion = 0, 0.05
+    t.log_every = steps // 40
+    t.eval_every = steps // 10
+    t.eval_batches = 20
+    t.checkpoint_every = steps // 5
 
 
 def finetune_model() -> ml_collections.ConfigDict:
@@ -89,7 +236,9 @@ def finetune_model() -> ml_collections.ConfigDict:
     (the sizes always come from the checkpoint)."""
     m = ml_collections.ConfigDict()
     m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU
-    m.attention_impl = "xla"  # xla, or cudnn (GPU; only with attention_dropout 0)
+    # the attention kernel: auto (cuDNN's fused attention on a GPU where it computes the layer,
+    # XLA's elsewhere), xla, or cudnn (GPU; only with attention_dropout 0)
+    m.attention_impl = "auto"
     m.hidden_dropout = 0.1  # dropout on embeddings, residual branches and the task head
     m.attention_dropout = 0.1  # dropout on attention probabilities
     # the task head's new weights: normal (as HF transformers) or truncated_normal (cut at 2

@@ -19,6 +19,13 @@ BATCH_KEYS = (
     "masked_lm_weights",
     "next_sentence_labels",
 )
+# Packed rows with pack_attention "document" also hold position_ids: int32 [batch, seq_length],
+# 0 where each document's part starts (the row's [CLS] starts its first), counting up from there
+# (the closing [SEP] and the padding continue the row's last part).
+POSITION_KEY = "position_ids"
+# How a packed row's tokens attend: "row" (all of the row, one sequence) or "document" (each
+# document's part to itself, positions restarting at its start).
+PACK_ATTENTIONS = ("row", "document")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Settings:
       short_seq_prob: NSP only: chance that a document's pairs aim at a random shorter length
         (BERT's 0.1).
       nsp_random_prob: NSP only: chance that B comes from another document.
+      pack_attention: packed only: "row" (the row is one sequence) or "document" (batches also
+        hold POSITION_KEY, restarting at each document's part; see PACK_ATTENTIONS).
     """
 
     seq_length: int
@@ -44,3 +53,4 @@ class Settings:
     whole_word_masking: bool = False
     short_seq_prob: float = 0.1
     nsp_random_prob: float = 0.5
+    pack_attention: str = "row"

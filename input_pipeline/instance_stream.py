@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import instances, records, shards
-from input_pipeline.batches import Settings
+from input_pipeline.batches import PACK_ATTENTIONS, POSITION_KEY, Settings
 from input_pipeline.tokenizers import SpecialIds
 from util import paths
 from util.errors import UserError
@@ -75,6 +75,7 @@ class _StreamSpec:
     sep_id: int
     pad_id: int
     word_starts: bool  # materialise word-start flags (whole-word masking)
+    documents: bool  # packed rows get position ids restarting at each document
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +84,7 @@ class _Block:
 
     tokens: np.ndarray  # [T] int32, the block's tokens
     word_starts: np.ndarray | None  # [T] int32
+    document_starts: np.ndarray | None  # [T] bool, True on each document's first token
     plan: np.ndarray  # [n, 5] int64, shuffled
     epoch: int
     first_index: int  # index in the epoch of plan row 0
@@ -248,6 +250,13 @@ def _plan_block(
     return plan[np.random.default_rng(key).permutation(len(plan))]
 
 
+def _document_starts(block: dict[str, np.ndarray]) -> np.ndarray:
+    """[T] bool: True on the first token of each (non-empty) document of a parsed block."""
+    flags = np.zeros(block["tokens"].size + 1, bool)  # the last slot: ends of empty documents
+    flags[block["token_splits"][:-1]] = True
+    return flags[:-1]
+
+
 def _blocks(spec: _StreamSpec, skip: int, stopped: Callable[[], bool]) -> Iterator[_Block]:
     """The host's blocks forever, the first `skip` instances left out (counted, not built)."""
     epoch = 0
@@ -286,7 +295,8 @@ def _blocks(spec: _StreamSpec, skip: int, stopped: Callable[[], bool]) -> Iterat
                     number,
                 )
             word_starts = block["word_starts"] if spec.word_starts else None
-            yield _Block(block["tokens"], word_starts, plan, epoch, index, skip)
+            starts = _document_starts(block) if spec.documents else None
+            yield _Block(block["tokens"], word_starts, starts, plan, epoch, index, skip)
             index += len(plan)
             skip = 0
         if index == 0:
@@ -313,6 +323,7 @@ def _batches(
                 spec.sep_id,
                 spec.pad_id,
                 pairs=spec.mode == "nsp",
+                document_starts=block.document_starts,
             )
             index = block.first_index + np.arange(row, row + take, dtype=np.int64)  # [take]
             keys = np.stack(np.broadcast_arrays(spec.process_index, block.epoch, index), axis=1)
@@ -360,15 +371,20 @@ def _guarded(
 
 def _check_sizes(
     mode: str,
+    pack_attention: str,
     seq_length: int,
     batch_size: int,
     start_step: int,
     block_documents: int,
     files_in_parallel: int,
 ) -> None:
-    """Raises a ValueError on a bad mode, sequence length, batch size, step or block size."""
+    """Raises a UserError on a bad mode, pack attention, sequence length, batch size, step or
+    block size."""
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    if pack_attention not in PACK_ATTENTIONS or (pack_attention != "row" and mode != "packed"):
+        raise UserError(f"pack_attention {pack_attention!r} is not one of {PACK_ATTENTIONS} "
+                        f"or does not apply to mode {mode!r}")  # fmt: skip
     if seq_length < (5 if mode == "nsp" else 3):
         raise UserError(f"seq_length {seq_length} is too short for mode {mode!r}")
     if batch_size < 1 or start_step < 0 or block_documents < 1 or files_in_parallel < 1:
@@ -389,7 +405,9 @@ def _check_host_and_probabilities(
             raise UserError(f"{name} must be in [0, 1], got {value}")
 
 
-def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str, tf.TensorSpec]:
+def _signature(
+    batch_size: int, seq_length: int, word_starts: bool, documents: bool
+) -> dict[str, tf.TensorSpec]:
     """The `from_generator` output signature of `_batches`."""
     matrix = tf.TensorSpec([batch_size, seq_length], tf.int32)
     signature = {
@@ -401,6 +419,8 @@ def _signature(batch_size: int, seq_length: int, word_starts: bool) -> dict[str,
     }
     if word_starts:
         signature["word_starts"] = matrix
+    if documents:
+        signature[POSITION_KEY] = matrix
     return signature
 
 
@@ -425,10 +445,12 @@ def make_instance_dataset(
     Returns:
       A dataset of dicts: input_ids, segment_ids, input_mask int32 [B, L]; next_sentence_labels
       int32 [B]; example_keys int64 [B, 3] (host, epoch, index in the epoch); word_starts
-      int32 [B, L] (1 on special tokens) with whole-word masking.
+      int32 [B, L] (1 on special tokens) with whole-word masking; position_ids int32 [B, L]
+      with pack_attention "document" (instances.materialize).
     """
     s = settings
-    _check_sizes(s.mode, s.seq_length, batch_size, start_step, block_documents, files_in_parallel)
+    _check_sizes(s.mode, s.pack_attention, s.seq_length, batch_size, start_step, block_documents,
+                 files_in_parallel)  # fmt: skip
     _check_host_and_probabilities(process_index, process_count, s.short_seq_prob,
                                   s.nsp_random_prob)  # fmt: skip
     all_files = expand_record_files(files)
@@ -451,11 +473,12 @@ def make_instance_dataset(
         sep_id=ids.sep,
         pad_id=ids.pad,
         word_starts=word_starts,
+        documents=s.pack_attention == "document",
     )
     guard = _ExitGuard()
     dataset = tf.data.Dataset.from_generator(
         lambda: guard.track(_guarded(spec, batch_size, start_step * batch_size, guard)),
-        output_signature=_signature(batch_size, s.seq_length, word_starts),
+        output_signature=_signature(batch_size, s.seq_length, word_starts, spec.documents),
     )
     options = tf.data.Options()
     options.deterministic = True

@@ -27,7 +27,10 @@ with equal chance. Two deliberate differences:
 
 Packing (MLM only) fills each sequence greedily with whole consecutive sentences of the block,
 crossing document boundaries (as RoBERTa's FULL-SENTENCES, without a separator); a sentence
-longer than the budget is cut, its remainder starting the next sequence.
+longer than the budget is cut, its remainder starting the next sequence. Materialised with the
+block's document starts, a packed row also gets position ids that restart at 0 on the first
+token of each document after the row's first (ModernBERT's unpadded sequences: the model then
+lets each document's part attend only to itself).
 """
 
 import bisect
@@ -162,6 +165,7 @@ def materialize(
     sep_id: int,
     pad_id: int,
     pairs: bool,
+    document_starts: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Builds `[CLS] A [SEP] (B [SEP])` sequences, padded with `pad_id`, from planned rows.
 
@@ -172,10 +176,14 @@ def materialize(
       seq_length: length of every output row; spans must fit (3 or 2 special tokens).
       cls_id, sep_id, pad_id: special token ids.
       pairs: True for two segments (NSP), False for one (packing).
+      document_starts: packing: the block's flat flags, [T] bool, True on each document's first
+        token; None to skip position ids.
 
     Returns:
       input_ids, segment_ids, input_mask: int32 [n, seq_length]; next_sentence_labels: int32
-      [n]; word_starts: int32 [n, seq_length] (1 on special tokens), if asked for.
+      [n]; word_starts: int32 [n, seq_length] (1 on special tokens), if asked for;
+      position_ids: int32 [n, seq_length], with document_starts: 0 at the [CLS] and at each
+      document's first token after the row's first, counting up from there.
     """
     a_start, b_start = plan[:, A_START, None], plan[:, B_START, None]  # [n, 1]
     len_a = plan[:, A_END, None] - a_start  # [n, 1]
@@ -203,4 +211,9 @@ def materialize(
     }
     if word_starts is not None:
         out["word_starts"] = np.where(is_text, word_starts[source], 1).astype(np.int32)
+    if document_starts is not None:  # a part starts at the [CLS] and at each later document
+        restart = in_a & (source > a_start) & document_starts[source]  # [n, L]
+        restart[:, 0] = True
+        part_start = np.maximum.accumulate(np.where(restart, column, 0), axis=1)  # [n, L]
+        out["position_ids"] = (column - part_start).astype(np.int32)
     return out

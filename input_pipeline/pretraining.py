@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import instance_stream, masking
-from input_pipeline.batches import BATCH_KEYS, Settings
+from input_pipeline.batches import BATCH_KEYS, POSITION_KEY, Settings
 from input_pipeline.tokenizers import SpecialIds
 from util.errors import UserError
 
@@ -52,8 +52,10 @@ def _masker(
             whole_word_masking=whole_word_masking,
             word_starts=batch.get("word_starts"),
         )
-        kept = {k: batch[k] for k in ("segment_ids", "input_mask", "next_sentence_labels")}
-        return {k: (masked | kept)[k] for k in BATCH_KEYS}
+        positions = (POSITION_KEY,) if POSITION_KEY in batch else ()  # pack_attention document
+        kept = {k: batch[k] for k in ("segment_ids", "input_mask", "next_sentence_labels",
+                                      *positions)}  # fmt: skip
+        return {k: (masked | kept)[k] for k in (*BATCH_KEYS, *positions)}
 
     return mask
 
@@ -90,7 +92,8 @@ def make_pretraining_dataset(
     Returns:
       A dataset of dicts (`BATCH_KEYS`): input_ids, segment_ids, input_mask int32 [B, L];
       masked_lm_positions, masked_lm_ids int32 [B, P]; masked_lm_weights float32 [B, P];
-      next_sentence_labels int32 [B] (1: B is a random segment).
+      next_sentence_labels int32 [B] (1: B is a random segment); with packed rows kept apart
+      by document (settings.pack_attention), position_ids int32 [B, L].
     """
     specials = (ids.pad, ids.unk, ids.cls, ids.sep, ids.mask)
     if max(specials) >= ids.vocab_size or min(specials) < 0:

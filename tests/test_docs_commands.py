@@ -29,8 +29,8 @@ def main_config(argv: list[str], monkeypatch):
 
 def test_the_pages_hold_main_commands_of_every_config():
     configs = {argv[2].split("=")[1].split(":")[0] for _, argv in MAIN_COMMANDS}
-    assert {"configs/bert_base.py", "configs/glue.py", "configs/squad.py", "configs/ner.py",
-            "configs/sts.py", "configs/embeddings.py"} <= configs  # fmt: skip
+    assert {"configs/bert_base.py", "configs/modernbert.py", "configs/glue.py", "configs/squad.py",
+            "configs/ner.py", "configs/sts.py", "configs/embeddings.py"} <= configs  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ from tests import fuzz
 from util import console
 
 CASES = 300
-CONFIGS = ("configs/bert_base.py:size=tiny", "configs/glue.py:task=sst2", "configs/squad.py",
-           "configs/ner.py", "configs/sts.py")  # fmt: skip
+CONFIGS = ("configs/bert_base.py:size=tiny", "configs/modernbert.py:size=tiny",
+           "configs/glue.py:task=sst2", "configs/squad.py", "configs/ner.py",
+           "configs/sts.py")  # fmt: skip
 VALUES = ("", "many", "1.5", "-1", "0", "nan", "inf", "1e99", "True", "None", "[1, 2]", "{}",
           "(1,", "0x10", "'quoted'", "x" * 300, "日本", "a=b", "--", ",", " ", "\t", "1_000",
           "-0.0", "\\", "${HOME}")  # fmt: skip

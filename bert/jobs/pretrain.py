@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from bert import flops, objectives, pretrained
+from bert import flops, layer_stack, objectives, pretrained
 from bert.jobs import settings
 from bert.model import BertConfig
 from bert.training import optim, runner, sharding, step
@@ -42,17 +42,22 @@ def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConf
 
 
 def initial_params(init_from: str, config: BertConfig) -> Any | None:
-    """Parameters to start from (config.init_from: any checkpoint bert/pretrained.py loads)."""
+    """Parameters to start from (config.init_from: any checkpoint bert/pretrained.py loads), in
+    the layout of `config` (model.scan_layers: the layers stacked, bert/layer_stack.py)."""
     if not init_from:
         return None
-    params = pretrained.load(init_from, with_tokenizer=False).params
+    loaded = pretrained.load(init_from, with_tokenizer=False)
+    params = loaded.params
     given = params.get("bert", {}).get("embeddings", {}).get("position_embeddings")
     if given is not None and given.shape[0] != config.max_position_embeddings:
         raise UserError(
             f"{init_from} has {given.shape[0]} positions, config.model.max_position_embeddings "
             f"is {config.max_position_embeddings}"
         )
-    return params
+    try:
+        return layer_stack.relayout(params, loaded.config, config)
+    except ValueError as e:  # e.g. fewer layers than config.model.num_layers
+        raise UserError(f"{init_from} does not fit config.model (model.scan_layers): {e}") from None
 
 
 def corpus(config: ml_collections.ConfigDict) -> data_setup.Corpus:
@@ -72,7 +77,25 @@ def batch_settings(config: ml_collections.ConfigDict, objective) -> batches.Sett
         whole_word_masking=d.whole_word_masking,
         short_seq_prob=d.short_seq_prob,
         nsp_random_prob=d.nsp_random_prob,
+        pack_attention=d.pack_attention,
     )
+
+
+def documents_apart(config: ml_collections.ConfigDict) -> bool:
+    """config.data.pack_attention, checked with the objective and model it needs: whether each
+    document's part of a packed row attends only to itself."""
+    value = config.data.pack_attention
+    if value not in batches.PACK_ATTENTIONS:
+        known = ", ".join(batches.PACK_ATTENTIONS)
+        raise UserError(f"config.data.pack_attention={value!r} is not one of {known}")
+    documents = value == "document"
+    objectives.check(config.objective, documents)
+    if documents and config.model.attention_impl == "cudnn":
+        raise UserError(
+            "config.data.pack_attention='document' needs model.attention_impl=xla (cuDNN's "
+            "attention here takes lengths, not a mask per document)"
+        )
+    return documents
 
 
 def _dataset(files, batch: batches.Settings, ids: tokenizers.SpecialIds, per_host_batch: int,
@@ -148,7 +171,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
         )
     mesh = sharding.make_mesh(config.mesh)
     # a head the checkpoint lacks is never scored
-    objective = objectives.create(config.objective, loaded.config, set(loaded.params))
+    objective = objectives.create(config.objective, loaded.config, set(loaded.params),
+                                  documents_apart(config))  # fmt: skip
     fresh = objective.model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
     fresh = jax.device_get(nn.meta.unbox(fresh))
     params = {k: loaded.params.get(k, v) for k, v in fresh.items()}
@@ -214,6 +238,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
     """
     objectives.check(config.objective)  # every config value before any data is prepared
+    documents = documents_apart(config)
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
     model_config(config.model, config.model.vocab_size or 1)  # the vocabulary size comes later
@@ -226,13 +251,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     t = config.train
     per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
     schedule = optim.learning_rate_schedule(
-        t.learning_rate, warmup_steps(t), t.steps, t.end_learning_rate, t.decay_power
-    )
+        t.learning_rate, warmup_steps(t), t.steps, t.end_learning_rate, t.decay_power,
+        t.schedule, t.decay_proportion, t.decay_shape,
+    )  # fmt: skip
     tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     data = _prepare_data(config, workdir)
     ids = data.tokenizer.special_ids
     bert_config = model_config(config.model, ids.vocab_size)
-    objective = objectives.create(config.objective, bert_config)
+    objective = objectives.create(config.objective, bert_config, documents=documents)
     batch = batch_settings(config, objective)
     held_out = eval_batches_of(data.eval_files, config, batch, ids, objective, per_host)
 

@@ -36,6 +36,7 @@ class Objective(Protocol):
     data_mode: str
     heads: tuple[str, ...]
     batch_keys: tuple[str, ...]
+    documents: bool
 
     @property
     def model(self) -> nn.Module: ...
@@ -49,21 +50,33 @@ class Objective(Protocol):
     def eval_metrics(self, results: dict[str, float]) -> dict[str, float]: ...
 
 
-def check(name: str) -> None:
-    """Raises UserError unless `name` is a known objective; the message lists the known ones."""
+def check(name: str, documents: bool = False) -> None:
+    """Raises UserError unless `name` is a known objective (the message lists the known ones)
+    that, with `documents`, trains on packed rows."""
     if name not in OBJECTIVES:
         raise UserError(f"config.objective={name!r} is not one of {', '.join(OBJECTIVES)}")
+    data_mode = OBJECTIVES[name].data_mode
+    if documents and data_mode != "packed":
+        raise UserError(
+            f"config.data.pack_attention='document' applies to packed rows; objective {name} "
+            f"trains on {data_mode} batches (set config.objective=mlm or pack_attention=row)"
+        )
 
 
-def create(name: str, config: BertConfig, present: Set[str] | None = None) -> Objective:
+def create(
+    name: str, config: BertConfig, present: Set[str] | None = None, documents: bool = False
+) -> Objective:
     """The objective `name` for an encoder of `config`.
 
     Args:
       present: a checkpoint's parameter groups when it is evaluated: a head it lacks is not
         scored. None: training (every head).
+      documents: packed rows keep their documents apart (config.data.pack_attention
+        "document"): an objective on packed rows only.
 
     Raises:
-      UserError: an unknown name, listing the known ones.
+      UserError: an unknown name, listing the known ones; documents for an objective whose
+        rows are not packed.
     """
-    check(name)
-    return OBJECTIVES[name].create(config, present)
+    check(name, documents)
+    return OBJECTIVES[name].create(config, present, documents)

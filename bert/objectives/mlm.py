@@ -1,7 +1,9 @@
 """Masked language modelling alone: the pipeline's whole sentences packed across documents into
 rows (no next-sentence pairs, one segment), a share of their tokens masked
 (`config.data.mask_rate`), and the cross-entropy of the masked tokens (RoBERTa, MosaicBERT and
-ModernBERT train so)."""
+ModernBERT train so). With `documents` (config.data.pack_attention "document") the batch also
+holds `position_ids` restarting at each document, and each document's part of a row attends
+only to itself (ModernBERT's unpadded sequences)."""
 
 import dataclasses
 import math
@@ -25,6 +27,8 @@ Sums = dict[str, tuple[Array, Array]]
 # masked_lm_weights: float32 [batch, predictions] (0 for padding predictions).
 MLM_KEYS = ("input_ids", "segment_ids", "input_mask", "masked_lm_positions", "masked_lm_ids",
             "masked_lm_weights")  # fmt: skip
+# With documents kept apart: position_ids int32 [batch, length], 0 where each document starts.
+POSITION_KEY = "position_ids"
 # The largest loss whose perplexity float32 holds (TensorBoard writes scalars as float32).
 _LOG_FLOAT32_MAX = math.log(float(jnp.finfo(jnp.float32).max))
 
@@ -37,20 +41,32 @@ class Mlm:
       name: its `config.objective` value.
       data_mode: the pipeline's batches it trains on (input_pipeline/instance_stream.py MODES).
       heads: the parameter groups it trains beside the encoder ("bert").
-      batch_keys: the keys of its training batch.
+      batch_keys: the keys of its training batch (a property here: with `documents`, also
+        position_ids).
+
+    Attributes:
+      documents: each document's part of a packed row attends only to itself, its positions
+        counted from its own start (the batch's position_ids).
     """
 
     config: BertConfig
+    documents: bool = False
     name: ClassVar[str] = "mlm"
     data_mode: ClassVar[str] = "packed"
     heads: ClassVar[tuple[str, ...]] = ("mlm",)
-    batch_keys: ClassVar[tuple[str, ...]] = MLM_KEYS
+
+    @property
+    def batch_keys(self) -> tuple[str, ...]:
+        return (*MLM_KEYS, POSITION_KEY) if self.documents else MLM_KEYS
 
     @classmethod
-    def create(cls, config: BertConfig, present: Set[str] | None = None) -> "Mlm":
-        """The objective; `present`: a checkpoint's parameter groups, to score what it has."""
+    def create(
+        cls, config: BertConfig, present: Set[str] | None = None, documents: bool = False
+    ) -> "Mlm":
+        """The objective; `present`: a checkpoint's parameter groups, to score what it has;
+        `documents`: packed rows keep their documents apart."""
         del present  # the MLM head is all this objective scores
-        return cls(config)
+        return cls(config, documents)
 
     @property
     def model(self) -> BertForPreTraining:
@@ -66,6 +82,7 @@ class Mlm:
             batch["input_mask"],
             masked_positions=batch["masked_lm_positions"],
             deterministic=rngs is None,
+            position_ids=batch[POSITION_KEY] if self.documents else None,
             rngs=None if rngs is None else {"dropout": rngs["dropout"]},
         )
 

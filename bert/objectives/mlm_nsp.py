@@ -36,9 +36,10 @@ class MlmNsp(Mlm):
     batch_keys: ClassVar[tuple[str, ...]] = (*MLM_KEYS, "next_sentence_labels")
 
     @classmethod
-    def create(cls, config, present: Set[str] | None = None) -> "MlmNsp":
-        """The objective; `present`: a checkpoint's parameter groups (no "nsp": MLM alone)."""
-        return cls(config, with_nsp=present is None or "nsp" in present)
+    def create(cls, config, present: Set[str] | None = None, documents: bool = False) -> "MlmNsp":
+        """The objective; `present`: a checkpoint's parameter groups (no "nsp": MLM alone).
+        Sentence pairs are not packed rows: `documents` must be False (objectives.create)."""
+        return cls(config, documents, with_nsp=present is None or "nsp" in present)
 
     @property
     def model(self) -> BertForPreTraining:
