@@ -233,10 +233,10 @@ def test_each_document_of_a_packed_row_attends_only_to_itself(wiki):
 
 
 def _tiny_args(shared_data, workdir, steps: int) -> list[str]:
-    """main.py arguments: the tiny short recipe on four real Wikipedia files, `steps` steps."""
+    """main.py arguments: the tiny short recipe on one real Wikipedia file, `steps` steps."""
     wiki = shared_data / "wikipedia" / "AA"
     settings = {
-        "data.input": ",".join(f"{wiki}/wiki_0{i}" for i in range(4)),
+        "data.input": ",".join(f"{wiki}/wiki_0{i}" for i in range(1)),
         "data.format": "wikiextractor",
         "data.tokenizer": shared_data / "vocab" / "bert-base-uncased-vocab.txt",
         "data.num_shards": 4,
@@ -252,7 +252,7 @@ def _tiny_args(shared_data, workdir, steps: int) -> list[str]:
             *(f"--config.{k}={v}" for k, v in settings.items())]  # fmt: skip
 
 
-STEPS = 60
+STEPS = 24
 
 
 @pytest.fixture(scope="module")
