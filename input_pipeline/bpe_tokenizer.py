@@ -26,7 +26,7 @@ import tokenizers as hf_tokenizers
 from tokenizers import models
 
 from input_pipeline import tokenizers
-from input_pipeline.tokenizers import CLS, MASK, PAD, SEP, UNK, Tokenizer
+from input_pipeline.tokenizers import CLS, MASK, PAD, SEP, UNK, LibraryTokenizer, Tokenizer
 from util.errors import UserError
 
 # Special-token names by file style: ours and BERT's and ModernBERT's, then RoBERTa's.
@@ -41,7 +41,7 @@ _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (
 _Template = tuple[tuple[int | str, int], ...]  # (a token id, or "A"/"B" for a text; type id)
 
 
-class BpeTokenizer(Tokenizer):
+class BpeTokenizer(LibraryTokenizer):
     """A non-WordPiece ``tokenizer.json`` (byte-level BPE above all) run by ``tokenizers``."""
 
     def __init__(self, backend: hf_tokenizers.Tokenizer, path: pathlib.Path, data: bytes):
@@ -72,22 +72,6 @@ class BpeTokenizer(Tokenizer):
         self._word_start = _word_start_table(json.loads(data), vocab, added, self._vocab_size)
         self._clean_up = _clean_up_setting(path.parent / TOKENIZER_CONFIG)
 
-    @property
-    def backend(self) -> hf_tokenizers.Tokenizer:
-        """The ``tokenizers`` pipeline of the file (padding and truncation off): for offsets."""
-        return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    def encode_ids(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
-
-    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [e.ids for e in encodings]
-
     def _encoding(self, ids: list[int]) -> tokenizers.Encoding:
         encoding = super()._encoding(ids)
         if ids:  # a text's first token begins a word even without a space before it
@@ -103,20 +87,11 @@ class BpeTokenizer(Tokenizer):
         return self.encode_ids(text.replace(MASK, mask) if mask != MASK else text)
 
     def decode(self, ids: Sequence[int]) -> str:
-        text = self._tokenizer.decode(list(ids), skip_special_tokens=True)
+        text = super().decode(ids)
         if self._clean_up:
             for before, after in _CLEAN_UP:
                 text = text.replace(before, after)
         return text
-
-    def id_to_token(self, token_id: int) -> str:
-        token = self._tokenizer.id_to_token(token_id)
-        if token is None:
-            raise IndexError(f"token id {token_id} is not in {self._path}")
-        return token
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._tokenizer.token_to_id(token)
 
     def build_inputs(
         self, first: Sequence[int], second: Sequence[int] | None = None

@@ -319,7 +319,43 @@ def train_sentencepiece(
 # WordPiece
 
 
-class WordPieceTokenizer(Tokenizer):
+class LibraryTokenizer(Tokenizer):
+    """A tokenizer the ``tokenizers`` library runs (subclasses set `_tokenizer`, its pipeline
+    with padding and truncation off, and `_vocab_size`)."""
+
+    _tokenizer: hf_tokenizers.Tokenizer
+    _vocab_size: int
+
+    @property
+    def backend(self) -> hf_tokenizers.Tokenizer:
+        """The ``tokenizers`` pipeline (to save as tokenizer.json, or for offsets)."""
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def encode_ids(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def id_to_token(self, token_id: int) -> str:
+        token = self._tokenizer.id_to_token(token_id)
+        if token is None:
+            raise IndexError(f"token id {token_id} is not in {self._path}")
+        return token
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+
+class WordPieceTokenizer(LibraryTokenizer):
     """A BERT WordPiece vocabulary run by the ``tokenizers`` library (ids identical to HF)."""
 
     def __init__(
@@ -351,37 +387,9 @@ class WordPieceTokenizer(Tokenizer):
             self._word_start[token_id] = not token.startswith(prefix)
 
     @property
-    def backend(self) -> hf_tokenizers.Tokenizer:
-        """The ``tokenizers`` pipeline running this vocabulary (e.g. to save as tokenizer.json)."""
-        return self._tokenizer
-
-    @property
     def lowercase(self) -> bool | None:
         """Whether text is lower-cased (and accents stripped); None if a tokenizer.json decides."""
         return self._lowercase
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    def encode_ids(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
-
-    def encode_batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        encodings = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
-        return [e.ids for e in encodings]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def id_to_token(self, token_id: int) -> str:
-        token = self._tokenizer.id_to_token(token_id)
-        if token is None:
-            raise IndexError(f"token id {token_id} is not in {self._path}")
-        return token
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._tokenizer.token_to_id(token)
 
 
 def _check_specials(path: pathlib.Path, vocab: Mapping[str, int]) -> None:
