@@ -10,7 +10,7 @@ from typing import Any
 
 from absl import logging
 
-from bert import convert
+from bert import convert, layer_stack
 from bert.convert import st_modules
 from bert.model import BertConfig
 from bert.training import checkpoints
@@ -63,6 +63,17 @@ class Pretrained:
         """The encoder's parameters (BertModel's tree)."""
         return self.params["bert"]
 
+    def with_config(self, config: BertConfig) -> "Pretrained":
+        """This checkpoint for a model of `config` (its sizes; another layout, dtype, dropout,
+        remat, ...): the parameters relaid out from this config's layout into `config`'s
+        (bert/layer_stack.relayout: stacked for model.scan_layers, else unrolled).
+
+        Raises:
+          ValueError: the parameters do not fit `config`'s layers (e.g. fewer of them).
+        """
+        params = layer_stack.relayout(self.params, self.config, config)
+        return dataclasses.replace(self, config=config, params=params)
+
 
 def load(
     path: str,
@@ -85,9 +96,10 @@ def load(
       fields: the names of `path` and `tokenizer` in error messages (config fields or flags).
 
     Raises:
-      UserError: a Hub id that cannot be fetched (no such model; offline and not cached).
-      ValueError: the checkpoint holds no encoder, or the tokenizer's vocabulary does not fit
-        the model; FileNotFoundError: no tokenizer can be found.
+      UserError: a Hub id that cannot be fetched (no such model; offline and not cached); a
+        checkpoint that holds no encoder; a tokenizer with more tokens than the model's
+        vocab_size (a model vocabulary larger than the tokenizer's, padded, is fine).
+      FileNotFoundError: no tokenizer can be found.
     """
     recorded: dict[str, Any] = {}
     sentence = None
@@ -122,10 +134,14 @@ def load(
     if not tokenizer:  # the recorded one: a path, or a Hub model id with its commit
         tokenizer = hub.local_path(default_tokenizer, f"{source}'s tokenizer", tokenizer_only=True)
     loaded = tokenizers.load_tokenizer(tokenizer)
-    if loaded.vocab_size != config.vocab_size:
+    # A model may embed more ids than its tokenizer has (ModernBERT pads 50,280 pieces to 50,368
+    # rows), never fewer: an id past the embedding matrix gives a silently wrong row.
+    if loaded.vocab_size > config.vocab_size:
         raise errors.UserError(
-            f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in "
-            f"{source} has {config.vocab_size}"
+            f"tokenizer {loaded.path} has {loaded.vocab_size} tokens but the model in {source} "
+            f"embeds only {config.vocab_size} (its vocab_size): ids from {config.vocab_size} up "
+            f"would index past its embedding matrix; give the tokenizer it was trained with "
+            f"({fields[1]}=...)"
         )
     if sentence and sentence.do_lower_case and not _lower_cases(loaded):
         raise errors.UserError(

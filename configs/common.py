@@ -245,6 +245,13 @@ def finetune_model() -> ml_collections.ConfigDict:
     # standard deviations, as Google's BERT; its smaller draws left the NER tagger behind after a
     # short schedule); standard deviation model.initializer_range
     m.initializer = "normal"
+    # one nn.scan over the layers (one compiled layer body: faster compiles of deep models; the
+    # same numbers without dropout, which draws per-layer keys under scan): the checkpoint's
+    # parameters, of either layout, are stacked on load and unstacked on export
+    m.scan_layers = False
+    # recompute each layer in the backward pass to save memory: none, full (keep nothing) or
+    # dots (keep the matrix products); the numbers do not change
+    m.remat = "none"
     return m
 
 

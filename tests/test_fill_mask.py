@@ -1,7 +1,10 @@
-"""fill-mask equals transformers' pipeline("fill-mask") on the same random-weight checkpoint."""
+"""fill-mask equals transformers' pipeline("fill-mask") on the same random-weight checkpoint, a
+padded vocabulary (more embedding rows than tokens) included; a tokenizer with more tokens than
+the model's rows is refused in one line."""
 
 import logging
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -13,16 +16,20 @@ import transformers
 
 from bert import fill_mask, pretrained
 from bert.finetuning import finetune
+from util.errors import UserError
 
 SENTENCES = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK] all day."]
 
 
-def save_checkpoint(architecture: str, vocab: pathlib.Path, directory: pathlib.Path):
+def save_checkpoint(
+    architecture: str, vocab: pathlib.Path, directory: pathlib.Path, vocab_size: int = 30522
+):
     """A tiny random `architecture` (BertForPreTraining; BertForMaskedLM, without a pooler, the
-    most common masked-LM checkpoint) over the uncased vocabulary, with an output bias spread
-    wide enough that the top fillers are far apart (no near-ties to reorder)."""
+    most common masked-LM checkpoint) over the uncased vocabulary (30,522 tokens; `vocab_size`
+    rows of embeddings), with an output bias spread wide enough that the top fillers are far
+    apart (no near-ties to reorder)."""
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+    config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=64)  # fmt: skip
     model = getattr(transformers, architecture)(config).eval()
     with torch.no_grad():
@@ -39,7 +46,11 @@ def checkpoint(shared_data, tmp_path_factory, request):
 
 
 def test_fillers_and_probabilities_equal_the_pipeline(checkpoint):
-    ours = fill_mask.fill_mask(pretrained.load(str(checkpoint)), SENTENCES, top_k=5)
+    assert_fillers_equal_the_pipeline(pretrained.load(str(checkpoint)), checkpoint)
+
+
+def assert_fillers_equal_the_pipeline(model: pretrained.Pretrained, checkpoint: pathlib.Path):
+    ours = fill_mask.fill_mask(model, SENTENCES, top_k=5)
     pipe = transformers.pipeline("fill-mask", model=str(checkpoint), top_k=5, framework="pt")
     for sentence, got in zip(SENTENCES, ours, strict=True):
         want = pipe(sentence)
@@ -77,3 +88,37 @@ def test_fine_tuning_from_a_masked_lm_says_its_pooler_starts_afresh(checkpoint, 
         assert "pooler" not in encoder.encoder
     else:
         assert said == [] and "pooler" in encoder.encoder
+
+
+def test_a_tokenizer_beyond_the_model_vocabulary_is_refused(shared_data, tmp_path, capsys):
+    """A vocab.txt of 30,522 tokens beside (or given for) a model of 30,000 embedding rows: ids
+    from 30,000 up would index past the matrix, a silently wrong result. The loader refuses,
+    naming both files and sizes and what to do; the CLI says it in one line, exit code 2."""
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    small = save_checkpoint("BertForMaskedLM", vocab, tmp_path / "small", vocab_size=30000)
+    said = (f"tokenizer {small / 'vocab.txt'} has 30522 tokens but the model in {small} embeds "
+            "only 30000 (its vocab_size): ids from 30000 up would index past its embedding "
+            "matrix; give the tokenizer it was trained with")  # fmt: skip
+    with pytest.raises(UserError, match=re.escape(said + " (tokenizer=...)")):
+        pretrained.load(str(small))
+    with pytest.raises(UserError, match=re.escape(said + " (tokenizer=...)")):
+        finetune.load_encoder(str(small), "", {})  # what every fine-tuning job calls
+    given = tmp_path / "given.txt"
+    shutil.copyfile(vocab, given)
+    assert fill_mask.main([str(small), SENTENCES[0], f"--tokenizer={given}"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: " + said.replace(str(small / "vocab.txt"), str(given)) + (
+        " (--tokenizer=...)\n"
+    )
+
+
+def test_a_model_vocabulary_larger_than_the_tokenizer_loads(shared_data, tmp_path):
+    """Embedding rows beyond the tokenizer's ids (ModernBERT pads 50,280 pieces to 50,368; here
+    30,522 to 30,528, a multiple of 64) are legitimate: the checkpoint loads with its tokenizer,
+    and fill-mask over the padded vocabulary equals transformers' pipeline."""
+    vocab = shared_data / "vocab" / "bert-base-uncased-vocab.txt"
+    padded = save_checkpoint("BertForMaskedLM", vocab, tmp_path / "padded", vocab_size=30528)
+    model = pretrained.load(str(padded))
+    assert (model.tokenizer.vocab_size, model.config.vocab_size) == (30522, 30528)
+    assert model.params["mlm"]["output_bias"].shape == (30528,)
+    assert_fillers_equal_the_pipeline(model, padded)

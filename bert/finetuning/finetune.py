@@ -71,7 +71,9 @@ def load_encoder(
 ) -> pretrained.Pretrained:
     """The checkpoint `init_from` with its tokenizer (or `tokenizer`), its model config updated
     with `overrides` (config.model's fields that may differ from the checkpoint's: dtype,
-    dropout, attention implementation, the head's initializer)."""
+    dropout, attention implementation, the head's initializer, scan_layers, remat), its
+    parameters in that config's layout (a checkpoint of either layout for a scanned or an
+    unrolled model)."""
     if not init_from:
         raise UserError(
             "config.init_from is empty: give a checkpoint (HF directory, Google TF checkpoint, "
@@ -80,9 +82,10 @@ def load_encoder(
     loaded = pretrained.load(init_from, tokenizer)
     fields = {**dataclasses.asdict(loaded.config), **overrides}
     try:
-        return dataclasses.replace(loaded, config=BertConfig.from_dict(fields))
+        config = BertConfig.from_dict(fields)
     except ValueError as e:  # the model library names the field as model.NAME
         raise UserError(f"config.{e}") from None
+    return loaded.with_config(config)  # the sizes are the checkpoint's: its layers all fit
 
 
 def _check(settings: Settings, mesh) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from bert import flops, layer_stack, objectives, pretrained
+from bert import flops, objectives, pretrained
 from bert.jobs import settings
 from bert.model import BertConfig
 from bert.training import optim, runner, sharding, step
@@ -43,7 +43,7 @@ def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConf
 
 def initial_params(init_from: str, config: BertConfig) -> Any | None:
     """Parameters to start from (config.init_from: any checkpoint bert/pretrained.py loads), in
-    the layout of `config` (model.scan_layers: the layers stacked, bert/layer_stack.py)."""
+    the layout of `config` (model.scan_layers: the layers stacked; Pretrained.with_config)."""
     if not init_from:
         return None
     loaded = pretrained.load(init_from, with_tokenizer=False)
@@ -55,7 +55,7 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
             f"is {config.max_position_embeddings}"
         )
     try:
-        return layer_stack.relayout(params, loaded.config, config)
+        return loaded.with_config(config).params
     except ValueError as e:  # e.g. fewer layers than config.model.num_layers
         raise UserError(f"{init_from} does not fit config.model (model.scan_layers): {e}") from None
 
@@ -158,7 +158,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     """mode=evaluate: the held-out metrics of `config.init_from` on all of `data.input`."""
     if not config.init_from:
         raise UserError("mode=evaluate needs config.init_from: the checkpoint to evaluate")
-    loaded = pretrained.load(config.init_from, config.data.tokenizer)
+    loaded = pretrained.load(
+        config.init_from, config.data.tokenizer, fields=("init_from", "data.tokenizer")
+    )
     if "mlm" not in loaded.params:
         raise UserError(f"{config.init_from} has no MLM head: nothing to evaluate")
     data = data_setup.prepare_pretraining_data(

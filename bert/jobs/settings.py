@@ -15,7 +15,8 @@ from util.errors import UserError
 T = TypeVar("T")
 
 # config.model fields of a fine-tuning job that may differ from the checkpoint's own model config
-MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer")
+MODEL_OVERRIDES = ("dtype", "attention_impl", "hidden_dropout", "attention_dropout", "initializer",
+                   "scan_layers", "remat")  # fmt: skip
 
 
 def run_settings(config: ml_collections.ConfigDict) -> runner.Settings:
