@@ -16,7 +16,7 @@ from bert.model import BertConfig
 
 @functools.partial(jax.jit, static_argnames=("config", "pooling", "normalize"))
 def _embed_batch(params, ids, segments, mask, *, config: BertConfig, pooling: str, normalize: bool):
-    model = BertForSentenceEmbedding(config, pooling, normalize)
+    model = BertForSentenceEmbedding(config, pooling, normalize, with_pooler=False)  # unused
     return model.apply({"params": {"bert": params}}, ids, segments, mask)  # [batch, embed]
 
 

@@ -291,11 +291,17 @@ class BertForSentenceEmbedding(nn.Module):
     Packed rows (several sentences per row, bert/finetuning/packing.py) also pass `position_ids`,
     `sequence_ids` and `starts` (see `pool_packed`) and get [sentences, embed]: each sentence's
     embedding is the one it has alone in a row.
+
+    The embedding never reads BERT's pooler; `with_pooler` keeps its parameters in the model
+    (so that training from a BERT checkpoint keeps and exports them). Encoders without one
+    (config.prediction_head: ModernBERT) never have it, and inference passes False (a
+    BertForMaskedLM directory has none either).
     """
 
     config: BertConfig
     pooling: str = "mean"
     normalize: bool = True
+    with_pooler: bool = True
 
     @nn.compact
     def __call__(
@@ -312,8 +318,9 @@ class BertForSentenceEmbedding(nn.Module):
             raise ValueError(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
         if input_mask is None:
             input_mask = jnp.ones_like(input_ids)
+        pool = self.with_pooler and not self.config.prediction_head
         hidden, _ = BertModel(self.config, name="bert")(
-            input_ids, segment_ids, input_mask, deterministic, position_ids
+            input_ids, segment_ids, input_mask, deterministic, position_ids, pool=pool
         )
         hidden = hidden.astype(jnp.float32)  # [batch, length, embed]
         if starts is None:

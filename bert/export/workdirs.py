@@ -90,8 +90,9 @@ def _modern_state(loaded: pretrained.Pretrained, architecture: str, head: str | 
     return modernbert_table.state_dict(params, loaded.config, architecture)
 
 
-def _modern_config(loaded: pretrained.Pretrained, architecture: str) -> dict:
-    """A ModernBERT config.json for `architecture`, with our tokenizer's special ids."""
+def modern_config(loaded: pretrained.Pretrained, architecture: str) -> dict:
+    """A ModernBERT config.json for `architecture`, with our tokenizer's special ids (also the
+    sentence-transformers export's, bert/export/st_export.py)."""
     t = loaded.tokenizer
     ids = {"pad_token_id": t.pad_id, "cls_token_id": t.cls_id, "sep_token_id": t.sep_id,
            "bos_token_id": t.cls_id, "eos_token_id": t.sep_id}  # fmt: skip
@@ -182,7 +183,7 @@ def export_workdir(
     state = (_modern_state if modern else _state)(loaded, architecture, head)
     fields, notes = _head_config(loaded, head, state) if head else ({}, [])
     if modern:
-        hf_config = {**_modern_config(loaded, architecture), **fields}
+        hf_config = {**modern_config(loaded, architecture), **fields}
     else:
         hf_config = {**config_to_hf(loaded.config, architecture), **fields}
     with formats.atomic_directory(pathlib.Path(destination), overwrite) as tmp:
