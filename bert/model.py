@@ -211,6 +211,24 @@ def dense(
     )
 
 
+class Projection(nn.Module):
+    """The kernel [in, hidden_size] and bias of one of attention's input projections: a Dense's
+    parameters, named and initialised as `dense` names and initialises them, for SelfAttention
+    to multiply by with the others in one product."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, features_in: int) -> tuple[Array, Array | None]:
+        c = self.config
+        init = nn.with_logical_partitioning(_init(c), ("embed", "heads"))
+        kernel = self.param("kernel", init, (features_in, c.hidden_size), c.param_dtype)
+        if not c.attention_bias:
+            return kernel, None
+        zeros = nn.with_logical_partitioning(nn.initializers.zeros_init(), ("heads",))
+        return kernel, self.param("bias", zeros, (c.hidden_size,), c.param_dtype)
+
+
 def layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
     """LayerNorm computed in float32 whatever the compute dtype."""
     return nn.LayerNorm(
@@ -289,11 +307,16 @@ class SelfAttention(nn.Module):
         c = self.config
         batch, length, _ = x.shape
 
-        def heads(name: str) -> Array:
-            y = dense(c, c.hidden_size, ("embed", "heads"), name, use_bias=c.attention_bias)(x)
-            return y.reshape(batch, length, c.num_heads, c.head_dim)  # [batch, length, h, kv]
-
-        q, k, v = heads("query"), heads("key"), heads("value")
+        # the query, key and value projections as one matrix product (one [embed, 3 * heads]
+        # kernel: a third of the products of three on a CPU), their parameters kept apart
+        kernels, biases = zip(*(Projection(c, name=name)(x.shape[-1])
+                                for name in ("query", "key", "value")), strict=True)  # fmt: skip
+        qkv = matmul_2d(x.astype(c.dtype), jnp.concatenate(kernels, axis=1).astype(c.dtype),
+                        (((x.ndim - 1,), (0,)), ((), ())))  # fmt: skip
+        if c.attention_bias:
+            qkv = qkv + jnp.concatenate(biases).astype(c.dtype)
+        qkv = qkv.reshape(batch, length, 3, c.num_heads, c.head_dim)  # [batch, length, 3, h, kv]
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
         if c.position_embedding == "rope":
             q, k = self._rotate(q, k, positions, is_local)
         local = self.local or is_local is not None
