@@ -20,10 +20,12 @@ median of --steps timed steps after --warmup untimed ones.
 
   python bench/modernbert_speed.py                       # ModernBERT-base, both layouts
   python bench/modernbert_speed.py --size=tiny --steps=2
-  python bench/modernbert_speed.py --attention      # one layer's attention alone
+  python bench/modernbert_speed.py --attention      # one layer's attention alone, and
+                                                    # our kernels at smaller shapes
 """
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -38,6 +40,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMPLS = ("ours", "torch")
 LAYOUTS = ("padded", "packed")
+ATTENTION_KINDS = ("xla", "chunked")  # bert/attention.py kernels timed by --attention
 MASK_RATE = 0.30  # ModernBERT's masking rate
 TINY = dict(vocab_size=1024, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
             intermediate_size=96, local_attention=32, pad_token_id=0, eos_token_id=1,
@@ -134,8 +137,8 @@ def step_torch(size: str, batch: dict, layout: str):
 
 def attention_worker(steps: int) -> dict:
     """One layer's attention alone, forward + backward, at ModernBERT-base's shapes (batch 8,
-    512 tokens, 12 heads of 64, padded rows): ours (bert/attention.py, XLA's kernel) and
-    PyTorch's scaled_dot_product_attention with the same mask, in one process."""
+    512 tokens, 12 heads of 64, padded rows): ours (bert/attention.py's xla and chunked
+    kernels) and PyTorch's scaled_dot_product_attention with the same mask, in one process."""
     sys.path.insert(0, ROOT)
     import jax
     import jax.numpy as jnp
@@ -148,10 +151,12 @@ def attention_worker(steps: int) -> dict:
     mask = np.arange(512)[None] < rng.integers(128, 513, 8)[:, None]  # [batch, kv_length]
     full = jnp.asarray(mask[:, None, None, :])
 
-    def loss(q, k, v):
-        return jnp.sum(attend("xla", q, k, v, full, jnp.asarray(mask, jnp.int32)))
+    def grad_of(kind):
+        def loss(q, k, v):
+            return jnp.sum(attend(kind, q, k, v, full, jnp.asarray(mask, jnp.int32)))
 
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+
     tq, tk, tv = (torch.from_numpy(x).transpose(1, 2).contiguous().requires_grad_()
                   for x in (q, k, v))  # fmt: skip
     torch_mask = torch.from_numpy(mask[:, None, None, :])
@@ -160,13 +165,53 @@ def attention_worker(steps: int) -> dict:
         out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch_mask)
         out.sum().backward()
 
-    runs = {"ours": lambda: jax.block_until_ready(grad(*map(jnp.asarray, (q, k, v)))),
-            "torch": torch_step}  # fmt: skip
+    inputs = list(map(jnp.asarray, (q, k, v)))
+    runs = {kind: functools.partial(lambda g: jax.block_until_ready(g(*inputs)), grad_of(kind))
+            for kind in ATTENTION_KINDS}  # fmt: skip
+    runs["torch"] = torch_step
     out = {}
     for name, run in runs.items():
         run()
         out[name] = statistics.median(timed_steps(run, steps))
     return out
+
+
+def kernel_sizes(steps: int) -> list[str]:
+    """XLA's and the chunked kernel alone at smaller shapes (12 heads of 64, padded rows):
+    first call (compile) and step, by which `auto`'s CHUNKED_FROM_BYTES threshold is set."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for batch, length in ((8, 64), (8, 128), (32, 128), (8, 256), (16, 256)):
+        qkv = [rng.normal(size=(batch, length, 12, 64)).astype(np.float32) for _ in range(3)]
+        mask = np.arange(length)[None] < rng.integers(length // 4, length + 1, batch)[:, None]
+        cells = [f"{kind} {1000 * step:.1f} ms (first call {first:.2f} s)"
+                 for kind in ATTENTION_KINDS
+                 for first, step in [_kernel_times(kind, qkv, mask, steps)]]  # fmt: skip
+        mib = 4 * batch * 12 * length * length / 2**20
+        lines.append(f"  batch {batch} x {length} ({mib:.0f} MiB of scores): " + ", ".join(cells))
+    return lines
+
+
+def _kernel_times(kind: str, qkv: list, mask: np.ndarray, steps: int) -> tuple[float, float]:
+    """(first call, median step) of one kernel's forward + backward, in seconds."""
+    sys.path.insert(0, ROOT)
+    import jax
+    import jax.numpy as jnp
+
+    from bert.attention import attend
+
+    full, input_mask = jnp.asarray(mask[:, None, None, :]), jnp.asarray(mask, jnp.int32)
+    inputs = [jnp.asarray(x) for x in qkv]
+
+    def loss(q, k, v):
+        return jnp.sum(attend(kind, q, k, v, full, input_mask))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    start = time.perf_counter()
+    jax.block_until_ready(grad(*inputs))
+    first = time.perf_counter() - start
+    times = timed_steps(lambda: jax.block_until_ready(grad(*inputs)), steps)
+    return first, statistics.median(times)
 
 
 def timed_steps(run, steps: int) -> list[float]:
@@ -208,9 +253,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.attention:
         times = attention_worker(max(args.steps, 5))
-        print(f"attention forward + backward, batch 8 x 512, 12 heads of 64, padded, float32: "
-              f"ours {times['ours']:.3f} s, torch SDPA {times['torch']:.3f} s, ours "
-              f"{times['torch'] / times['ours']:.2f}x")  # fmt: skip
+        print("attention forward + backward, batch 8 x 512, 12 heads of 64, padded, float32: "
+              f"torch SDPA {times['torch']:.3f} s")  # fmt: skip
+        for kind in ATTENTION_KINDS:
+            print(f"  ours, {kind}: {times[kind]:.3f} s, {times['torch'] / times[kind]:.2f}x")
+        print("ours alone at smaller shapes, forward + backward:")
+        print("\n".join(kernel_sizes(max(args.steps, 5))))
         print("command: python " + " ".join(sys.argv))
         return
     if args.worker:

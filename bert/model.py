@@ -323,7 +323,7 @@ class SelfAttention(nn.Module):
         impl = kernel(
             c.attention_impl, dropout=not deterministic and c.attention_dropout > 0.0,
             full_mask=blocks is not None or local, dtype=q.dtype, head_dim=c.head_dim,
-            backend=jax.default_backend(),
+            backend=jax.default_backend(), scores=batch * c.num_heads * length * length,
         )  # fmt: skip
         mask = input_mask[:, None, None, :].astype(jnp.bool_)  # [batch, 1, 1, kv_length]
         if blocks is not None:  # [batch, 1, length, kv_length]
@@ -333,7 +333,8 @@ class SelfAttention(nn.Module):
             window = jnp.abs(rows[:, None] - rows[None, :]) <= c.local_window // 2
             mask = mask & (window if is_local is None else window | ~is_local)
         drop = functools.partial(Dropout(c.attention_dropout), deterministic=False)
-        out = attend(impl, q, k, v, mask, input_mask, drop)
+        band = c.local_window // 2 if self.local and is_local is None else 0  # keys it reads
+        out = attend(impl, q, k, v, mask, input_mask, drop, band)
         return out.reshape(batch, length, c.hidden_size)  # [batch, length, heads*kv]
 
     def _rotate(self, q: Array, k: Array, positions: Array, is_local: Array | None):

@@ -91,7 +91,7 @@ def encoder_config(
     m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU (LN, logits: f32)
     m.param_dtype = "float32"  # parameter (master weight) dtype
     # the attention kernel (bert/attention.py): auto (cuDNN's fused attention on a GPU where it
-    # computes the layer, XLA's elsewhere), xla, or cudnn
+    # computes the layer, chunked on a CPU, XLA's elsewhere), xla, chunked, or cudnn
     m.attention_impl = "auto"
     # one nn.scan over the layers (one compiled layer body: faster compiles of deep models; same
     # numbers, parameters stacked in one "layers" subtree, converted on import and export)
@@ -237,7 +237,7 @@ def finetune_model() -> ml_collections.ConfigDict:
     m = ml_collections.ConfigDict()
     m.dtype = "auto"  # compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU
     # the attention kernel: auto (cuDNN's fused attention on a GPU where it computes the layer,
-    # XLA's elsewhere), xla, or cudnn (GPU; only with attention_dropout 0)
+    # chunked on a CPU, XLA's elsewhere), xla, chunked, or cudnn (GPU; attention_dropout 0)
     m.attention_impl = "auto"
     m.hidden_dropout = 0.1  # dropout on embeddings, residual branches and the task head
     m.attention_dropout = 0.1  # dropout on attention probabilities
