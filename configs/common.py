@@ -74,7 +74,9 @@ def encoder_config(
     """A `config.model` section of these sizes with BERT's other values, every field commented
     (a config of another architecture then sets what differs, with its own comments)."""
     m = ml_collections.ConfigDict()
-    m.vocab_size = vocab_size  # token ids; 0: the tokenizer's vocabulary size
+    # token ids; 0: the tokenizer's vocabulary size; larger: a padded table (continuing from
+    # ModernBERT: 50,368 rows for its 50,280 pieces)
+    m.vocab_size = vocab_size
     m.hidden_size = width  # width of the residual stream
     m.num_layers = layers  # transformer layers
     m.num_heads = heads  # attention heads of 64 dimensions each

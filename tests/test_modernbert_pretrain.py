@@ -4,6 +4,7 @@ values, packed rows whose documents attend only to themselves (checked on real W
 batches, token by token and through the model), and, in the full tier, a tiny run through
 main.py that learns, resumes bitwise and exports as a ModernBertForMaskedLM with our logits."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -18,6 +19,7 @@ import pytest
 import torch
 import transformers
 
+from bert import pretrained
 from bert.jobs import pretrain
 from bert.model import BertModel
 from bert.objectives import mlm
@@ -99,6 +101,32 @@ def test_config_arg_and_pack_attention_errors_name_the_field():
 def _learning_rates(steps, **kwargs) -> list[float]:
     schedule = optim.learning_rate_schedule(**kwargs)
     return [float(schedule(step)) for step in steps]
+
+
+def test_pre_training_continues_from_a_padded_vocabulary(tmp_path):
+    """ModernBERT pads its embedding table past its tokenizer (50,368 rows for 50,280 pieces):
+    config.model.vocab_size may exceed the tokenizer's vocabulary, never fall short of it, and
+    init_from refuses, naming the value to set, a checkpoint whose table has another size."""
+    hf = transformers.ModernBertConfig(vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=48,
+                                       local_attention=8, pad_token_id=0, bos_token_id=1,
+                                       eos_token_id=2, cls_token_id=1, sep_token_id=2)  # fmt: skip
+    transformers.ModernBertForMaskedLM(hf).save_pretrained(tmp_path / "modern")
+    fields = modernbert.get_config("size=tiny").model
+    fields.vocab_size = 96
+    assert pretrain.model_config(fields, 90).vocab_size == 96  # 90 pieces, 96 rows
+    fields.vocab_size = 89
+    with pytest.raises(UserError, match=r"vocab_size=89 but the tokenizer has 90 tokens"):
+        pretrain.model_config(fields, 90)
+
+    loaded = pretrained.load(str(tmp_path / "modern"), with_tokenizer=False)
+    assert loaded.config.vocab_size == 96
+    short = dataclasses.replace(loaded.config, vocab_size=90)
+    with pytest.raises(UserError, match=r"embeds 96 token ids, the model here 90: set "
+                                        r"--config.model.vocab_size=96$"):  # fmt: skip
+        pretrain.initial_params(str(tmp_path / "modern"), short)
+    params = pretrain.initial_params(str(tmp_path / "modern"), loaded.config)
+    assert params["bert"]["embeddings"]["word_embeddings"].shape == (96, 32)
 
 
 def test_warmup_stable_decay_schedule_values():

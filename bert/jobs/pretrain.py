@@ -26,14 +26,16 @@ TASK = "pretrain"
 
 
 def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
-    """The model config, with the vocabulary size taken from the tokenizer when it is 0."""
+    """The model config, with the vocabulary size taken from the tokenizer when it is 0; a
+    larger one pads the embedding table (ModernBERT's 50,368 rows for 50,280 pieces)."""
     values = fields.to_dict()
     if values["vocab_size"] == 0:
         values["vocab_size"] = vocab_size
-    elif values["vocab_size"] != vocab_size:
+    elif values["vocab_size"] < vocab_size:
         raise UserError(
             f"config.model.vocab_size={values['vocab_size']} but the tokenizer has "
-            f"{vocab_size} tokens; set it to 0 to follow the tokenizer"
+            f"{vocab_size} tokens: its ids from {values['vocab_size']} up would index past the "
+            f"embedding table; set it to 0 to follow the tokenizer (or larger: a padded table)"
         )
     try:
         return BertConfig.from_dict(values)
@@ -53,6 +55,11 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
         raise UserError(
             f"{init_from} has {given.shape[0]} positions, config.model.max_position_embeddings "
             f"is {config.max_position_embeddings}"
+        )
+    if loaded.config.vocab_size != config.vocab_size:  # e.g. a padded table (ModernBERT's)
+        raise UserError(
+            f"{init_from} embeds {loaded.config.vocab_size} token ids, the model here "
+            f"{config.vocab_size}: set --config.model.vocab_size={loaded.config.vocab_size}"
         )
     try:
         return loaded.with_config(config).params
