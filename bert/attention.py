@@ -112,8 +112,7 @@ def attend(
     if kind == "xla":
         return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla")
     if kind == "chunked":
-        batch, length, _, _ = q.shape
-        mask = jnp.broadcast_to(mask[:, 0], (batch, mask.shape[2], k.shape[1]))
+        mask = jnp.broadcast_to(mask[:, 0], (q.shape[0], mask.shape[2], k.shape[1]))
         return chunked_attention(q, k, v, mask, band)
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits / jnp.sqrt(jnp.float32(q.shape[-1]))

@@ -135,11 +135,12 @@ def _backward(band, saved, grad_out):
         qh, kh, vh, oh, sh, gh, index = head
         shape = (spans.blocks, spans.block, -1)
         qb, ob, gb = (x.astype(jnp.float32).reshape(shape) for x in (qh, oh, gh))
-        kb, vb = (spans.gather(x).astype(jnp.float32) for x in (kh, vh))
+        keys = spans.gather(kh)
+        kb, vb = keys.astype(jnp.float32), spans.gather(vh).astype(jnp.float32)
         allowed = spans.mask(mask[index // heads])
         # the softmax's max and sum kept apart: a row with no key has scores of float32's min,
         # which a log-sum-exp would absorb its log(kv_length) into
-        probs = jnp.exp(_scores(qh.reshape(shape), spans.gather(kh), allowed) - sh[..., :1])
+        probs = jnp.exp(_scores(qh.reshape(shape), keys, allowed) - sh[..., :1])
         keyless = _keyless(sh[..., :1])  # these take the mean of all values
         probs = jnp.where(keyless, 0.0, probs / sh[..., 1:])
         grad_v = jnp.einsum("nqk,nqd->nkd", probs, gb)
@@ -152,7 +153,6 @@ def _backward(band, saved, grad_out):
         grad_v = spans.scatter(grad_v) + jnp.sum(jnp.where(keyless, gb, 0.0), axis=(0, 1)) / length
         return grad_q.astype(qh.dtype), grad_k.astype(kh.dtype), grad_v.astype(vh.dtype)
 
-    softmax = softmax.reshape(softmax.shape[0], spans.blocks, spans.block, 2)
     index = jnp.arange(qs.shape[0])
     grads = jax.lax.map(
         one_head, (qs, ks, vs, out, softmax, _by_head(grad_out), index),
