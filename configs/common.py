@@ -156,6 +156,10 @@ def _pretrain_data() -> ml_collections.ConfigDict:
     d.tokenizer = ""  # (org/name[@revision]: its tokenizer files); empty: train SentencePiece
     d.sentencepiece_vocab_size = 32768  # vocabulary of the trained SentencePiece model
     d.sentencepiece_model_type = "unigram"  # unigram or bpe
+    # train it uncased (SentencePiece's nmt_nfkc_cf rule, case folding stored in the .model, so
+    # encoding and the exported tokenizer fold case too): SST-2's and most GLUE text is
+    # lower-cased, and a cased vocabulary spends pieces on capitals the tasks never show
+    d.sentencepiece_lowercase = False
     d.num_shards = 64  # record shards written by preparation
     # check of prepared shards on every start: checksum (sizes and CRC-32Cs; reads the shards
     # locally, free on gs://) or size; a damaged shard is rewritten alone (docs/pretraining.md)
@@ -178,6 +182,11 @@ def _pretrain_train() -> ml_collections.ConfigDict:
     t.batch_size = 256  # global batch (sequences per optimizer step, all hosts together)
     t.accumulation_steps = 1  # micro-batches per step (batch_size must divide evenly)
     t.steps = 900_000  # optimizer steps (BERT: 90% at 128, 10% at 512)
+    # a budget of training time in seconds, as academic-budget-bert's: the run ends (checkpoint,
+    # evaluation) when its training loop's time, summed over resumes (start-up and held-out
+    # evaluations not counted), reaches it, and the learning-rate schedule below runs on the
+    # budget's elapsed fraction instead of step / steps (steps then only bounds the run); 0: off
+    t.max_wall_clock = 0.0
     t.warmup_steps = 10_000  # linear warm-up steps
     t.warmup_proportion = 0.0  # fraction of the steps in linear warm-up; >0 replaces warmup_steps
     t.optimizer = "lamb"  # lamb or adamw

@@ -39,6 +39,7 @@ class Corpus:
       tokenizer: a tokenizer file or folder, or a Hub model id; empty: SentencePiece trained on
         the corpus.
       sentencepiece_vocab_size, sentencepiece_model_type: the trained SentencePiece model.
+      sentencepiece_lowercase: train it uncased (case folded in its normalisation).
       num_shards: record shards written.
       verify: the start check of prepared shards, checksum or size.
       eval_shards: the last shards held out for evaluation (or eval_input's shards).
@@ -54,6 +55,7 @@ class Corpus:
     tokenizer: str
     sentencepiece_vocab_size: int
     sentencepiece_model_type: str
+    sentencepiece_lowercase: bool
     num_shards: int
     verify: str
     eval_shards: int
@@ -121,6 +123,11 @@ def prepare_pretraining_data(
             prepared[field] = _prepared_before(globs, workdir / folder, data.verify)
             if prepared[field] is None:
                 raise
+    if data.sentencepiece_lowercase and data.tokenizer:
+        raise UserError(
+            "config.data.sentencepiece_lowercase is for the SentencePiece model trained on the "
+            f"corpus; config.data.tokenizer={data.tokenizer!r} keeps its own casing"
+        )
     tokenizer = hub.local_path(data.tokenizer, "config.data.tokenizer", tokenizer_only=True) or (
         tokenizer
     )
@@ -132,6 +139,7 @@ def prepare_pretraining_data(
         tokenizer or None,
         train_sentencepiece_vocab_size=None if tokenizer else data.sentencepiece_vocab_size,
         sentencepiece_model_type=data.sentencepiece_model_type,
+        sentencepiece_lowercase=bool(data.sentencepiece_lowercase and not tokenizer),
         num_shards=data.num_shards,
         text_field=data.text_field,
         verify=data.verify,

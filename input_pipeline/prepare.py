@@ -33,7 +33,6 @@ How it works:
   blank lines are skipped and counted in the manifest.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import fcntl
@@ -49,7 +48,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from input_pipeline import corpora, record_encoder, shards, tokenizers
+from input_pipeline import corpora, prepare_args, record_encoder, shards, tokenizers
 from input_pipeline import sentencepiece_training as sp_training
 from input_pipeline.manifest import (
     MANIFEST_NAME,
@@ -60,7 +59,6 @@ from input_pipeline.manifest import (
     sync_directory,
     write_manifest,
 )
-from input_pipeline.shards import VERIFY_MODES
 from util import console, paths
 from util.errors import UserError
 
@@ -104,6 +102,7 @@ def _plan(
     train_sentencepiece_vocab_size: int | None,
     sentencepiece_model_type: str,
     sentencepiece_sample_sentences: int,
+    sentencepiece_lowercase: bool,
     num_shards: int | None,
     text_field: str,
     errors: str,
@@ -126,6 +125,11 @@ def _plan(
     config["text_field"] = text_field if format in corpora.TEXT_FIELD_FORMATS else None
     tokenizer = None
     if tokenizer_path is not None:
+        if sentencepiece_lowercase:
+            raise UserError(
+                "sentencepiece_lowercase is for a SentencePiece model trained on the corpus; "
+                f"the given tokenizer {tokenizer_path} keeps its own casing"
+            )
         tokenizer = tokenizers.load_tokenizer(tokenizer_path, lowercase)
         # absolute, not resolve(): a file in the Hub cache is a link to a blob without its suffix
         config["tokenizer"] = {"path": str(paths.absolute(tokenizer.path)), "lowercase": lowercase}
@@ -146,6 +150,8 @@ def _plan(
                 "sample_sentences": sentencepiece_sample_sentences,
             }
         }
+        if sentencepiece_lowercase:  # absent when off: cased folders prepared before still match
+            config["tokenizer"]["train_sentencepiece"]["lowercase"] = True
     return _Plan(paths.path(output_dir), files, inputs, config, tokenizer)
 
 
@@ -236,6 +242,7 @@ def prepare(
     train_sentencepiece_vocab_size: int | None = None,
     sentencepiece_model_type: str = "unigram",
     sentencepiece_sample_sentences: int = 1_000_000,
+    sentencepiece_lowercase: bool = False,
     num_shards: int | None = None,
     text_field: str = "text",
     errors: str = "strict",
@@ -258,6 +265,8 @@ def prepare(
       sentencepiece_model_type: "unigram" or "bpe", for training.
       sentencepiece_sample_sentences: sentences sampled uniformly (seeded, so reproducibly)
         from the whole input to train on.
+      sentencepiece_lowercase: train an uncased model: its normalisation (`LOWERCASE_RULE`,
+        stored in the .model) folds case, in training and in every encoding with it.
       num_shards: number of shard files; None takes `auto_num_shards` of the input size.
       text_field: the JSON field or Parquet column holding the text ("jsonl", "parquet").
       errors: invalid UTF-8: "strict" (error), "replace" or "skip" (counted in the manifest).
@@ -274,19 +283,10 @@ def prepare(
     """
     started = time.perf_counter()
     plan = _plan(
-        input_patterns,
-        output_dir,
-        format,
-        tokenizer_path,
-        lowercase,
-        train_sentencepiece_vocab_size,
-        sentencepiece_model_type,
-        sentencepiece_sample_sentences,
-        num_shards,
-        text_field,
-        errors,
-        sentence_split,
-    )
+        input_patterns, output_dir, format, tokenizer_path, lowercase,
+        train_sentencepiece_vocab_size, sentencepiece_model_type, sentencepiece_sample_sentences,
+        sentencepiece_lowercase, num_shards, text_field, errors, sentence_split,
+    )  # fmt: skip
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
     if workers < 0 or chunk_chars < 1:
@@ -351,6 +351,7 @@ def _train(plan: _Plan) -> tokenizers.Tokenizer:
         sentences=sample,
         model_type=options["model_type"],
         input_sentence_size=0,  # the sample is already drawn
+        lowercase=options.get("lowercase", False),
     )
 
 
@@ -422,42 +423,9 @@ def _write(
 # Command line
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = console.ArgumentParser(
-        prog="python -m input_pipeline.prepare",
-        description="Tokenize a corpus into sharded TFRecord files and a manifest.json.",
-    )
-    add = parser.add_argument
-    add("--input", action="append", required=True, help="glob of input files; repeatable")
-    add("--output", required=True, help="output folder")
-    add("--format", required=True, choices=corpora.FORMATS, help="input format")
-    add("--tokenizer", help="vocab.txt, tokenizer.json, SentencePiece .model, or a folder")
-    add("--lowercase", type=_parse_bool, help="vocab.txt only; default: inferred")
-    add("--train_sentencepiece_vocab_size", type=int, help="train SentencePiece (no --tokenizer)")
-    add("--sentencepiece_model_type", default="unigram", choices=sp_training.MODEL_TYPES)
-    add("--sentencepiece_sample_sentences", type=int, default=1_000_000, help="training sample")
-    add("--num_shards", type=int, help="default: one per 256 MiB of input, 16 to 1024")
-    add("--workers", type=int, help="tokenizing processes; default: all CPUs; 0: in-process")
-    add("--text_field", default="text", help="field holding the text (jsonl, parquet)")
-    add("--errors", default="strict", choices=corpora.ERRORS, help="invalid UTF-8 handling")
-    add("--sentence_split", type=_parse_bool, default=True, help="cut paragraphs into sentences")
-    add("--chunk_chars", type=int, default=1 << 20, help="characters per unit of work")
-    add("--verify", default="checksum", choices=VERIFY_MODES, help="check of finished shards")
-    add("--force", action="store_true", help="redo even if the output is finished")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (2 on a user error, printed as one line)."""
-    args = _parser().parse_args(argv)
+    args = prepare_args.parser().parse_args(argv)
     paths.use_fsspec_backend()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if (args.tokenizer is None) == (args.train_sentencepiece_vocab_size is None):
@@ -474,6 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train_sentencepiece_vocab_size=args.train_sentencepiece_vocab_size,
             sentencepiece_model_type=args.sentencepiece_model_type,
             sentencepiece_sample_sentences=args.sentencepiece_sample_sentences,
+            sentencepiece_lowercase=args.sentencepiece_lowercase,
             num_shards=args.num_shards,
             text_field=args.text_field,
             errors=args.errors,

@@ -20,6 +20,10 @@ from util import atomic, paths
 from util.errors import UserError
 
 MODEL_TYPES = ("unigram", "bpe")
+# An uncased model's normalisation: SentencePiece's default NFKC rule with Unicode case folding,
+# compiled into the .model's character map, so every encoder of the model (ours, sentencepiece,
+# the tokenizer.json an export converts it to) lower-cases as in training.
+LOWERCASE_RULE = "nmt_nfkc_cf"
 
 PathLike = str | os.PathLike
 
@@ -85,6 +89,7 @@ def train_model(
     input_sentence_size: int = 2_000_000,
     num_threads: int | None = None,
     verbose: bool = False,
+    lowercase: bool = False,
     extra_options: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Trains a SentencePiece model with ``special_tokens`` at ids 0, 1, 2, ...
@@ -108,6 +113,8 @@ def train_model(
         bounds the trainer's memory; 0 takes every sentence.
       num_threads: trainer threads; None uses every CPU.
       verbose: let the trainer log its progress to stderr.
+      lowercase: an uncased model (`LOWERCASE_RULE`): text is case folded in training and in
+        every encoding with the model.
       extra_options: further ``SentencePieceTrainer`` options (e.g. ``split_digits=True``).
 
     Returns:
@@ -130,6 +137,8 @@ def train_model(
         num_threads,
         verbose,
     )
+    if lowercase:
+        options["normalization_rule_name"] = LOWERCASE_RULE
     options.update(extra_options or {})
     options |= _input_options(sentences, files)
     writer = io.BytesIO()

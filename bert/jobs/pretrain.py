@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 from bert import flops, objectives, pretrained
 from bert.jobs import settings
 from bert.model import BertConfig
-from bert.training import optim, runner, sharding, step
+from bert.training import budget, optim, runner, sharding, step
 from input_pipeline import batches, data_setup, pretraining, tokenizers
 from util import atomic, paths
 from util.errors import UserError
@@ -259,11 +259,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mesh = sharding.make_mesh(config.mesh)
     t = config.train
     per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
+    # with a time budget, the schedule of train.steps steps runs at the pace of the clock
+    max_wall_clock = budget.check_seconds(t.max_wall_clock)
     schedule = optim.learning_rate_schedule(
         t.learning_rate, warmup_steps(t), t.steps, t.end_learning_rate, t.decay_power,
         t.schedule, t.decay_proportion, t.decay_shape,
     )  # fmt: skip
-    tx = optim.make_optimizer(t.optimizer, schedule, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
+    own_rate = optim.UNIT_RATE if max_wall_clock else schedule  # Run.max_wall_clock says why
+    tx = optim.make_optimizer(t.optimizer, own_rate, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     data = _prepare_data(config, workdir)
     ids = data.tokenizer.special_ids
     bert_config = model_config(config.model, ids.vocab_size)
@@ -295,5 +298,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                    config.data.max_predictions_per_seq, t.peak_flops_per_device),
         # the one train step compiles while the input pipeline starts
         batch_shapes=lambda _: _held_out_shape(held_out, mesh),
+        max_wall_clock=max_wall_clock,
     )  # fmt: skip
     return runner.train_and_evaluate(job, settings.run_settings(config), workdir, mesh)

@@ -39,14 +39,19 @@ class CompileAhead:
             else None
         )
 
-    def wrap(self, jitted: Any, fixed: Any, batches: Iterable[Batch]) -> Callable:
-        """`jitted` (called as jitted(fixed, batch)), with every shape of `batches` compiled ahead.
+    def wrap(
+        self, jitted: Any, fixed: Any, batches: Iterable[Batch], extra: tuple = ()
+    ) -> Callable:
+        """`jitted` (called as jitted(fixed, batch, *extra)), with every shape of `batches`
+        compiled ahead.
 
         Args:
           fixed: the abstract first argument (ShapeDtypeStructs with their shardings: the train
             state or the parameters), the same at every call.
           batches: abstract global batches (ShapeDtypeStructs with shardings), in the order
             their shapes are first needed; repeats are compiled once.
+          extra: the abstract arguments after the batch (a time budget's progress scalar), the
+            same shapes at every call.
 
         Returns a callable with `jitted`'s signature. An error of a background compilation is
         raised by the first call that needs that shape, as compiling on first use would.
@@ -56,14 +61,14 @@ class CompileAhead:
             for batch in batches:
                 key = signature(batch)
                 if key not in futures:
-                    futures[key] = self._pool.submit(_compile, jitted, fixed, batch)
+                    futures[key] = self._pool.submit(_compile, jitted, fixed, batch, *extra)
 
-        def call(first: Any, batch: Batch) -> Any:
+        def call(first: Any, batch: Batch, *rest: Any) -> Any:
             future = futures.get(signature(batch))
             # not announced (compiled on first use), or under eval_shape
             if future is None or _traced(batch):
-                return jitted(first, batch)
-            return future.result()(first, batch)
+                return jitted(first, batch, *rest)
+            return future.result()(first, batch, *rest)
 
         return call
 

@@ -25,6 +25,10 @@ from util.errors import UserError
 OPTIMIZERS = ("lamb", "adamw")
 SCHEDULES = ("linear", "wsd")  # train.schedule: warm-up then polynomial decay; warmup-stable-decay
 DECAY_SHAPES = ("linear", "1-sqrt")  # train.decay_shape: a wsd schedule's final decay
+# The optimizer's own learning rate under a time budget: the train step scales the update by the
+# schedule at the budget's elapsed fraction instead (bert/training/step.py). A schedule, not a
+# number, so that the optimizer state has the same structure with and without a budget.
+UNIT_RATE: optax.Schedule = optax.constant_schedule(1.0)
 
 
 def learning_rate_schedule(

@@ -8,6 +8,8 @@ so that any workdir can be resumed (only for the same task and model), loaded as
 model (bert/pretrained.py) or exported (bert/export/workdirs.py).
 SIGTERM or Ctrl-C saves a checkpoint and stops without the final evaluation (a preempted VM has
 seconds, not minutes); running the same command again resumes and finishes the run.
+With a time budget (`Run.max_wall_clock`, bert/training/budget.py) the run ends, checkpointed
+and evaluated, at the step where its training time, summed over its starts, reaches the budget.
 """
 
 import dataclasses
@@ -18,11 +20,12 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from absl import logging
 
 from bert.model import BertConfig
-from bert.training import ahead, checkpoints, fingerprint, loop, reporting, step
+from bert.training import ahead, budget, checkpoints, fingerprint, loop, reporting, sharding, step
 from util import atomic, hub, paths
 from util.errors import Stopped, UserError
 
@@ -72,7 +75,7 @@ class Run:
         workdir when it lies inside it, so a moved workdir still finds it).
       objective: the loss (step.Objective).
       tx, schedule: the optimizer and its learning-rate schedule.
-      total_steps: optimizer steps of the whole run.
+      total_steps: optimizer steps of the whole run (with a time budget: at most).
       seq_length: the sequence length (initialisation shapes and throughput).
       initial_params: () -> parameters to start from (None: random); called on a fresh start only.
       batches: start step -> (step -> the global batch of that step).
@@ -119,8 +122,11 @@ def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
         return str(path)
 
 
-def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> step.TrainState:
-    """The newest checkpoint that restores (damaged newer ones moved aside), or a fresh state."""
+def _restore_or_init(
+    run: Run, ckpts, abstract, shardings, mesh, seed: int
+) -> tuple[step.TrainState, dict]:
+    """(the newest checkpoint that restores (damaged newer ones moved aside), or a fresh state;
+    its metadata, or {})."""
     model = dataclasses.asdict(run.model_config)
     for free in ("remat", "attention_impl"):  # how the steps compute, free to change between runs
         model.pop(free)
@@ -150,12 +156,13 @@ def _restore_or_init(run: Run, ckpts, abstract, shardings, mesh, seed: int) -> s
             f"init_from to keep the parameters): {e}"
         ) from e
     if found is None:
-        return step.create_train_state(
+        fresh = step.create_train_state(
             run.model, run.tx, mesh, seed, run.seq_length, run.initial_params(), shardings
         )
-    latest, state, _ = found
+        return fresh, {}
+    latest, state, meta = found
     logging.info("resumed from step %d", latest)
-    return state
+    return state, meta
 
 
 def train_and_evaluate(run: Run, settings: Settings, workdir: str | os.PathLike, mesh) -> Results:
@@ -186,24 +193,44 @@ def train_and_evaluate(run: Run, settings: Settings, workdir: str | os.PathLike,
     workdir.mkdir(parents=True, exist_ok=True)
     abstract, shardings = step.state_shardings(run.model, run.tx, mesh, run.seq_length)
     ckpts = checkpoints.Checkpoints(workdir, t.max_to_keep, t.async_checkpoints)
-    state = _restore_or_init(run, ckpts, abstract, shardings, mesh, t.seed)
+    state, restored = _restore_or_init(run, ckpts, abstract, shardings, mesh, t.seed)
     start = int(jax.device_get(state.step))
+    clock = _clock(run, restored, start)
+    timed_steps = run.total_steps if clock.timed else 0
     train_step = step.compile_train_step(
-        run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, t.seed
-    )
+        run.objective, run.tx, run.schedule, mesh, shardings, t.accumulation_steps, t.seed,
+        timed_steps,
+    )  # fmt: skip
     fixed = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
+    progress = jax.ShapeDtypeStruct((), jnp.float32, sharding=sharding.replicated(mesh))
     compiler = ahead.CompileAhead(t.compile_ahead_threads)
     try:
         shapes = run.batch_shapes(start) if run.batch_shapes is not None else ()
-        train_step = compiler.wrap(train_step, fixed, shapes)
+        train_step = compiler.wrap(train_step, fixed, shapes, (progress,) if timed_steps else ())
         evaluate = run.make_evaluate(fixed.params, compiler)
         checksums = compiler.single(fingerprint.checksum_program(fixed), fixed)
         programs = _Programs(train_step, evaluate, checksums)
-        return _train(run, settings, workdir, state, start, programs, ckpts)
+        return _train(run, settings, workdir, state, start, programs, ckpts, clock)
     finally:
         compiler.close()
+
+
+def _clock(run: Run, restored: dict, start: int) -> budget.Clock:
+    """The run's training-time clock, continuing the time the restored checkpoint spent."""
+    spent = float(restored.get(budget.META_KEY, 0.0))
+    clock = budget.Clock(run.max_wall_clock, spent, agree=jax.process_count() > 1)
+    if clock.timed:
+        left = max(clock.budget - spent, 0.0)
+        logging.info(
+            "time budget %s of training (train.max_wall_clock; start-up and held-out "
+            "evaluations not counted): %s spent before step %d, %s left; the learning rate "
+            "follows the budget's elapsed fraction; train.steps (%d) is an upper bound",
+            reporting.duration_text(clock.budget), reporting.duration_text(spent), start,
+            reporting.duration_text(left), run.total_steps,
+        )  # fmt: skip
+    return clock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,7 +244,7 @@ class _Programs:
 
 
 def _train(
-    run: Run, t: Settings, workdir, state, start: int, programs: _Programs, ckpts
+    run: Run, t: Settings, workdir, state, start: int, programs: _Programs, ckpts, clock
 ) -> Results:
     """The loop, the last checkpoint, then the final evaluation (train_and_evaluate's body)."""
     writer = reporting.make_writer(workdir)
@@ -250,10 +277,11 @@ def _train(
         progress=reporting.Progress(run.total_steps, start, t.batch_size, run.seq_length),
         evaluate=run_eval,
         extra_metrics=run.extra_metrics,
+        clock=clock,
     )
     ckpts.wait()
     ckpts.close()
-    if last < run.total_steps:
+    if last < run.total_steps and not clock.over:
         writer.flush()
         raise Stopped(last, run.total_steps)
     results = programs.evaluate(state.params)

@@ -148,18 +148,26 @@ def _merge(base: Any, given: Any) -> Any:
 def train_step(
     state: TrainState,
     batch: Batch,
+    progress: Array | None = None,
     *,
     objective: Objective,
     tx: optax.GradientTransformation,
     schedule: optax.Schedule,
     accumulation_steps: int = 1,
     seed: int = 0,
+    timed_steps: int = 0,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step on a global batch, with exact gradient accumulation.
 
     Args:
+      progress: with a time budget (bert/training/budget.py), the fraction of it spent when the
+        step starts (a float32 scalar); None: the schedule follows the step count.
       objective: the loss (`Objective`); pre-training and every fine-tuning task share this
         step.
+      schedule: the learning rate per step. Without `progress`, `tx` holds it too and this is
+        the rate reported; with it, `tx`'s own rate is 1 and its update is scaled here by
+        schedule(progress * timed_steps): the schedule of a `timed_steps`-step run, at the
+        position of the budget's elapsed fraction.
       accumulation_steps: micro-batches per step; gradients summed exactly.
       seed: the step's random keys come from it and the step (`step_rngs`), so a resumed step
         repeats them; micro-batch i folds i into each.
@@ -190,9 +198,15 @@ def train_step(
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(micro_step, 0))
         ((loss, sums), grads), _ = jax.lax.scan(accumulate, zeros, jnp.arange(n))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if progress is not None:  # a time budget's position, given from outside (a pure input)
+        rate = jnp.asarray(schedule(progress * timed_steps), jnp.float32)
+        updates = jax.tree.map(lambda u: u * rate.astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optim.global_norm(grads)}
-    metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    if progress is None:
+        metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+    else:
+        metrics["learning_rate"] = rate
     metrics.update(flatten_sums(sums))
     metrics.update(token_counts(batch))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
@@ -229,8 +243,14 @@ def compile_train_step(
     state_sharding: TrainState,
     accumulation_steps: int = 1,
     seed: int = 0,
-) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """train_step jitted with in/out shardings, the state donated."""
+    timed_steps: int = 0,
+) -> Callable[..., tuple[TrainState, Metrics]]:
+    """train_step jitted with in/out shardings, the state donated.
+
+    Args:
+      timed_steps: 0: called as (state, batch), the schedule following the step count; > 0:
+        called as (state, batch, progress) under a time budget (`train_step`'s `progress`).
+    """
     step = functools.partial(
         train_step,
         objective=objective,
@@ -238,10 +258,14 @@ def compile_train_step(
         schedule=schedule,
         accumulation_steps=accumulation_steps,
         seed=seed,
+        timed_steps=timed_steps,
     )
+    inputs = (state_sharding, sharding.batch_shardings(mesh, objective.batch_keys))
+    if timed_steps:
+        inputs += (sharding.replicated(mesh),)
     return jax.jit(
         step,
-        in_shardings=(state_sharding, sharding.batch_shardings(mesh, objective.batch_keys)),
+        in_shardings=inputs,
         out_shardings=(state_sharding, sharding.replicated(mesh)),
         donate_argnums=(0,),
     )
