@@ -6,6 +6,7 @@ classification, question answering) have BERT's heads by default; with
 pooler, but dense, activation and norm (`PredictionHead`, named `head`) before the classifier.
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -28,11 +29,13 @@ def gather_positions(x: Array, positions: Array) -> Array:
     return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
 
 
-def transform(config: BertConfig, x: Array) -> Array:
+def transform(config: BertConfig, x: Array, width: int | None = None) -> Array:
     """Dense (bias: config.head_bias) -> activation -> LayerNorm, as parameters `transform` and
-    `transform_norm` of the calling module: [..., embed] -> [..., embed] float32."""
+    `transform_norm` of the calling module: [..., embed] -> [..., width] float32 (width None:
+    config.hidden_size)."""
     c = config
-    x = dense(c, c.hidden_size, ("embed", "embed_out"), "transform", use_bias=c.head_bias)(x)
+    width = width or c.hidden_size
+    x = dense(c, width, ("embed", "embed_out"), "transform", use_bias=c.head_bias)(x)
     return layer_norm(c, "transform_norm")(ACTIVATIONS[c.hidden_act](x))
 
 
@@ -50,7 +53,9 @@ class PredictionHead(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """Dense + activation + LayerNorm, then the tied word-embedding matrix and its own bias."""
+    """Dense + activation + LayerNorm, then the tied word-embedding matrix and its own bias. The
+    transform maps the hidden states to the embeddings' width (config.embedding_width: ELECTRA's
+    generator's, as transformers' ElectraGeneratorPredictions)."""
 
     config: BertConfig
 
@@ -61,7 +66,7 @@ class MaskedLMHead(nn.Module):
         Returns: logits [batch, predictions, vocab] in float32.
         """
         c = self.config
-        x = transform(c, x)
+        x = transform(c, x, c.embedding_width)
         logits = jnp.einsum(
             "bpe,ve->bpv",
             x.astype(c.dtype),
@@ -119,6 +124,114 @@ class BertForPreTraining(nn.Module):
         if self.with_nsp:
             out["nsp_logits"] = self.nsp(pooled)
         return out
+
+
+def generator_config(config: BertConfig, fraction: float) -> BertConfig:
+    """ELECTRA's generator beside a discriminator of `config`: `fraction` of its width (hidden and
+    feed-forward sizes, rounded; heads of the discriminator's dimension, at least one, as the
+    official code's max(1, hidden // 64) for heads of 64), all its layers, reading the
+    discriminator's embeddings (their width).
+
+    Raises:
+      ValueError: the generator's width is not a multiple of its heads.
+    """
+    hidden = max(1, round(config.hidden_size * fraction))
+    heads = max(1, hidden // config.head_dim)
+    if hidden % heads:
+        raise ValueError(
+            f"a generator {hidden} wide (the fraction {fraction} of {config.hidden_size}) does "
+            f"not split into {heads} heads of {config.head_dim}"
+        )
+    intermediate = max(1, round(config.intermediate_size * fraction))
+    return dataclasses.replace(config, hidden_size=hidden, num_heads=heads,
+                               intermediate_size=intermediate,
+                               embedding_size=config.embedding_width)  # fmt: skip
+
+
+class DiscriminatorHead(nn.Module):
+    """ELECTRA's replaced-token detection head (transformers' ElectraDiscriminatorPredictions):
+    dense, activation, dense to one logit per token."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        """x [batch, length, embed] -> logits [batch, length] float32 (above 0: replaced)."""
+        c = self.config
+        x = ACTIVATIONS[c.hidden_act](dense(c, c.hidden_size, ("embed", "embed_out"), "dense")(x))
+        return dense(c, 1, ("embed_out", "classes"), "dense_prediction", jnp.float32)(x)[..., 0]
+
+
+class Electra(nn.Module):
+    """ELECTRA's generator and discriminator (Clark et al. 2020) sharing one embedding module:
+    the word, position and token-type tables and their LayerNorm, as the official code ties them.
+
+    Parameter groups: `bert` (the discriminator's encoder with the embeddings: what fine-tuning
+    and export read), `discriminator` (its head), `generator` (the generator's layers and its
+    embedding projection, no embeddings of its own) and `generator_mlm` (its MLM head, whose
+    output layer is the shared word table). Calling it runs both on the same input (what init
+    builds the parameters with); a training step calls `generate`, then `discriminate`.
+    """
+
+    config: BertConfig  # the discriminator's
+    generator_config: BertConfig  # generator_config(config, fraction)
+
+    def setup(self):
+        self.bert = BertModel(self.config)
+        self.discriminator = DiscriminatorHead(self.config)
+        self.generator = BertModel(self.generator_config)
+        self.generator_mlm = MaskedLMHead(self.generator_config)
+
+    def __call__(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        masked_positions: Array | None = None,
+        deterministic: bool = True,
+        position_ids: Array | None = None,
+    ) -> dict:
+        """{"mlm_logits": generate(...), "disc_logits": discriminate(...)} of one input."""
+        inputs = (input_ids, segment_ids, input_mask)
+        return {
+            "mlm_logits": self.generate(*inputs, masked_positions, deterministic, position_ids),
+            "disc_logits": self.discriminate(*inputs, deterministic, position_ids),
+        }
+
+    def generate(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        masked_positions: Array | None = None,
+        deterministic: bool = True,
+        position_ids: Array | None = None,
+    ) -> Array:
+        """The generator's MLM logits [batch, predictions, vocab] float32 at `masked_positions`
+        [batch, predictions] (None: at every position); the inputs as BertModel takes them."""
+        if segment_ids is None:
+            segment_ids = jnp.zeros_like(input_ids)
+        positions = position_ids
+        if positions is None:
+            positions = jnp.arange(input_ids.shape[-1])[None, :]  # [1, length]
+        embedded = self.bert.embeddings(input_ids, segment_ids, positions, deterministic)
+        seq, _ = self.generator(input_ids, segment_ids, input_mask, deterministic, position_ids,
+                                pool=False, embedded=embedded)  # fmt: skip
+        picked = seq if masked_positions is None else gather_positions(seq, masked_positions)
+        return self.generator_mlm(picked, self.bert.word_embedding_table())
+
+    def discriminate(
+        self,
+        input_ids: Array,
+        segment_ids: Array | None = None,
+        input_mask: Array | None = None,
+        deterministic: bool = True,
+        position_ids: Array | None = None,
+    ) -> Array:
+        """The discriminator's logits [batch, length] float32: above 0, the token was replaced."""
+        seq, _ = self.bert(input_ids, segment_ids, input_mask, deterministic, position_ids,
+                           pool=False)  # fmt: skip
+        return self.discriminator(seq)
 
 
 def classifier_pooling(config: BertConfig) -> str:

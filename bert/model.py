@@ -94,6 +94,7 @@ class BertConfig:
     classifier_pooling: str = "cls"  # with prediction_head, what a sequence classifier takes:
     # the first token's state ("cls") or the mean over the real tokens ("mean")
     classifier_dropout: float = 0.0  # with prediction_head, dropout before the classifier
+    embedding_size: int = 0  # the embeddings' width, projected to hidden_size (ELECTRA); 0: same
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -137,8 +138,9 @@ class BertConfig:
             raise ValueError(
                 f"model.remat {self.remat!r} is not one of none, {', '.join(REMAT_POLICIES)}"
             )
-        if self.type_vocab_size < 0:
-            raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+        for name in ("type_vocab_size", "embedding_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("dtype", "param_dtype"):
             try:
                 jnp.dtype(getattr(self, name))
@@ -148,6 +150,10 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size or self.hidden_size
 
     def is_local(self, layer: int) -> bool:
         """Whether layer `layer` (from 0) attends within the local window only."""
@@ -266,7 +272,7 @@ class Embeddings(nn.Module):
         """An embedding table [rows, embed], its rows on the logical axis `axis`."""
         c = self.config
         init = nn.with_logical_partitioning(_init(c), (axis, "embed"))
-        return self.param(name, init, (rows, c.hidden_size), c.param_dtype)
+        return self.param(name, init, (rows, c.embedding_width), c.param_dtype)
 
     def __call__(
         self, input_ids: Array, segment_ids: Array, position_ids: Array, deterministic: bool
@@ -421,14 +427,13 @@ class BertModel(nn.Module):
     """The BERT encoder with its pooler.
 
     Call with `input_ids`, `segment_ids`, `input_mask` (all [batch, length] integers; mask 1 for
-    real tokens, 0 for padding). Returns (sequence_output [batch, length, embed],
-    pooled_output [batch, embed], or None with `pool` False): the last hidden states and
-    tanh(W h_[CLS] + b).
+    real tokens, 0 for padding). Returns (sequence_output [batch, length, embed], pooled_output
+    [batch, embed] or None with `pool` False): the last hidden states and tanh(W h_[CLS] + b).
 
     Packed rows (several sequences one after another in a row, bert/finetuning/packing.py) also
-    pass `position_ids` [batch, length], restarting at 0 where each sequence starts: each
-    sequence then gets its own positions and attends only to itself, so its hidden states
-    are those it has alone in a row. (The pooled output is then that of the row's first.)
+    pass `position_ids` [batch, length], restarting at 0 where each sequence starts: each then
+    attends only to itself at its own positions, as alone in a row (pooled: the row's first).
+    `embedded`: the output of embeddings shared with another encoder (ELECTRA's generator).
     """
 
     config: BertConfig
@@ -446,6 +451,9 @@ class BertModel(nn.Module):
             self.layers = [layer(c, i, name=f"layer_{i}") for i in range(c.num_layers)]
         if c.pre_norm:
             self.final_norm = layer_norm(c, "final_norm")
+        if c.embedding_width != c.hidden_size:
+            self.embeddings_project = dense(c, c.hidden_size, ("embed_out", "embed"),
+                                            "embeddings_project")  # fmt: skip
         self.pooler = dense(c, c.hidden_size, ("embed", "embed_out"), "pooler")
 
     def __call__(
@@ -456,6 +464,7 @@ class BertModel(nn.Module):
         deterministic: bool = True,
         position_ids: Array | None = None,
         pool: bool = True,
+        embedded: Array | None = None,
     ) -> tuple[Array, Array | None]:
         if segment_ids is None:
             segment_ids = jnp.zeros_like(input_ids)
@@ -466,7 +475,10 @@ class BertModel(nn.Module):
             position_ids = jnp.arange(input_ids.shape[-1])[None, :]  # [1, length]
         else:  # a new block at each position 0
             blocks = jnp.cumsum(position_ids == 0, axis=-1)  # [batch, length]
-        x = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
+        if embedded is None:  # given: shared embeddings' output (ELECTRA's generator)
+            embedded = self.embeddings(input_ids, segment_ids, position_ids, deterministic)
+        project = self.config.embedding_width != self.config.hidden_size
+        x = self.embeddings_project(embedded) if project else embedded  # [batch, length, embed]
         if self.config.scan_layers:
             x = self._scan(x, input_mask, deterministic, blocks, position_ids)
         else:

@@ -78,6 +78,7 @@ def encoder_config(
     # ModernBERT: 50,368 rows for its 50,280 pieces)
     m.vocab_size = vocab_size
     m.hidden_size = width  # width of the residual stream
+    m.embedding_size = 0  # the embeddings' width (ELECTRA's); 0: hidden_size, else projected to it
     m.num_layers = layers  # transformer layers
     m.num_heads = heads  # attention heads of 64 dimensions each
     m.intermediate_size = intermediate  # feed-forward inner width
@@ -135,7 +136,8 @@ def pretrain_config(mode: str, model: ml_collections.ConfigDict) -> ml_collectio
     config.model = model
     config.mesh = (-1, 1, 1)  # devices along (data, fsdp, tensor); one -1 takes the rest
     # what the model learns (bert/objectives/): mlm_nsp (BERT's masked LM + next sentence
-    # prediction on sentence pairs) or mlm (masked LM alone on whole sentences packed into rows)
+    # prediction on sentence pairs), mlm (masked LM alone on whole sentences packed into rows) or
+    # electra (replaced-token detection beside a small generator on packed rows, configs/electra.py)
     config.objective = "mlm_nsp"
     config.data = _pretrain_data()
     config.train = _pretrain_train()

@@ -27,8 +27,10 @@ def test_registry_creates_each_objective_and_names_the_known_ones():
     assert sorted(params["params"]) == ["bert", "mlm"]  # no NSP head to train
     # a checkpoint without the NSP head is scored on its MLM alone
     assert not objectives.create("mlm_nsp", train_helpers.TINY, {"bert", "mlm"}).with_nsp
-    with pytest.raises(UserError, match="config.objective='electra' is not one of mlm_nsp, mlm"):
-        objectives.create("electra", train_helpers.TINY)
+    with pytest.raises(
+        UserError, match="config.objective='electric' is not one of mlm_nsp, mlm, electra"
+    ):
+        objectives.create("electric", train_helpers.TINY)
 
 
 def test_perplexity_beyond_float32_is_reported_as_infinite():
@@ -92,7 +94,7 @@ def test_an_unknown_objective_stops_the_job_before_any_data_is_read(tmp_path):
     from configs import bert_base
 
     config = bert_base.get_config("size=tiny")
-    config.objective, config.data.input = "electra", str(tmp_path / "missing-*.txt")
-    with pytest.raises(UserError, match="config.objective='electra'"):
+    config.objective, config.data.input = "electric", str(tmp_path / "missing-*.txt")
+    with pytest.raises(UserError, match="config.objective='electric'"):
         pretrain.run(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

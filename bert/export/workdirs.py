@@ -13,8 +13,10 @@ HF's token-classification and question-answering classes have no pooler, so none
 for them (ours has one that their outputs never use). A ModernBERT encoder (rotary positions)
 is written as transformers' ModernBERT class of the task instead (ModernBertForMaskedLM,
 ModernBertForSequenceClassification, ...), its task heads being ModernBERT's
-(`model.prediction_head`). The tokenizer is written by bert/convert/hf_tokenizer.py; the whole
-directory is written atomically.
+(`model.prediction_head`). An ELECTRA workdir (objective electra) is written as two
+directories, `discriminator/` (ElectraForPreTraining) and `generator/` (ElectraForMaskedLM),
+each with its config.json and the tokenizer (bert/convert/electra_table.py). The tokenizer is
+written by bert/convert/hf_tokenizer.py; the whole directory is written atomically.
 """
 
 import dataclasses
@@ -23,7 +25,7 @@ import pathlib
 from typing import Any
 
 from bert import layer_stack, pretrained
-from bert.convert import formats, hf_tokenizer, modernbert_table
+from bert.convert import electra_table, formats, hf_tokenizer, modernbert_table
 from bert.convert.formats import CheckpointError
 from bert.convert.name_table import CLASSIFIER, MLM, NSP, QA_OUTPUTS, config_to_hf
 from bert.convert.params import groups_of, head_to_hf, params_to_hf
@@ -147,6 +149,37 @@ def _state(loaded: pretrained.Pretrained, architecture: str, head: str | None) -
     return state
 
 
+def _export_electra(
+    loaded: pretrained.Pretrained, destination: pathlib.Path, overwrite: bool
+) -> Exported:
+    """An ELECTRA workdir's checkpoint as `destination`/discriminator (ElectraForPreTraining)
+    and `destination`/generator (ElectraForMaskedLM), each with config.json and the tokenizer."""
+    from safetensors.numpy import save_file
+
+    config, params = loaded.config, loaded.params
+    generator = electra_table.generator_config_of(params, config)
+    electra_table.check(config, generator, loaded.source)
+    parts = {
+        "discriminator": (electra_table.DISCRIMINATOR, config,
+                          electra_table.discriminator_state(params, config)),
+        "generator": (electra_table.GENERATOR, generator,
+                      electra_table.generator_state(params, config, generator)),
+    }  # fmt: skip
+    files: list[str] = []
+    with formats.atomic_directory(destination, overwrite) as tmp:
+        for folder, (architecture, part, state) in parts.items():
+            (tmp / folder).mkdir()
+            save_file(state, str(tmp / folder / "model.safetensors"), metadata={"format": "pt"})
+            fields = electra_table.hf_config(part, architecture, loaded.tokenizer.pad_id)
+            (tmp / folder / "config.json").write_text(json.dumps(fields, indent=2) + "\n")
+            written = hf_tokenizer.write_tokenizer(
+                loaded.tokenizer, tmp / folder, config.max_position_embeddings
+            )
+            files += [f"{folder}/{name}" for name in ("config.json", "model.safetensors", *written)]
+    architecture = ", ".join(f"{folder}/: {part[0]}" for folder, part in parts.items())
+    return Exported(loaded.task, loaded.step, architecture, (), tuple(files))
+
+
 def export_workdir(
     workdir: str | pathlib.Path,
     destination: str | pathlib.Path,
@@ -171,6 +204,14 @@ def export_workdir(
         raise
     except (FileNotFoundError, ValueError) as e:  # the recorded tokenizer is gone or unfit
         raise CheckpointError(f"{workdir}: {e}") from None
+    if loaded.task == "pretrain" and electra_table.is_electra(loaded.params):
+        return _export_electra(loaded, pathlib.Path(destination), overwrite)
+    c = loaded.config
+    if c.embedding_width != c.hidden_size:
+        raise CheckpointError(
+            f"{workdir}: embeddings {c.embedding_width} wide before an encoder {c.hidden_size} "
+            "wide (model.embedding_size), which transformers' BERT classes cannot hold"
+        )
     params, config = layer_stack.as_unrolled(loaded.params, loaded.config)  # scanned: unstacked
     loaded = dataclasses.replace(loaded, params=params, config=config)
     modern = loaded.config.position_embedding == "rope"  # a ModernBERT encoder

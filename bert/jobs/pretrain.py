@@ -88,6 +88,13 @@ def batch_settings(config: ml_collections.ConfigDict, objective) -> batches.Sett
     )
 
 
+def objective_options(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+    """The settings of config.objective: the config section of its name (config.electra) as a
+    dict, or None where the config has none (bert/objectives/ OPTIONS says who needs one)."""
+    name = config.objective
+    return config[name].to_dict() if name in config else None
+
+
 def documents_apart(config: ml_collections.ConfigDict) -> bool:
     """config.data.pack_attention, checked with the objective and model it needs: whether each
     document's part of a packed row attends only to itself."""
@@ -96,7 +103,7 @@ def documents_apart(config: ml_collections.ConfigDict) -> bool:
         known = ", ".join(batches.PACK_ATTENTIONS)
         raise UserError(f"config.data.pack_attention={value!r} is not one of {known}")
     documents = value == "document"
-    objectives.check(config.objective, documents)
+    objectives.check(config.objective, documents, objective_options(config))
     if documents and config.model.attention_impl == "cudnn":
         raise UserError(
             "config.data.pack_attention='document' needs model.attention_impl=xla (cuDNN's "
@@ -168,7 +175,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     loaded = pretrained.load(
         config.init_from, config.data.tokenizer, fields=("init_from", "data.tokenizer")
     )
-    if "mlm" not in loaded.params:
+    if "mlm" not in loaded.params and "generator_mlm" not in loaded.params:  # ELECTRA's
         raise UserError(f"{config.init_from} has no MLM head: nothing to evaluate")
     data = data_setup.prepare_pretraining_data(
         corpus(config), paths.path(workdir), str(loaded.tokenizer.path), evaluate_only=True
@@ -181,7 +188,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
     mesh = sharding.make_mesh(config.mesh)
     # a head the checkpoint lacks is never scored
     objective = objectives.create(config.objective, loaded.config, set(loaded.params),
-                                  documents_apart(config))  # fmt: skip
+                                  documents_apart(config), objective_options(config))  # fmt: skip
     fresh = objective.model.init(jax.random.key(0), np.ones((1, 8), np.int32))["params"]
     fresh = jax.device_get(nn.meta.unbox(fresh))
     params = {k: loaded.params.get(k, v) for k, v in fresh.items()}
@@ -246,11 +253,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     Returns {"step": ..., held-out metrics} (also written to workdir/eval_results.json).
     """
-    objectives.check(config.objective)  # every config value before any data is prepared
+    # every config value before any data is prepared
+    objectives.check(config.objective, options=objective_options(config))
     documents = documents_apart(config)
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
-    model_config(config.model, config.model.vocab_size or 1)  # the vocabulary size comes later
+    # the model and its objective (the vocabulary size comes later)
+    objectives.create(config.objective, model_config(config.model, config.model.vocab_size or 1),
+                      documents=documents, options=objective_options(config))  # fmt: skip
     if config.max_seq_length > config.model.max_position_embeddings:
         raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds "
@@ -270,7 +280,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     data = _prepare_data(config, workdir)
     ids = data.tokenizer.special_ids
     bert_config = model_config(config.model, ids.vocab_size)
-    objective = objectives.create(config.objective, bert_config, documents=documents)
+    objective = objectives.create(config.objective, bert_config, documents=documents,
+                                  options=objective_options(config))  # fmt: skip
     batch = batch_settings(config, objective)
     held_out = eval_batches_of(data.eval_files, config, batch, ids, objective, per_host)
 
