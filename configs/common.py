@@ -141,7 +141,33 @@ def pretrain_config(mode: str, model: ml_collections.ConfigDict) -> ml_collectio
     config.objective = "mlm_nsp"
     config.data = _pretrain_data()
     config.train = _pretrain_train()
+    config.downstream = _pretrain_downstream()
     return config
+
+
+def _pretrain_downstream() -> ml_collections.ConfigDict:
+    """Downstream probes (bert/jobs/downstream.py): short fine-tunes of the encoder being
+    pre-trained, scored beside the held-out MLM figures."""
+    d = ml_collections.ConfigDict()
+    # steps between probes, a multiple of train.eval_every (probes run with that evaluation,
+    # also at step 0, the random initialisation's scores, and at the last step); 0: no probes
+    d.every = 0
+    # which: sst2 (the GLUE job, dev accuracy), stsb (a CoSENT bi-encoder on STS benchmark
+    # train through the embeddings job, dev Spearman); comma-separated
+    d.tasks = "sst2,stsb"
+    d.sst2_dir = ""  # GLUE's SST-2 folder (train.tsv, dev.tsv); empty: TFDS glue/sst2
+    d.stsb_train = ""  # STS benchmark sts-train.csv or GLUE STS-B train.tsv (stsb needs it)
+    d.stsb_dev = ""  # STS benchmark sts-dev.csv or GLUE STS-B dev.tsv (stsb needs it)
+    d.train_limit = 2000  # training examples of each probe (the first N); 0: all
+    d.eval_limit = 0  # dev examples scored (the first N); 0: all (SST-2 872, STS-B 1,500)
+    d.steps = 200  # fine-tuning steps of each probe (AdamW, 10% warm-up, linear decay)
+    d.batch_size = 32  # fine-tuning batch
+    # peak fine-tuning learning rate: higher than BERT's 2e-5, which a model early in
+    # pre-training (or random) barely moves from in 200 steps
+    d.learning_rate = 1e-4
+    d.max_seq_length = 64  # tokens per text (SST-2's sentences and STS's fit)
+    d.seed = 0  # seeds the probes' heads, dropout and data order (the same at every step)
+    return d
 
 
 def _pretrain_data() -> ml_collections.ConfigDict:

@@ -79,7 +79,11 @@ def load_encoder(
             "config.init_from is empty: give a checkpoint (HF directory, Google TF checkpoint, "
             "or a workdir of ours)"
         )
-    loaded = pretrained.load(init_from, tokenizer)
+    return overridden(pretrained.load(init_from, tokenizer), overrides)
+
+
+def overridden(loaded: pretrained.Pretrained, overrides: dict[str, Any]) -> pretrained.Pretrained:
+    """`loaded` for its model config updated with `overrides` (`load_encoder`'s)."""
     fields = {**dataclasses.asdict(loaded.config), **overrides}
     try:
         config = BertConfig.from_dict(fields)

@@ -166,10 +166,13 @@ def _check(config) -> None:
         )
 
 
-def make_spec(config) -> tuple[Spec, pretrained.Pretrained]:
-    """(the job's Spec, the pretrained encoder) from its config."""
+def make_spec(
+    config, given: pretrained.Pretrained | None = None
+) -> tuple[Spec, pretrained.Pretrained]:
+    """(the job's Spec, the pretrained encoder) from its config (the encoder `given` in memory,
+    else config.init_from's)."""
     _check(config)
-    encoder = settings.encoder(config)
+    encoder = settings.encoder(config, given)
     loss = make_loss(config, encoder.config.hidden_size)
     sides, scores = read_training(config)
     if scores is None and config.loss in SCORED_LOSSES:
@@ -204,8 +207,9 @@ def make_spec(config) -> tuple[Spec, pretrained.Pretrained]:
     return spec, encoder
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, encoder: pretrained.Pretrained | None = None) -> dict:
     """Trains the bi-encoder and evaluates it; returns {"step": ..., "sts_dev": {...},
-    "retrieval": {...}} (the evaluations configured)."""
-    spec, encoder = make_spec(config)
+    "retrieval": {...}} (the evaluations configured). `encoder`: the encoder to start from, in
+    memory; None: config.init_from's."""
+    spec, encoder = make_spec(config, encoder)
     return finetune.run(spec, encoder, settings.finetuning(config), workdir)

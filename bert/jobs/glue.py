@@ -10,6 +10,7 @@ from bert.finetuning import finetune
 from bert.finetuning.spec import EvalSet, Spec
 from bert.heads import BertForSequenceClassification
 from bert.jobs import settings
+from bert.pretrained import Pretrained
 from bert.tasks import glue, glue_tfds, metrics
 from bert.tasks.features import ENCODER_INPUTS
 from util import paths
@@ -53,10 +54,14 @@ def _eval_set(task, config, split, examples, features, out_dir) -> EvalSet:
     return EvalSet(split, inputs, finish)
 
 
-def run(config, workdir: str) -> dict:
-    """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
+def run(config, workdir: str, encoder: Pretrained | None = None) -> dict:
+    """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}.
+
+    Args:
+      encoder: the encoder to start from, in memory; None: config.init_from's.
+    """
     task = glue.get_task(config.glue_task)
-    pretrained = settings.encoder(config)
+    pretrained = settings.encoder(config, encoder)
     tokenizer = pretrained.tokenizer
 
     def features(split: str, limit: int) -> tuple[list[glue.Example], dict[str, np.ndarray]]:

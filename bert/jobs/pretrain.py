@@ -15,7 +15,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from bert import flops, objectives, pretrained
-from bert.jobs import settings
+from bert.jobs import downstream, settings
 from bert.model import BertConfig
 from bert.training import budget, optim, runner, sharding, step
 from input_pipeline import batches, data_setup, pretraining, tokenizers
@@ -266,6 +266,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             f"config.max_seq_length={config.max_seq_length} exceeds "
             f"config.model.max_position_embeddings={config.model.max_position_embeddings}"
         )
+    downstream.check(config)
     mesh = sharding.make_mesh(config.mesh)
     t = config.train
     per_host = sharding.per_host_batch(t.batch_size, t.accumulation_steps, mesh)
@@ -310,5 +311,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # the one train step compiles while the input pipeline starts
         batch_shapes=lambda _: _held_out_shape(held_out, mesh),
         max_wall_clock=max_wall_clock,
+        probe=downstream.probes(config, bert_config, data.tokenizer, workdir),
     )  # fmt: skip
     return runner.train_and_evaluate(job, settings.run_settings(config), workdir, mesh)

@@ -62,11 +62,17 @@ def finetuning(config: ml_collections.ConfigDict) -> finetune.Settings:
     )
 
 
-def encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
+def encoder(
+    config: ml_collections.ConfigDict, given: pretrained.Pretrained | None = None
+) -> pretrained.Pretrained:
     """A fine-tuning job's encoder: `config.init_from` with its tokenizer (or config.tokenizer),
-    and config.model's overrides."""
+    or the encoder `given` in memory (a pre-training run's downstream probe), with config.model's
+    overrides."""
     overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
-    loaded = finetune.load_encoder(config.init_from, config.tokenizer, overrides)
+    if given is None:
+        loaded = finetune.load_encoder(config.init_from, config.tokenizer, overrides)
+    else:
+        loaded = finetune.overridden(given, overrides)
     check_positions(config.max_seq_length, loaded)
     return loaded
 

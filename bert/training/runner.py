@@ -89,6 +89,13 @@ class Run:
       batch_shapes: start step -> the abstract global batches (ShapeDtypeStructs with their
         shardings) of the steps from there on, in the order their shapes are first needed; their
         train steps are compiled ahead (bert/training/ahead.py). None: compiled on first use.
+      max_wall_clock: a budget of training time in seconds (bert/training/budget.py says what
+        counts); 0: none. With one, `tx`'s own learning rate must be 1 (optim.UNIT_RATE): each
+        step scales its update by schedule(budget fraction spent x total_steps), so that the
+        schedule ends at the budget.
+      probe: (step, params, last) -> more results, evaluated beside `make_evaluate`'s: at step
+        0 of a fresh run, with every evaluation during training and at the end (a pre-training
+        run's downstream probes, bert/jobs/downstream.py; it returns {} at steps it skips).
     """
 
     task: str
@@ -107,6 +114,8 @@ class Run:
     labels: tuple[str, ...] = ()
     recorded: dict[str, Any] = dataclasses.field(default_factory=dict)
     batch_shapes: Callable[[int], list[Batch]] | None = None
+    max_wall_clock: float = 0.0
+    probe: Callable[[int, Any, bool], Results] | None = None
 
 
 def recorded_tokenizer(tokenizer: str, workdir: pathlib.Path) -> str:
@@ -259,10 +268,18 @@ def _train(
     meta.update(run.recorded)
 
     def save(at: int, current: step.TrainState) -> None:
-        ckpts.save(at, current, {"step": at, **meta}, programs.checksums)
+        recorded = {"step": at, **meta, budget.META_KEY: clock.spent}
+        ckpts.save(at, current, recorded, programs.checksums)
+
+    def results_at(at: int, params: Any, last: bool = False) -> Results:
+        results = programs.evaluate(params)
+        return {**results, **(run.probe(at, params, last) if run.probe else {})}
 
     def run_eval(at: int, current: step.TrainState) -> None:
-        writer.write_scalars(at, reporting.eval_scalars(programs.evaluate(current.params)))
+        writer.write_scalars(at, reporting.eval_scalars(results_at(at, current.params)))
+
+    if start == 0 and run.probe is not None:  # the scores of the initial parameters
+        writer.write_scalars(0, reporting.eval_scalars(run.probe(0, state.params, False)))
 
     state, last = loop.train_loop(
         state,
@@ -284,7 +301,10 @@ def _train(
     if last < run.total_steps and not clock.over:
         writer.flush()
         raise Stopped(last, run.total_steps)
-    results = programs.evaluate(state.params)
+    if clock.over:
+        logging.info("%s: time budget reached at step %d (train.max_wall_clock %s)", run.task,
+                     last, reporting.duration_text(clock.budget))  # fmt: skip
+    results = results_at(last, state.params, last=True)
     writer.write_scalars(last, reporting.eval_scalars(results))
     writer.flush()
     if jax.process_index() == 0:
