@@ -20,7 +20,11 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # least recent go first
+# No size limit, no eviction: JAX's eviction reads every entry's access-time file, and a main.py
+# the fault tests kill between an entry and its access time leaves one without it, after which
+# every write warns in every process (stderr's last line then is that warning). A whole run
+# writes about 100 MB.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -46,6 +50,7 @@ _share_the_cores()
 
 import shutil  # noqa: E402
 
+import durations  # noqa: E402
 import pytest  # noqa: E402
 
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -62,13 +67,14 @@ def pytest_addoption(parser):
 
 def pytest_collection_modifyitems(config, items):
     """Without --full, the tests marked `full` are deselected (the fast tier), unless tests are
-    named on the command line (FILE::NAME): those run whatever their tier."""
-    if config.getoption("--full") or any("::" in arg for arg in config.args):
-        return
-    fast = [item for item in items if "full" not in item.keywords]
-    if len(fast) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item not in fast])
-        items[:] = fast
+    named on the command line (FILE::NAME): those run whatever their tier. The files then come
+    longest first (tests/durations.py), for the workers' loads to end together."""
+    if not config.getoption("--full") and not any("::" in arg for arg in config.args):
+        fast = [item for item in items if "full" not in item.keywords]
+        if len(fast) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in fast])
+            items[:] = fast
+    items[:] = durations.longest_first(items, durations.load())
 
 
 @pytest.fixture(scope="session")
