@@ -88,12 +88,16 @@ def main(argv: list[str]) -> None:
     if hint:
         logging.warning("%s", hint)
     config = _CONFIG.value
-    with console.filtered_stderr() if quiet else contextlib.nullcontext():
-        job = jobs.job(config.task)  # TensorFlow loads only with a job that reads data with it
-    if "tensorflow" in sys.modules:
-        tf_runtime.load()  # before its first op: tf.data must not take the accelerator from JAX
     try:
-        with workdir_lock.hold(_WORKDIR.value, jax.process_index()):  # one workdir, one job
+        # one workdir, one job; taken first, so that a second job stops before loading anything
+        with workdir_lock.hold(_WORKDIR.value, jax.process_index()):
+            with (
+                console.filtered_stderr() if quiet else contextlib.nullcontext(),
+                tf_runtime.without_keras_preload(),
+            ):
+                job = jobs.job(config.task)  # TensorFlow loads only with a job reading with it
+            if "tensorflow" in sys.modules:
+                tf_runtime.load()  # before its first op: tf.data must not take the accelerator
             job(config, _WORKDIR.value)
     except Stopped as e:
         logging.warning("%s", e)

@@ -201,7 +201,9 @@ def _read_blocks(
     if not lengths_only:
         features += ["token_ids", "word_starts"] if spec.word_starts else ["token_ids"]
     dataset = _serialized_blocks(spec, epoch, first_block)
-    dataset = dataset.map(_parser(features)).prefetch(1)  # parsing is fast: a block at a time
+    # parsing is fast: a block at a time; plain TensorFlow code, no AutoGraph conversion needed
+    parse = tf.autograph.experimental.do_not_convert(_parser(features))
+    dataset = dataset.map(parse).prefetch(1)
     options = tf.data.Options()
     options.deterministic = True
     return dataset.with_options(options).as_numpy_iterator()

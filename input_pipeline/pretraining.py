@@ -113,6 +113,9 @@ def make_pretraining_dataset(
     s = settings
     mask = _masker(seed, s.max_predictions_per_seq, specials, ids.mask, ids.vocab_size,
                    s.mask_rate, s.whole_word_masking)  # fmt: skip
+    # The masker has no control flow on tensors: AutoGraph's conversion (about a second a
+    # dataset, at every start) would change nothing.
+    mask = tf.autograph.experimental.do_not_convert(mask)
     return dataset.map(mask, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

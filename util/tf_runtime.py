@@ -4,7 +4,14 @@ Only the jobs that read data with TensorFlow load it (pre-training, GLUE from TF
 on files, STS and sentence-embedding training run without it.
 """
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any
+
+# What TensorFlow's import loads of Keras ahead of use (its optimizers, to register them for
+# loading SavedModels): about 2 s of every start, for a project that never loads a Keras model.
+_KERAS_PRELOAD = "keras.src.optimizers"
 
 
 def load() -> Any:
@@ -14,3 +21,19 @@ def load() -> Any:
 
     tf.config.set_visible_devices([], "GPU")
     return tf
+
+
+@contextlib.contextmanager
+def without_keras_preload() -> Iterator[None]:
+    """Inside, a first import of TensorFlow skips its preload of Keras (TensorFlow ignores the
+    ImportError it meets); Keras itself still imports on first use, as before. Does nothing
+    once TensorFlow or that module is loaded."""
+    if "tensorflow" in sys.modules or _KERAS_PRELOAD in sys.modules:
+        yield
+        return
+    sys.modules[_KERAS_PRELOAD] = None  # the import system's "no such module"
+    try:
+        yield
+    finally:
+        if _KERAS_PRELOAD in sys.modules and sys.modules[_KERAS_PRELOAD] is None:
+            del sys.modules[_KERAS_PRELOAD]
