@@ -31,8 +31,9 @@ pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 # SIGKILLs of a run, every second one inside a checkpoint save
 KILLS = 4
 # Steps of a killed run: beyond what its attempts reach (at most 6 steps and 0.2 s after a
-# resume, or the next save, each), so that every attempt is killed before the run ends.
-TOTAL = 50
+# resume, or the next save, each: about 20 steps in all), so that every attempt is killed before
+# the run ends.
+TOTAL = 30
 
 
 def leaves(workdir: pathlib.Path, step: int | None = None) -> list[np.ndarray]:
@@ -108,8 +109,9 @@ def kill_at_random(args, workdir: pathlib.Path, total: int, seed: int, kills: in
 def test_pretraining_killed_at_random_moments_ends_bitwise_as_uninterrupted(shared_data, tmp_path):
     total = TOTAL
     settings = {"train.checkpoint_every": 2, "train.max_to_keep": 2, "train.log_every": 1}
-    reference = tmp_path / "reference"
-    result = subprocess.run(job_args(shared_data, reference, total, **settings), cwd=ROOT,
+    reference = tmp_path / "reference"  # uninterrupted, and saved only at its end
+    once = {**settings, "train.checkpoint_every": total}
+    result = subprocess.run(job_args(shared_data, reference, total, **once), cwd=ROOT,
                             env=environment(1), capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     killed = tmp_path / "killed"
@@ -142,9 +144,9 @@ def test_fine_tuning_killed_at_random_moments_ends_bitwise_as_uninterrupted(
     shared_data, tiny_hf, tmp_path
 ):
     total = TOTAL
-    reference = tmp_path / "reference"
-    result = subprocess.run(glue_args(shared_data, tiny_hf, reference, total), cwd=ROOT,
-                            env=environment(1), capture_output=True, text=True)  # fmt: skip
+    reference = tmp_path / "reference"  # uninterrupted, and saved only at its end
+    once = glue_args(shared_data, tiny_hf, reference, total, **{"train.checkpoint_every": total})
+    result = subprocess.run(once, cwd=ROOT, env=environment(1), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     killed = tmp_path / "killed"
     assert kill_at_random(glue_args(shared_data, tiny_hf, killed, total), killed, total, 41) >= 2
