@@ -1,8 +1,11 @@
-"""A rule-based sentence splitter, :func:`split_sentences`, with English abbreviation lists.
+"""A rule-based sentence splitter, :func:`split_sentences`, with English abbreviation lists and
+the stops of Chinese and Japanese.
 
 The corpus readers (`corpora`) cut paragraphs with it, and so do `prepare`'s workers. It is a
 regular expression that finds candidate stops in linear time, and word lists (titles,
-abbreviations, common sentence openers) that decide the ambiguous ones.
+abbreviations, common sentence openers) that decide the ambiguous ones. Chinese and Japanese
+text has no spaces between sentences: there a stop ends a sentence by itself (see
+`split_sentences`).
 """
 
 import re
@@ -40,6 +43,23 @@ _CANDIDATE = re.compile(
     rf"(?<![{_TERMINATORS}])[{_TERMINATORS}]++[{re.escape(_CLOSERS)}]*+\s++"
     rf"(?=[{re.escape(_OPENERS)}]*+(\S))"
 )
+# Chinese and Japanese: ideographs, kana, and the full-width forms (letters, digits) in their text
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff10-\uff5a"
+_CJK_STOPS = "\u3002\uff01\uff1f\uff1b\uff61"  # 。！？；｡ (ideographic and full-width stops)
+_CJK_CLOSERS = "\u201d\u2019\u300d\u300f\u3011\u3009\u300b\u3015\uff09\"')"  # ”’」』】〉》〕）
+_CJK_OPENERS = "\u201c\u2018\u300c\u300e\u3010\u3008\u300a\u3014\uff08"  # “‘「『【〈《〔（
+# A stop of Chinese or Japanese text: an ideographic stop, then any more of them, ellipses and
+# closing quotes and brackets ("？？？）；" is one), then any spaces, before more text (not
+# Latin punctuation: English text around a quotation goes on); or a run of ellipses or Latin
+# stops (its writers often type those) after an ideograph, kana or closing bracket and before
+# an ideograph or kana ("(河鼓. lit" does not split).
+_CJK_CANDIDATE = re.compile(
+    rf"[{_CJK_STOPS}][{_CJK_STOPS}\u2026{re.escape(_CJK_CLOSERS)}]*+\s*+"
+    r"(?=[^\s,.;:!?)\]}\"'])"
+    rf"|(?<=[{_CJK}{re.escape(_CJK_CLOSERS)}])[.!?\u2026]++[{re.escape(_CJK_CLOSERS)}]*+\s*+"
+    rf"(?=[{_CJK}{_CJK_OPENERS}])"
+)
+_CJK_STOPS_OR_SCRIPT = re.compile(f"[{_CJK}{_CJK_STOPS}]")  # whether to look for them at all
 _DOTTED = re.compile(r"(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}")  # U.S, e.g, Ph.D (last dot excluded)
 
 
@@ -70,6 +90,20 @@ def _is_boundary(text: str, match: re.Match) -> bool:
     return True
 
 
+def _cuts(paragraph: str) -> list[tuple[int, int]]:
+    """(end of a sentence, start of the next) at each sentence boundary, in order."""
+    found = [
+        (m.start() + len(m.group(0).rstrip()), m.end())
+        for m in _CANDIDATE.finditer(paragraph)
+        if _is_boundary(paragraph, m)
+    ]
+    if _CJK_STOPS_OR_SCRIPT.search(paragraph):
+        found += [(m.start() + len(m.group(0).rstrip()), m.end())
+                  for m in _CJK_CANDIDATE.finditer(paragraph)]  # fmt: skip
+        found.sort()
+    return found
+
+
 def split_sentences(paragraph: str) -> list[str]:
     """Cuts a paragraph into sentences with a rule-based splitter.
 
@@ -88,17 +122,24 @@ def split_sentences(paragraph: str) -> list[str]:
     The known misses are abbreviations that really end a sentence ("... on Main St. Next")
     and initials or acronyms before a sentence starting with an uncommon word.
 
+    Chinese and Japanese: a sentence ends at ``。``, ``！``, ``？``, ``；`` or ``｡``, with any
+    more of them, ellipses and closing quotes or brackets after it (``！！``, ``？”``,
+    ``？？？）；``); no space need follow. ``.``, ``!``, ``?`` or ``…`` (runs such as ``……`` or
+    ``...``) end one after an ideograph, kana or closing bracket and before an ideograph or
+    kana (or an opening quote or bracket). The comma-like ``，``, ``、`` and ``：`` never end one.
+
     Returns:
       The sentences, stripped of surrounding whitespace; none empty.
     """
     sentences = []
     begin = 0
-    for match in _CANDIDATE.finditer(paragraph):
-        if _is_boundary(paragraph, match):
-            sentence = paragraph[begin : match.start() + len(match.group(0).rstrip())].strip()
-            if sentence:
-                sentences.append(sentence)
-            begin = match.end()
+    for end, start in _cuts(paragraph):
+        if end <= begin:
+            continue  # the same stop found by both rules
+        sentence = paragraph[begin:end].strip()
+        if sentence:
+            sentences.append(sentence)
+        begin = start
     last = paragraph[begin:].strip()
     if last:
         sentences.append(last)

@@ -1,8 +1,10 @@
 """Corpus readers: real WikiExtractor counts, formats, bad input, streaming memory, splitting."""
 
+import csv
 import gzip
 import json
 import pathlib
+import random
 import re
 import tracemalloc
 
@@ -47,6 +49,24 @@ SPLITS = [
     ("Он пришёл. Она ушла.", ["Он пришёл.", "Она ушла."]),
     ("At 5 p.m. we ate. At 6 p.m. The end.", ["At 5 p.m. we ate.", "At 6 p.m.", "The end."]),
     ("  One.   Two.  ", ["One.", "Two."]),
+    (
+        "我住的是主楼。价格很值了！早餐呢？对。",
+        ["我住的是主楼。", "价格很值了！", "早餐呢？", "对。"],
+    ),
+    ("他说：“好的。”然后走了。", ["他说：“好的。”", "然后走了。"]),
+    ("麻烦.建议用别的路线. 房间简单!", ["麻烦.", "建议用别的路线.", "房间简单!"]),
+    ("真好……下次再来！！", ["真好……", "下次再来！！"]),
+    ("算什么？？？）；下次不来", ["算什么？？？）；", "下次不来"]),
+    ("东京は大きい。大阪も好きです。", ["东京は大きい。", "大阪も好きです。"]),
+    ("价格是100元。200元的更好。", ["价格是100元。", "200元的更好。"]),
+    (
+        'Known as "hegu" (河鼓; lit. drum). It shines.',
+        ['Known as "hegu" (河鼓; lit. drum).', "It shines."],
+    ),
+    (
+        'Ask: 你的车是红色的？ "nǐ de chē" it means.',
+        ['Ask: 你的车是红色的？ "nǐ de chē" it means.'],
+    ),
     ("", []),
     ("No stop at the end", ["No stop at the end"]),
 ]
@@ -94,6 +114,50 @@ def test_splitter_keeps_every_character_on_real_text(shared_data):
         sentences += len(pieces)
     words = sum(len(p.split()) for p in paragraphs)
     assert 12 < words / sentences < 35  # English Wikipedia averages about 20 words a sentence
+
+
+# Where sentences end in a held-back sample of ChnSentiCorp's reviews (rows drawn by
+# random.Random(2027).sample(range(7766), 14)), written by reading each review: the review's
+# punctuation marks (CJK_MARKS) are numbered from 0, and the numbers are those of the marks that
+# end a sentence with another after it.
+CJK_MARKS = "。！？；.!?…，,：:;"
+CHNSENTICORP_CUTS = {
+    111: [5, 9, 12],
+    651: [2, 4, 8, 11, 12, 13, 17],
+    887: [0, 1, 3],
+    1503: [],
+    2641: [0, 2, 3, 5],
+    3266: [4, 11],
+    3326: [1, 4, 5, 8, 9, 11, 14, 16, 20, 23],
+    3801: [2, 12, 16],
+    5125: [3, 6, 9],
+    5367: [],
+    6492: [0, 3, 9, 11, 16],
+    6601: [1, 9, 15, 17, 20, 23],
+    7408: [1, 4, 6, 7, 10, 15, 18, 20, 22, 24, 26, 27, 29, 37, 40, 42, 44, 48, 52, 57, 65, 68],
+    7594: [12, 13, 15, 21, 24, 28],
+}
+
+
+def _cut_marks(review: str, sentences: list[str]) -> list[int]:
+    """The numbers of the marks ending each sentence but the last (see CHNSENTICORP_CUTS)."""
+    marks = [i for i, ch in enumerate(review) if ch in CJK_MARKS]
+    cuts, position = [], 0
+    for sentence in sentences[:-1]:
+        position = review.index(sentence, position) + len(sentence)
+        cuts.append(max(n for n, i in enumerate(marks) if i < position))
+    return cuts
+
+
+def test_chinese_reviews_are_cut_where_their_sentences_end(shared_data):
+    path = shared_data / "chinese" / "ChnSentiCorp_htl_all.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        reviews = [row["review"] for row in csv.DictReader(f)]
+    assert sorted(random.Random(2027).sample(range(len(reviews)), 14)) == list(CHNSENTICORP_CUTS)
+    for row, expected in CHNSENTICORP_CUTS.items():
+        sentences = sentence_splitter.split_sentences(reviews[row])
+        assert re.sub(r"\s+", "", "".join(sentences)) == re.sub(r"\s+", "", reviews[row])
+        assert _cut_marks(reviews[row], sentences) == expected, (row, sentences)
 
 
 # ---------------------------------------------------------------------------------------------
