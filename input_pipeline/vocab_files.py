@@ -44,9 +44,9 @@ def infer_lowercase(path: pathlib.Path, vocab: Mapping[str, int]) -> tuple[bool,
             names = ("strip_accents", "tokenize_chinese_chars")
             options = {k: config[k] for k in names if config.get(k) is not None}
             return config["do_lower_case"], options
-    # An uncased vocabulary has no upper-case letter outside the bracketed special tokens.
+    # An uncased vocabulary has no upper-case letter outside the bracketed special tokens
+    # ([CLS], and the <S> and <T> placeholders of Google's uncased Chinese vocabulary).
     cased = any(
-        not (token.startswith("[") and token.endswith("]")) and token != token.lower()
-        for token in vocab
+        token[:1] + token[-1:] not in ("[]", "<>") and token != token.lower() for token in vocab
     )
     return not cased, {}

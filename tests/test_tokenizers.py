@@ -1,5 +1,6 @@
 """Tokenizers: WordPiece ids equal HF's, trained SentencePiece models round-trip, bad input."""
 
+import csv
 import itertools
 import json
 import pathlib
@@ -89,6 +90,24 @@ def test_wordpiece_cased_matches_hf(shared_data, wiki_paragraphs):
     )
     assert ours.fingerprint() == inferred.fingerprint()
     assert ours.fingerprint() != tokenizers.load_wordpiece(vocab, lowercase=True).fingerprint()
+
+
+def test_wordpiece_chinese_matches_bert_tokenizer_on_every_chnsenticorp_review(shared_data):
+    """Google's Chinese vocabulary is uncased (its tokenization.py lists chinese_L-12_H-768_A-12
+    among the lower-cased models; its only upper-case tokens are the <S> and <T> placeholders):
+    inferred so, every review of ChnSentiCorp gets transformers' BertTokenizer's ids."""
+    vocab = shared_data / "vocab" / "bert-base-chinese-vocab.txt"
+    ours = tokenizers.load_tokenizer(vocab)
+    assert ours.lowercase is True and ours.vocab_size == 21128
+    path = shared_data / "chinese" / "ChnSentiCorp_htl_all.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        reviews = [row["review"] for row in csv.DictReader(f)]
+    assert len(reviews) == 7766
+    hf = transformers.BertTokenizer(str(vocab), do_lower_case=True)
+    got = ours.encode_batch_ids(reviews)
+    mismatches = [r for r, g in zip(reviews, got, strict=True) if g != hf.encode(r)[1:-1]]
+    assert not mismatches, f"{len(mismatches)} reviews differ, first: {mismatches[0]!r}"
+    assert ours.unk_id not in ours.encode_ids("CBD中心有WIFI")  # English words in Chinese text
 
 
 def test_pairs_match_hf(shared_data):
