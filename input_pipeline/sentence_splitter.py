@@ -8,7 +8,9 @@ text has no spaces between sentences: there a stop ends a sentence by itself (se
 `split_sentences`).
 """
 
+import heapq
 import re
+from collections.abc import Iterator
 
 
 def _word_set(words: str) -> frozenset[str]:
@@ -90,18 +92,19 @@ def _is_boundary(text: str, match: re.Match) -> bool:
     return True
 
 
-def _cuts(paragraph: str) -> list[tuple[int, int]]:
-    """(end of a sentence, start of the next) at each sentence boundary, in order."""
-    found = [
+def _cuts(paragraph: str) -> Iterator[tuple[int, int]]:
+    """(end of a sentence, start of the next) at each sentence boundary, in order; streamed
+    (a paragraph may be a whole document on one line)."""
+    english = (
         (m.start() + len(m.group(0).rstrip()), m.end())
         for m in _CANDIDATE.finditer(paragraph)
         if _is_boundary(paragraph, m)
-    ]
-    if _CJK_STOPS_OR_SCRIPT.search(paragraph):
-        found += [(m.start() + len(m.group(0).rstrip()), m.end())
-                  for m in _CJK_CANDIDATE.finditer(paragraph)]  # fmt: skip
-        found.sort()
-    return found
+    )
+    if not _CJK_STOPS_OR_SCRIPT.search(paragraph):
+        return english
+    cjk = ((m.start() + len(m.group(0).rstrip()), m.end())
+           for m in _CJK_CANDIDATE.finditer(paragraph))  # fmt: skip
+    return heapq.merge(english, cjk)
 
 
 def split_sentences(paragraph: str) -> list[str]:
