@@ -19,7 +19,6 @@ wall-clock, and a second job on the cores shrinks what it buys.
 """
 
 import argparse
-import csv
 import json
 import pathlib
 import subprocess
@@ -27,6 +26,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import from_scratch  # noqa: E402 (bench/, beside this script: the event reader, the CSV writer)
+
 CURVES = ROOT / "bench" / "curves"
 DATA = ROOT.parent / "shared" / "data"
 RECIPES = {  # name -> config with its arg
@@ -73,19 +74,6 @@ def run(args) -> None:
     sys.exit(subprocess.run(command, cwd=ROOT).returncode)
 
 
-def _scalars(workdir: pathlib.Path, tags: set[str]) -> dict[str, dict[int, float]]:
-    """tag -> {step: value} of the event files of `workdir` (a later write of a step wins)."""
-    import tensorflow as tf
-
-    out: dict[str, dict[int, float]] = {tag: {} for tag in tags}
-    for path in sorted(workdir.glob("events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag in tags:
-                    out[value.tag][event.step] = float(tf.make_ndarray(value.tensor))
-    return out
-
-
 def _seconds_at(seconds: dict[int, float], step: int) -> float:
     """Training time at `step`: logged at that step, else at the nearest logged step before it
     (step 0: nothing trained yet)."""
@@ -95,13 +83,14 @@ def _seconds_at(seconds: dict[int, float], step: int) -> float:
 
 def recipe_rows(workdir: pathlib.Path) -> list[dict]:
     """One row per evaluated step: its training time and every metric measured there."""
-    scalars = _scalars(workdir, {SECONDS_TAG, *(tag for tag, _, _ in METRICS)})
-    steps = sorted({s for tag, _, _ in METRICS for s in scalars[tag]})
+    by_step = from_scratch._scalars(workdir, "")  # step -> {tag: value}
+    seconds = {step: v[SECONDS_TAG] for step, v in by_step.items() if SECONDS_TAG in v}
+    steps = sorted(step for step, v in by_step.items() if any(t in v for t, _, _ in METRICS))
     return [
         {
             "step": step,
-            "training_seconds": round(_seconds_at(scalars[SECONDS_TAG], step), 1),
-            **{column: scalars[tag].get(step, "") for tag, column, _ in METRICS},
+            "training_seconds": round(_seconds_at(seconds, step), 1),
+            **{column: by_step[step].get(tag, "") for tag, column, _ in METRICS},
         }
         for step in steps
     ]
@@ -116,11 +105,7 @@ def curves(args) -> None:
             continue
         rows[name] = recipe_rows(workdir)
         path = CURVES / f"recipes_{name}.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[name][0]))
-            writer.writeheader()
-            writer.writerows(rows[name])
+        from_scratch._write_csv(path, rows[name])
         print(f"wrote {path} ({len(rows[name])} evaluations)")
     if rows:
         _plot(rows)
