@@ -197,6 +197,10 @@ def _pretrain_data() -> ml_collections.ConfigDict:
     d.max_predictions_per_seq = 20  # masked positions per sequence, at most
     d.mask_rate = 0.15  # fraction of tokens selected for prediction
     d.whole_word_masking = False  # select whole words (all their WordPiece/SentencePiece parts)
+    # words for whole_word_masking from a segmenter, for text without spaces: "jieba" (Chinese,
+    # as the Chinese-BERT-wwm models: all characters of a word masked together); "": the
+    # tokenizer's own word starts. Part of the prepared data (changing it prepares again)
+    d.word_segmenter = ""
     d.short_seq_prob = 0.1  # chance of a shorter target length (BERT's short_seq_prob)
     d.nsp_random_prob = 0.5  # chance that segment B comes from another document
     # objective mlm's packed rows: row (the row attends as one sequence, across documents) or

@@ -72,8 +72,8 @@ class BpeTokenizer(LibraryTokenizer):
         self._word_start = _word_start_table(json.loads(data), vocab, added, self._vocab_size)
         self._clean_up = _clean_up_setting(path.parent / TOKENIZER_CONFIG)
 
-    def _encoding(self, ids: list[int]) -> tokenizers.Encoding:
-        encoding = super()._encoding(ids)
+    def encoding_of(self, ids: list[int]) -> tokenizers.Encoding:
+        encoding = super().encoding_of(ids)
         if ids:  # a text's first token begins a word even without a space before it
             encoding.word_starts[0] = True
         return encoding

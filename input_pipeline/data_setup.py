@@ -41,6 +41,7 @@ class Corpus:
       sentencepiece_vocab_size, sentencepiece_model_type: the trained SentencePiece model.
       sentencepiece_lowercase: train it uncased (case folded in its normalisation).
       num_shards: record shards written.
+      word_segmenter: "jieba" (Chinese words as the word starts) or "" (`word_segmenter`).
       verify: the start check of prepared shards, checksum or size.
       eval_shards: the last shards held out for evaluation (or eval_input's shards).
       eval_input: globs of a separate held-out corpus; empty: eval_shards of the corpus.
@@ -57,6 +58,7 @@ class Corpus:
     sentencepiece_model_type: str
     sentencepiece_lowercase: bool
     num_shards: int
+    word_segmenter: str
     verify: str
     eval_shards: int
     eval_input: str
@@ -142,6 +144,7 @@ def prepare_pretraining_data(
         sentencepiece_lowercase=bool(data.sentencepiece_lowercase and not tokenizer),
         num_shards=data.num_shards,
         text_field=data.text_field,
+        word_segmenter=data.word_segmenter,
         verify=data.verify,
     )
     _check_every_shard_has_documents(manifest, "config.data.num_shards")
@@ -157,6 +160,7 @@ def prepare_pretraining_data(
             manifest.tokenizer_path,
             num_shards=data.eval_shards,
             text_field=data.text_field,
+            word_segmenter=data.word_segmenter,
             verify=data.verify,
         )
         _check_every_shard_has_documents(held_out, "config.data.eval_shards")

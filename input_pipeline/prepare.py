@@ -59,6 +59,7 @@ from input_pipeline.manifest import (
     sync_directory,
     write_manifest,
 )
+from input_pipeline.word_segmenter import check_name as check_segmenter
 from util import console, paths
 from util.errors import UserError
 
@@ -107,6 +108,7 @@ def _plan(
     text_field: str,
     errors: str,
     sentence_split: bool,
+    word_segmenter: str,
 ) -> _Plan:
     if format not in corpora.FORMATS:
         raise UserError(f"unknown corpus format {format!r}; expected one of {corpora.FORMATS}")
@@ -122,6 +124,8 @@ def _plan(
         num_shards = auto_num_shards(sum(i["bytes"] for i in inputs))
     config: dict[str, Any] = {"format": format, "errors": errors, "num_shards": num_shards}
     config |= {"sentence_split": sentence_split and format != "text"}
+    if check_segmenter(word_segmenter, "word_segmenter"):  # absent when "": folders as before
+        config["word_segmenter"] = word_segmenter
     config["text_field"] = text_field if format in corpora.TEXT_FIELD_FORMATS else None
     tokenizer = None
     if tokenizer_path is not None:
@@ -247,6 +251,7 @@ def prepare(
     text_field: str = "text",
     errors: str = "strict",
     sentence_split: bool = True,
+    word_segmenter: str = "",
     workers: int | None = None,
     chunk_chars: int = 1 << 20,
     verify: str = "checksum",
@@ -271,6 +276,8 @@ def prepare(
       text_field: the JSON field or Parquet column holding the text ("jsonl", "parquet").
       errors: invalid UTF-8: "strict" (error), "replace" or "skip" (counted in the manifest).
       sentence_split: cut paragraphs into sentences (not for "text", which is split already).
+      word_segmenter: "jieba": the word starts are jieba's Chinese words, for whole-word
+        masking (`word_segmenter`); "": the tokenizer's own.
       workers: tokenizing processes; None uses every CPU this process may run on, 0 works in
         this process (no subprocess). The output does not depend on it.
       chunk_chars: characters of text per unit of work (a bigger document is one unit). The
@@ -285,7 +292,7 @@ def prepare(
     plan = _plan(
         input_patterns, output_dir, format, tokenizer_path, lowercase,
         train_sentencepiece_vocab_size, sentencepiece_model_type, sentencepiece_sample_sentences,
-        sentencepiece_lowercase, num_shards, text_field, errors, sentence_split,
+        sentencepiece_lowercase, num_shards, text_field, errors, sentence_split, word_segmenter,
     )  # fmt: skip
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -381,6 +388,7 @@ def _write(
         workers=workers,
         chunk_chars=chunk_chars,
         sentence_split=plan.config["sentence_split"],
+        segmenter=plan.config.get("word_segmenter", ""),
         progress=shards.Progress(plan.inputs, stats).update,
     )
     sync_directory(plan.directory)
@@ -447,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             text_field=args.text_field,
             errors=args.errors,
             sentence_split=args.sentence_split,
+            word_segmenter=args.word_segmenter,
             workers=args.workers,
             chunk_chars=args.chunk_chars,
             verify=args.verify,

@@ -3,7 +3,7 @@ each `prepare.prepare`'s argument of the same name."""
 
 import argparse
 
-from input_pipeline import corpora
+from input_pipeline import corpora, word_segmenter
 from input_pipeline import sentencepiece_training as sp_training
 from input_pipeline.shards import VERIFY_MODES
 from util import console
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     add("--text_field", default="text", help="field holding the text (jsonl, parquet)")
     add("--errors", default="strict", choices=corpora.ERRORS, help="invalid UTF-8 handling")
     add("--sentence_split", type=parse_bool, default=True, help="cut paragraphs into sentences")
+    add("--word_segmenter", default="", choices=word_segmenter.NAMES, help="jieba: Chinese words")
     add("--chunk_chars", type=int, default=1 << 20, help="characters per unit of work")
     add("--verify", default="checksum", choices=VERIFY_MODES, help="check of finished shards")
     add("--force", action="store_true", help="redo even if the output is finished")

@@ -23,7 +23,7 @@ from concurrent import futures
 
 import numpy as np
 
-from input_pipeline import record_encoder, tokenizers
+from input_pipeline import record_encoder, tokenizers, word_segmenter
 from input_pipeline.sentence_splitter import split_sentences
 from util import paths
 
@@ -57,12 +57,16 @@ def _joins_sentences(tokenizer: tokenizers.Tokenizer) -> bool:
 
 
 class ChunkTokenizer:
-    """Tokenizes and serialises chunks of documents; make one per process (it holds tables)."""
+    """Tokenizes and serialises chunks of documents; make one per process (it holds tables).
 
-    def __init__(self, tokenizer: tokenizers.Tokenizer):
+    With a word segmenter (`word_segmenter.NAMES`), the word starts are its words' (Chinese
+    whole-word masking) and each sentence is tokenized on its own."""
+
+    def __init__(self, tokenizer: tokenizers.Tokenizer, segmenter: str = ""):
         self.tokenizer = tokenizer
         self._crc = record_encoder.Crc32c()
-        self._join = _joins_sentences(tokenizer)
+        self._segmenter = word_segmenter.load(segmenter)
+        self._join = self._segmenter is None and _joins_sentences(tokenizer)
 
     def _tokenize(self, documents: list[list[str]], sentence_split: bool):
         """Token ids, word starts (uint8), tokens per sentence, and sentences per document."""
@@ -79,7 +83,10 @@ class ChunkTokenizer:
             else:
                 texts.extend(document)
                 covered.extend([1] * len(document))
-        encodings = self.tokenizer.encode_batch(texts)
+        if self._segmenter is None:
+            encodings = self.tokenizer.encode_batch(texts)
+        else:
+            encodings = self._segmenter.encode_batch(self.tokenizer, texts)
         del texts
         text_lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
         total = int(text_lengths.sum())
@@ -141,12 +148,13 @@ class ChunkTokenizer:
 
 @dataclasses.dataclass(frozen=True)
 class _TokenizerSpec:
-    """What a worker needs to load the parent's tokenizer, single-threaded."""
+    """What a worker needs to load the parent's tokenizer, single-threaded, and its segmenter."""
 
     path: str
     sentencepiece: bool
     lowercase: bool | None
     fingerprint: str
+    segmenter: str
 
 
 @functools.lru_cache(maxsize=1)
@@ -158,7 +166,7 @@ def _worker_encoder(spec: _TokenizerSpec) -> ChunkTokenizer:
         tokenizer = tokenizers.load_tokenizer(spec.path, spec.lowercase)
     if tokenizer.fingerprint() != spec.fingerprint:
         raise ValueError(f"tokenizer {spec.path} changed while the corpus was being prepared")
-    return ChunkTokenizer(tokenizer)
+    return ChunkTokenizer(tokenizer, spec.segmenter)
 
 
 def _init_worker(parent: int) -> None:
@@ -208,10 +216,12 @@ def encode_all(
     workers: int,
     num_shards: int,
     sentence_split: bool,
+    segmenter: str = "",
 ) -> Iterator[ChunkResult]:
-    """The results of every chunk, in order, with at most ``2 * workers`` chunks in flight."""
+    """The results of every chunk, in order, with at most ``2 * workers`` chunks in flight
+    (``segmenter``: see `ChunkTokenizer`)."""
     if workers == 0:
-        encoder = ChunkTokenizer(tokenizer)
+        encoder = ChunkTokenizer(tokenizer, segmenter)
         for first, documents in chunks:
             yield encoder.encode_chunk(documents, first, num_shards, sentence_split)
         return
@@ -220,6 +230,7 @@ def encode_all(
         sentencepiece=isinstance(tokenizer, tokenizers.SentencePieceTokenizer),
         lowercase=getattr(tokenizer, "lowercase", None),
         fingerprint=tokenizer.fingerprint(),
+        segmenter=segmenter,
     )
     if not spec.sentencepiece and tokenizer.path.suffix == ".json":
         spec = dataclasses.replace(spec, lowercase=None)  # a tokenizer.json sets its own

@@ -149,6 +149,7 @@ def write(
     workers: int,
     chunk_chars: int,
     sentence_split: bool,
+    segmenter: str = "",
     targets: Collection[int] | None = None,
     check: Callable[[np.ndarray, list[str], list[int]], None] | None = None,
     progress: Callable[[int], None] | None = None,
@@ -159,6 +160,7 @@ def write(
     are complete (and ``check`` has passed), and is removed if anything fails.
 
     Args:
+      sentence_split, segmenter: see `prepare_workers.ChunkTokenizer`.
       targets: indices of the shards to write; the documents of other shards are skipped.
       check: called with the counts, checksums and sizes in bytes before anything is renamed;
         it raises to keep every old file as it is.
@@ -182,7 +184,9 @@ def write(
     with contextlib.ExitStack() as stack:
         files = {i: stack.enter_context(atomic.open_atomically(directory / names[i]))
                  for i in wanted}  # fmt: skip
-        results = prepare_workers.encode_all(chunks, tokenizer, workers, num_shards, sentence_split)
+        results = prepare_workers.encode_all(
+            chunks, tokenizer, workers, num_shards, sentence_split, segmenter
+        )
         for result in results:
             for shard, blob, *shard_counts in result.shards:
                 files[shard].write(blob)
@@ -252,6 +256,7 @@ def rewrite(
         workers=workers,
         chunk_chars=chunk_chars,
         sentence_split=manifest.config["sentence_split"],
+        segmenter=manifest.config.get("word_segmenter", ""),
         targets=targets,
         check=check,
         progress=progress,

@@ -121,11 +121,11 @@ class Tokenizer(abc.ABC):
 
     def encode(self, text: str) -> Encoding:
         """Tokens of ``text`` (no special tokens) with their word-start flags."""
-        return self._encoding(self.encode_ids(text))
+        return self.encoding_of(self.encode_ids(text))
 
     def encode_batch(self, texts: Sequence[str]) -> list[Encoding]:
         """``encode`` for many texts, multi-threaded in C++."""
-        return [self._encoding(ids) for ids in self.encode_batch_ids(texts)]
+        return [self.encoding_of(ids) for ids in self.encode_batch_ids(texts)]
 
     def encode_masked(self, text: str) -> list[int]:
         """Ids of ``text`` (no special tokens) with each literal "[MASK]" as the mask token, the
@@ -135,7 +135,8 @@ class Tokenizer(abc.ABC):
             ids.extend([self.mask_id, *ids_of_piece] if i else ids_of_piece)
         return ids
 
-    def _encoding(self, ids: list[int]) -> Encoding:
+    def encoding_of(self, ids: list[int]) -> Encoding:
+        """The tokens `ids` with their word-start flags."""
         table = self._word_start
         return Encoding(ids=ids, word_starts=[table[i] for i in ids])
 

@@ -105,3 +105,18 @@ def write_wikipedia(
             )
         shards.append(serialized)
     return write_shards(directory, shards), tokenizer
+
+
+def unmasked(batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The tokens before masking: input_ids with the masked_lm_ids put back."""
+    ids = batch["input_ids"].copy()
+    for row, (positions, tokens, weights) in enumerate(
+        zip(
+            batch["masked_lm_positions"],
+            batch["masked_lm_ids"],
+            batch["masked_lm_weights"],
+            strict=True,
+        )
+    ):
+        ids[row, positions[weights > 0]] = tokens[weights > 0]
+    return ids

@@ -72,28 +72,14 @@ def _unmasked(files, ids, **kwargs) -> tf.data.Dataset:
     return instance_stream.make_instance_dataset(files, settings, special, **rest)
 
 
-def _restore(batch: dict[str, np.ndarray]) -> np.ndarray:
-    """The tokens before masking: input_ids with the masked_lm_ids put back."""
-    ids = batch["input_ids"].copy()
-    for row, (positions, tokens, weights) in enumerate(
-        zip(
-            batch["masked_lm_positions"],
-            batch["masked_lm_ids"],
-            batch["masked_lm_weights"],
-            strict=True,
-        )
-    ):
-        ids[row, positions[weights > 0]] = tokens[weights > 0]
-    return ids
-
-
 def _check_masked_against_unmasked(masked, unmasked, ids):
     assert list(masked) == list(pretraining.BATCH_KEYS)
     for key in ("input_ids", "segment_ids", "input_mask", "masked_lm_positions", "masked_lm_ids"):
         assert masked[key].dtype == np.int32, key
     assert masked["masked_lm_weights"].dtype == np.float32
     assert masked["next_sentence_labels"].dtype == np.int32
-    assert np.array_equal(_restore(masked), unmasked["input_ids"])  # masked_lm_ids are originals
+    originals = pipeline_data.unmasked(masked)  # masked_lm_ids are the original tokens
+    assert np.array_equal(originals, unmasked["input_ids"])
     for key in ("segment_ids", "input_mask", "next_sentence_labels"):
         assert np.array_equal(masked[key], unmasked[key]), key
     special = np.isin(unmasked["input_ids"], list(ids.values())[1:])
@@ -226,7 +212,8 @@ def test_epochs_draw_new_masks(tmp_path):
     dataset = _masked(data.files, SYNTHETIC_IDS | {"vocab_size": data.vocab_size}, **kwargs)
     seen: dict[bytes, list[np.ndarray]] = {}
     for batch in _take(dataset, 12):
-        for row, positions in zip(_restore(batch), batch["masked_lm_positions"], strict=True):
+        rows = pipeline_data.unmasked(batch)
+        for row, positions in zip(rows, batch["masked_lm_positions"], strict=True):
             seen.setdefault(row.tobytes(), []).append(positions)
     repeated = [masks for masks in seen.values() if len(masks) >= 2]
     assert len(repeated) >= 20

@@ -18,7 +18,7 @@ from bert import flops, objectives, pretrained
 from bert.jobs import downstream, settings
 from bert.model import BertConfig
 from bert.training import budget, optim, runner, sharding, step
-from input_pipeline import batches, data_setup, pretraining, tokenizers
+from input_pipeline import batches, data_setup, pretraining, tokenizers, word_segmenter
 from util import atomic, paths
 from util.errors import UserError
 
@@ -69,6 +69,12 @@ def initial_params(init_from: str, config: BertConfig) -> Any | None:
 
 def corpus(config: ml_collections.ConfigDict) -> data_setup.Corpus:
     """config.data's corpus fields."""
+    segmenter = word_segmenter.check_name(config.data.word_segmenter)
+    if segmenter and not config.data.whole_word_masking:
+        raise UserError(
+            f"config.data.word_segmenter={segmenter!r} gives the words of whole-word masking: "
+            "set --config.data.whole_word_masking=true too"
+        )
     return data_setup.Corpus(**{f.name: config.data[f.name]
                                 for f in dataclasses.fields(data_setup.Corpus)})  # fmt: skip
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tokenizers as hf_tokenizers
 
-from input_pipeline import bpe_tokenizer
+from input_pipeline import bpe_tokenizer, token_offsets
 from input_pipeline import tokenizers as tok_lib
 from util import atomic, paths
 from util.errors import UserError
@@ -196,19 +196,10 @@ class _SentencePieceOffsets:
 
     def encode_batch(self, texts: Sequence[str], add_special_tokens: bool = False):
         del add_special_tokens  # never added here
-        protos = self._tokenizer.processor.encode(list(texts), return_type="proto")
-        return [self._encoding(text, proto) for text, proto in zip(texts, protos, strict=True)]
+        encoded = token_offsets.encode_batch(self._tokenizer, texts)
+        return [_Encoding(ids, offsets) for ids, offsets in encoded]
 
     encode_batch_fast = encode_batch
-
-    @staticmethod
-    def _encoding(text: str, proto) -> _Encoding:
-        widths = [len(ch.encode("utf-8")) for ch in text]
-        char_of_byte = np.repeat(np.arange(len(text)), widths).tolist() + [len(text)]
-        return _Encoding(
-            [p.id for p in proto.pieces],
-            [(char_of_byte[p.begin], char_of_byte[p.end]) for p in proto.pieces],
-        )
 
 
 def _backend(
