@@ -143,18 +143,9 @@ def _encoder_only(trained):
 
 def _random_like(trained):
     """A randomly initialised encoder of `trained`'s architecture and tokenizer."""
-    import dataclasses
+    from bert import pretrained
 
-    import jax
-    import numpy as np
-    from flax import linen as nn
-
-    from bert.model import BertModel
-
-    ids = np.ones((1, 8), np.int32)
-    params = BertModel(trained.config).init(jax.random.key(RANDOM_SEED), ids, ids * 0, ids)
-    params = jax.device_get(nn.meta.unbox(params["params"]))
-    return dataclasses.replace(trained, params={"bert": params}, source="random", step=0)
+    return pretrained.random_encoder(trained.config, trained.tokenizer, RANDOM_SEED)
 
 
 def goal(args) -> None:

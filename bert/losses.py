@@ -90,6 +90,17 @@ def regression_sums(predictions: Array, targets: Array) -> dict[str, tuple[Array
     return {"loss": (jnp.sum(errors * weights), jnp.sum(weights))}
 
 
+def multi_label_sums(logits: Array, targets: Array) -> dict[str, tuple[Array, Array]]:
+    """Sigmoid cross-entropy averaged over the classes of each row (HF's multi-label loss,
+    BCEWithLogitsLoss, is its mean over rows); logits and targets [batch, classes] (0/1), a
+    row of NaN targets carries no label."""
+    labelled = ~jnp.isnan(targets[:, 0])
+    z, y = logits.astype(jnp.float32), jnp.nan_to_num(targets).astype(jnp.float32)
+    per_class = jnp.maximum(z, 0.0) - z * y + jnp.log1p(jnp.exp(-jnp.abs(z)))  # stable form
+    weights = labelled.astype(jnp.float32)
+    return {"loss": (jnp.sum(jnp.mean(per_class, axis=-1) * weights), jnp.sum(weights))}
+
+
 def span_sums(
     start_logits: Array, end_logits: Array, start_positions: Array, end_positions: Array
 ) -> dict[str, tuple[Array, Array]]:
@@ -109,8 +120,9 @@ def span_sums(
 
 
 def label_count(labels: Array) -> Array:
-    """How many entries of `labels` carry a label (class id >= 0, or a score that is not NaN):
-    the denominator of the losses above."""
+    """How many entries of `labels` carry a label (class id >= 0, a score that is not NaN, a
+    multi-hot row [batch, classes] that is not NaN): the denominator of the losses above."""
     if jnp.issubdtype(labels.dtype, jnp.floating):
-        return jnp.sum(~jnp.isnan(labels)).astype(jnp.float32)
+        rows = labels[:, 0] if labels.ndim == 2 else labels
+        return jnp.sum(~jnp.isnan(rows)).astype(jnp.float32)
     return jnp.sum(labels >= 0).astype(jnp.float32)

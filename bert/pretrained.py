@@ -8,11 +8,14 @@ import dataclasses
 import os
 from typing import Any
 
+import flax.linen as nn
+import jax
+import numpy as np
 from absl import logging
 
 from bert import convert, layer_stack
 from bert.convert import st_modules
-from bert.model import BertConfig
+from bert.model import BertConfig, BertModel
 from bert.training import checkpoints
 from input_pipeline import tokenizers
 from util import errors, hub, paths
@@ -73,6 +76,17 @@ class Pretrained:
         """
         params = layer_stack.relayout(self.params, self.config, config)
         return dataclasses.replace(self, config=config, params=params)
+
+
+def random_encoder(
+    config: BertConfig, tokenizer: tokenizers.Tokenizer | None, seed: int
+) -> Pretrained:
+    """A randomly initialised encoder of `config` (BertModel's own initialisation from `seed`)
+    with `tokenizer`: the baseline a pre-trained encoder is measured against."""
+    ids = np.ones((1, 8), np.int32)
+    params = BertModel(config).init(jax.random.key(seed), ids, ids * 0, ids)["params"]
+    params = jax.device_get(nn.meta.unbox(params))
+    return Pretrained(config, {"bert": params}, tokenizer, source="random", step=0)
 
 
 def load(

@@ -298,6 +298,25 @@ def finetune_model() -> ml_collections.ConfigDict:
     return m
 
 
+def finetune_or_random_model(size: str) -> ml_collections.ConfigDict:
+    """`config.model` of a fine-tuning job that may start from random weights (classify, tag):
+    with init_from empty, the whole encoder of `size`, each field as `encoder_config` comments
+    it; with a checkpoint, its own sizes and only `finetune_model`'s fields from here."""
+    m = model_config(size, vocab_size=0)
+    m.initializer = finetune_model().initializer  # the head's new weights, as HF draws them
+    return m
+
+
+def user_files(config: ml_collections.ConfigDict) -> None:
+    """The fields of a job on the user's own files (classify, tag), added to `config`."""
+    config.train_file = ""  # files or comma-separated globs, local, gs:// or hf://
+    config.eval_file = ""  # the dev file(s); empty: dev_fraction of train_file held out
+    config.test_file = ""  # the test file(s); empty: test_fraction of train_file held out
+    config.dev_fraction = 0.1  # with eval_file empty: the share of train_file's rows held out
+    config.test_fraction = 0.0  # with test_file empty: the share of train_file's rows held out
+    config.split_seed = 0  # seeds which rows (sentences) are held out: the same in every run
+
+
 def finetune_train(
     batch_size: int, learning_rate: float, epochs: float
 ) -> ml_collections.ConfigDict:

@@ -23,6 +23,7 @@ from flax import traverse_util
 from bert import objectives, pretrained
 from bert.convert import electra_table
 from bert.jobs import pretrain
+from bert.jobs.settings import model_config
 from bert.model import BertConfig
 from bert.training import step
 from configs import electra as electra_config
@@ -224,7 +225,7 @@ def test_sizes_are_the_papers_and_every_recipe_builds():
     for size in electra_config.SIZES:
         for recipe in ("paper", "short"):
             config = electra_config.get_config(f"size={size},recipe={recipe},vocab_size=30522")
-            model = pretrain.model_config(config.model, 30522)
+            model = model_config(config.model, 30522)
             objective = objectives.create("electra", model, options=config.electra.to_dict())
             g = objective.generator_config
             assert config.objective == "electra" and config.train.optimizer == "adamw"
@@ -300,7 +301,7 @@ def _frequency_baseline(shared_data, workdir) -> float:
         target[field] = type(target[field])(value)
     data = data_setup.prepare_pretraining_data(pretrain.corpus(config), workdir)  # prepared
     ids = data.tokenizer.special_ids
-    objective = objectives.create("electra", pretrain.model_config(config.model, ids.vocab_size),
+    objective = objectives.create("electra", model_config(config.model, ids.vocab_size),
                                   options=config.electra.to_dict())  # fmt: skip
     settings = pretrain.batch_settings(config, objective)
     batch = config.train.batch_size

@@ -21,6 +21,7 @@ import transformers
 
 from bert import pretrained
 from bert.jobs import pretrain
+from bert.jobs.settings import model_config
 from bert.model import BertModel
 from bert.objectives import mlm
 from bert.training import checkpoints, optim
@@ -44,7 +45,7 @@ def test_each_size_is_a_modern_encoder_with_transformers_parameter_count(size):
     ours has transformers' ModernBertForMaskedLM's parameters (plus our pooler, which it
     lacks); base and large have the released shapes."""
     config = modernbert.get_config(f"size={size},vocab_size=50368")
-    ours = pretrain.model_config(config.model, 50368)
+    ours = model_config(config.model, 50368)
     hf = transformers.ModernBertConfig(
         vocab_size=50368, hidden_size=ours.hidden_size, num_hidden_layers=ours.num_layers,
         num_attention_heads=ours.num_heads, intermediate_size=ours.intermediate_size,
@@ -114,10 +115,10 @@ def test_pre_training_continues_from_a_padded_vocabulary(tmp_path):
     transformers.ModernBertForMaskedLM(hf).save_pretrained(tmp_path / "modern")
     fields = modernbert.get_config("size=tiny").model
     fields.vocab_size = 96
-    assert pretrain.model_config(fields, 90).vocab_size == 96  # 90 pieces, 96 rows
+    assert model_config(fields, 90).vocab_size == 96  # 90 pieces, 96 rows
     fields.vocab_size = 89
     with pytest.raises(UserError, match=r"vocab_size=89 but the tokenizer has 90 tokens"):
-        pretrain.model_config(fields, 90)
+        model_config(fields, 90)
 
     loaded = pretrained.load(str(tmp_path / "modern"), with_tokenizer=False)
     assert loaded.config.vocab_size == 96
@@ -232,7 +233,7 @@ def test_each_document_of_a_packed_row_attends_only_to_itself(wiki):
         files, _settings("document"), ids, batch_size=ROWS).as_numpy_iterator())  # fmt: skip
     several = np.flatnonzero((batch["position_ids"][:, 1:] == 0).any(axis=1))  # [rows]
     batch = {k: v[np.concatenate([several[:14], [0, 1]])] for k, v in batch.items()}
-    config = pretrain.model_config(modernbert.get_config("size=tiny").model, ids.vocab_size)
+    config = model_config(modernbert.get_config("size=tiny").model, ids.vocab_size)
     model = BertModel(config)
     params = model.init(jax.random.key(0), jnp.ones((1, SEQ), jnp.int32))
 

@@ -17,6 +17,7 @@ import pytest
 
 from bert.jobs import glue as glue_job
 from bert.jobs import pretrain
+from bert.jobs.settings import model_config
 from bert.training import checkpoints
 from configs import bert_base
 from configs import glue as glue_config
@@ -353,9 +354,7 @@ def _frequency_baseline(config, workdir) -> tuple[float, float]:
 
     data = data_setup.prepare_pretraining_data(pretrain.corpus(config), workdir)  # prepared
     batch, ids, steps = config.train.batch_size, data.tokenizer.special_ids, config.train.steps
-    objective = objectives.create(
-        config.objective, pretrain.model_config(config.model, ids.vocab_size)
-    )
+    objective = objectives.create(config.objective, model_config(config.model, ids.vocab_size))
     settings = pretrain.batch_settings(config, objective)
     held_out = pretrain.eval_batches_of(data.eval_files, config, settings, ids, objective, batch)
     seen = pretraining.make_pretraining_dataset(data.train_files, settings, ids, batch_size=batch,

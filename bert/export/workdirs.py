@@ -6,6 +6,8 @@ it records; the task it records picks the HF class:
   pretrain      BertForPreTraining (MLM + NSP heads), or BertForMaskedLM without NSP
   glue/<name>   BertForSequenceClassification, id2label from the recorded label names (or the
                 GLUE task table); STS-B as problem_type "regression" with one output
+  classify/<p>  BertForSequenceClassification, problem_type single_label_classification,
+                multi_label_classification or regression as the job's problem type <p>
   ner           BertForTokenClassification, id2label the tag names
   squad         BertForQuestionAnswering
 
@@ -32,6 +34,12 @@ from bert.convert.params import groups_of, head_to_hf, params_to_hf
 from bert.tasks import glue
 from util import errors
 
+# the classify job's problem types as transformers' config.json names them
+HF_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
 # HF classes built on BertModel(add_pooling_layer=False).
 NO_POOLER = ("BertForMaskedLM", "BertForTokenClassification", "BertForQuestionAnswering")
 
@@ -52,7 +60,7 @@ def _target(task: str, params: dict[str, Any], workdir: str) -> tuple[str, str |
     """(HF architecture, our head's parameter group or None) for a recorded task."""
     if task == "pretrain":
         return ("BertForPreTraining" if NSP in params else "BertForMaskedLM"), None
-    if task.startswith("glue/"):
+    if task.startswith(("glue/", "classify/")):
         return "BertForSequenceClassification", CLASSIFIER
     if task == "ner":
         return "BertForTokenClassification", CLASSIFIER
@@ -60,7 +68,7 @@ def _target(task: str, params: dict[str, Any], workdir: str) -> tuple[str, str |
         return "BertForQuestionAnswering", QA_OUTPUTS
     raise CheckpointError(
         f"{workdir}: trained for task {task!r}, which has no Hugging Face class here "
-        "(pretrain, glue/<name>, ner and squad do)"
+        "(pretrain, glue/<name>, classify/<problem type>, ner and squad do)"
     )
 
 
@@ -129,6 +137,9 @@ def _head_config(loaded: pretrained.Pretrained, head: str, state: dict) -> tuple
     if loaded.task.startswith("glue/"):
         regression = num_labels == 1
         fields["problem_type"] = "regression" if regression else "single_label_classification"
+    if loaded.task.startswith("classify/"):
+        fields["finetuning_task"], problem = loaded.task.split("/", 1)
+        fields["problem_type"] = HF_PROBLEM_TYPES[problem]
     fields["id2label"] = {str(i): name for i, name in enumerate(names)}
     fields["label2id"] = {name: i for i, name in enumerate(names)}
     return fields, notes

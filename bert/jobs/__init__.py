@@ -15,6 +15,7 @@ from util.errors import UserError
 JOBS = {
     "pretrain": "bert.jobs.pretrain",  # configs/bert_base.py
     "glue": "bert.jobs.glue",  # configs/glue.py
+    "classify": "bert.jobs.classify",  # configs/classify.py
     "squad": "bert.jobs.squad",  # configs/squad.py
     "ner": "bert.jobs.ner",  # configs/ner.py
     "sts": "bert.jobs.sts",  # configs/sts.py

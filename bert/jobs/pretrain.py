@@ -25,24 +25,6 @@ from util.errors import UserError
 TASK = "pretrain"
 
 
-def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
-    """The model config, with the vocabulary size taken from the tokenizer when it is 0; a
-    larger one pads the embedding table (ModernBERT's 50,368 rows for 50,280 pieces)."""
-    values = fields.to_dict()
-    if values["vocab_size"] == 0:
-        values["vocab_size"] = vocab_size
-    elif values["vocab_size"] < vocab_size:
-        raise UserError(
-            f"config.model.vocab_size={values['vocab_size']} but the tokenizer has "
-            f"{vocab_size} tokens: its ids from {values['vocab_size']} up would index past the "
-            f"embedding table; set it to 0 to follow the tokenizer (or larger: a padded table)"
-        )
-    try:
-        return BertConfig.from_dict(values)
-    except ValueError as e:  # the model library names the field as model.NAME
-        raise UserError(f"config.{e}") from None
-
-
 def initial_params(init_from: str, config: BertConfig) -> Any | None:
     """Parameters to start from (config.init_from: any checkpoint bert/pretrained.py loads), in
     the layout of `config` (model.scan_layers: the layers stacked; Pretrained.with_config)."""
@@ -265,8 +247,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.mode == "evaluate":
         return evaluate_checkpoint(config, workdir)
     # the model and its objective (the vocabulary size comes later)
-    objectives.create(config.objective, model_config(config.model, config.model.vocab_size or 1),
-                      documents=documents, options=objective_options(config))  # fmt: skip
+    sizes = settings.model_config(config.model, config.model.vocab_size or 1)
+    objectives.create(config.objective, sizes, documents=documents,
+                      options=objective_options(config))  # fmt: skip
     if config.max_seq_length > config.model.max_position_embeddings:
         raise UserError(
             f"config.max_seq_length={config.max_seq_length} exceeds "
@@ -286,7 +269,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tx = optim.make_optimizer(t.optimizer, own_rate, t.weight_decay, t.b1, t.b2, t.eps, t.clip_norm)
     data = _prepare_data(config, workdir)
     ids = data.tokenizer.special_ids
-    bert_config = model_config(config.model, ids.vocab_size)
+    bert_config = settings.model_config(config.model, ids.vocab_size)
     objective = objectives.create(config.objective, bert_config, documents=documents,
                                   options=objective_options(config))  # fmt: skip
     batch = batch_settings(config, objective)

@@ -1,7 +1,7 @@
 """The jobs' reading of their config: each config section the machinery needs, as the typed
 value it takes. Jobs alone read config sections; what they call takes these values."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import ml_collections
@@ -9,7 +9,10 @@ import numpy as np
 
 from bert import pretrained
 from bert.finetuning import finetune
+from bert.model import BertConfig
 from bert.training import reporting, runner
+from input_pipeline import tokenizers
+from util import hub
 from util.errors import UserError
 
 T = TypeVar("T")
@@ -67,14 +70,47 @@ def encoder(
 ) -> pretrained.Pretrained:
     """A fine-tuning job's encoder: `config.init_from` with its tokenizer (or config.tokenizer),
     or the encoder `given` in memory (a pre-training run's downstream probe), with config.model's
-    overrides."""
+    overrides; with init_from empty, for a job whose config.model is a whole encoder's
+    (classify, tag), a random one of it (`random_encoder`)."""
     overrides = {name: config.model[name] for name in MODEL_OVERRIDES}
-    if given is None:
-        loaded = finetune.load_encoder(config.init_from, config.tokenizer, overrides)
-    else:
+    if given is not None:
         loaded = finetune.overridden(given, overrides)
+    elif not config.init_from and "num_layers" in config.model:
+        loaded = random_encoder(config)
+    else:
+        loaded = finetune.load_encoder(config.init_from, config.tokenizer, overrides)
     check_positions(config.max_seq_length, loaded)
     return loaded
+
+
+def model_config(fields: ml_collections.ConfigDict, vocab_size: int) -> BertConfig:
+    """The model config, with the vocabulary size taken from the tokenizer when it is 0; a
+    larger one pads the embedding table (ModernBERT's 50,368 rows for 50,280 pieces)."""
+    values = fields.to_dict()
+    if values["vocab_size"] == 0:
+        values["vocab_size"] = vocab_size
+    elif values["vocab_size"] < vocab_size:
+        raise UserError(
+            f"config.model.vocab_size={values['vocab_size']} but the tokenizer has "
+            f"{vocab_size} tokens: its ids from {values['vocab_size']} up would index past the "
+            f"embedding table; set it to 0 to follow the tokenizer (or larger: a padded table)"
+        )
+    try:
+        return BertConfig.from_dict(values)
+    except ValueError as e:  # the model library names the field as model.NAME
+        raise UserError(f"config.{e}") from None
+
+
+def random_encoder(config: ml_collections.ConfigDict) -> pretrained.Pretrained:
+    """A random encoder of config.model with config.tokenizer, seeded with config.seed."""
+    if not config.tokenizer:
+        raise UserError("config.init_from is empty, so the encoder starts from random weights "
+                        "of config.model: give config.tokenizer (vocab.txt, tokenizer.json, "
+                        "SentencePiece .model, or a Hub model id)")  # fmt: skip
+    path = hub.local_path(config.tokenizer, "config.tokenizer", tokenizer_only=True)
+    tokenizer = tokenizers.load_tokenizer(path)
+    model = model_config(config.model, tokenizer.vocab_size)
+    return pretrained.random_encoder(model, tokenizer, config.seed)
 
 
 def check_positions(max_seq_length: int, model: pretrained.Pretrained) -> None:
@@ -86,6 +122,29 @@ def check_positions(max_seq_length: int, model: pretrained.Pretrained) -> None:
             f"config.max_seq_length={max_seq_length} must lie in 2..{positions}: {model.source} "
             f"has {positions} positions (model.max_position_embeddings)"
         )
+
+
+def user_splits(
+    config: ml_collections.ConfigDict, read: Callable[[str, str], list[T]], what: str
+) -> dict[str, list[T]]:
+    """{split: rows} of a job on the user's files: train from config.train_file, and dev and
+    test from config.eval_file and config.test_file, or where one is empty, the
+    config.dev_fraction and config.test_fraction of the training rows held out with
+    config.split_seed (`classification.hold_out`). `read(patterns, split)` reads files."""
+    from bert.tasks import classification  # noqa: PLC0415 (only these jobs need it)
+
+    if not config.train_file:
+        raise UserError(f"config.train_file is empty: give the training file(s), {what}")
+    train = read(config.train_file, "train")
+    if not train:
+        raise UserError(f"config.train_file={config.train_file!r} holds no rows")
+    wanted = (("dev", config.dev_fraction, config.eval_file),
+              ("test", config.test_fraction, config.test_file))  # fmt: skip
+    held = {split: fraction for split, fraction, given in wanted if not given and fraction > 0}
+    train, *parts = classification.hold_out(train, list(held.values()), config.split_seed)
+    out = {"train": train, **dict(zip(held, parts, strict=True))}
+    out |= {split: read(given, split) for split, _, given in wanted if given}
+    return out
 
 
 def limited(items: Sequence[T], limit: int, config: ml_collections.ConfigDict) -> list[T]:
