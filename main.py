@@ -1,9 +1,10 @@
 """usage: python main.py --config=configs/FILE.py[:ARGS] --workdir=DIR [--config.FIELD=VALUE ...]
 
 Runs the job its config names: pre-training (configs/bert_base.py), GLUE (glue.py:task=sst2),
-NER (ner.py), SQuAD (squad.py), STS evaluation and encoding (sts.py) or sentence-embedding
-training (embeddings.py). Every default is a field of the config file, with a comment; any field
-can be set with --config.FIELD=VALUE. The workdir holds the checkpoints, TensorBoard events and
+classification of your own files (classify.py), NER (ner.py), tagging your own files (tag.py),
+SQuAD (squad.py), STS evaluation and encoding (sts.py) or sentence-embedding training
+(embeddings.py). Every default is a field of the config file, with a comment; any field can be
+set with --config.FIELD=VALUE. The workdir holds the checkpoints, TensorBoard events and
 results; running the same command again resumes from its newest checkpoint.
 
 Exit codes: 0 finished; 2 a user error (one line naming the file, field or flag); 75 stopped by

@@ -18,6 +18,7 @@ JOBS = {
     "classify": "bert.jobs.classify",  # configs/classify.py
     "squad": "bert.jobs.squad",  # configs/squad.py
     "ner": "bert.jobs.ner",  # configs/ner.py
+    "tag": "bert.jobs.tag",  # configs/tag.py
     "sts": "bert.jobs.sts",  # configs/sts.py
     "embeddings": "bert.jobs.embeddings",  # configs/embeddings.py
 }

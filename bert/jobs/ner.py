@@ -56,11 +56,20 @@ def _warn_cut(sentences: list[ner.Sentence], train: dict, max_seq_length: int) -
 
 def run(config, workdir: str) -> dict:
     """Fine-tunes and evaluates; returns {"step": ..., split: {metric: value}}."""
+    train = _sentences(config, config.train_split)
+    return tag_and_score(config, workdir, train, {s: _sentences(config, s) for s in
+                                                  config.eval_splits})  # fmt: skip
+
+
+def tag_and_score(
+    config, workdir: str, train_sentences: list[ner.Sentence], evaluated: dict[str, list]
+) -> dict:
+    """Fine-tunes a tagger on `train_sentences` and scores it on each split of `evaluated`
+    (split -> sentences), writing their predictions; the NER and tag jobs' common part."""
     pretrained = settings.encoder(config)
     tokenizer = pretrained.tokenizer
-    train_sentences = _sentences(config, config.train_split)
     labels = list(config.labels) or ner.label_list(train_sentences)
-    logging.info("NER labels: %s", labels)
+    logging.info("tags: %s", labels)
 
     train = ner.convert_sentences_to_features(
         train_sentences, labels, tokenizer, config.max_seq_length
@@ -68,8 +77,7 @@ def run(config, workdir: str) -> dict:
     _warn_cut(train_sentences, train, config.max_seq_length)
     out_dir = paths.path(workdir) / "predictions"
     evals = []
-    for split in config.eval_splits:
-        sentences = _sentences(config, split)
+    for split, sentences in evaluated.items():
         feats = ner.window_features(
             sentences, labels, tokenizer, config.max_seq_length, config.window_stride
         )

@@ -22,6 +22,9 @@ from util.errors import UserError
 PathLike = str | os.PathLike
 IGNORE = -1  # label of sub-tokens that do not start a word, and of special and padding tokens
 OUTSIDE = "O"
+# Tag schemes a file may use (checked as it is read); entities are decoded from any of them by
+# conlleval's rules (bert/tasks/metrics.py).
+SCHEMES = ("iob1", "iob2", "iobes")
 # Syntactic chunk types (CoNLL-2000; CoNLL-2003's third column): a tag column holding them
 # is the chunk column, not the NER one.
 CHUNK_TYPES = frozenset(
@@ -37,21 +40,21 @@ class Sentence:
     tags: list[str]
 
 
-def read_conll(path: PathLike, *, tag_column: int = -1) -> list[Sentence]:
-    """Reads a CoNLL file: the word in column 0, its IOB2 NER tag in column ``tag_column``.
+def read_conll(path: PathLike, *, tag_column: int = -1, scheme: str = "iob2") -> list[Sentence]:
+    """Reads a CoNLL file: the word in column 0, its NER tag in column ``tag_column``.
 
     Args:
       path: the file, one ``word ... TAG`` line per token.
       tag_column: the tag's column, counted from 0 (the word) as Python indexes a list; -1,
         the last column, is the layout of CoNLL-2003 (``word POS chunk NER``) and MSRA
         (``char<TAB>tag``).
+      scheme: the tags' scheme, one of SCHEMES (`check_tag` says what each allows).
 
     Raises:
       UserError, naming file and line: a line with fewer than two columns, or with another
         number of columns than the file's first token line; a ``tag_column`` outside the
-        columns or on the word; a tag that is not IOB2 (``O``, ``B-X``, or ``I-X`` following
-        ``B-X``/``I-X``); a syntactic chunk tag (``B-NP``, ``I-VP``, ...) in the tag column,
-        with the column that holds NER tags instead.
+        columns or on the word; a tag the scheme does not allow there; a syntactic chunk tag
+        (``B-NP``, ``I-VP``, ...) in the tag column, with the column that holds NER tags instead.
     """
     path = paths.path(path)
     sentences = []
@@ -59,10 +62,12 @@ def read_conll(path: PathLike, *, tag_column: int = -1) -> list[Sentence]:
     tags: list[str] = []
     first = None  # (line number, columns) of the first token line
     index = 0  # the tag column, 1 to columns - 1
+    where = ""  # of the last token line
     for line_number, line in text_files.lines(path):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if words:
+                check_tag(None, tags[-1], where, scheme)
                 sentences.append(Sentence(words, tags))
             words, tags = [], []
             continue
@@ -78,10 +83,11 @@ def read_conll(path: PathLike, *, tag_column: int = -1) -> list[Sentence]:
         tag = fields[index]
         if _entity_type(tag) in CHUNK_TYPES:
             raise UserError(_chunk_tags_message(path, where, tag, tag_column, first[1]))
-        _check_tag(tag, tags[-1] if tags else OUTSIDE, where)
+        check_tag(tag, tags[-1] if tags else OUTSIDE, where, scheme)
         words.append(fields[0])
         tags.append(tag)
     if words:
+        check_tag(None, tags[-1], where, scheme)
         sentences.append(Sentence(words, tags))
     return sentences
 
@@ -146,14 +152,38 @@ def _chunk_tags_message(
     )
 
 
-def _check_tag(tag: str, previous: str, where: str) -> None:
-    if tag == OUTSIDE:
+def check_tag(tag: str | None, previous: str, where: str, scheme: str = "iob2") -> None:
+    """UserError naming `where` unless `tag` may follow `previous` (``O`` at a sentence's start)
+    in `scheme`; `tag` None checks the end of a sentence after `previous`.
+
+    iob2: ``I-X`` continues a ``B-X`` or ``I-X``. iob1: an entity starts with ``I-X``, and
+    ``B-X`` only follows an entity of type X (two entities side by side). iobes: ``B-X I-X* E-X``
+    or ``S-X``, nothing else inside an entity.
+    """
+    if scheme not in SCHEMES:
+        raise UserError(f"tag scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
+    prev_prefix, _, prev_type = previous.partition("-")
+    inside = scheme == "iobes" and prev_prefix in ("B", "I")  # an IOBES entity left open
+    if tag is None or tag == OUTSIDE:
+        if inside:
+            end = "the sentence ends" if tag is None else f"tag {tag!r} follows"
+            raise UserError(f"{where}: {end} inside the IOBES entity {previous[:80]!r} (E-"
+                            f"{prev_type[:80]} ends it)")  # fmt: skip
         return
     prefix, _, entity = tag.partition("-")
-    if prefix not in ("B", "I") or not entity:
-        raise UserError(f"{where}: tag {tag[:80]!r} is not IOB2 (O, B-TYPE or I-TYPE)")
-    if prefix == "I" and previous[2:] != entity:
+    allowed = ("B", "I", "E", "S") if scheme == "iobes" else ("B", "I")
+    if prefix not in allowed or not entity:
+        kinds = "O, B-, I-, E- or S-TYPE" if scheme == "iobes" else "O, B-TYPE or I-TYPE"
+        raise UserError(f"{where}: tag {tag[:80]!r} is not {scheme.upper()} ({kinds})")
+    continues = prev_prefix in ("B", "I") and prev_type == entity
+    if scheme == "iob2" and prefix == "I" and not continues:
         raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOB2 starts with B-")
+    if scheme == "iob1" and prefix == "B" and not continues:
+        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOB1 starts with I- "
+                        "(B- after O is IOB2: set the tag scheme to iob2)")  # fmt: skip
+    if scheme == "iobes" and inside != (prefix in ("I", "E")) or inside and not continues:
+        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOBES is B-X I-X* "
+                        "E-X or S-X")  # fmt: skip
 
 
 def label_list(sentences: Iterable[Sentence]) -> list[str]:
