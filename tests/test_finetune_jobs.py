@@ -19,14 +19,14 @@ import reference
 from flax import traverse_util
 from tensorboard.backend.event_processing import event_accumulator
 
-from bert import pretrained
+from bert import predict, pretrained
 from bert.finetuning import finetune
 from bert.jobs import glue as glue_job
 from bert.jobs import ner as ner_job
 from bert.jobs import settings
 from bert.jobs import squad as squad_job
 from bert.layer_stack import unstack_layers
-from bert.tasks import glue, metrics, ner
+from bert.tasks import glue, metrics, ner, squad
 from bert.training import checkpoints
 from configs import common
 from configs import embeddings as embeddings_config
@@ -237,6 +237,15 @@ def test_squad_from_google_checkpoint_scores_its_predictions(
     assert results["dev"]["total"] == 40
     nbest = json.loads((workdir / "predictions" / "nbest_predictions.json").read_text())
     assert all(nbest[q][0]["text"] == predictions[q] for q in predictions if predictions[q])
+    # bert.predict on the same questions gives the job's answers, at their place in the context
+    examples = squad.read_squad(data, is_training=False).examples[:40]
+    answers = predict.Predictor(str(workdir))([{"question": e.question, "context": e.context}
+                                               for e in examples])  # fmt: skip
+    assert [a["answer"] for a in answers] == [predictions[e.qid] for e in examples]
+    for answer, example in zip(answers, examples, strict=True):
+        if answer["answer"]:
+            assert example.context[answer["start"] : answer["end"]] == answer["answer"]
+            assert answer["score"] == pytest.approx(nbest[example.qid][0]["score"], abs=1e-5)
     if version == "2.0":
         odds = json.loads((workdir / "predictions" / "null_odds.json").read_text())
         assert set(odds) == set(predictions)

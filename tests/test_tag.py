@@ -13,10 +13,14 @@ import sys
 import conlleval
 import numpy as np
 import pytest
+import transformers
 
+from bert import predict
+from bert.export import workdirs
 from bert.jobs import tag as tag_job
 from bert.tasks import metrics, ner, tagging
 from configs import tag as tag_config
+from input_pipeline import tokenizers
 from util.errors import UserError
 
 SENTENCES = 900
@@ -90,6 +94,40 @@ def test_msra_from_random_weights_scores_as_conlleval(msra, shared_data, tmp_pat
         if scores["stats"]["pred"]:
             assert dev[f"f1_{entity_type}"] == pytest.approx(scores["evals"]["f1"], abs=1e-12)
     assert dev["f1"] > 0.1  # it learned entities in 300 steps from random weights
+    _predict_equals_the_job_and_transformers(tmp_path, vocab)
+
+
+def _written_sentences(path) -> list[tuple[list[str], list[str]]]:
+    """(tokens, predicted tags) of each sentence of a `token gold predicted` file."""
+    blocks = [b for b in path.read_text("utf-8").split("\n\n") if b.strip()]
+    rows = [[line.split(" ") for line in b.splitlines()] for b in blocks]
+    return [([r[0] for r in row], [r[2] for r in row]) for row in rows]
+
+
+def _predict_equals_the_job_and_transformers(workdir, vocab):
+    """bert.predict on the dev sentences finds the job's entities; on raw text it finds what
+    transformers' token-classification pipeline (aggregation "first") finds on the export."""
+    written = _written_sentences(workdir / "predictions" / "dev.txt")
+    predictor = predict.Predictor(str(workdir))
+    found = predictor([{"tokens": tokens} for tokens, _ in written])
+    for (tokens, tags), result in zip(written, found, strict=True):
+        starts = np.cumsum([0] + [len(t) + 1 for t in tokens])
+        want = [(kind, int(starts[a]), int(starts[b - 1] + len(tokens[b - 1])))
+                for kind, a, b in metrics.get_chunks(tags)]  # fmt: skip
+        assert [(e["entity_group"], e["start"], e["end"]) for e in result["entities"]] == want
+    unknown = tokenizers.load_tokenizer(vocab).unk_id
+    texts = ["".join(tokens) for tokens, _ in written]
+    texts = [t for t in texts if unknown not in predictor.model.tokenizer.encode_ids(t)][:40]
+    workdirs.export_workdir(workdir, workdir / "hf")
+    tagger = transformers.pipeline("token-classification", model=str(workdir / "hf"),
+                                   aggregation_strategy="first", device=-1)  # fmt: skip
+    ours = predictor(texts)
+    assert sum(len(r["entities"]) for r in ours) > 10
+    for mine, theirs in zip(ours, tagger(texts), strict=True):
+        spans = [(e["entity_group"], e["start"], e["end"]) for e in mine["entities"]]
+        assert spans == [(e["entity_group"], e["start"], e["end"]) for e in theirs]
+        scores = [e["score"] for e in mine["entities"]]
+        assert scores == pytest.approx([float(e["score"]) for e in theirs], abs=1e-5)
 
 
 def test_other_schemes_and_jsonl_read_as_the_same_sentences(msra, tmp_path):

@@ -46,38 +46,11 @@ def read_splits(config, columns: classification.Columns) -> dict[str, list[Examp
     return settings.user_splits(config, read, "CSV, TSV, JSONL or Parquet")
 
 
-def decide(outputs: np.ndarray, problem_type: str, threshold: float) -> np.ndarray:
-    """Class ids [N] (single_label), bool decisions [N, classes] (multi_label), or scores [N]."""
-    if problem_type == "regression":
-        return outputs[:, 0]
-    if problem_type == "multi_label":
-        return probabilities(outputs, problem_type) > threshold
-    return np.argmax(outputs, axis=-1)
-
-
-def probabilities(outputs: np.ndarray, problem_type: str) -> np.ndarray:
-    """Softmax over the classes (single_label) or a sigmoid per class (multi_label), float64."""
-    logits = outputs.astype(np.float64)
-    if problem_type == "multi_label":
-        return 1.0 / (1.0 + np.exp(-logits))
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 def _prediction_lines(examples, outputs, names, problem_type, threshold) -> list[str]:
-    decided = decide(outputs, problem_type, threshold)
+    rows = classification.prediction_rows(outputs, names, problem_type, threshold)
     lines = []
-    for i, example in enumerate(examples):
-        row: dict = {"where": example.where}
-        if problem_type == "regression":
-            row["score"] = float(decided[i])
-        else:
-            p = probabilities(outputs[i : i + 1], problem_type)[0]
-            if problem_type == "multi_label":
-                row["labels"] = [n for n, on in zip(names, decided[i], strict=True) if on]
-            else:
-                row["label"] = names[decided[i]]
-            row["probabilities"] = {n: float(v) for n, v in zip(names, p, strict=True)}
+    for example, row in zip(examples, rows, strict=True):
+        row = {"where": example.where, **row}
         if example.label is not None:
             row["gold"] = list(example.label) if problem_type == "multi_label" else example.label
         lines.append(json.dumps(row, ensure_ascii=False) + "\n")
@@ -104,7 +77,7 @@ def _eval_set(split, examples, feats, names, config, out_dir) -> EvalSet:
             atomic.write_atomically(out_dir / f"{split}.jsonl", "".join(lines))
         if not labelled:
             return {}
-        decided = decide(outputs, problem, threshold)
+        decided = classification.decide(outputs, problem, threshold)
         if problem == "regression":
             return class_report.regression(decided, gold)
         if problem == "multi_label":

@@ -225,3 +225,43 @@ def to_features(
     seconds = [e.texts[1] for e in examples] if pair else None
     inputs = features.encode_texts(tokenizer, firsts, seconds, max_seq_length)
     return {**inputs, "label": label_array(examples, names, problem_type)}
+
+
+def decide(outputs: np.ndarray, problem_type: str, threshold: float) -> np.ndarray:
+    """Class ids [N] (single_label), bool decisions [N, classes] (multi_label), or scores [N]."""
+    if problem_type == "regression":
+        return outputs[:, 0]
+    if problem_type == "multi_label":
+        return probabilities(outputs, problem_type) > threshold
+    return np.argmax(outputs, axis=-1)
+
+
+def probabilities(outputs: np.ndarray, problem_type: str) -> np.ndarray:
+    """Softmax over the classes (single_label) or a sigmoid per class (multi_label), float64."""
+    logits = outputs.astype(np.float64)
+    if problem_type == "multi_label":
+        return 1.0 / (1.0 + np.exp(-logits))
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def prediction_rows(
+    outputs: np.ndarray, names: Sequence[str], problem_type: str, threshold: float
+) -> list[dict[str, Any]]:
+    """One dict per row of model outputs, as transformers' text-classification pipeline
+    reports a prediction: single_label {"label", "score", "probabilities"} (the most probable
+    class, its probability, every class's); multi_label {"labels", "probabilities"} (the
+    classes above `threshold`); regression {"score"}."""
+    if problem_type == "regression":
+        return [{"score": float(v)} for v in decide(outputs, problem_type, threshold)]
+    decided = decide(outputs, problem_type, threshold)
+    rows = []
+    for chosen, p in zip(decided, probabilities(outputs, problem_type), strict=True):
+        row: dict[str, Any] = {}
+        if problem_type == "multi_label":
+            row["labels"] = [n for n, on in zip(names, chosen, strict=True) if on]
+        else:
+            row["label"], row["score"] = names[chosen], float(p[chosen])
+        row["probabilities"] = {n: float(v) for n, v in zip(names, p, strict=True)}
+        rows.append(row)
+    return rows

@@ -385,30 +385,27 @@ def window_features(
     return _arrays(windows, tokens, tag_ids, tokenizer, max_seq_length)
 
 
-def predictions_to_tags(
-    predictions: np.ndarray,
-    features: dict[str, np.ndarray],
-    sentences: Sequence[Sentence],
-    labels: Sequence[str],
-) -> list[list[str]]:
-    """Per-token class ids back to one tag per word (its first sub-token's prediction).
+def word_values(
+    values: np.ndarray, features: dict[str, np.ndarray], sentences: Sequence[Sentence]
+) -> list[np.ndarray]:
+    """Per-token values (class ids, logits, ...) back to one per word: its first sub-token's.
 
     Args:
-      predictions: int [rows, max_seq_length], e.g. the argmax of the logits.
-      features: the :func:`window_features` the predictions were made from.
+      values: [rows, max_seq_length, ...], e.g. the argmax of the logits, or the logits.
+      features: the :func:`window_features` the values were computed from.
       sentences: the sentences the features were made from.
 
     Returns:
-      One list of tags per sentence, as long as its words.
+      One array per sentence, [words, ...].
 
     Raises:
       ValueError: the features do not score every word of ``sentences`` exactly once.
     """
-    predictions = np.asarray(predictions)
+    values = np.asarray(values)
     word_ids, sentence_ids = features["word_ids"], features["sentence_ids"]
-    if predictions.shape != word_ids.shape or sentence_ids.shape != predictions.shape[:1]:
+    if values.shape[:2] != word_ids.shape or sentence_ids.shape != values.shape[:1]:
         raise ValueError(
-            f"predictions {predictions.shape}, word_ids {word_ids.shape} and sentence_ids "
+            f"values {values.shape}, word_ids {word_ids.shape} and sentence_ids "
             f"{sentence_ids.shape} do not match"
         )
     counts = np.array([len(s.words) for s in sentences], np.int64)
@@ -420,10 +417,21 @@ def predictions_to_tags(
     flat = offsets[sentence] + word  # [scored positions]
     if not (np.bincount(flat, minlength=offsets[-1]) == 1).all():
         raise ValueError("features do not score every word exactly once: other sentences?")
-    predicted = np.empty(offsets[-1], np.int64)
-    predicted[flat] = predictions[rows, columns]
-    tags = [labels[int(i)] for i in predicted]
-    return [tags[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
+    per_word = np.empty((offsets[-1], *values.shape[2:]), values.dtype)
+    per_word[flat] = values[rows, columns]
+    return [per_word[offsets[i] : offsets[i + 1]] for i in range(len(sentences))]
+
+
+def predictions_to_tags(
+    predictions: np.ndarray,
+    features: dict[str, np.ndarray],
+    sentences: Sequence[Sentence],
+    labels: Sequence[str],
+) -> list[list[str]]:
+    """Per-token class ids [rows, max_seq_length] back to one tag per word (its first
+    sub-token's prediction), one list per sentence (`word_values`)."""
+    per_word = word_values(np.asarray(predictions, np.int64), features, sentences)
+    return [[labels[int(i)] for i in ids] for ids in per_word]
 
 
 def write_conll_predictions(

@@ -379,10 +379,12 @@ def features_to_arrays(features: Sequence[SquadFeature]) -> dict[str, np.ndarray
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One scored span: its text in the original context and start + end logit."""
+    """One scored span: its text in the original context, start + end logit, and where the
+    text starts in the context (a character offset)."""
 
     text: str
     score: float
+    start: int = 0
 
 
 def _feature_candidates(
@@ -404,7 +406,7 @@ def _feature_candidates(
     s, e = s[keep], e[keep]
     scores = start_logits[s] + end_logits[e]
     return [
-        Candidate(context[offsets[i, 0] : offsets[j, 1]], float(score))
+        Candidate(context[offsets[i, 0] : offsets[j, 1]], float(score), int(offsets[i, 0]))
         for i, j, score in zip(s, e, scores, strict=True)
     ]
 
