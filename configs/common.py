@@ -175,8 +175,8 @@ def _pretrain_data() -> ml_collections.ConfigDict:
     # comma-separated globs of raw text files: local, or hf:// for Hub files; empty: the TFDS
     # data set below. Default: English Wikipedia as parquet on the Hugging Face Hub.
     d.input = "hf://datasets/wikimedia/wikipedia/20231101.en/train-*.parquet"
-    d.format = "parquet"  # text (sentence per line), paragraphs, jsonl, wikiextractor or parquet
-    d.text_field = "text"  # the field (jsonl) or string column (parquet) holding the text
+    d.format = "parquet"  # text (a sentence a line), paragraphs, jsonl, wikiextractor, parquet, csv
+    d.text_field = "text"  # the field (jsonl) or column (parquet, csv) holding the text
     d.tfds_name = "wikipedia/20230601.en"  # TFDS text data set used when data.input is empty
     d.tfds_split = "train"  # its split
     d.tfds_field = "text"  # its text feature

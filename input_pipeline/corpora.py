@@ -12,6 +12,9 @@ Formats (``read_corpus(paths, format)``):
 * ``"parquet"``: Parquet files (the Hugging Face Hub's corpora), one document per row, its text
   in a string column (the same ``text_field`` as JSON Lines), cut like a JSON Lines document.
   Read one row group at a time (`parquet_text`).
+* ``"csv"``: CSV files with a header line (RFC 4180: quoted fields may hold commas, quotes and
+  newlines), one document per row, its text in the column ``text_field`` names (a review per
+  row, say), cut like a JSON Lines document; a byte-order mark inside the text is dropped.
 
 TFDS data sets are read by `tfds_corpus.read_tfds`.
 
@@ -41,6 +44,7 @@ Bad input:
 
 import bz2
 import contextlib
+import csv
 import dataclasses
 import gzip
 import html
@@ -62,8 +66,8 @@ from util.errors import UserError
 
 Document = list[str]
 PathLike = str | os.PathLike
-FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor", "parquet")
-TEXT_FIELD_FORMATS = ("jsonl", "parquet")  # the formats whose text sits in a named field
+FORMATS = ("text", "paragraphs", "jsonl", "wikiextractor", "parquet", "csv")
+TEXT_FIELD_FORMATS = ("jsonl", "parquet", "csv")  # the formats whose text sits in a named field
 ERRORS = ("strict", "replace", "skip")
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst")  # decompressed on the fly
 
@@ -319,6 +323,43 @@ def _parquet(
                 stats.skipped_documents += 1  # null or blank text
 
 
+def _csv(
+    path: pathlib.Path,
+    errors: str,
+    stats: CorpusStats,
+    split: Callable[[str], list[str]],
+    text_field: str,
+) -> Iterator[Document]:
+    numbered = _lines(path, errors, stats)
+    number = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal number
+        for number, line in numbered:  # noqa: B007 (read back by the error messages)
+            yield line + "\n"
+
+    reader = csv.reader(lines())
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if text_field not in header:
+            raise UserError(f"{path}:1: no column {text_field!r} (the header has {header[:20]})")
+        column = header.index(text_field)
+        for row in reader:
+            if len(row) <= column:
+                if row:  # a blank line is no row
+                    raise UserError(f"{path}:{number}: {len(row)} fields, no {text_field!r}")
+                continue
+            document = text_document(row[column].replace("\ufeff", ""), split)
+            if document:
+                yield document
+            else:
+                stats.skipped_documents += 1
+    except csv.Error as e:  # a field over the csv module's limit, a NUL byte
+        raise UserError(f"{path}:{number}: not a CSV line ({e})") from None
+
+
 def read_jsonl(
     path: PathLike,
     text_field: str = "text",
@@ -394,6 +435,7 @@ _READERS = {
     "jsonl": _jsonl,
     "wikiextractor": _wikiextractor,
     "parquet": _parquet,
+    "csv": _csv,
 }
 
 

@@ -33,7 +33,7 @@ class Corpus:
 
     Attributes:
       input: comma-separated globs of raw text (local, gs://, hf://); empty: the TFDS set.
-      format: text, paragraphs, jsonl, wikiextractor or parquet.
+      format: text, paragraphs, jsonl, wikiextractor, parquet or csv.
       text_field: the jsonl field or parquet column holding the text.
       tfds_name, tfds_split, tfds_field: the TFDS text set used when `input` is empty.
       tokenizer: a tokenizer file or folder, or a Hub model id; empty: SentencePiece trained on
@@ -97,7 +97,7 @@ def _patterns(data: Corpus, workdir: pathlib.Path) -> tuple[list[str], str]:
         raise UserError(
             f"cannot read the TFDS data set {data.tfds_name!r} ({e}). To train on local "
             "text instead, set --config.data.input='/path/to/*.txt' and "
-            "--config.data.format=text|paragraphs|jsonl|wikiextractor|parquet"
+            "--config.data.format=text|paragraphs|jsonl|wikiextractor|parquet|csv"
         ) from e
     return [str(path)], "text"
 

@@ -1,7 +1,8 @@
-"""Input formats: Parquet and compressed JSON Lines prepare exactly like plain JSON Lines;
+"""Input formats: Parquet, CSV and compressed JSON Lines prepare exactly like plain JSON Lines;
 Parquet reads a row group at a time; malformed files and Beam-only TFDS data sets are clear
 user errors."""
 
+import csv
 import gzip
 import json
 import pathlib
@@ -48,7 +49,11 @@ def _write_corpus(rows: list[dict], folder: pathlib.Path) -> dict[str, tuple[str
         _write_zst(plain, folder / f"part-{i}.jsonl.zst")
         with gzip.open(folder / f"part-{i}.jsonl.gz", "wb") as f:
             f.write(plain.read_bytes())
+        with open(folder / f"part-{i}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)  # quotes the texts' commas, quotes and newlines
+            writer.writerows([["id", "text"], *([r["id"], r["text"]] for r in half)])
     return {
+        "csv": (str(folder / "part-*.csv"), "csv"),
         "parquet": (str(folder / "part-*.parquet"), "parquet"),
         "jsonl": (str(folder / "part-*.jsonl"), "jsonl"),
         "jsonl.zst": (str(folder / "part-*.jsonl.zst"), "jsonl"),
@@ -79,7 +84,7 @@ def test_parquet_and_compressed_jsonl_prepare_like_jsonl(shared_data, tmp_path):
         for name, (pattern, fmt) in inputs.items()
     }
     shards = {name: [p.read_bytes() for p in m.shard_paths] for name, m in manifests.items()}
-    for name in ("parquet", "jsonl.zst", "jsonl.gz"):
+    for name in ("parquet", "jsonl.zst", "jsonl.gz", "csv"):
         assert shards[name] == shards["jsonl"], name  # byte-identical shards
         assert manifests[name].counts == manifests["jsonl"].counts
     assert manifests["parquet"].config["format"] == "parquet"
@@ -94,6 +99,21 @@ def test_parquet_and_compressed_jsonl_prepare_like_jsonl(shared_data, tmp_path):
         encodings = [e for e in tokenizer.encode_batch(document) if e.ids]
         assert record["token_ids"] == [t for e in encodings for t in e.ids]
         assert record["sentence_lengths"] == [len(e.ids) for e in encodings]
+
+
+def test_csv_rows_and_bad_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    rows = ["label,review", '1,"\ufeff房间很大。早餐不错！"', '0,"a, b ""c""\nd"', "", "0,"]
+    path.write_text("\n".join(rows) + "\n", "utf-8")
+    stats = corpora.CorpusStats()
+    documents = list(corpora.read_corpus(path, "csv", text_field="review", stats=stats))
+    assert documents == [["房间很大。", "早餐不错！"], ['a, b "c"', "d"]]
+    assert stats.skipped_documents == 1  # the empty review
+    with pytest.raises(UserError, match=r"reviews.csv:1: no column 'text' \(the header has"):
+        list(corpora.read_corpus(path, "csv"))
+    path.write_text("label,review\n1,fine\n2\n", "utf-8")
+    with pytest.raises(UserError, match=r"reviews.csv:3: 1 fields, no 'review'"):
+        list(corpora.read_corpus(path, "csv", text_field="review"))
 
 
 def test_parquet_rows_fields_and_nulls(tmp_path):
