@@ -59,4 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # (BENCHMARKS.md)
     config.train.pack = True
     config.train.group_by_length = 0  # packing takes random batches
+    # no text twice in a batch, across its sides (sentence-transformers' no-duplicates batch
+    # sampler): a paragraph repeated in a batch of question/paragraph pairs is a false negative
+    # of the ranking loss; seeded and resumable; an epoch may end a few steps early
+    config.train.no_duplicates = False
     return config

@@ -135,9 +135,8 @@ def run(
     inputs = {k: spec.train[k] for k in spec.input_keys}
     # the order groups by the rows' real lengths, whatever the padding: the same rows each step
     lengths = buckets.lengths_of(inputs, multiple=1)
-    rows = order.make_row_order(
-        len(lengths), s.run.batch_size, s.steps, s.epochs, s.group_by_length, s.run.seed, lengths
-    )
+    rows = order.make_row_order(len(lengths), s.run.batch_size, s.steps, s.epochs,
+                                s.group_by_length, s.run.seed, lengths, spec.row_texts)  # fmt: skip
     warmup = round(s.warmup_proportion * rows.total_steps)
     schedule = optim.learning_rate_schedule(s.learning_rate, warmup, rows.total_steps)
     tx = optim.make_optimizer(s.optimizer, schedule, s.weight_decay, s.b1, s.b2, s.eps, s.clip_norm)

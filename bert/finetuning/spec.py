@@ -60,6 +60,8 @@ class Spec:
       packed_model: for a bi-encoder (bert/biencoder.py; input_keys are ids, segments, mask
         per side), the same model taking packed groups of sides (batches.PackedSides), so that
         config.train.pack can pack its texts; None: it cannot.
+      row_texts: each training row's texts as ids ([rows, texts], equal ids for equal texts):
+        given, no batch holds a text twice (order.RowOrder's `texts`); None: random batches.
     """
 
     task: str
@@ -75,6 +77,7 @@ class Spec:
     eval_input_keys: tuple[str, ...] | None = None
     pack_fill: dict[str, int] | None = None
     packed_model: nn.Module | None = None
+    row_texts: np.ndarray | None = None
 
 
 def limit_rows(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:

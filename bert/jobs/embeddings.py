@@ -203,8 +203,16 @@ def make_spec(
             "normalize": bool(config.normalize),
             "max_seq_length": config.max_seq_length,
         },  # fmt: skip
+        row_texts=text_ids(sides) if config.train.no_duplicates else None,
     )
     return spec, encoder
+
+
+def text_ids(sides: Sequence[Sequence[str]]) -> np.ndarray:
+    """[rows, sides] int64: one id per distinct text, across every side."""
+    ids: dict[str, int] = {}
+    columns = [[ids.setdefault(text, len(ids)) for text in side] for side in sides]
+    return np.array(columns, np.int64).T
 
 
 def run(config, workdir: str, encoder: pretrained.Pretrained | None = None) -> dict:
