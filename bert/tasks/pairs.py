@@ -9,6 +9,8 @@ One result type, :class:`PairSet`, from every source:
   through :mod:`bert.tasks.sts`'s readers: scored pairs, scores 0..5 as in the files.
 * SQuAD JSON (``file_format="squad"``): question/passage pairs, the passage being the
   paragraph or the sentence(s) holding the first answer (:mod:`bert.tasks.squad_pairs`).
+* Plain text (``file_format="text"``), one sentence a line: each sentence paired with itself,
+  SimCSE's unsupervised pairs (the encoder's dropout makes the two sides differ).
 
 Every problem a user can cause (missing file or column, text that is empty or not a string,
 a score that is not a finite number) raises UserError naming the file and the line or row.
@@ -22,18 +24,19 @@ from typing import Any
 from bert.tasks import squad_pairs, sts, table_files
 from bert.tasks.pair_set import PairSet
 from bert.tasks.table_files import Column
-from util import paths
+from util import paths, text_files
 from util.errors import UserError
 
 PathLike = str | os.PathLike
 KINDS = ("pairs", "triplets", "scored")
-FORMATS = ("auto", "tsv", "csv", "jsonl", "parquet", "stsbenchmark", "glue_stsb", "squad")
+FORMATS = ("auto", "tsv", "csv", "jsonl", "parquet", "stsbenchmark", "glue_stsb", "squad", "text")
 DEFAULT_COLUMNS = {
     "pairs": ("anchor", "positive"),
     "triplets": ("anchor", "positive", "negative"),
     "scored": ("sentence1", "sentence2", "score"),
 }
-_NATIVE = {"stsbenchmark": "scored", "glue_stsb": "scored", "squad": "pairs"}  # what they give
+# what they give
+_NATIVE = {"stsbenchmark": "scored", "glue_stsb": "scored", "squad": "pairs", "text": "pairs"}
 
 
 def parse_columns(columns: str | Sequence[Column], kind: str) -> tuple[Column, ...]:
@@ -101,15 +104,24 @@ def _read_sts(path: paths.Path, file_format: str) -> PairSet:
     return rows.result()
 
 
+def _sentence_with_itself(path: paths.Path) -> PairSet:
+    """SimCSE's unsupervised pairs: every non-blank line of a text file with itself (the two
+    sides then differ only in their dropout draws)."""
+    texts = tuple(line.strip() for _, line in text_files.lines(path) if line.strip())
+    return PairSet(texts, texts)
+
+
 def _read_file(path: paths.Path, kind: str, columns: tuple[Column, ...], file_format: str,
                header: bool, passage: str) -> PairSet:  # fmt: skip
     file_format = table_files.format_of(path, file_format, FORMATS[1:])
-    if file_format in ("stsbenchmark", "glue_stsb", "squad") and kind != _NATIVE[file_format]:
+    if file_format in _NATIVE and kind != _NATIVE[file_format]:
         raise UserError(f"{path}: {file_format} files give {_NATIVE[file_format]}, not {kind}")
     if file_format in ("stsbenchmark", "glue_stsb"):
         return _read_sts(path, file_format)
     if file_format == "squad":
         return squad_pairs.read_squad_pairs(path, passage)
+    if file_format == "text":
+        return _sentence_with_itself(path)
     rows = _Rows(kind, columns)
     for where, values in table_files.read_rows(path, columns, file_format, header):
         rows.add(values, where)
