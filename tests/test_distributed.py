@@ -1,5 +1,6 @@
 """Two processes joined by jax.distributed on 127.0.0.1 (gloo collectives) train like one
-process: pre-training, and the ranking loss whose in-batch negatives span both hosts."""
+process: pre-training, and the ranking loss whose in-batch negatives span both hosts, cached
+(bert/finetuning/gradcache.py) or not."""
 
 import json
 import pathlib
@@ -76,3 +77,13 @@ def test_ranking_negatives_span_both_processes(two_and_one):
         for rows in (slice(0, 8), slice(8, 16))
     ]
     assert abs(np.mean(halves) - alone["loss"]) > 0.3, (halves, alone["loss"])
+
+
+def test_the_cached_loss_across_processes_equals_one_process_uncached(two_and_one):
+    first, second, alone = two_and_one
+    assert first["cached_loss"] == second["cached_loss"]
+    assert abs(first["cached_loss"] - alone["still_loss"]) <= 1e-5 * alone["still_loss"]
+    for got, want in zip(first["cached_gradients"], alone["still_gradients"], strict=True):
+        want = np.asarray(want)
+        bound = 1e-5 * float(np.max(np.abs(want))) + 1e-9
+        assert np.max(np.abs(np.asarray(got) - want)) <= bound

@@ -146,6 +146,7 @@ def test_mnrl_on_squad_pairs_evaluates_retrieval_as_the_sts_job(shared_data, tin
         ("loss", "triplet", "config.loss='triplet' is not one of mnrl, cosent, cosine"),
         ("pooling", "last", "config.pooling='last' is not one of"),
         ("train_format", "xml", "config.train_format='xml' is not one of"),
+        ("mini_batch_size", 8, r"mini_batch_size \(the cached loss\) takes batches cut to"),
     ],
 )
 def test_config_errors_name_the_field(shared_data, tiny_hf, tmp_path, field, value, message):
@@ -176,3 +177,21 @@ def test_simcse_pairs_each_sentence_with_itself_and_dropout_tells_them_apart(tin
     config.train_kind = "scored"
     with pytest.raises(UserError, match=r"sentences.txt: text files give pairs, not scored"):
         embeddings_job.make_spec(config)
+
+
+@pytest.mark.full
+def test_a_cached_run_equals_an_uncached_one(shared_data, tiny_hf, tmp_path):
+    """config.mini_batch_size=8 at batch 16, dropout off: the same parameters and STS dev
+    scores as the run without the cache, within float noise."""
+    runs = {}
+    for mini in (0, 8):
+        config = quick(tiny_hf, shared_data / "stsbenchmark" / "sts-train.csv", steps=4)
+        config.train.pack, config.mini_batch_size = False, mini
+        config.model.hidden_dropout = config.model.attention_dropout = 0.0
+        results = embeddings_job.run(config, str(tmp_path / str(mini)))
+        params, _ = checkpoints.load_params(tmp_path / str(mini), 4)
+        runs[mini] = (results, traverse_util.flatten_dict(params))
+    (plain, want), (cached, got) = runs[0], runs[8]
+    assert cached["sts_dev"]["spearman"] == pytest.approx(plain["sts_dev"]["spearman"], abs=1e-6)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, atol=1e-5, err_msg="/".join(key))

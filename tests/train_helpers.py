@@ -1,6 +1,8 @@
 """Small synthetic batches and a tiny model for training tests: pre-training, and a bi-encoder
 with the multiple-negatives ranking loss."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +65,10 @@ def setup(
     return mesh, state, train_step, eval_step
 
 
+# TINY without dropout: a cached step equals an uncached one only on the same dropout masks
+STILL = dataclasses.replace(TINY, hidden_dropout=0.0, attention_dropout=0.0)
+
+
 def keep_gradients() -> optax.GradientTransformation:
     """An "optimizer" that leaves the parameters alone and keeps the last gradient as its state."""
 
@@ -73,16 +79,18 @@ def keep_gradients() -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda p: jax.tree.map(jnp.zeros_like, p), update)
 
 
-def mnrl_step(mesh_shape, devices, batch):
+def mnrl_step(mesh_shape, devices, batch, config=TINY, mini_batches=0):
     """The loss and the gradient of one jitted, sharded train step of a tiny bi-encoder with
-    the MNRL loss. `batch` is this process's rows of the global batch (all of it in one
-    process); the gradient comes back as numpy, so its leaves must be replicated."""
+    the MNRL loss (`mini_batches` > 0: cached, bert/finetuning/gradcache.py). `batch` is this
+    process's rows of the global batch (all of it in one process); the gradient comes back as
+    numpy, so its leaves must be replicated."""
     mesh = sharding.make_mesh(mesh_shape, devices)
-    model = BertBiEncoder(TINY)
+    model = BertBiEncoder(config)
     keys = embeddings_job.side_keys(2)
     objective = Finetuning(
-        model, embeddings_job.loss_sums(embedding_losses.make("mnrl")), keys, ("label",)
-    )
+        model, embeddings_job.loss_sums(embedding_losses.make("mnrl")), keys, ("label",),
+        mini_batches=mini_batches,
+    )  # fmt: skip
     tx, schedule = keep_gradients(), optax.constant_schedule(0.0)
     state = step.create_train_state(model, tx, mesh, seed=0, seq_length=16)
     _, shardings = step.state_shardings(model, tx, mesh, 16)

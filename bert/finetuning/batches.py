@@ -302,6 +302,19 @@ def _packed_sides(spec: Spec, settings, order: RowOrder, train_arrays, rows_mult
     )  # fmt: skip
 
 
+def mini_batches(mini_batch_size: int, batch_size: int, rows_multiple: int) -> int:
+    """How many mini-batches the cached loss cuts a batch into (0: off); errors name
+    config.mini_batch_size. Each device must hold the same share of every mini-batch."""
+    if not mini_batch_size:
+        return 0
+    if mini_batch_size < 0 or batch_size % mini_batch_size or mini_batch_size % rows_multiple:
+        raise UserError(
+            f"config.mini_batch_size={mini_batch_size} must divide config.train.batch_size="
+            f"{batch_size} and be a multiple of {rows_multiple} (the devices along the batch)"
+        )
+    return batch_size // mini_batch_size
+
+
 def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, mesh):
     """(the objective, the run's training batches): packed (settings.pack), else each step's
     rows cut to their length buckets.
@@ -316,6 +329,9 @@ def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, me
     rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * s.run.accumulation_steps
     if s.pack:
         _check_packing(spec, s.pack_length, s.group_by_length)
+        if spec.mini_batch_size:
+            raise UserError("config.mini_batch_size (the cached loss) takes batches cut to "
+                            "length buckets: set config.train.pack=False")  # fmt: skip
         if spec.packed_model is not None:
             return _packed_sides(spec, s, order, train_arrays, rows_multiple, mesh)
         objective = Finetuning(
@@ -327,7 +343,9 @@ def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, me
             order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
             multiple, mesh,
         )  # fmt: skip
-    objective = Finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys)
+    chunks = mini_batches(spec.mini_batch_size, s.run.batch_size, rows_multiple)
+    objective = Finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys,
+                           mini_batches=chunks)  # fmt: skip
     inputs = {k: spec.train[k] for k in spec.input_keys}
     text_lengths = buckets.lengths_by_text(inputs, multiple, s.text_bucket_ratio)
     return objective, TrainBatches(order, text_lengths, train_arrays, full, multiple, mesh)

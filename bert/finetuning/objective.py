@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from bert import losses
+from bert.finetuning import gradcache
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -28,6 +29,8 @@ class Finetuning:
       label_keys: the batch keys holding labels; the first one counts the loss's denominator.
       keyword_keys: more batch keys the model takes, by their names (packed rows'
         "position_ids").
+      mini_batches: >0: the model's outputs and their gradient computed in this many
+        mini-batches (gradcache.py: the loss still over the whole batch); 0: in one pass.
     """
 
     model: nn.Module
@@ -35,6 +38,7 @@ class Finetuning:
     input_keys: tuple[str, ...]
     label_keys: tuple[str, ...]
     keyword_keys: tuple[str, ...] = ()
+    mini_batches: int = 0
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
@@ -43,13 +47,18 @@ class Finetuning:
     def loss_fn(
         self, params: Any, batch: Batch, rngs: dict[str, Array] | None, total: Any
     ) -> tuple[Array, Sums]:
-        outputs = self.model.apply(
-            {"params": params},
-            *(batch[k] for k in self.input_keys),
-            **{k: batch[k] for k in self.keyword_keys},
-            deterministic=rngs is None,
-            rngs=None if rngs is None else {"dropout": rngs["dropout"]},
-        )
+        keywords = {k: batch[k] for k in self.keyword_keys}
+
+        def apply(p: Any, inputs: tuple[Array, ...], key: Array | None) -> Any:
+            return self.model.apply({"params": p}, *inputs, **keywords, deterministic=key is None,
+                                    rngs=None if key is None else {"dropout": key})  # fmt: skip
+
+        inputs = tuple(batch[k] for k in self.input_keys)
+        key = None if rngs is None else rngs["dropout"]
+        if self.mini_batches:
+            outputs = gradcache.cached_apply(apply, params, inputs, key, self.mini_batches)
+        else:
+            outputs = apply(params, inputs, key)
         sums = self.loss(outputs, batch)
         loss_sum, count = sums["loss"]
         return loss_sum / jnp.maximum(count if total is None else total, 1.0), sums

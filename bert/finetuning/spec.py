@@ -62,6 +62,8 @@ class Spec:
         config.train.pack can pack its texts; None: it cannot.
       row_texts: each training row's texts as ids ([rows, texts], equal ids for equal texts):
         given, no batch holds a text twice (order.RowOrder's `texts`); None: random batches.
+      mini_batch_size: >0: the model's outputs and their gradient computed this many rows at
+        a time, the loss over the whole batch (gradcache.py); 0: the batch in one pass.
     """
 
     task: str
@@ -78,6 +80,7 @@ class Spec:
     pack_fill: dict[str, int] | None = None
     packed_model: nn.Module | None = None
     row_texts: np.ndarray | None = None
+    mini_batch_size: int = 0
 
 
 def limit_rows(arrays: dict[str, np.ndarray], limit: int) -> dict[str, np.ndarray]:

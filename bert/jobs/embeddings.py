@@ -204,6 +204,7 @@ def make_spec(
             "max_seq_length": config.max_seq_length,
         },  # fmt: skip
         row_texts=text_ids(sides) if config.train.no_duplicates else None,
+        mini_batch_size=config.mini_batch_size,
     )
     return spec, encoder
 
