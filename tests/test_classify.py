@@ -29,10 +29,11 @@ TRAIN_ROWS, DEV_ROWS = 256, 96
 
 
 def quick(config, init_from="", steps=6, seq=64):
-    """A short run: few steps, length buckets of 16, a checkpoint at the end only."""
+    """A short run: few steps, one length bucket (one compiled shape), a checkpoint at the end
+    only."""
     config.init_from = str(init_from)
     config.max_seq_length = seq
-    config.pad_to_multiple_of = 16
+    config.pad_to_multiple_of = seq
     config.eval_batch_size = 32
     config.train.batch_size = 16
     config.train.steps = steps
