@@ -11,11 +11,14 @@ tokenize, train, evaluate), imports excluded. Ours runs configs/embeddings.py's 
 
 SQuAD: both train all-MiniLM-L6-v2 with multiple-negatives ranking (scale 20, in-batch
 negatives, the default batch order, so duplicates of a paragraph in a batch are false
-negatives on both sides) on (question, paragraph) pairs of SQuAD v1.1 dev's articles but the
-last --held_out_articles, then rank all paragraphs of the held-out articles for each of their
-questions: recall@1 and MRR@10 (theirs through InformationRetrievalEvaluator, ours through
-the job's retrieval evaluation, bert/tasks/retrieval.py). Same settings as above, the maximum
-length --squad_max_seq_length.
+negatives on both sides; with --mini_batch_size, the cached loss: ours config.mini_batch_size,
+theirs CachedMultipleNegativesRankingLoss) on (question, paragraph) pairs of SQuAD v1.1 dev's
+articles but the last --held_out_articles, then rank all paragraphs of the held-out articles
+for each of their questions: recall@1 and MRR@10 (theirs through InformationRetrievalEvaluator,
+ours through the job's retrieval evaluation, bert/tasks/retrieval.py). Same settings as above,
+the maximum length --squad_max_seq_length.
+
+Every row also gives the peak resident memory of its process (ru_maxrss).
 
 Encoding: sentences/s over the first --sentences distinct STS benchmark sentences (train, then
 dev), same batch size and maximum length: ours `bert.embed.embed` (length-sorted batches
@@ -29,18 +32,17 @@ different loads are not comparable.
 
 sentence-transformers' trainer needs `datasets` and `accelerate`, which are not in
 requirements-test.txt (datasets pins an older fsspec than the project). Install them beside the
-venv and point --st_pythonpath at them:
+venv (requirements-st-extra.txt; .ci/run does it) and point --st_pythonpath at them:
 
-  pip install --no-deps --target /tmp/st_extra datasets==5.0.1 accelerate==1.15.0 \
-      fsspec==2026.6.0 dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 pandas==3.1.1 \
-      httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0
-  python bench/embeddings.py --part=all --which=both --st_pythonpath=/tmp/st_extra
+  pip install --no-deps --target .venv/st-extra -r requirements-st-extra.txt
+  python bench/embeddings.py --part=all --which=both --st_pythonpath=.venv/st-extra
 """
 
 import argparse
 import csv
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -103,6 +105,8 @@ def ours_sts(args: argparse.Namespace) -> dict:
     config.train.epochs, config.train.steps = args.epochs, args.steps
     config.train.log_every, config.seed = 50, args.seed
     batch_options(config, args)
+    if args.mini_batch_size:  # the cached loss takes batches cut to length buckets
+        config.mini_batch_size, config.train.pack = args.mini_batch_size, False
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
         total_s = time.perf_counter() - start  # the job's; reading its logs below is the bench's
@@ -173,6 +177,8 @@ def ours_squad(args: argparse.Namespace) -> dict:
     config.train.epochs, config.train.steps = args.epochs, args.squad_steps
     config.train.log_every, config.seed = 50, args.seed
     batch_options(config, args)
+    if args.mini_batch_size:  # the cached loss takes batches cut to length buckets
+        config.mini_batch_size, config.train.pack = args.mini_batch_size, False
     with tempfile.TemporaryDirectory() as workdir:
         results = embeddings_job.run(config, workdir)
         total_s = time.perf_counter() - start
@@ -210,10 +216,15 @@ def st_squad(args: argparse.Namespace) -> dict:
             dataloader_drop_last=True, save_strategy="no", report_to="none",
             logging_steps=50, use_cpu=True,
         )  # fmt: skip
+        if args.mini_batch_size:
+            loss = losses.CachedMultipleNegativesRankingLoss(
+                model, mini_batch_size=args.mini_batch_size
+            )
+        else:
+            loss = losses.MultipleNegativesRankingLoss(model)
         trainer = SentenceTransformerTrainer(
-            model=model, args=training_args, train_dataset=train,
-            loss=losses.MultipleNegativesRankingLoss(model),
-        )  # fmt: skip
+            model=model, args=training_args, train_dataset=train, loss=loss
+        )
         train_start = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - train_start
@@ -323,13 +334,17 @@ def main() -> None:
     parser.add_argument("--encode_batch_size", type=int, default=64)
     parser.add_argument("--st_pythonpath", default="", help="where datasets/accelerate lie")
     parser.add_argument("--seed", type=int, default=0, help="data order, dropout (both sides)")
+    parser.add_argument("--mini_batch_size", type=int, default=0,
+                        help="squad: the cached loss, N rows at a time (both sides)")  # fmt: skip
     parser.add_argument("--group_by_length", type=int, default=-1,
                         help="ours: config.train.group_by_length (-1: the config's)")  # fmt: skip
     parser.add_argument("--pack", type=int, default=-1,
                         help="ours: config.train.pack, 1 or 0 (-1: the config's)")  # fmt: skip
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(CHILDREN[(args.part, args.side)](args)))
+        result = CHILDREN[(args.part, args.side)](args)
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # this process's peak
+        print(json.dumps({**result, "peak_rss_mb": round(peak_kib / 1024)}))
         return
     parts = ["sts", "squad", "encode"] if args.part == "all" else [args.part]
     sides = ["ours", "st"] if args.which == "both" else [args.which]
@@ -341,15 +356,15 @@ def main() -> None:
             print(part, side, json.dumps(rows[-1][2]), flush=True)
     print(
         "\n| part | side | steps / sentences | STS dev Spearman | recall@1 | MRR@10 "
-        "| sentences/s | train loop s | wall-clock s | load before/after |"
+        "| sentences/s | train loop s | wall-clock s | peak RSS MB | load before/after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for part, side, r in rows:
         count = r.get("steps", r.get("sentences"))
         cells = [f"{r[k]:.{d}f}" if k in r else "" for k, d in (("spearman", 2), ("recall@1", 4),
                  ("mrr@10", 4), ("sentences_per_s", 0), ("train_s", 1))]  # fmt: skip
         print(f"| {part} | {side} | {count} | {' | '.join(cells)} | {r['total_s']:.1f} "
-              f"| {r['load_before']:.1f}/{r['load_after']:.1f} |")  # fmt: skip
+              f"| {r['peak_rss_mb']} | {r['load_before']:.1f}/{r['load_after']:.1f} |")  # fmt: skip
     print("\ncommand: python bench/embeddings.py " + " ".join(sys.argv[1:]))
 
 

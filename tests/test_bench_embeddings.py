@@ -37,9 +37,10 @@ def test_bench_runs_on_tiny_settings(shared_data, tmp_path):
     sts, squad, encode = bench(model, "--part=all", "--which=ours", "--steps=2", "--squad_steps=2",
                                "--train_limit=32", "--eval_limit=32", "--held_out_articles=1",
                                "--squad_max_seq_length=32", "--sentences=40",
-                               "--encode_batch_size=8")  # fmt: skip
+                               "--encode_batch_size=8", "--mini_batch_size=8")  # fmt: skip
     assert sts[:3] == ["sts", "ours", "2"] and -100 <= float(sts[3]) <= 100, sts
     assert squad[:3] == ["squad", "ours", "2"] and 0 <= float(squad[4]) <= float(squad[5]) <= 1
+    assert int(squad[9]) > 100  # the cached loss's run, and its peak memory in MB
     (theirs,) = bench(model, "--part=encode", "--which=st", "--sentences=40",
                       "--encode_batch_size=8")  # fmt: skip
     assert encode[:3] == ["encode", "ours", "40"] and theirs[:3] == ["encode", "st", "40"]
