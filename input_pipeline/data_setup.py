@@ -22,7 +22,8 @@ LOCAL_INSTEAD = (
     "To train on local files instead, pass --config.data.input='corpus/*' and their format: "
     "--config.data.format=text (a sentence per line, blank lines between documents), "
     "paragraphs (a paragraph per line), wikiextractor (WikiExtractor's <doc> output), "
-    "jsonl or parquet (the text in --config.data.text_field)"
+    "jsonl (a document per line), parquet or csv (a document per row), the text in "
+    "--config.data.text_field"
 )
 
 

@@ -295,8 +295,8 @@ def test_glob_matching_nothing_is_named(tmp_path):
     pattern = str(tmp_path / "nothing-*.txt")
     with pytest.raises(UserError, match=re.escape(pattern)):
         corpora.read_corpus(pattern, "text")  # raised at the call, before iteration
-    with pytest.raises(ValueError, match="unknown corpus format 'csv'"):
-        corpora.read_corpus(pattern, "csv")
+    with pytest.raises(ValueError, match="unknown corpus format 'xml'"):
+        corpora.read_corpus(pattern, "xml")
 
 
 def test_empty_and_blank_files_are_counted_skips(tmp_path):
