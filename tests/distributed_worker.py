@@ -3,8 +3,8 @@
 Usage: python tests/distributed_worker.py PROCESS_ID NUM_PROCESSES PORT DEVICES_PER_PROCESS
 Prints as JSON on the last line: the losses of 5 pre-training steps ("losses"), then of one
 bi-encoder step with the multiple-negatives ranking loss on a 16-row pair batch, this process
-feeding its share of the rows ("loss", and the gradient's leaves as "gradients"), and of the
-same step without dropout, uncached ("still_*") and cached in 2 mini-batches ("cached_*").
+feeding its share of the rows, dropout off ("loss", and the gradient's leaves as "gradients"),
+and of the same step cached in 2 mini-batches ("cached_loss", "cached_gradients").
 """
 
 import json
@@ -41,12 +41,9 @@ for step in range(5):
     state, metrics = train_step(state, sharding.global_batch(batch, mesh))
     result["losses"].append(float(metrics["loss"]))
 batch = local_rows(train_helpers.pair_batch(16))
-loss, grads = train_helpers.mnrl_step((jax.device_count(), 1, 1), None, batch)
-result["loss"] = loss
-result["gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
-for name, chunks in (("still", 0), ("cached", 2)):
+for name, chunks in (("", 0), ("cached_", 2)):
     loss, grads = train_helpers.mnrl_step((jax.device_count(), 1, 1), None, batch,
                                           train_helpers.STILL, chunks)  # fmt: skip
-    result[f"{name}_loss"] = loss
-    result[f"{name}_gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
+    result[f"{name}loss"] = loss
+    result[f"{name}gradients"] = [np.asarray(g).ravel().tolist() for g in jax.tree.leaves(grads)]
 print(json.dumps(result))

@@ -2,7 +2,10 @@
 SST-2 read as a plain CSV or JSONL file predicts what the GLUE job predicts on the GLUE folder;
 the multi-label and regression heads, exported, equal transformers' BertForSequenceClassification
 with that problem_type (loss and logits); the scores equal scikit-learn's; bad rows and settings
-are one line naming the file, line or field."""
+are one line naming the file, line or field. And python -m bert.predict on these workdirs gives
+the job's own dev predictions, and on their export transformers' text-classification pipeline's
+labels and scores (within 1e-5). Predicting tags: tests/test_tag.py; answers:
+tests/test_finetune_jobs.py."""
 
 import csv
 import json
@@ -15,7 +18,7 @@ import sklearn.metrics
 import torch
 import transformers
 
-from bert import pretrained
+from bert import predict, pretrained
 from bert.export import workdirs
 from bert.heads import BertForSequenceClassification
 from bert.jobs import classify as classify_job
@@ -66,27 +69,52 @@ def sst2_subset(shared_data, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("file_format", ["csv", pytest.param("jsonl", marks=pytest.mark.full)])
-def test_sst2_as_a_plain_file_predicts_as_the_glue_job(file_format, sst2_subset, tiny_hf, tmp_path):
+def _sst2_files(folder: pathlib.Path, subset: pathlib.Path, file_format: str, config) -> None:
+    """The subset's train and dev rows as a user's files would hold them (the label first, a
+    number in JSON), named in `config`."""
+    for split, field in (("train", "train_file"), ("dev", "eval_file")):
+        rows = glue.read_tsv(subset / f"{split}.tsv")[1:]
+        rows = [[int(label) if file_format == "jsonl" else label, text] for text, label in rows]
+        config[field] = _write(folder / f"{split}.{file_format}", ["label", "sentence"], rows,
+                               file_format)  # fmt: skip
+    config.text_columns = "sentence"
+
+
+@pytest.fixture(scope="module")
+def sst2_runs(sst2_subset, tiny_hf, tmp_path_factory):
+    """The GLUE job on the subset's folder ("glue") and the classification job on the same rows
+    as CSV ("ours", with dev.csv beside it), both from the tiny checkpoint."""
+    folder = tmp_path_factory.mktemp("sst2_runs")
     glue_run = quick(glue_config.get_config("task=sst2"), tiny_hf)
     glue_run.data_dir, glue_run.predict_splits = str(sst2_subset), ()
-    glue_results = glue_job.run(glue_run, str(tmp_path / "glue"))
+    glue_job.run(glue_run, str(folder / "glue"))
     config = quick(classify_config.get_config(), tiny_hf)
-    for split, field in (("train", "train_file"), ("dev", "eval_file")):
-        rows = glue.read_tsv(sst2_subset / f"{split}.tsv")[1:]
-        # as a user's file would hold them: the label first, as a number in JSON
-        rows = [[int(label) if file_format == "jsonl" else label, text] for text, label in rows]
-        path = tmp_path / f"{split}.{file_format}"
-        config[field] = _write(path, ["label", "sentence"], rows, file_format)
-    config.text_columns = "sentence"
-    ours = classify_job.run(config, str(tmp_path / "ours"))
-    theirs = glue.read_tsv(tmp_path / "glue" / "predictions" / "dev.tsv")[1:]
-    lines = (tmp_path / "ours" / "predictions" / "dev.jsonl").read_text("utf-8").splitlines()
+    _sst2_files(folder, sst2_subset, "csv", config)
+    classify_job.run(config, str(folder / "ours"))
+    return folder
+
+
+def _same_predictions(glue_dir: pathlib.Path, ours: pathlib.Path) -> None:
+    theirs = glue.read_tsv(glue_dir / "predictions" / "dev.tsv")[1:]
+    lines = (ours / "predictions" / "dev.jsonl").read_text("utf-8").splitlines()
     predicted = [json.loads(line)["label"] for line in lines]
     assert predicted == [label for _, label in theirs] and len(predicted) == DEV_ROWS
-    assert ours["dev"]["accuracy"] == glue_results["dev"]["accuracy"]
-    confusion = (tmp_path / "ours" / "predictions" / "dev_confusion.tsv").read_text("utf-8")
+    glue_accuracy = json.loads((glue_dir / "eval_results.json").read_text())["dev"]["accuracy"]
+    assert json.loads((ours / "eval_results.json").read_text())["dev"]["accuracy"] == glue_accuracy
+
+
+def test_sst2_as_a_csv_file_predicts_as_the_glue_job(sst2_runs):
+    _same_predictions(sst2_runs / "glue", sst2_runs / "ours")
+    confusion = (sst2_runs / "ours" / "predictions" / "dev_confusion.tsv").read_text("utf-8")
     assert confusion.splitlines()[0] == "true\\predicted\t0\t1"
+
+
+@pytest.mark.full
+def test_sst2_as_a_jsonl_file_predicts_as_the_glue_job(sst2_runs, sst2_subset, tiny_hf, tmp_path):
+    config = quick(classify_config.get_config(), tiny_hf)
+    _sst2_files(tmp_path, sst2_subset, "jsonl", config)
+    classify_job.run(config, str(tmp_path / "ours"))
+    _same_predictions(sst2_runs / "glue", tmp_path / "ours")
 
 
 def _entity_types(shared_data, rows: int) -> list[list]:
@@ -111,29 +139,38 @@ def _hf_outputs(directory: pathlib.Path, batch: dict, labels: np.ndarray):
     return model.config.problem_type, out.logits.numpy(), float(out.loss)
 
 
-@pytest.mark.parametrize(
-    "problem_type", ["multi_label", pytest.param("regression", marks=pytest.mark.full)]
-)
-def test_exported_heads_equal_transformers_problem_types(problem_type, shared_data, tmp_path):
-    """From a random tiny encoder (init_from empty): the job trains, the workdir exports with
-    the problem_type, and transformers' class computes our logits and loss on its weights."""
+def _trained(shared_data, folder: pathlib.Path, problem_type: str):
+    """(config, workdir): a random tiny encoder (init_from empty) trained by the job on CoNLL
+    sentences' entity types (multi_label) or GLUE STS-B's pairs and scores (regression), its
+    workdir exported to folder / "hf"."""
     config = quick(classify_config.get_config("size=tiny"))
     config.tokenizer = str(shared_data / "vocab" / "bert-base-uncased-vocab.txt")
     if problem_type == "multi_label":
         rows = _entity_types(shared_data, 300)
-        config.train_file = _write(tmp_path / "train.csv", ["text", "types"], rows, "csv")
-        config.label_column = "types"
+        config.train_file = _write(folder / "train.csv", ["text", "types"], rows, "csv")
+        config.label_column, config.threshold = "types", 0.45
     else:  # a text pair and its score, from GLUE's STS-B file as it is
         config.train_file = str(shared_data / "glue" / "STS-B" / "dev.tsv")
         config.text_columns, config.label_column = "sentence1,sentence2", "score"
         config.train_limit = 300
     config.problem_type, config.dev_fraction = problem_type, 0.2
-    results = classify_job.run(config, str(tmp_path / "run"))
-    metric = "f1_micro" if problem_type == "multi_label" else "spearman"
-    assert metric in results["dev"]
-    exported = workdirs.export_workdir(tmp_path / "run", tmp_path / "hf")
+    results = classify_job.run(config, str(folder / "run"))
+    assert ("f1_micro" if problem_type == "multi_label" else "spearman") in results["dev"]
+    exported = workdirs.export_workdir(folder / "run", folder / "hf")
     assert exported.architecture == "BertForSequenceClassification"
-    loaded = pretrained.load(str(tmp_path / "run"))
+    return config, folder / "run"
+
+
+@pytest.fixture(scope="module")
+def multi_label_run(shared_data, tmp_path_factory):
+    return _trained(shared_data, tmp_path_factory.mktemp("multi_label"), "multi_label")
+
+
+def _heads_equal_transformers(config, workdir: pathlib.Path) -> None:
+    """Our head and transformers' class with that problem_type, on the exported weights and a
+    batch of the training rows: the same logits and loss."""
+    problem_type = config.problem_type
+    loaded = pretrained.load(str(workdir))
     columns = classify_job.file_columns(config)
     examples = classification.read_examples(config.train_file, columns)[:24]
     batch = classification.to_features(examples, loaded.labels, problem_type,
@@ -142,12 +179,23 @@ def test_exported_heads_equal_transformers_problem_types(problem_type, shared_da
     logits = np.asarray(model.apply({"params": loaded.params}, batch["input_ids"],
                                     batch["segment_ids"], batch["input_mask"]))  # fmt: skip
     total, count = classify_job._loss(problem_type)(logits, batch)["loss"]
-    kind, hf_logits, hf_loss = _hf_outputs(tmp_path / "hf", batch, batch["label"])
+    kind, hf_logits, hf_loss = _hf_outputs(workdir.parent / "hf", batch, batch["label"])
     assert kind == workdirs.HF_PROBLEM_TYPES[problem_type]
     np.testing.assert_allclose(logits, hf_logits, atol=1e-5, rtol=0)
     assert float(total) / float(count) == pytest.approx(hf_loss, abs=1e-5)
-    if problem_type == "multi_label":
-        assert loaded.labels == ("LOC", "MISC", "ORG", "PER")
+
+
+def test_the_exported_multi_label_head_equals_transformers(multi_label_run):
+    """The job trained a random tiny encoder; the workdir exports with problem_type
+    multi_label_classification, and transformers' class computes our logits and loss."""
+    config, workdir = multi_label_run
+    _heads_equal_transformers(config, workdir)
+    assert pretrained.load(str(workdir)).labels == ("LOC", "MISC", "ORG", "PER")
+
+
+@pytest.mark.full
+def test_the_exported_regression_head_equals_transformers(shared_data, tmp_path):
+    _heads_equal_transformers(*_trained(shared_data, tmp_path, "regression"))
 
 
 def test_single_label_report_equals_scikit_learn():
@@ -260,3 +308,75 @@ def test_bad_settings_and_unknown_dev_labels_are_one_line(tmp_path, shared_data)
     empty.train_file = config.train_file
     with pytest.raises(UserError, match=r"config.init_from is empty, so the encoder starts"):
         classify_job.run(empty, str(tmp_path / "run"))
+
+
+# python -m bert.predict on the workdirs above (bert/predict.py): the job's own dev predictions,
+# and transformers' text-classification pipeline on the exported directory.
+
+
+def _dev_texts(folder: pathlib.Path) -> list[str]:
+    with open(folder / "dev.csv", encoding="utf-8", newline="") as f:
+        return [row["sentence"] for row in csv.DictReader(f)]
+
+
+def _dev_rows(folder: pathlib.Path) -> list[dict]:
+    lines = (folder / "ours" / "predictions" / "dev.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _pipeline_scores(directory: pathlib.Path, texts) -> list[dict[str, float]]:
+    classifier = transformers.pipeline("text-classification", model=str(directory), top_k=None,
+                                       device=-1)  # fmt: skip
+    return [{r["label"]: r["score"] for r in rows} for rows in classifier(texts)]
+
+
+def test_predict_gives_the_jobs_dev_predictions(sst2_runs):
+    ours = predict.Predictor(str(sst2_runs / "ours"))(_dev_texts(sst2_runs))
+    job = _dev_rows(sst2_runs)
+    assert [r["label"] for r in ours] == [r["label"] for r in job] and len(ours) == DEV_ROWS
+    for mine, theirs in zip(ours, job, strict=True):
+        assert mine["probabilities"] == pytest.approx(theirs["probabilities"], abs=1e-6)
+        assert mine["score"] == max(mine["probabilities"].values())
+
+
+def test_predict_equals_transformers_pipeline_on_the_export(sst2_runs, multi_label_run, tmp_path):
+    """Single-label (softmax) from the SST-2 workdir and multi-label (a sigmoid per class, the
+    classes over the job's threshold) from the entity-types workdir."""
+    workdirs.export_workdir(sst2_runs / "ours", tmp_path / "hf")
+    texts = _dev_texts(sst2_runs)[:40]
+    ours = predict.Predictor(str(sst2_runs / "ours"))(texts)
+    for mine, theirs in zip(ours, _pipeline_scores(tmp_path / "hf", texts), strict=True):
+        assert mine["probabilities"] == pytest.approx(theirs, abs=1e-5)
+        assert mine["label"] == max(theirs, key=theirs.get)
+    config, workdir = multi_label_run
+    texts = [row[0] for row in _entity_types_texts(config)]
+    ours = predict.Predictor(str(workdir))(texts)
+    for mine, theirs in zip(ours, _pipeline_scores(workdir.parent / "hf", texts), strict=True):
+        assert mine["probabilities"] == pytest.approx(theirs, abs=1e-5)
+        assert mine["labels"] == [n for n, p in mine["probabilities"].items() if p > 0.45]
+
+
+def _entity_types_texts(config) -> list[list[str]]:
+    with open(config.train_file, encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))[1:31]
+
+
+def test_the_predict_command_writes_json_lines_and_names_bad_input(sst2_runs, tmp_path, capsys):
+    workdir = str(sst2_runs / "ours")
+    source = tmp_path / "in.txt"
+    source.write_text("a gorgeous , witty , seductive movie .\n\nit 's a mess .\n")
+    out = tmp_path / "out.jsonl"
+    assert predict.main([workdir, f"--input={source}", f"--output={out}"]) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    direct = predict.Predictor(workdir)(
+        ["a gorgeous , witty , seductive movie .", "it 's a mess ."]
+    )
+    assert written == json.loads(json.dumps(direct))
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "fine"}\n{"txt": "oops"}\n')
+    assert predict.main([workdir, f"--input={jsonl}"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == ["error: input 2: a JSON object needs a 'text' string"]
+    source.write_text("one\ttwo\tthree\n")
+    assert predict.main([workdir, f"--input={source}"]) == 2
+    assert "in.txt:1: 3 tab-separated fields" in capsys.readouterr().err

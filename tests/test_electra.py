@@ -284,7 +284,7 @@ def _run_args(shared_data, workdir) -> list[str]:
 def electra_run(shared_data, tmp_path_factory):
     """The tiny ELECTRA trained STEPS steps through main.py."""
     workdir = tmp_path_factory.mktemp("electra")
-    result = run_job(_run_args(shared_data, workdir))
+    result = run_job(_run_args(shared_data, workdir), devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 

