@@ -141,10 +141,10 @@ class Predictor:
             tokens = item["tokens"]
             if not isinstance(tokens, list) or not all(isinstance(t, str) and t for t in tokens):
                 raise UserError(f"input {number}: 'tokens' must be a list of non-empty strings")
-            text, words = " ".join(tokens), []
+            text, words, start = " ".join(tokens), [], 0
             for token in tokens:
-                start = sum(len(t) + 1 for t in tokens[: len(words)])
                 words.append((start, start + len(token)))
+                start += len(token) + 1
             return text, words
         text = _one_text(item, number)
         ((ids, offsets),) = token_offsets.encode_batch(self.model.tokenizer, [text])

@@ -23,6 +23,7 @@ from bert.export import workdirs
 from bert.heads import BertForSequenceClassification
 from bert.jobs import classify as classify_job
 from bert.jobs import glue as glue_job
+from bert.jobs import settings
 from bert.tasks import class_report, classification, glue, ner
 from configs import classify as classify_config
 from configs import glue as glue_config
@@ -255,10 +256,10 @@ def test_labels_read_from_any_format_and_held_out_rows_are_seeded(tmp_path):
     examples = classification.read_examples(str(tmp_path / "rows.jsonl"), single)
     names = classification.label_names(examples, "", "single_label")
     assert names == tuple(str(i) for i in range(12))  # 2 before 10
-    train, dev, test = classification.hold_out(examples, [0.2, 0.1], seed=7)
-    again = classification.hold_out(examples, [0.2, 0.1], seed=7)
+    train, dev, test = settings.hold_out(examples, [0.2, 0.1], seed=7)
+    again = settings.hold_out(examples, [0.2, 0.1], seed=7)
     assert [len(train), len(dev), len(test)] == [42, 12, 6] and again == [train, dev, test]
-    assert classification.hold_out(examples, [0.2, 0.1], seed=8) != again
+    assert settings.hold_out(examples, [0.2, 0.1], seed=8) != again
     wheres = [e.where for part in (train, dev, test) for e in part]
     assert sorted(wheres) == sorted(e.where for e in examples)  # disjoint, every row once
     assert [e.where for e in dev] == [e.where for e in examples if e in dev]  # file order

@@ -130,9 +130,7 @@ def user_splits(
     """{split: rows} of a job on the user's files: train from config.train_file, and dev and
     test from config.eval_file and config.test_file, or where one is empty, the
     config.dev_fraction and config.test_fraction of the training rows held out with
-    config.split_seed (`classification.hold_out`). `read(patterns, split)` reads files."""
-    from bert.tasks import classification  # noqa: PLC0415 (only these jobs need it)
-
+    config.split_seed (`hold_out`). `read(patterns, split)` reads files."""
     if not config.train_file:
         raise UserError(f"config.train_file is empty: give the training file(s), {what}")
     train = read(config.train_file, "train")
@@ -141,10 +139,28 @@ def user_splits(
     wanted = (("dev", config.dev_fraction, config.eval_file),
               ("test", config.test_fraction, config.test_file))  # fmt: skip
     held = {split: fraction for split, fraction, given in wanted if not given and fraction > 0}
-    train, *parts = classification.hold_out(train, list(held.values()), config.split_seed)
+    train, *parts = hold_out(train, list(held.values()), config.split_seed)
     out = {"train": train, **dict(zip(held, parts, strict=True))}
     out |= {split: read(given, split) for split, _, given in wanted if given}
     return out
+
+
+def hold_out(examples: Sequence[T], fractions: Sequence[float], seed: int) -> list[list[T]]:
+    """The rows kept, then one held-out sample per fraction (dev, test), drawn without
+    overlap by a permutation of the rows seeded with `seed`; each list in file order."""
+    for fraction in fractions:
+        if not 0.0 <= fraction < 1.0:
+            raise UserError(f"a held-out fraction of {fraction} must lie in [0, 1)")
+    order = np.random.default_rng(seed).permutation(len(examples))
+    sizes = [round(f * len(examples)) for f in fractions]
+    if sum(sizes) >= len(examples):
+        raise UserError(f"holding out {sizes} of {len(examples)} rows leaves none to train on")
+    held, start = [], 0
+    for size in sizes:
+        held.append(np.sort(order[start : start + size]))
+        start += size
+    kept = np.sort(order[start:])
+    return [[examples[i] for i in part] for part in (kept, *held)]
 
 
 def limited(items: Sequence[T], limit: int, config: ml_collections.ConfigDict) -> list[T]:

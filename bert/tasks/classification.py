@@ -19,7 +19,7 @@ no file gives them, are a seeded sample of the training file, each split kept in
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +29,6 @@ from input_pipeline import tokenizers
 from util import paths
 from util.errors import UserError
 
-T = TypeVar("T")
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 _TRUE, _FALSE = ("1", "1.0", "true", "yes"), ("0", "0.0", "false", "no", "")
 
@@ -164,24 +163,6 @@ def label_names(examples: Sequence[Example], given: str, problem_type: str) -> t
         raise UserError(f"the training rows hold {len(names)} class name(s) {list(names)}: a "
                         f"classifier needs {least} or more (or give config.labels)")  # fmt: skip
     return names
-
-
-def hold_out(examples: Sequence[T], fractions: Sequence[float], seed: int) -> list[list[T]]:
-    """The rows kept, then one held-out sample per fraction (dev, test), drawn without
-    overlap by a permutation of the rows seeded with `seed`; each list in file order."""
-    for fraction in fractions:
-        if not 0.0 <= fraction < 1.0:
-            raise UserError(f"a held-out fraction of {fraction} must lie in [0, 1)")
-    order = np.random.default_rng(seed).permutation(len(examples))
-    sizes = [round(f * len(examples)) for f in fractions]
-    if sum(sizes) >= len(examples):
-        raise UserError(f"holding out {sizes} of {len(examples)} rows leaves none to train on")
-    held, start = [], 0
-    for size in sizes:
-        held.append(np.sort(order[start : start + size]))
-        start += size
-    kept = np.sort(order[start:])
-    return [[examples[i] for i in part] for part in (kept, *held)]
 
 
 def label_array(examples: Sequence[Example], names: Sequence[str], problem_type: str) -> np.ndarray:

@@ -13,9 +13,9 @@ sentence-transformers' ``InformationRetrievalEvaluator`` does).
 
 import csv
 import dataclasses
-import json
 import os
 
+from bert.tasks import table_files
 from util import paths
 from util.errors import UserError
 
@@ -45,27 +45,17 @@ class RetrievalSet:
 def _jsonl(path: PathLike, fields: tuple[str, ...]) -> dict[str, dict]:
     records: dict[str, dict] = {}
     try:
-        with paths.open_text(path, "utf-8-sig") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise UserError(
-                        f"{where}: a JSON object is needed, not {type(record).__name__}"
-                    )
-                for field in fields:
-                    if not isinstance(record.get(field), str):
-                        raise UserError(f"{where}: field {field!r} is missing or not a string")
-                if not record["text"].strip() and not str(record.get("title") or "").strip():
-                    raise UserError(f"{where}: field 'text' is empty")
-                if record["_id"] in records:
-                    raise UserError(f"{where}: id {record['_id']!r} appears twice")
-                records[record["_id"]] = record
+        for where, record in table_files.json_lines(path):
+            if not isinstance(record, dict):
+                raise UserError(f"{where}: a JSON object is needed, not {type(record).__name__}")
+            for field in fields:
+                if not isinstance(record.get(field), str):
+                    raise UserError(f"{where}: field {field!r} is missing or not a string")
+            if not record["text"].strip() and not str(record.get("title") or "").strip():
+                raise UserError(f"{where}: field 'text' is empty")
+            if record["_id"] in records:
+                raise UserError(f"{where}: id {record['_id']!r} appears twice")
+            records[record["_id"]] = record
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except UnicodeDecodeError as e:

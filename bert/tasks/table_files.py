@@ -152,31 +152,37 @@ def _delimited(path, columns, delimiter: str, header: bool) -> Iterator[tuple[st
             raise UserError(f"{where}: not a {delimiter!r}-separated line: {e}") from None
 
 
-def _jsonl(path, columns) -> Iterator[tuple[str, list[Any]]]:
+def json_lines(path: paths.Path) -> Iterator[tuple[str, Any]]:
+    """("file:line", value) for each non-blank line of a JSON Lines file (compressed by its
+    suffix or not); a line that is not JSON raises UserError naming it."""
     with _open_text(path) as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{line_number}"
             try:
-                record = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            values = []
-            for column in columns:
-                if isinstance(record, dict) and isinstance(column, str):
-                    if column not in record:
-                        raise UserError(f"{where}: no key {column!r} (keys: {list(record)})")
-                    values.append(record[column])
-                elif isinstance(record, list) and isinstance(column, int):
-                    if column >= len(record):
-                        raise UserError(f"{where}: {len(record)} items, no position {column}")
-                    values.append(record[column])
-                else:
-                    kind = type(record).__name__
-                    raise UserError(f"{where}: a JSON {kind} cannot be read by column "
-                                    f"{column!r} (objects by key, arrays by position)")  # fmt: skip
-            yield where, values
+
+
+def _jsonl(path, columns) -> Iterator[tuple[str, list[Any]]]:
+    for where, record in json_lines(path):
+        values = []
+        for column in columns:
+            if isinstance(record, dict) and isinstance(column, str):
+                if column not in record:
+                    raise UserError(f"{where}: no key {column!r} (keys: {list(record)})")
+                values.append(record[column])
+            elif isinstance(record, list) and isinstance(column, int):
+                if column >= len(record):
+                    raise UserError(f"{where}: {len(record)} items, no position {column}")
+                values.append(record[column])
+            else:
+                kind = type(record).__name__
+                raise UserError(f"{where}: a JSON {kind} cannot be read by column "
+                                f"{column!r} (objects by key, arrays by position)")  # fmt: skip
+        yield where, values
 
 
 def _parquet(path, columns) -> Iterator[tuple[str, list[Any]]]:
