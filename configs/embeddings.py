@@ -51,7 +51,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # the cached loss (GradCache, as sentence-transformers' Cached... losses): the embeddings and
     # their gradient computed this many rows at a time, without activations kept, the loss over
     # the whole batch, so the batch (the negatives) is bounded by time, not memory; a multiple
-    # of the devices dividing train.batch_size; needs train.pack=False; 0: one pass
+    # of the devices dividing train.batch_size (with train.pack, each mini-batch packed into
+    # rows of its own); 0: one pass
     config.mini_batch_size = 0
     # sentence-transformers' training_stsbenchmark recipe: batch 16, learning rate 2e-5, warm-up
     # 10%; AdamW as its trainer (Hugging Face Trainer) runs it: no weight decay, epsilon 1e-8.

@@ -146,7 +146,7 @@ def test_mnrl_on_squad_pairs_evaluates_retrieval_as_the_sts_job(shared_data, tin
         ("loss", "triplet", "config.loss='triplet' is not one of mnrl, cosent, cosine"),
         ("pooling", "last", "config.pooling='last' is not one of"),
         ("train_format", "xml", "config.train_format='xml' is not one of"),
-        ("mini_batch_size", 8, r"mini_batch_size \(the cached loss\) takes batches cut to"),
+        ("mini_batch_size", 3, r"mini_batch_size=3 must divide config.train.batch_size"),
     ],
 )
 def test_config_errors_name_the_field(shared_data, tiny_hf, tmp_path, field, value, message):

@@ -149,11 +149,13 @@ def packed_config(tiny_hf, shared_data, pack: bool, data: str = "sts"):
 def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
     """The job's first batch of 16 pairs (MNRL, symmetric, Matryoshka) on 8 devices, each side
     in its length bucket or packed (STS pairs' sides together, SQuAD's questions and
-    paragraphs apart): the same loss within 1e-6 and the same gradient within 1e-5 of its
+    paragraphs apart), and packed with the cached loss in 2 mini-batches of 8 (each packed
+    into its own rows): the same loss within 1e-6 and the same gradient within 1e-5 of its
     largest entry."""
     got = {}
-    for pack in (False, True):
+    for pack, mini in ((False, 0), (True, 0), (True, 8)):
         config = packed_config(tiny_hf, shared_data, pack, data)
+        config.mini_batch_size = mini
         spec, encoder = embeddings_job.make_spec(config)
         lengths = buckets.lengths_of({k: spec.train[k] for k in spec.input_keys}, 1)
         run = settings.finetuning(config)
@@ -163,15 +165,20 @@ def test_packed_loss_and_gradient_equal_unpacked(shared_data, tiny_hf, data):
         objective, steps = batches.train_batches(spec, run, rows, lengths, mesh)
         batch = steps.batches(0)(0)
         grad = jax.value_and_grad(lambda p, b, o=objective: o.loss_fn(p, b, None, None)[0])
-        got[pack] = jax.device_get(jax.jit(grad)({"bert": encoder.encoder}, batch))
+        got[pack, mini] = jax.device_get(jax.jit(grad)({"bert": encoder.encoder}, batch))
         assert any(k.startswith("pack1_") for k in batch) == (pack and data == "squad")
-    (loss, grads), (packed_loss, packed_grads) = got[False], got[True]
-    assert packed_loss == pytest.approx(loss, rel=1e-6)
+        assert objective.mini_batches == (2 if mini else 0)
+        if mini:  # each mini-batch's texts start within its own rows
+            rows, length = batch["pack0_input_ids"].shape
+            assert batch["pack0_starts"].max() < rows // 2 * length
+    loss, grads = got[False, 0]
     largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(grads))
-    for (path, value), packed in zip(
-        jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(packed_grads), strict=True
-    ):
-        np.testing.assert_allclose(packed, value, rtol=0, atol=1e-5 * largest, err_msg=str(path))
+    for packed_loss, packed_grads in (got[True, 0], got[True, 8]):
+        assert packed_loss == pytest.approx(loss, rel=1e-6)
+        for (path, value), packed in zip(
+            jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(packed_grads), strict=True
+        ):
+            np.testing.assert_allclose(packed, value, atol=1e-5 * largest, err_msg=str(path))
 
 
 # The int32 [rows, length] arrays of the packed run's one compiled train step, and how many

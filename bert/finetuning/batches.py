@@ -11,7 +11,7 @@ a run, with the objective that reads its batches.
 
 import abc
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -121,6 +121,25 @@ def pack_plan(
     return packed, num_rows, length
 
 
+def pack_chunks(
+    lengths: Sequence[np.ndarray],
+    row_length: int,
+    num_rows: int,
+    rows_multiple: int,
+    multiple: int,
+    full: int,
+) -> tuple[list[list[list[int]]], int, int]:
+    """`pack_plan` for the mini-batches of a cached step, each packed into its own rows: (per
+    mini-batch, its packed rows; the number of rows each takes; their length), the same for
+    all (the longest and most that any mini-batch's plan needs). One mini-batch: pack_plan's."""
+    plans = [pack_plan(n, row_length, num_rows, rows_multiple, multiple, full) for n in lengths]
+    length = max(plan[2] for plan in plans)
+    packed = [plan[0] if plan[2] == length else packing.first_fit(n, length)
+              for plan, n in zip(plans, lengths, strict=True)]  # fmt: skip
+    most = max(-(-len(rows) // rows_multiple) * rows_multiple for rows in packed)
+    return packed, max(num_rows, most), length
+
+
 @dataclasses.dataclass(frozen=True)
 class PackedBatches(_Steps):
     """The training batches of a run with config.train.pack: each step's rows (`order`) packed
@@ -168,15 +187,27 @@ class PackedBatches(_Steps):
 
 
 def rows_to_hold(
-    order: RowOrder, lengths: np.ndarray, row_length: int, rows_multiple: int, steps: int
+    order: RowOrder,
+    lengths: np.ndarray,
+    row_length: int,
+    rows_multiple: int,
+    steps: int,
+    chunks: int = 1,
 ) -> tuple[int, int]:
     """The packed rows of `row_length` tokens that the run's first `steps` steps need
-    (first-fit): (enough for PACK_QUANTILE of them, enough for all), each rounded up to a
-    multiple of `rows_multiple`. `lengths`: [rows, ...] each training row's sequences."""
-    need = [len(packing.first_fit(lengths[order.rows(step)].reshape(-1), row_length))
+    (first-fit; with `chunks` mini-batches, the rows of the fullest one): (enough for
+    PACK_QUANTILE of them, enough for all), each rounded up to a multiple of `rows_multiple`.
+    `lengths`: [rows, ...] each training row's sequences."""
+    need = [max(len(packing.first_fit(lengths[rows].reshape(-1), row_length))
+                for rows in chunk_rows(order.rows(step), chunks))
             for step in range(min(steps, order.total_steps))]  # fmt: skip
     usual, most = int(np.ceil(np.quantile(need, PACK_QUANTILE))), max(need)
     return tuple(-(-n // rows_multiple) * rows_multiple for n in (usual, most))
+
+
+def chunk_rows(rows: np.ndarray, chunks: int) -> list[np.ndarray]:
+    """A batch's rows in the cached loss's mini-batches: c, c + chunks, ... (gradcache.py)."""
+    return [rows[c::chunks] for c in range(chunks)]
 
 
 # a packed bi-encoder's usual rows hold this share of steps; a fuller step takes the most rows
@@ -201,6 +232,12 @@ class PackedSides(_Steps):
     sequence b * len(group) + s, placed by "sequence_ids" and "starts" [batch, len(group)]
     (packing.sequence_places). The labels stay one per row.
 
+    With the cached loss (`chunks` mini-batches, gradcache.py), each mini-batch's texts (rows
+    c, c + chunks, ... of the step) are packed into rows of their own, as many for each, and
+    the mini-batches' rows interleaved (packed row r of mini-batch c at r * chunks + c), so
+    that the cache's split hands each mini-batch its rows, and "sequence_ids" and "starts"
+    count within the mini-batch.
+
     Attributes:
       lengths: [rows, sides] each text's used length.
       arrays: the training arrays: each side's inputs, one key per side and encoder input
@@ -208,8 +245,9 @@ class PackedSides(_Steps):
       side_keys: per side, its keys of ENCODER_INPUTS (ids, segments, mask) in that order.
       groups: the sides packed together, consecutive and in order.
       row_lengths: each group's packed rows' length (pack_plan's row_length).
-      num_rows: each group's (usual, most) rows (`rows_to_hold`): a step takes the usual rows,
-        or the most where the usual do not hold it.
+      num_rows: each group's (usual, most) rows (`rows_to_hold`) per mini-batch: a step takes
+        the usual rows, or the most where the usual do not hold it.
+      chunks: the cached loss's mini-batches (1: off).
       Others: as PackedBatches'.
     """
 
@@ -224,39 +262,49 @@ class PackedSides(_Steps):
     rows_multiple: int
     multiple: int
     mesh: Any
+    chunks: int = 1
 
     def _plans(self, step: int):
-        """Per group: (its texts' lengths [batch * len(group)], pack_plan's rows, the number of
-        rows, their length)."""
-        rows = self.order.rows(step)
+        """Per group: (per mini-batch, its texts' lengths [rows * len(group)] and packed rows;
+        the number of rows per mini-batch; their length) (`pack_chunks`)."""
+        parts = chunk_rows(self.order.rows(step), self.chunks)
         full = self.arrays[self.side_keys[0][0]].shape[1]
         plans = []
         for group, row_length, num_rows in zip(
             self.groups, self.row_lengths, self.num_rows, strict=True
         ):
-            lengths = self.lengths[rows][:, group].reshape(-1)  # row-major: b * len(group) + s
+            lengths = [self.lengths[rows][:, group].reshape(-1) for rows in parts]  # b * len + s
             usual, most = num_rows
-            packed, n, length = pack_plan(lengths, row_length, usual, self.rows_multiple,
-                                          self.multiple, full)  # fmt: skip
+            packed, n, length = pack_chunks(lengths, row_length, usual, self.rows_multiple,
+                                            self.multiple, full)  # fmt: skip
             plans.append((lengths, packed, most if usual < n <= most else n, length))
-        return rows, plans
+        return parts, plans
 
     def local(self, step: int) -> dict[str, np.ndarray]:
         """This host's share of step `step`'s packed rows, starts and labels."""
-        rows, plans = self._plans(step)
-        out = {k: self.arrays[k][rows] for k in self.label_keys}
+        parts, plans = self._plans(step)
+        batch = sum(len(rows) for rows in parts)
+        out = {k: self.arrays[k][self.order.rows(step)] for k in self.label_keys}
         for g, (group, (lengths, packed, num_rows, length)) in enumerate(
             zip(self.groups, plans, strict=True)
         ):
-            texts = {
-                name: np.stack([self.arrays[self.side_keys[s][i]][rows] for s in group], axis=1)
-                .reshape(len(lengths), -1)  # [batch * len(group), full]
-                for i, name in enumerate(ENCODER_INPUTS)
-            }  # fmt: skip
-            packed_group = packing.pack(texts, lengths, packed, num_rows, {}, length)
-            places, starts = packing.sequence_places(lengths, packed, num_rows, length)
-            packed_group.update(sequence_ids=places, starts=starts.reshape(len(rows), len(group)))
-            out.update({f"pack{g}_{k}": v for k, v in packed_group.items()})
+            each, starts = [], np.zeros((batch, len(group)), np.int32)
+            for c, rows in enumerate(parts):
+                texts = {
+                    name: np.stack([self.arrays[self.side_keys[s][i]][rows] for s in group], 1)
+                    .reshape(len(lengths[c]), -1)  # [rows * len(group), full]
+                    for i, name in enumerate(ENCODER_INPUTS)
+                }  # fmt: skip
+                packed_part = packing.pack(texts, lengths[c], packed[c], num_rows, {}, length)
+                places, first = packing.sequence_places(lengths[c], packed[c], num_rows, length)
+                each.append({**packed_part, "sequence_ids": places})
+                starts[c :: self.chunks] = first.reshape(len(rows), len(group))
+            for k in each[
+                0
+            ]:  # [num_rows, chunks, length] -> row r of mini-batch c at r * chunks + c
+                rows_of = np.stack([part[k] for part in each], axis=1)
+                out[f"pack{g}_{k}"] = rows_of.reshape(num_rows * self.chunks, length)
+            out[f"pack{g}_starts"] = starts
         return {k: host_share(v) for k, v in out.items()}
 
     def shape_key(self, step: int) -> tuple:
@@ -278,11 +326,14 @@ def _check_packing(spec: Spec, pack_length: int, group_by_length: int) -> None:
         raise UserError(f"config.train.pack_length={pack_length} must be 1 or more (tokens)")
 
 
-def _packed_sides(spec: Spec, settings, order: RowOrder, train_arrays, rows_multiple: int, mesh):
+def _packed_sides(
+    spec: Spec, settings, order: RowOrder, train_arrays, rows_multiple: int, chunks: int, mesh
+):
     """(the objective, the batches) of a bi-encoder with config.train.pack: its sides packed in
     groups (buckets.side_groups), each into rows that hold its longest text (so that one long
     text does not change a step's shape), as many as most of the first PACK_PLAN_STEPS steps
-    need, and a second shape for the fuller ones (rows_to_hold)."""
+    need, and a second shape for the fuller ones (rows_to_hold); with the cached loss's
+    `chunks` mini-batches (0: off), each mini-batch packed into its own rows."""
     multiple = settings.pad_to_multiple_of
     full = train_arrays[spec.input_keys[0]].shape[1]
     sides = tuple(spec.input_keys[i : i + 3] for i in range(0, len(spec.input_keys), 3))
@@ -293,12 +344,13 @@ def _packed_sides(spec: Spec, settings, order: RowOrder, train_arrays, rows_mult
         longest = buckets.bucket_length(int(each[:, group].max()), multiple, full)
         row_lengths.append(min(max(settings.pack_length, longest), full))
         num_rows.append(rows_to_hold(order, each[:, group], row_lengths[-1], rows_multiple,
-                                     PACK_PLAN_STEPS))  # fmt: skip
+                                     PACK_PLAN_STEPS, max(chunks, 1)))  # fmt: skip
     keys = packed_keys(len(groups))
-    objective = Finetuning(spec.packed_model, spec.loss, keys, spec.label_keys)
+    objective = Finetuning(spec.packed_model, spec.loss, keys, spec.label_keys,
+                           mini_batches=chunks)  # fmt: skip
     return objective, PackedSides(
         order, each, train_arrays, sides, spec.label_keys, groups, tuple(row_lengths),
-        tuple(num_rows), rows_multiple, multiple, mesh,
+        tuple(num_rows), rows_multiple, multiple, mesh, max(chunks, 1),
     )  # fmt: skip
 
 
@@ -327,13 +379,11 @@ def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, me
     train_arrays = {k: spec.train[k] for k in spec.input_keys + spec.label_keys}
     full = train_arrays[spec.input_keys[0]].shape[1]
     rows_multiple = sharding.batch_divisor(mesh) * jax.process_count() * s.run.accumulation_steps
+    chunks = mini_batches(spec.mini_batch_size, s.run.batch_size, rows_multiple)
     if s.pack:
         _check_packing(spec, s.pack_length, s.group_by_length)
-        if spec.mini_batch_size:
-            raise UserError("config.mini_batch_size (the cached loss) takes batches cut to "
-                            "length buckets: set config.train.pack=False")  # fmt: skip
         if spec.packed_model is not None:
-            return _packed_sides(spec, s, order, train_arrays, rows_multiple, mesh)
+            return _packed_sides(spec, s, order, train_arrays, rows_multiple, chunks, mesh)
         objective = Finetuning(
             spec.model, spec.loss, spec.input_keys, spec.label_keys, ("position_ids",)
         )
@@ -343,7 +393,6 @@ def train_batches(spec: Spec, settings, order: RowOrder, lengths: np.ndarray, me
             order, lengths, train_arrays, spec.pack_fill, rows_multiple, num_rows, row_length,
             multiple, mesh,
         )  # fmt: skip
-    chunks = mini_batches(spec.mini_batch_size, s.run.batch_size, rows_multiple)
     objective = Finetuning(spec.model, spec.loss, spec.input_keys, spec.label_keys,
                            mini_batches=chunks)  # fmt: skip
     inputs = {k: spec.train[k] for k in spec.input_keys}
