@@ -187,9 +187,10 @@ def _scalars(workdir: pathlib.Path, prefix: str) -> dict[int, dict[str, float]]:
     for path in sorted(workdir.glob("events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                if value.tag.startswith(prefix):
-                    name = value.tag[len(prefix) :]
-                    rows.setdefault(event.step, {})[name] = float(tf.make_ndarray(value.tensor))
+                array = tf.make_ndarray(value.tensor) if value.HasField("tensor") else None
+                if value.tag.startswith(prefix) and array is not None and array.ndim == 0:
+                    name = value.tag[len(prefix) :]  # scalars only (not the hyperparameters)
+                    rows.setdefault(event.step, {})[name] = float(array)
     return rows
 
 

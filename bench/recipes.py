@@ -7,11 +7,19 @@ STS benchmark Spearman: bert/jobs/downstream.py); and their curves against train
   python bench/recipes.py run --recipe=bert --hours=2   # resumable: run it again to continue
   python bench/recipes.py curves                        # bench/curves/recipes_*.csv and .png
   python bench/recipes.py goal --recipe=bert --seeds=3  # bench/curves/recipes_bert_goal.json
+  python bench/recipes.py diagnose --recipe=bert        # bench/curves/recipes_bert_diagnose.json
 
 `goal` fine-tunes the finished run's encoder and a randomly initialised one of the same
 architecture (seed 12345) with the same settings (GOAL): SST-2 (the GLUE job, 16,000 training
 sentences, dev accuracy) and a CoSENT bi-encoder on STS benchmark train (the embeddings job,
 dev Spearman), one run per seed for each.
+
+`diagnose` asks why a pre-trained encoder does or does not beat the random one: what its frozen
+features hold (a logistic-regression probe on SST-2's mean-pooled token states, and how alike
+any two sentences' features are: a collapsed encoder gives every sentence nearly the same
+vector), and whether the pooler, trained only for next sentence prediction, is what the
+classifier is held back by (the GOAL fine-tuning with the pooler's weights replaced by the
+random encoder's).
 
 A run stopped (Ctrl-C, SIGTERM) saves and resumes where it stopped, on the same budget: the time
 spent is in every checkpoint. Run one recipe at a time on a quiet machine: the budget is
@@ -19,6 +27,7 @@ wall-clock, and a second job on the cores shrinks what it buys.
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import subprocess
@@ -136,8 +145,6 @@ def _plot(rows: dict[str, list[dict]]) -> None:
 
 def _encoder_only(trained):
     """`trained` with its encoder alone (its pre-training heads dropped)."""
-    import dataclasses
-
     return dataclasses.replace(trained, params={"bert": trained.params["bert"]})
 
 
@@ -185,16 +192,88 @@ def goal(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _frozen_features(encoder, texts) -> dict:
+    """Mean-pooled token states of `texts` (unnormalised) and the mean cosine similarity of
+    two different texts' vectors."""
+    import numpy as np
+
+    from bert import embed
+
+    vectors = embed.embed(encoder, texts, max_seq_length=GOAL["max_seq_length"], normalize=False)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    mean = unit.mean(0)
+    n = len(unit)
+    cosine = (n * n * float(mean @ mean) - n) / (n * (n - 1))  # off-diagonal mean
+    return {"vectors": vectors, "mean_cosine": cosine}
+
+
+def _probe(train, dev) -> float:
+    """Dev accuracy of a logistic regression on frozen features (standardised)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    (x, y), (dev_x, dev_y) = train, dev
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    return float(model.fit(x, y).score(dev_x, dev_y))
+
+
+def diagnose(args) -> None:
+    import tempfile
+
+    import numpy as np
+
+    from bert import pretrained
+    from bert.jobs import downstream, glue
+    from bert.tasks import glue as glue_data
+    from configs import bert_base
+
+    workdir = pathlib.Path(args.workdir or f"{args.runs}/{args.recipe}")
+    trained = _encoder_only(pretrained.load(str(workdir)))
+    rand = _random_like(trained)
+    sst2 = SHARED["downstream.sst2_dir"]
+    split = {name: glue_data.read_split("sst2", sst2, name) for name in ("train", "dev")}
+    split["train"] = split["train"][: GOAL["train_limit"]]
+    out: dict = {"workdir": str(workdir), "step": trained.step}
+    for name, encoder in (("pretrained", trained), ("random", rand)):
+        data = {}
+        for part, examples in split.items():
+            features = _frozen_features(encoder, [e.text_a for e in examples])
+            data[part] = (features["vectors"], np.array([e.label for e in examples]))
+            if part == "dev":
+                out[f"{name} dev mean cosine"] = features["mean_cosine"]
+        out[f"{name} frozen probe accuracy"] = _probe(data["train"], data["dev"])
+        print(name, {k: v for k, v in out.items() if k.startswith(name)}, flush=True)
+    # The pre-trained encoder with the random one's pooler, fine-tuned as in `goal`.
+    params = dict(trained.params["bert"], pooler=rand.params["bert"]["pooler"])
+    reset = dataclasses.replace(trained, params={"bert": params})
+    section = bert_base.get_config("size=tiny").downstream
+    section.sst2_dir = sst2
+    section.update(GOAL)
+    scores = []
+    for seed in range(args.seeds):
+        section.seed = seed
+        with tempfile.TemporaryDirectory() as tmp:
+            config = downstream._job_config("sst2", section)
+            scores.append(glue.run(config, tmp, encoder=reset)["dev"]["accuracy"])
+        print(f"seed {seed} pretrained, random pooler: sst2 accuracy {scores[-1]:.4f}", flush=True)
+    out["pretrained with random pooler sst2 accuracy"] = {"mean": sum(scores) / len(scores),
+                                                          "runs": scores}  # fmt: skip
+    path = CURVES / f"recipes_{args.recipe}_diagnose.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("run", "curves", "goal"))
+    parser.add_argument("what", choices=("run", "curves", "goal", "diagnose"))
     parser.add_argument("--recipe", choices=tuple(RECIPES), default="bert", help="run: which")
     parser.add_argument("--hours", type=float, default=2.0, help="run: training-time budget")
-    parser.add_argument("--workdir", default="", help="run, goal: default RUNS/RECIPE")
+    parser.add_argument("--workdir", default="", help="run, goal, diagnose: default RUNS/RECIPE")
     parser.add_argument("--runs", default="runs/recipes", help="the runs' parent folder")
-    parser.add_argument("--seeds", type=int, default=3, help="goal: fine-tuning seeds")
+    parser.add_argument("--seeds", type=int, default=3, help="goal, diagnose: fine-tuning seeds")
     args = parser.parse_args()
-    {"run": run, "curves": curves, "goal": goal}[args.what](args)
+    {"run": run, "curves": curves, "goal": goal, "diagnose": diagnose}[args.what](args)
 
 
 if __name__ == "__main__":
