@@ -132,10 +132,9 @@ def pack_chunks(
     """`pack_plan` for the mini-batches of a cached step, each packed into its own rows: (per
     mini-batch, its packed rows; the number of rows each takes; their length), the same for
     all (the longest and most that any mini-batch's plan needs). One mini-batch: pack_plan's."""
-    plans = [pack_plan(n, row_length, num_rows, rows_multiple, multiple, full) for n in lengths]
-    length = max(plan[2] for plan in plans)
-    packed = [plan[0] if plan[2] == length else packing.first_fit(n, length)
-              for plan, n in zip(plans, lengths, strict=True)]  # fmt: skip
+    length = max(pack_plan(n, row_length, num_rows, rows_multiple, multiple, full)[2]
+                 for n in lengths)  # fmt: skip
+    packed = [packing.first_fit(n, length) for n in lengths]
     most = max(-(-len(rows) // rows_multiple) * rows_multiple for rows in packed)
     return packed, max(num_rows, most), length
 
@@ -299,9 +298,8 @@ class PackedSides(_Steps):
                 places, first = packing.sequence_places(lengths[c], packed[c], num_rows, length)
                 each.append({**packed_part, "sequence_ids": places})
                 starts[c :: self.chunks] = first.reshape(len(rows), len(group))
-            for k in each[
-                0
-            ]:  # [num_rows, chunks, length] -> row r of mini-batch c at r * chunks + c
+            # [num_rows, chunks, length] -> packed row r of mini-batch c at r * chunks + c
+            for k in each[0]:
                 rows_of = np.stack([part[k] for part in each], axis=1)
                 out[f"pack{g}_{k}"] = rows_of.reshape(num_rows * self.chunks, length)
             out[f"pack{g}_starts"] = starts
