@@ -9,10 +9,10 @@ trajectories, fault injection and kill loops, fuzzing, end-to-end jobs through m
 import os
 import pathlib
 
-from compiler import xla_flags  # noqa: E402 (imports nothing)
-
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(8)).strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
 # JAX's persistent compilation cache, shared by the test processes (pytest-xdist's workers and
 # the main.py runs the tests start, which inherit the environment): a program compiled once is
 # loaded by the next process that needs it. Keyed on the program, the compiler options and the

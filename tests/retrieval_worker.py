@@ -9,10 +9,7 @@ import os
 import sys
 
 process_id, num_processes, port, local_devices = (int(a) for a in sys.argv[1:5])
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compiler import xla_flags  # noqa: E402
-
-os.environ["XLA_FLAGS"] = xla_flags(local_devices)
+os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402

@@ -9,8 +9,6 @@ import sys
 
 import pytest
 
-from tests.compiler import xla_flags
-
 pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -21,7 +19,7 @@ def test_ner_parity_bench_agrees_without_dropout(tiny_hf):
                "--steps=20", "--batch_size=8", "--train_sentences=160", "--valid_sentences=64",
                "--max_seq_length=64", "--learning_rate=1e-3", "--dropouts=0"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env=dict(os.environ, XLA_FLAGS=xla_flags()))  # fmt: skip
+                            env=dict(os.environ, XLA_FLAGS=""))  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     row = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("{")))
     assert row["last_loss"] < row["first_loss"] - 0.3, row  # it learns: agreement means something

@@ -20,7 +20,6 @@ from test_pretrain_job import main_config
 from bert.jobs import pretrain
 from bert.training import accelerators, reporting
 from input_pipeline import data_setup
-from tests.compiler import xla_flags
 from util import console
 from util.errors import UserError
 
@@ -33,7 +32,7 @@ NOISE = ("oneDNN custom operations", "cpu_feature_guard", "absl::InitializeLog",
 def _environment() -> dict[str, str]:
     """The user's environment: no TF_CPP_MIN_LOG_LEVEL (tests/conftest.py sets one), one device."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    env["XLA_FLAGS"] = xla_flags(1)
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
     return env
 
 

@@ -33,7 +33,6 @@ from configs import embeddings as embeddings_config
 from configs import glue as glue_config
 from configs import ner as ner_config
 from configs import squad as squad_config
-from tests.compiler import xla_flags
 from util.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -277,7 +276,7 @@ def test_minilm_learns_sst2(shared_data, tmp_path):
     overrides = [f"--config.{k}={v}" for k, v in flags.items()]
     command = [sys.executable, str(ROOT / "main.py"), "--config=configs/glue.py:task=sst2",
                f"--workdir={tmp_path}", *overrides]  # fmt: skip
-    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((tmp_path / "eval_results.json").read_text())
@@ -286,7 +285,7 @@ def test_minilm_learns_sst2(shared_data, tmp_path):
 
 @pytest.mark.full
 def test_main_runs_a_job_and_rejects_bad_task_names(shared_data, tiny_hf, tmp_path):
-    env = dict(os.environ, XLA_FLAGS=xla_flags(2))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     base = [sys.executable, str(ROOT / "main.py"), f"--workdir={tmp_path}"]
     bad = subprocess.run(
         [*base, "--config=configs/glue.py:task=sst5"], capture_output=True, text=True, env=env

@@ -22,7 +22,6 @@ from bert.training import checkpoints
 from configs import bert_base
 from configs import glue as glue_config
 from tests import docs_commands
-from tests.compiler import xla_flags
 from util import console
 from util.errors import UserError
 
@@ -92,7 +91,7 @@ def main_config(args: list[str]):
 
 def environment(devices=2):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = xla_flags(devices)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     return env
 
 
