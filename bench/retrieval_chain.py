@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CURVES = ROOT / "bench" / "curves"
 DATA = ROOT.parent / "shared" / "data"
+SQUAD = str(DATA / "squad" / "dev-v1.1.json")  # pairs of its articles but the last 10; those 10
 SIMCSE_SENTENCES = 64_000  # one epoch of 1,000 steps of batch 64
 MIN_WORDS = 5  # shorter lines of Wikipedia text are headings and list items
 # The settings of each stage (configs/embeddings.py's fields).
@@ -65,7 +66,7 @@ def stage_config(settings: dict, train_file: str, steps: int):
 
     config = embeddings_config.get_config()
     config.train_file = train_file
-    config.retrieval.squad_file = str(DATA / "squad" / "dev-v1.1.json")
+    config.retrieval.squad_file = SQUAD
     config.train.log_every = 50
     config.train.checkpoint_every = 100_000  # the end's alone
     for key, value in settings.items():
@@ -76,10 +77,9 @@ def stage_config(settings: dict, train_file: str, steps: int):
     return config
 
 
-def stage(name: str, config, workdir: pathlib.Path, encoder):
-    """Runs (or reads back) one stage on `encoder`: (its retrieval figures, the trained
-    encoder)."""
-    from bert import pretrained
+def stage(name: str, config, workdir: pathlib.Path, encoder) -> dict:
+    """Runs (or reads back) one stage on `encoder`: its retrieval figures; the trained encoder
+    is the workdir's."""
     from bert.jobs import embeddings
 
     done = workdir / "eval_results.json"
@@ -88,14 +88,16 @@ def stage(name: str, config, workdir: pathlib.Path, encoder):
     retrieval = json.loads(done.read_text())["retrieval"]
     figures = {k: retrieval[k] for k in RETRIEVAL}
     print(f"{workdir.parent.name} after {name}: {figures}", flush=True)
-    return figures, pretrained.load(str(workdir))
+    return figures
 
 
 def chain(encoder, runs: pathlib.Path, sentences: pathlib.Path, steps: int) -> dict:
-    squad = str(DATA / "squad" / "dev-v1.1.json")
-    simcse, encoder = stage("simcse", stage_config(SIMCSE, str(sentences), steps),
-                            runs / "simcse", encoder)  # fmt: skip
-    ranking, _ = stage("ranking", stage_config(RANKING, squad, steps), runs / "ranking", encoder)
+    from bert import pretrained
+
+    simcse = stage("simcse", stage_config(SIMCSE, str(sentences), steps), runs / "simcse",
+                   encoder)  # fmt: skip
+    encoder = pretrained.load(str(runs / "simcse"))
+    ranking = stage("ranking", stage_config(RANKING, SQUAD, steps), runs / "ranking", encoder)
     return {"simcse": simcse, "ranking": ranking}
 
 

@@ -53,12 +53,12 @@ _share_the_cores()
 def _compile_cheaply_here() -> None:
     """Starts JAX in this process with LLVM's cheap optimisation, then puts XLA_FLAGS back as
     they were for the processes the tests start. The in-process tests' programs are tiny and
-    run briefly, so compiling costs them more than running (a third less time with these
-    flags); the main.py runs the tests start train for many steps, which code built this way
-    runs more slowly, so they compile as a user's runs do. XLA reads its flags once, when the
-    backend starts. Numbers agree up to float rounding (summation order); tests compare runs
-    bitwise only within one kind of process. JAX keys its cache on XLA_FLAGS as they are when
-    it compiles, so these processes keep their programs in a cache of their own."""
+    run briefly, so compiling costs them more than running (20-45% less time in the files
+    that run in process); the main.py runs the tests start train for many steps, which code
+    built this way runs more slowly, so they compile as a user's runs do. XLA reads its flags
+    once, when the backend starts. Numbers agree up to float rounding (summation order); tests
+    compare runs bitwise only within one kind of process. JAX keys its cache on XLA_FLAGS as
+    they are when it compiles, so these processes keep their programs in a cache of their own."""
     flags = os.environ["XLA_FLAGS"]
     os.environ["XLA_FLAGS"] = f"{flags} {CHEAP_COMPILE}"
     import jax  # noqa: PLC0415 (after the environment above)
