@@ -35,6 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tags_field = "tags"  # jsonl: their tags
     # iob1, iob2 or iobes: what the files must follow (a tag out of place stops with its line)
     config.tag_scheme = "iob2"
+    # a tag out of tag_scheme's place: stop (naming its line) or repair (iob1, iob2: an entity
+    # started with the other prefix, as MSRA's six `O I-PER` ones, is read as conlleval reads
+    # it, and one warning counts them)
+    config.tag_errors = "stop"
     config.labels = ()  # tag set; empty: the tags of the training file, O first
     # sub-tokens between the starts of the overlapping windows that evaluation cuts a sentence
     # longer than max_seq_length - 2 into (0: half of that); each token is scored in the window

@@ -185,6 +185,30 @@ def test_a_tag_out_of_place_names_its_line(scheme, content, message, tmp_path):
         tagging.read_tagged(str(tmp_path / "bad.txt"), scheme=scheme)
 
 
+def test_msra_stray_entity_starts_stop_or_are_repaired_as_conlleval_reads_them(
+    shared_data, tmp_path
+):
+    """MSRA's sentences 17,164 to 17,166 start inside a name, with I-PER (three of the six such
+    sentences in the file): IOB2 checking stops at the first one's line, and tag_errors=repair
+    reads each as B-PER, so that conlleval finds the same entities in the repaired tags as in
+    the file's."""
+    text = (shared_data / "chinese" / "msra" / "train.txt").read_text("utf-8")
+    path = tmp_path / "msra.txt"
+    path.write_text("".join(s + "\n\n" for s in text.split("\n\n")[17_160:17_170]), "utf-8")
+    with pytest.raises(UserError, match=r"msra.txt:\d+: tag 'I-PER' follows 'O'; IOB2 starts "
+                       r"with B- .*config.tag_errors=repair"):  # fmt: skip
+        tagging.read_tagged(str(path))
+    repaired = [t for sentence in tagging.read_tagged(str(path), tag_errors="repair")
+                for t in [*sentence.tags, ""]]  # fmt: skip
+    lines = [line.split("\t") if line else ["", ""] for line in  # a blank line ends a sentence
+             path.read_text("utf-8").splitlines()]  # fmt: skip
+    changed = [(o, r) for (_, o), r in zip(lines, repaired, strict=True) if o != r]
+    assert changed == [("I-PER", "B-PER")] * 3
+    rows = [f"{w} {o} {r}".strip() for (w, o), r in zip(lines, repaired, strict=True)]
+    chunks = conlleval.evaluate(rows)["overall"]["chunks"]
+    assert chunks["stats"]["correct"] == chunks["stats"]["gold"] == chunks["stats"]["pred"] > 0
+
+
 def test_bad_jsonl_and_settings_are_one_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"tokens": ["a", "b"], "tags": ["O"]}\n')

@@ -15,9 +15,8 @@ def read_splits(config) -> dict[str, list]:
 
     def read(patterns: str, split: str) -> list:
         fields = (config.tokens_field, config.tags_field)
-        return tagging.read_tagged(
-            patterns, config.file_format, config.tag_column, config.tag_scheme, fields
-        )
+        return tagging.read_tagged(patterns, config.file_format, config.tag_column,
+                                   config.tag_scheme, fields, config.tag_errors)  # fmt: skip
 
     return settings.user_splits(config, read, "CoNLL columns or JSONL")
 

@@ -40,7 +40,14 @@ class Sentence:
     tags: list[str]
 
 
-def read_conll(path: PathLike, *, tag_column: int = -1, scheme: str = "iob2") -> list[Sentence]:
+def read_conll(
+    path: PathLike,
+    *,
+    tag_column: int = -1,
+    scheme: str = "iob2",
+    repaired: list[str] | None = None,
+    hint: str = "",
+) -> list[Sentence]:
     """Reads a CoNLL file: the word in column 0, its NER tag in column ``tag_column``.
 
     Args:
@@ -49,6 +56,9 @@ def read_conll(path: PathLike, *, tag_column: int = -1, scheme: str = "iob2") ->
         the last column, is the layout of CoNLL-2003 (``word POS chunk NER``) and MSRA
         (``char<TAB>tag``).
       scheme: the tags' scheme, one of SCHEMES (`check_tag` says what each allows).
+      repaired: None: a tag out of its scheme's place raises. A list: such tags of IOB1/IOB2
+        are repaired as `check_tag` does, each one's file and line appended to the list.
+      hint: ends the message of a tag out of place (how to ask for repair).
 
     Raises:
       UserError, naming file and line: a line with fewer than two columns, or with another
@@ -83,9 +93,12 @@ def read_conll(path: PathLike, *, tag_column: int = -1, scheme: str = "iob2") ->
         tag = fields[index]
         if _entity_type(tag) in CHUNK_TYPES:
             raise UserError(_chunk_tags_message(path, where, tag, tag_column, first[1]))
-        check_tag(tag, tags[-1] if tags else OUTSIDE, where, scheme)
+        kept = check_tag(tag, tags[-1] if tags else OUTSIDE, where, scheme,
+                         repaired is not None, hint)  # fmt: skip
+        if kept != tag:
+            repaired.append(where)
         words.append(fields[0])
-        tags.append(tag)
+        tags.append(kept)
     if words:
         check_tag(None, tags[-1], where, scheme)
         sentences.append(Sentence(words, tags))
@@ -152,13 +165,24 @@ def _chunk_tags_message(
     )
 
 
-def check_tag(tag: str | None, previous: str, where: str, scheme: str = "iob2") -> None:
-    """UserError naming `where` unless `tag` may follow `previous` (``O`` at a sentence's start)
-    in `scheme`; `tag` None checks the end of a sentence after `previous`.
+def check_tag(
+    tag: str | None,
+    previous: str,
+    where: str,
+    scheme: str = "iob2",
+    repair: bool = False,
+    hint: str = "",
+) -> str | None:
+    """`tag`, checked: a UserError naming `where` unless it may follow `previous` (``O`` at a
+    sentence's start) in `scheme`; `tag` None checks the end of a sentence after `previous`.
 
     iob2: ``I-X`` continues a ``B-X`` or ``I-X``. iob1: an entity starts with ``I-X``, and
     ``B-X`` only follows an entity of type X (two entities side by side). iobes: ``B-X I-X* E-X``
     or ``S-X``, nothing else inside an entity.
+
+    With `repair` (iob1 and iob2), an entity's start in the other prefix is not an error: it is
+    returned as `scheme` writes it (iob2: ``I-X`` after ``O`` becomes ``B-X``), the entity that
+    conlleval reads there. `hint` ends the message of such an error (how to ask for repair).
     """
     if scheme not in SCHEMES:
         raise UserError(f"tag scheme {scheme!r} is not one of {', '.join(SCHEMES)}")
@@ -169,21 +193,26 @@ def check_tag(tag: str | None, previous: str, where: str, scheme: str = "iob2") 
             end = "the sentence ends" if tag is None else f"tag {tag!r} follows"
             raise UserError(f"{where}: {end} inside the IOBES entity {previous[:80]!r} (E-"
                             f"{prev_type[:80]} ends it)")  # fmt: skip
-        return
+        return tag
     prefix, _, entity = tag.partition("-")
     allowed = ("B", "I", "E", "S") if scheme == "iobes" else ("B", "I")
     if prefix not in allowed or not entity:
         kinds = "O, B-, I-, E- or S-TYPE" if scheme == "iobes" else "O, B-TYPE or I-TYPE"
         raise UserError(f"{where}: tag {tag[:80]!r} is not {scheme.upper()} ({kinds})")
     continues = prev_prefix in ("B", "I") and prev_type == entity
-    if scheme == "iob2" and prefix == "I" and not continues:
-        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOB2 starts with B-")
-    if scheme == "iob1" and prefix == "B" and not continues:
-        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOB1 starts with I- "
-                        "(B- after O is IOB2: set the tag scheme to iob2)")  # fmt: skip
+    starts = {"iob2": "B", "iob1": "I"}.get(scheme)  # the prefix an entity starts with
+    if starts and prefix != starts and not continues:
+        fixed = f"{starts}-{entity}"
+        if repair:
+            return fixed
+        other = {"iob2": "IOB1", "iob1": "IOB2: set the tag scheme to iob2"}[scheme]
+        raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; {scheme.upper()} "
+                        f"starts with {starts}- ({prefix}- after O is {other}; conlleval reads "
+                        f"it as {fixed[:80]!r}{hint})")  # fmt: skip
     if scheme == "iobes" and inside != (prefix in ("I", "E")) or inside and not continues:
         raise UserError(f"{where}: tag {tag[:80]!r} follows {previous[:80]!r}; IOBES is B-X I-X* "
                         "E-X or S-X")  # fmt: skip
+    return tag
 
 
 def label_list(sentences: Iterable[Sentence]) -> list[str]:

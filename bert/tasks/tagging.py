@@ -14,11 +14,15 @@ compressed) and conll for any other.
 import os
 from collections.abc import Sequence
 
+from absl import logging
+
 from bert.tasks import ner, table_files
 from util import paths
 from util.errors import UserError
 
 FORMATS = ("auto", "conll", "jsonl")
+TAG_ERRORS = ("stop", "repair")  # what a tag out of its scheme's place does (configs/tag.py)
+HINT = "; config.tag_errors=repair reads such tags so"  # ends the message of such a tag
 
 
 def _format(path: paths.Path, file_format: str) -> str:
@@ -40,7 +44,9 @@ def _tokens(value, where: str, field: str) -> list[str]:
     return value
 
 
-def _read_jsonl(path: paths.Path, fields: Sequence[str], scheme: str) -> list[ner.Sentence]:
+def _read_jsonl(
+    path: paths.Path, fields: Sequence[str], scheme: str, repaired: list[str] | None
+) -> list[ner.Sentence]:
     sentences = []
     for where, (tokens, tags) in table_files.read_rows(path, fields, "jsonl"):
         tokens = _tokens(tokens, where, fields[0])
@@ -50,8 +56,13 @@ def _read_jsonl(path: paths.Path, fields: Sequence[str], scheme: str) -> list[ne
             raise UserError(f"{where}: {len(tokens)} tokens but {len(tags)} tags")
         if not tokens:
             continue
+        tags = list(tags)
         for i, tag in enumerate(tags):
-            ner.check_tag(tag, tags[i - 1] if i else ner.OUTSIDE, f"{where}: token {i}", scheme)
+            at = f"{where}: token {i}"
+            tags[i] = ner.check_tag(tag, tags[i - 1] if i else ner.OUTSIDE, at, scheme,
+                                    repaired is not None, HINT)  # fmt: skip
+            if tags[i] != tag:
+                repaired.append(at)
         ner.check_tag(None, tags[-1], f"{where}: token {len(tags) - 1}", scheme)
         sentences.append(ner.Sentence(tokens, tags))
     return sentences
@@ -63,6 +74,7 @@ def read_tagged(
     tag_column: int = -1,
     scheme: str = "iob2",
     fields: Sequence[str] = ("tokens", "tags"),
+    tag_errors: str = "stop",
 ) -> list[ner.Sentence]:
     """The sentences of the files `patterns` (comma-separated globs), in order.
 
@@ -71,6 +83,9 @@ def read_tagged(
       tag_column: CoNLL: the tag's column from 0 (the token); -1 the last.
       scheme: iob1, iob2 or iobes (`ner.check_tag` says what each allows).
       fields: JSONL: the tokens' and the tags' keys.
+      tag_errors: "stop": a tag out of the scheme's place raises; "repair" (iob1, iob2): an
+        entity started with the other prefix (MSRA's ``O I-PER``) is read as conlleval reads
+        it, as the scheme writes it (``O B-PER``); one warning counts them.
 
     Raises:
       UserError: no file, a malformed line or a tag the scheme does not allow there, naming
@@ -78,11 +93,19 @@ def read_tagged(
     """
     if scheme not in ner.SCHEMES:
         raise UserError(f"config.tag_scheme={scheme!r}: expected one of {', '.join(ner.SCHEMES)}")
+    if tag_errors not in TAG_ERRORS or tag_errors == "repair" and scheme == "iobes":
+        raise UserError(f"config.tag_errors={tag_errors!r}: expected stop, or repair with the "
+                        "tag scheme iob1 or iob2")  # fmt: skip
+    repaired = [] if tag_errors == "repair" else None
     globs = [p.strip() for p in patterns.split(",") if p.strip()]
     sentences = []
     for path in paths.expand_all(globs, "tagged data"):
         if _format(path, file_format) == "jsonl":
-            sentences += _read_jsonl(path, fields, scheme)
+            sentences += _read_jsonl(path, fields, scheme, repaired)
         else:
-            sentences += ner.read_conll(path, tag_column=tag_column, scheme=scheme)
+            sentences += ner.read_conll(path, tag_column=tag_column, scheme=scheme,
+                                        repaired=repaired, hint=HINT)  # fmt: skip
+    if repaired:
+        logging.warning("%d tags out of %s's place read as conlleval reads them (the first at %s)",
+                        len(repaired), scheme.upper(), repaired[0])  # fmt: skip
     return sentences
