@@ -289,9 +289,8 @@ def electra_run(shared_data, tmp_path_factory):
     return workdir
 
 
-def _frequency_baseline(shared_data, workdir) -> float:
-    """The held-out MLM loss of a model predicting the masked tokens' frequencies in the run's
-    training batches (their unigram distribution, counts + 0.5)."""
+def _held_out(shared_data, workdir):
+    """The run's objective, its held-out batches and its STEPS training batches."""
     from input_pipeline import data_setup, pretraining
 
     config = electra_config.get_config("size=tiny,recipe=short")
@@ -308,32 +307,57 @@ def _frequency_baseline(shared_data, workdir) -> float:
     held_out = pretrain.eval_batches_of(data.eval_files, config, settings, ids, objective, batch)
     seen = pretraining.make_pretraining_dataset(data.train_files, settings, ids, batch_size=batch,
                                                 seed=config.seed)  # fmt: skip
+    return objective, list(held_out), seen.take(STEPS).as_numpy_iterator()
+
+
+def _frequency_baseline(held_out, seen, vocab_size: int) -> float:
+    """The held-out MLM loss of a model predicting the masked tokens' frequencies in the run's
+    training batches (their unigram distribution, counts + 0.5)."""
 
     def labels(batches):
         return np.concatenate([b["masked_lm_ids"][b["masked_lm_weights"] > 0] for b in batches])
 
-    counts = np.bincount(labels(seen.take(STEPS).as_numpy_iterator()),
-                         minlength=ids.vocab_size) + 0.5  # fmt: skip
+    counts = np.bincount(labels(seen), minlength=vocab_size) + 0.5
     return float(-np.log(counts[labels(held_out)] / counts.sum()).mean())
+
+
+def _detection_auc(objective, held_out, params) -> float:
+    """The area under the ROC curve (scikit-learn's) of the discriminator's logits for
+    "replaced" over the real tokens of the held-out batches, each corrupted by the generator's
+    evaluation draw."""
+    from sklearn.metrics import roc_auc_score
+
+    outputs = jax.jit(lambda p, b: objective.outputs(p, b, None))
+    scores, labels = [], []
+    for batch in held_out:
+        out = outputs(params, batch)
+        real = np.asarray(batch["input_mask"]) > 0
+        scores.append(np.asarray(out["disc_logits"])[real])
+        labels.append(np.asarray(out["replaced"])[real])
+    return float(roc_auc_score(np.concatenate(labels), np.concatenate(scores)))
 
 
 @pytest.mark.full
 def test_tiny_electra_learns_beyond_token_frequencies(shared_data, electra_run):
     """After STEPS steps the generator's held-out MLM loss is below what predicting token
-    frequencies gives, and the discriminator's held-out loss is below the best constant
-    prediction's (the binary entropy of the share replaced: what "nothing replaced", or any
-    guess blind to the text, gets at best). Measured (2026-12-07, loaded 2-core CPU): MLM 6.911
-    against the baseline's 7.024; detection 0.4027 against 0.4078. At this budget the
-    discriminator's probabilities stay below one half (recall 0 at that threshold): it ranks
-    replaced tokens above originals, it does not yet call them replaced."""
+    frequencies gives, and the discriminator ranks the replaced tokens above the originals:
+    the area under its ROC curve is over one half, what any guess blind to the text gets
+    (a constant one included). Measured (2026-12-07, loaded 2-core CPU): MLM 6.911 against the
+    baseline's 7.024; AUC 0.550 over about 16,000 held-out tokens, where one standard error is
+    about 0.007. At this budget the discriminator's probabilities stay below one half (recall
+    0 at that threshold), and its loss beats the best constant's by only 0.005 (0.4027 against
+    0.4078), a margin that a change of summation order in the compile moved by as much."""
     final = json.loads((electra_run / "eval_results.json").read_text())
-    entropy = _frequency_baseline(shared_data, electra_run)
-    print(f"held out: {final}; frequency baseline loss {entropy:.3f}")
+    objective, held_out, seen = _held_out(shared_data, electra_run)
+    entropy = _frequency_baseline(held_out, seen, objective.config.vocab_size)
+    auc = _detection_auc(objective, held_out, pretrained.load(str(electra_run)).params)
+    print(f"held out: {final}; frequency baseline loss {entropy:.3f}; detection AUC {auc:.4f}")
     assert final["mlm_loss"] < entropy - 0.05, (final, entropy)
     share = final["replaced_share"]
     assert 0.1 < share < 0.15, final  # 15% of the tokens chosen, few sampled right
     constant = -(share * math.log(share) + (1 - share) * math.log(1 - share))
-    assert final["disc_loss"] < constant - 0.002, (final, constant)
+    print(f"detection loss {final['disc_loss']:.4f}, the best constant's {constant:.4f}")
+    assert auc > 0.52, auc
 
 
 @pytest.mark.full
