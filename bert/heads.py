@@ -454,12 +454,17 @@ def fine_tuning_start(model: nn.Module, params: dict[str, Any]) -> dict[str, Any
     """The parameters of a checkpoint (`params`: "bert" and whichever heads it holds) that
     start fine-tuning `model`; the rest of `model` starts from random weights.
 
-    Always the encoder. For a task model with ModernBERT's head (config.prediction_head) also
-    that head's transform: the checkpoint's own task head's (`head`), else its MLM head's
-    transform, which has the same shape and function (transformers' from_pretrained fills a
-    ModernBERT task model's `head.*` from a ModernBertForMaskedLM checkpoint the same way).
+    Always the encoder; with config.prediction_head (ModernBERT) without BERT's pooler, which
+    those models never have (a masked-LM pre-training run keeps an untrained one). For a task
+    model with ModernBERT's head also that head's transform: the checkpoint's own task head's
+    (`head`), else its MLM head's transform, which has the same shape and function
+    (transformers' from_pretrained fills a ModernBERT task model's `head.*` from a
+    ModernBertForMaskedLM checkpoint the same way).
     """
-    start = {"bert": params["bert"]}
+    encoder = params["bert"]
+    if model.config.prediction_head:
+        encoder = {name: value for name, value in encoder.items() if name != "pooler"}
+    start = {"bert": encoder}
     if isinstance(model, TASK_MODELS) and model.config.prediction_head:
         if "head" in params:
             start["head"] = params["head"]

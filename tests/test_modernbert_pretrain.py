@@ -342,3 +342,34 @@ def test_tiny_modern_run_exports_as_modernbert_for_masked_lm(tiny_run, tmp_path)
     with torch.no_grad():
         theirs = hf.eval()(torch.from_numpy(ids).long()).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours["mlm_logits"]), theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.full
+def test_a_modern_run_starts_the_glue_and_embeddings_jobs(shared_data, tiny_run, tmp_path):
+    """The masked-LM run keeps an untrained BERT pooler, which ModernBERT's task and embedding
+    models do not have; fine-tuning from the workdir (as the run's downstream probes do from its
+    parameters) leaves it out. At learning rate 0 each job's encoder is the workdir's, and the
+    classifier's head is the MLM head's transform."""
+    from bert.jobs import downstream, embeddings, glue
+
+    section = modernbert.get_config("size=tiny,recipe=short").downstream
+    section.sst2_dir = str(shared_data / "glue" / "SST-2")
+    section.stsb_train = str(shared_data / "stsbenchmark" / "sts-train.csv")
+    section.stsb_dev = str(shared_data / "stsbenchmark" / "sts-dev.csv")
+    section.train_limit, section.eval_limit, section.steps = 32, 16, 1
+    section.batch_size, section.learning_rate, section.max_seq_length = 16, 0.0, 32
+    want, _ = checkpoints.load_params(tiny_run)
+    assert "pooler" in want["bert"]
+    encoder = {k: v for k, v in want["bert"].items() if k != "pooler"}
+    mlm_transform = {k: want["mlm"][k] for k in ("transform", "transform_norm")}
+    for name, job in (("sst2", glue.run), ("stsb", embeddings.run)):
+        config = downstream._job_config(name, section)
+        config.init_from = str(tiny_run)
+        job(config, str(tmp_path / name))
+        got, _ = checkpoints.load_params(tmp_path / name)
+        # the classifier also starts ModernBERT's head from the MLM head's transform
+        expected = {"bert": encoder, **({"head": mlm_transform} if name == "sst2" else {})}
+        started = {part: got[part] for part in expected}
+        assert jax.tree.structure(started) == jax.tree.structure(expected), name
+        for a, b in zip(jax.tree.leaves(started), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
