@@ -461,11 +461,11 @@ def fine_tuning_start(model: nn.Module, params: dict[str, Any]) -> dict[str, Any
     (transformers' from_pretrained fills a ModernBERT task model's `head.*` from a
     ModernBertForMaskedLM checkpoint the same way).
     """
-    encoder = params["bert"]
-    if model.config.prediction_head:
-        encoder = {name: value for name, value in encoder.items() if name != "pooler"}
-    start = {"bert": encoder}
-    if isinstance(model, TASK_MODELS) and model.config.prediction_head:
+    start = {"bert": params["bert"]}
+    if not model.config.prediction_head:
+        return start
+    start["bert"] = {name: value for name, value in params["bert"].items() if name != "pooler"}
+    if isinstance(model, TASK_MODELS):
         if "head" in params:
             start["head"] = params["head"]
         elif "mlm" in params:
