@@ -111,6 +111,24 @@ def shared_data() -> pathlib.Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def prepared_wiki(shared_data, tmp_path_factory) -> pathlib.Path:
+    """The data folder that tests/test_pretrain_job.py's tiny runs prepare in their workdirs
+    (job_settings: four Wikipedia files, the uncased WordPiece vocabulary), prepared once per
+    test process. A test whose subject is not the preparation starts its workdir with a copy
+    (test_pretrain_job.with_prepared_data), which the run finds prepared, as a resumed run
+    does: preparing costs each run about 10 s."""
+    from test_pretrain_job import pretrain_config
+
+    from bert.jobs import pretrain
+    from input_pipeline import data_setup
+
+    workdir = tmp_path_factory.mktemp("prepared_wiki")
+    config = pretrain_config(shared_data, workdir, 1)
+    data_setup.prepare_pretraining_data(pretrain.corpus(config), workdir)
+    return workdir / "data"
+
+
 TINY_HF = dict(  # a small random BERT over the real uncased WordPiece vocabulary
     vocab_size=30522,
     hidden_size=32,

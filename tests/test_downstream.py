@@ -6,7 +6,7 @@ import json
 import pytest
 
 from bert.jobs import downstream, glue, pretrain
-from tests.test_pretrain_job import pretrain_config, scalars
+from tests.test_pretrain_job import pretrain_config, scalars, with_prepared_data
 from util.errors import UserError
 
 
@@ -30,13 +30,13 @@ def probe_settings(shared_data, **overrides) -> dict:
 
 @pytest.mark.full
 def test_probes_are_logged_at_the_start_every_n_steps_and_the_end_as_the_jobs_score(
-    shared_data, tmp_path
+    shared_data, prepared_wiki, tmp_path
 ):
     """Probes every 4 steps of a 4-step run evaluated every 2: at steps 0 and 4, not with the
     evaluation at step 2; they reach TensorBoard and eval_results.json, the last equals the GLUE
     and embeddings jobs run on the finished workdir with the same settings (the in-memory
     encoder is the checkpoint's), and the probes keep their results only."""
-    workdir = tmp_path / "run"
+    workdir = with_prepared_data(prepared_wiki, tmp_path / "run")
     settings = probe_settings(shared_data, **{"downstream.every": 4})
     config = pretrain_config(shared_data, workdir, steps=4, **settings)
     results = pretrain.run(config, str(workdir))

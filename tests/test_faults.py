@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from test_pretrain_job import ROOT, environment, job_args, pretrain_config
+from test_pretrain_job import ROOT, environment, job_args, pretrain_config, with_prepared_data
 
 from bert.jobs import pretrain
 from bert.training import checkpoints
@@ -28,10 +28,11 @@ from util.errors import UserError
 pytestmark = pytest.mark.full  # the full tier (tests/conftest.py)
 
 
-# SIGKILLs of a run, every second one inside a checkpoint save
-KILLS = 4
+# SIGKILLs of a run, the second inside a checkpoint save: the first and the third after some
+# steps, the third resuming from the checkpoint that the kill inside a save left newest
+KILLS = 3
 # Steps of a killed run: beyond what its attempts reach (at most 6 steps and 0.2 s after a
-# resume, or the next save, each: about 20 steps in all), so that every attempt is killed before
+# resume, or the next save, each: about 15 steps in all), so that every attempt is killed before
 # the run ends.
 TOTAL = 30
 
@@ -106,17 +107,20 @@ def kill_at_random(args, workdir: pathlib.Path, total: int, seed: int, kills: in
     return in_save
 
 
-def test_pretraining_killed_at_random_moments_ends_bitwise_as_uninterrupted(shared_data, tmp_path):
+def test_pretraining_killed_at_random_moments_ends_bitwise_as_uninterrupted(
+    shared_data, prepared_wiki, tmp_path
+):
     total = TOTAL
     settings = {"train.checkpoint_every": 2, "train.max_to_keep": 2, "train.log_every": 1}
-    reference = tmp_path / "reference"  # uninterrupted, and saved only at its end
+    # uninterrupted, and saved only at its end
+    reference = with_prepared_data(prepared_wiki, tmp_path / "reference")
     once = {**settings, "train.checkpoint_every": total}
     result = subprocess.run(job_args(shared_data, reference, total, **once), cwd=ROOT,
                             env=environment(1), capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    killed = tmp_path / "killed"
+    killed = with_prepared_data(prepared_wiki, tmp_path / "killed")
     args = job_args(shared_data, killed, total, **settings)
-    assert kill_at_random(args, killed, total, seed=14) >= 2
+    assert kill_at_random(args, killed, total, seed=14) >= 1
     assert checkpoints.load_params(killed)[1]["step"] == total
     assert_same_params(killed, reference)
 
@@ -149,7 +153,7 @@ def test_fine_tuning_killed_at_random_moments_ends_bitwise_as_uninterrupted(
     result = subprocess.run(once, cwd=ROOT, env=environment(1), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     killed = tmp_path / "killed"
-    assert kill_at_random(glue_args(shared_data, tiny_hf, killed, total), killed, total, 41) >= 2
+    assert kill_at_random(glue_args(shared_data, tiny_hf, killed, total), killed, total, 41) >= 1
     assert checkpoints.load_params(killed)[1]["step"] == total
     assert_same_params(killed, reference)
     assert (killed / "eval_results.json").read_text() == (
@@ -161,9 +165,9 @@ SMALL = {"train.checkpoint_every": 2, "train.max_to_keep": 3, "train.async_check
 
 
 @pytest.fixture(scope="module")
-def six_steps(shared_data, tmp_path_factory):
+def six_steps(shared_data, prepared_wiki, tmp_path_factory):
     """(a workdir with checkpoints 2, 4 and 6; its continuation to step 8 from step 4)."""
-    base = tmp_path_factory.mktemp("six")
+    base = with_prepared_data(prepared_wiki, tmp_path_factory.mktemp("six"))
     pretrain.run(pretrain_config(shared_data, base, 6, **SMALL), str(base))
     assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["2", "4", "6"]
     reference = tmp_path_factory.mktemp("from4")
@@ -310,7 +314,10 @@ def test_a_truncated_newest_checkpoint_is_one_warning_line_and_the_one_before_re
     assert checkpoints.load_params(tmp_path)[1]["step"] == 8
 
 
-def test_a_second_job_on_a_workdir_stops_and_a_killed_holder_does_not_block(shared_data, tmp_path):
+def test_a_second_job_on_a_workdir_stops_and_a_killed_holder_does_not_block(
+    shared_data, prepared_wiki, tmp_path
+):
+    with_prepared_data(prepared_wiki, tmp_path)
     args = job_args(shared_data, tmp_path, 1000, **{"train.checkpoint_every": 1000})
     log_path = tmp_path.parent / f"{tmp_path.name}.log"
     with open(log_path, "w") as log:

@@ -66,6 +66,13 @@ def job_args(shared_data, workdir, steps, **overrides):
     ]
 
 
+def with_prepared_data(prepared_wiki: pathlib.Path, workdir: pathlib.Path) -> pathlib.Path:
+    """`workdir` holding a copy of the prepared_wiki fixture (tests/conftest.py): a run of
+    job_args's corpus there finds its data prepared."""
+    shutil.copytree(prepared_wiki, workdir / "data")
+    return workdir
+
+
 def pretrain_config(shared_data, workdir, steps, **overrides):
     """The config job_args gives main.py, built here to run the job in this process."""
     return main_config(job_args(shared_data, workdir, steps, **overrides)[2:])
@@ -138,10 +145,10 @@ def held_out_corpus(shared_data) -> dict:
 
 
 @pytest.fixture(scope="module")
-def twelve_steps(shared_data, tmp_path_factory):
+def twelve_steps(shared_data, prepared_wiki, tmp_path_factory):
     """A 12-step run through main.py holding out another corpus, uninterrupted (checkpoints at
     steps 5, 10 and 12)."""
-    workdir = tmp_path_factory.mktemp("twelve")
+    workdir = with_prepared_data(prepared_wiki, tmp_path_factory.mktemp("twelve"))
     result = run_job(job_args(shared_data, workdir, steps=12, **held_out_corpus(shared_data)))
     assert result.returncode == 0, result.stderr[-3000:]
     return workdir
@@ -175,7 +182,9 @@ def test_run_writes_events_checkpoint_and_evaluation(shared_data, twelve_steps, 
 
 
 @pytest.mark.full
-def test_mlm_objective_trains_without_nsp_and_exports_a_masked_lm(shared_data, tmp_path):
+def test_mlm_objective_trains_without_nsp_and_exports_a_masked_lm(
+    shared_data, prepared_wiki, tmp_path
+):
     """config.objective=mlm: no NSP head or metric, and a workdir that exports as transformers'
     BertForMaskedLM with no missing or unexpected weights, whose logits equal ours."""
     import torch
@@ -184,7 +193,7 @@ def test_mlm_objective_trains_without_nsp_and_exports_a_masked_lm(shared_data, t
     from bert import objectives, pretrained
     from bert.export import cli
 
-    workdir = tmp_path / "run"
+    workdir = with_prepared_data(prepared_wiki, tmp_path / "run")
     result = run_job(job_args(shared_data, workdir, steps=4, objective="mlm"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert scalars(workdir, "train/mlm_loss") and not scalars(workdir, "train/nsp_loss")
@@ -205,7 +214,7 @@ def test_mlm_objective_trains_without_nsp_and_exports_a_masked_lm(shared_data, t
 
 
 @pytest.mark.full
-def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
+def test_train_and_eval_steps_compile_once_ahead(shared_data, prepared_wiki, tmp_path, caplog):
     """The train step compiles while the input pipeline starts, the evaluation step and the
     checkpoint checksums while training runs: each once, in the background thread
     (bert/training/ahead.py), none on first use."""
@@ -214,6 +223,7 @@ def test_train_and_eval_steps_compile_once_ahead(shared_data, tmp_path, caplog):
     # this state): a cached executable logs no compilation
     jax.clear_caches()
     config = pretrain_config(shared_data, tmp_path, 3, **{"train.eval_every": 2})
+    with_prepared_data(prepared_wiki, tmp_path)
     assert pretrain.run(config, str(tmp_path))["step"] == 3
     threads = {
         name: [r.threadName for r in caplog.records
@@ -281,10 +291,12 @@ def test_missing_data_path_is_a_clear_error(shared_data, tmp_path):
 
 
 @pytest.mark.full
-def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(shared_data, twelve_steps, tmp_path):
+def test_sigterm_saves_and_exits_cleanly_then_resume_is_exact(
+    shared_data, prepared_wiki, twelve_steps, tmp_path
+):
     steps, reference = 12, twelve_steps
 
-    interrupted = tmp_path / "interrupted"
+    interrupted = with_prepared_data(prepared_wiki, tmp_path / "interrupted")
     settings = {**held_out_corpus(shared_data), "train.checkpoint_every": 1000}
     args = job_args(shared_data, interrupted, steps=steps, **settings)
     process, log = start_job(args, tmp_path / "log.txt")

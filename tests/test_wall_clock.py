@@ -16,7 +16,7 @@ from bert.jobs import pretrain
 from bert.objectives import MlmNsp
 from bert.training import budget, checkpoints, optim, sharding
 from bert.training import step as step_lib
-from tests.test_pretrain_job import ROOT, environment, pretrain_config, scalars
+from tests.test_pretrain_job import ROOT, environment, pretrain_config, scalars, with_prepared_data
 from util.errors import Stopped, UserError
 
 BUDGET = 20.0  # seconds of training: 20-60 steps of the tiny model on a loaded 2-core machine
@@ -108,8 +108,11 @@ def _check_schedule_followed_the_clock(workdir) -> list[tuple[float, float]]:
 
 
 @pytest.mark.full
-def test_budget_ends_the_run_with_a_checkpoint_and_the_schedule_finished(shared_data, tmp_path):
+def test_budget_ends_the_run_with_a_checkpoint_and_the_schedule_finished(
+    shared_data, prepared_wiki, tmp_path
+):
     config = pretrain_config(shared_data, tmp_path, STEPS, **_settings())
+    with_prepared_data(prepared_wiki, tmp_path)
     results = pretrain.run(config, str(tmp_path))
     last = results["step"]
     assert 5 < last < STEPS
@@ -136,10 +139,13 @@ def test_budget_ends_the_run_with_a_checkpoint_and_the_schedule_finished(shared_
 
 
 @pytest.mark.full
-def test_a_resumed_run_continues_the_spent_budget(shared_data, tmp_path, monkeypatch):
+def test_a_resumed_run_continues_the_spent_budget(
+    shared_data, prepared_wiki, tmp_path, monkeypatch
+):
     """Stopped by SIGTERM at half the budget, the run resumes with the time already spent and
     ends at about the same total training time, not after a fresh budget."""
     config = pretrain_config(shared_data, tmp_path, STEPS, **_settings(RESUMED))
+    with_prepared_data(prepared_wiki, tmp_path)
     reading = budget.Clock.sample
 
     def stop_at_half(clock):
