@@ -16,10 +16,13 @@ dev Spearman), one run per seed for each.
 
 `diagnose` asks why a pre-trained encoder does or does not beat the random one: what its frozen
 features hold (a logistic-regression probe on SST-2's mean-pooled token states, and how alike
-any two sentences' features are: a collapsed encoder gives every sentence nearly the same
-vector), and whether the pooler, trained only for next sentence prediction, is what the
-classifier is held back by (the GOAL fine-tuning with the pooler's weights replaced by the
-random encoder's).
+any two sentences' features are, mean-pooled and the first token's: a collapsed encoder gives
+every sentence nearly the same vector), and whether what the classifier reads holds it back:
+for BERT's models the pooler, trained only for next sentence prediction (the GOAL fine-tuning
+with the pooler's weights replaced by the random encoder's); for ModernBERT's the first
+token's state, which masked-LM pre-training never asks for anything (the GOAL fine-tuning of
+both encoders with the classifier reading the mean of the tokens' states instead,
+model.classifier_pooling=mean).
 
 A run stopped (Ctrl-C, SIGTERM) saves and resumes where it stopped, on the same budget: the time
 spent is in every checkpoint. Run one recipe at a time on a quiet machine: the budget is
@@ -109,15 +112,28 @@ def curves(args) -> None:
     rows = {}
     for name in RECIPES:
         workdir = pathlib.Path(args.runs) / name
-        if not workdir.is_dir():
-            print(f"{name}: no run in {workdir}, left out")
-            continue
-        rows[name] = recipe_rows(workdir)
         path = CURVES / f"recipes_{name}.csv"
-        from_scratch._write_csv(path, rows[name])
-        print(f"wrote {path} ({len(rows[name])} evaluations)")
+        if workdir.is_dir():
+            rows[name] = recipe_rows(workdir)
+            from_scratch._write_csv(path, rows[name])
+            print(f"wrote {path} ({len(rows[name])} evaluations)")
+        elif path.is_file():  # a run recorded before, its workdir gone: its curve as recorded
+            rows[name] = _read_csv(path)
+            print(f"{name}: no run in {workdir}, its curve read from {path}")
+        else:
+            print(f"{name}: no run in {workdir} and no {path}, left out")
     if rows:
         _plot(rows)
+
+
+def _read_csv(path: pathlib.Path) -> list[dict]:
+    """Rows as recipe_rows gives them, from a CSV curves wrote (an empty cell: not measured)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return [
+            {k: float(v) if v != "" else "" for k, v in row.items()} for row in csv.DictReader(f)
+        ]
 
 
 def _plot(rows: dict[str, list[dict]]) -> None:
@@ -192,14 +208,15 @@ def goal(args) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def _frozen_features(encoder, texts) -> dict:
-    """Mean-pooled token states of `texts` (unnormalised) and the mean cosine similarity of
-    two different texts' vectors."""
+def _frozen_features(encoder, texts, pooling: str = "mean") -> dict:
+    """Token states of `texts` pooled by `pooling` ("mean", or "cls": the first token's),
+    unnormalised, and the mean cosine similarity of two different texts' vectors."""
     import numpy as np
 
     from bert import embed
 
-    vectors = embed.embed(encoder, texts, max_seq_length=GOAL["max_seq_length"], normalize=False)
+    vectors = embed.embed(encoder, texts, max_seq_length=GOAL["max_seq_length"], pooling=pooling,
+                          normalize=False)  # fmt: skip
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     mean = unit.mean(0)
     n = len(unit)
@@ -216,6 +233,24 @@ def _probe(train, dev) -> float:
     (x, y), (dev_x, dev_y) = train, dev
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     return float(model.fit(x, y).score(dev_x, dev_y))
+
+
+def _classifier_variants(trained, rand) -> dict:
+    """The encoders `diagnose` fine-tunes as in `goal`, each changing what the classifier reads.
+    BERT's models: the pre-trained encoder with the random one's pooler. ModernBERT's (no
+    pooler; the classifier reads the first token's state): both encoders with the classifier
+    reading the mean of the tokens' states."""
+    if not trained.config.prediction_head:
+        params = dict(trained.params["bert"], pooler=rand.params["bert"]["pooler"])
+        reset = dataclasses.replace(trained, params={"bert": params})
+        return {"pretrained with random pooler": reset}
+
+    def mean_pooled(encoder):
+        config = dataclasses.replace(encoder.config, classifier_pooling="mean")
+        return dataclasses.replace(encoder, config=config)
+
+    return {"pretrained, mean pooling": mean_pooled(trained),
+            "random, mean pooling": mean_pooled(rand)}  # fmt: skip
 
 
 def diagnose(args) -> None:
@@ -242,23 +277,22 @@ def diagnose(args) -> None:
             data[part] = (features["vectors"], np.array([e.label for e in examples]))
             if part == "dev":
                 out[f"{name} dev mean cosine"] = features["mean_cosine"]
+                first = _frozen_features(encoder, [e.text_a for e in examples], "cls")
+                out[f"{name} dev first-token mean cosine"] = first["mean_cosine"]
         out[f"{name} frozen probe accuracy"] = _probe(data["train"], data["dev"])
         print(name, {k: v for k, v in out.items() if k.startswith(name)}, flush=True)
-    # The pre-trained encoder with the random one's pooler, fine-tuned as in `goal`.
-    params = dict(trained.params["bert"], pooler=rand.params["bert"]["pooler"])
-    reset = dataclasses.replace(trained, params={"bert": params})
     section = bert_base.get_config("size=tiny").downstream
     section.sst2_dir = sst2
     section.update(GOAL)
-    scores = []
-    for seed in range(args.seeds):
-        section.seed = seed
-        with tempfile.TemporaryDirectory() as tmp:
-            config = downstream._job_config("sst2", section)
-            scores.append(glue.run(config, tmp, encoder=reset)["dev"]["accuracy"])
-        print(f"seed {seed} pretrained, random pooler: sst2 accuracy {scores[-1]:.4f}", flush=True)
-    out["pretrained with random pooler sst2 accuracy"] = {"mean": sum(scores) / len(scores),
-                                                          "runs": scores}  # fmt: skip
+    for name, encoder in _classifier_variants(trained, rand).items():
+        scores = []
+        for seed in range(args.seeds):
+            section.seed = seed
+            with tempfile.TemporaryDirectory() as tmp:
+                config = downstream._job_config("sst2", section)
+                scores.append(glue.run(config, tmp, encoder=encoder)["dev"]["accuracy"])
+            print(f"seed {seed} {name}: sst2 accuracy {scores[-1]:.4f}", flush=True)
+        out[f"{name} sst2 accuracy"] = {"mean": sum(scores) / len(scores), "runs": scores}
     path = CURVES / f"recipes_{args.recipe}_diagnose.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
