@@ -180,6 +180,13 @@ def _write_csv(path: pathlib.Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def _read_csv(path: pathlib.Path) -> list[dict]:
+    """Rows of a CSV `_write_csv` wrote, numbers as floats (an empty cell: not measured)."""
+    with open(path, newline="") as f:
+        return [{k: float(v) if v != "" else "" for k, v in row.items()}
+                for row in csv.DictReader(f)]  # fmt: skip
+
+
 def _scalars(workdir: pathlib.Path, prefix: str) -> dict[int, dict[str, float]]:
     import tensorflow as tf
 

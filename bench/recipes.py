@@ -118,22 +118,12 @@ def curves(args) -> None:
             from_scratch._write_csv(path, rows[name])
             print(f"wrote {path} ({len(rows[name])} evaluations)")
         elif path.is_file():  # a run recorded before, its workdir gone: its curve as recorded
-            rows[name] = _read_csv(path)
+            rows[name] = from_scratch._read_csv(path)
             print(f"{name}: no run in {workdir}, its curve read from {path}")
         else:
             print(f"{name}: no run in {workdir} and no {path}, left out")
     if rows:
         _plot(rows)
-
-
-def _read_csv(path: pathlib.Path) -> list[dict]:
-    """Rows as recipe_rows gives them, from a CSV curves wrote (an empty cell: not measured)."""
-    import csv
-
-    with open(path, newline="") as f:
-        return [
-            {k: float(v) if v != "" else "" for k, v in row.items()} for row in csv.DictReader(f)
-        ]
 
 
 def _plot(rows: dict[str, list[dict]]) -> None:

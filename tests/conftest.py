@@ -117,7 +117,7 @@ def prepared_wiki(shared_data, tmp_path_factory) -> pathlib.Path:
     (job_settings: four Wikipedia files, the uncased WordPiece vocabulary), prepared once per
     test process. A test whose subject is not the preparation starts its workdir with a copy
     (test_pretrain_job.with_prepared_data), which the run finds prepared, as a resumed run
-    does: preparing costs each run about 10 s."""
+    does: preparing costs each run 2 s on a quiet machine, about 10 s on a loaded one."""
     from test_pretrain_job import pretrain_config
 
     from bert.jobs import pretrain
